@@ -1,0 +1,1 @@
+"""Corral's web API (FastAPI) and command line. Depends on ``pipeline`` and ``storage``."""

@@ -1,0 +1,78 @@
+"""The ``corral`` command line.
+
+Every command calls the same library functions as the API and the notebooks. Heavy imports
+(torch, umap, faiss, fastapi) happen inside the command that needs them, so ``corral --help``
+is instant. A human summary goes to stderr; the last line on stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger("corral")
+
+#: name -> (add_arguments, run) for every subcommand; other modules add theirs with ``command``.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def register(name: str, help: str, add: Callable[[argparse.ArgumentParser], None], run: Callable[[argparse.Namespace], int]) -> None:
+    """Add a subcommand: ``add`` declares its options, ``run(args)`` returns the exit code."""
+    COMMANDS[name] = (help, add, run)
+
+
+def emit(obj: dict[str, Any]) -> None:
+    """The machine-readable last line of a command."""
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from api import commands  # noqa: F401  (registers the subcommands)
+
+    p = argparse.ArgumentParser(
+        prog="corral",
+        description="Label image collections by cluster: embed, map, curate, publish, recognise.",
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summaries on stderr")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_, add, _) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        add(sp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    level = logging.WARNING if args.quiet else (logging.INFO if args.verbose == 1 else logging.DEBUG if args.verbose > 1 else logging.WARNING)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.verbose == 0 and not args.quiet:
+        logging.getLogger("pipeline").setLevel(logging.INFO)
+        logging.getLogger("storage").setLevel(logging.INFO)
+        logging.getLogger("api").setLevel(logging.INFO)
+    _, _, run = COMMANDS[args.command]
+    try:
+        return int(run(args) or 0)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; finished shards are kept, rerun the same command to resume\n")
+        return 130
+    except (CliError, ValueError, FileNotFoundError, PermissionError) as e:
+        sys.stderr.write(f"corral {args.command}: error: {e}\n")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""One module per CLI command group; importing this package registers them all."""
+
+from api.commands import embed_cmd  # noqa: F401

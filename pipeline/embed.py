@@ -1,0 +1,479 @@
+"""The embed stage: images in, L2-normalised vectors out, in resumable shards.
+
+Reader -> decoder (worker processes) -> model (one device) -> writer. Work is cut into shards of
+``shard_size`` items; each shard's vectors and item records are written atomically, the items
+file last, so a killed run restarted with the same arguments skips finished shards and ends with
+exactly the output of an uninterrupted run. :func:`embed_items` is the stage over any subset of
+items (what a distributed engine would call per partition); :func:`embed` is that function over a
+whole source.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import registry
+from pipeline.decode import (
+    DEFAULT_MAX_PIXELS,
+    Preprocess,
+    SkipItem,
+    content_id,
+    decode_for_model,
+    is_jpeg,
+    jpeg_orientation,
+)
+from pipeline.device import cpu_count, pick_device
+from pipeline.ingest import SourceItem, list_source, read_bytes
+from storage.workspace import (
+    EmbeddingSet,
+    Workspace,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_table,
+    embedding_table,
+    items_table,
+    safe_name,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedConfig:
+    """Options of the embed stage. ``None`` means "choose for this machine"."""
+
+    model: str = registry.DEFAULT_MODEL  # embedder name, e.g. timm:tf_efficientnet_lite0
+    weights: str | None = None  # weight file or folder; default: packaged weights or HF cache
+    random_weights: bool = False  # allow an untrained model when no weights are found
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: int | None = None  # images per model call (default 64 on CPU, 256 on CUDA)
+    num_workers: int | None = None  # decode processes (default: all cores on CUDA, half on CPU)
+    shard_size: int = 4096  # items per output shard (the unit of resume)
+    dtype: str = "float32"  # float32 | float16 on disk
+    compile: bool = False  # torch.compile the model (CUDA only)
+    gpu_decode: bool | None = None  # decode JPEGs with nvJPEG on the device (default: on for CUDA)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are skipped as decompression bombs
+    endpoint_url: str | None = None  # S3-compatible endpoint for s3:// sources
+    name: str | None = None  # embedding set name (default: from the model name)
+    progress: bool = True  # show a progress bar on stderr
+
+    def validate(self) -> None:
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size}: must be >= 1")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers={self.num_workers}: must be >= 0")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size={self.shard_size}: must be >= 1")
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype={self.dtype!r}: expected float32 or float16")
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels={self.max_pixels}: must be >= 1")
+
+
+@dataclass
+class EmbedResult:
+    items: int  # files the source names
+    embedded: int  # vectors written by this run
+    duplicates: int  # exact copies found by this run (recorded, not embedded)
+    skipped: int  # files this run could not use
+    skipped_by_reason: dict[str, int]
+    already_done: int  # files finished by an earlier run
+    model: str
+    dim: int
+    seconds: float
+    embeddings: str  # the embedding set folder
+    timings: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+
+    def summary(self) -> dict[str, Any]:
+        """The CLI's last-line JSON."""
+        keys = ("items", "embedded", "duplicates", "skipped", "skipped_by_reason", "model", "dim", "seconds", "embeddings")
+        out = {k: getattr(self, k) for k in keys}
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Decode workers
+
+
+class _DecodeDataset:
+    """Map-style dataset over source items; runs inside DataLoader worker processes."""
+
+    def __init__(self, items: list[SourceItem], pre: Preprocess, *, max_pixels: int, endpoint_url: str | None, raw_jpeg: bool):
+        self.items = items
+        self.pre = pre
+        self.max_pixels = max_pixels
+        self.endpoint_url = endpoint_url
+        self.raw_jpeg = raw_jpeg
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import torch
+
+        it = self.items[i]
+        t0 = time.perf_counter()
+        rec: dict[str, Any] = {"pos": i, "uri": it.uri, "status": "ok", "reason": "", "detail": "", "id": "", "bytes": 0, "width": 0, "height": 0}
+        try:
+            data = read_bytes(it.uri, endpoint_url=self.endpoint_url)
+        except (OSError, ValueError) as e:
+            rec.update(status="skipped", reason="unreadable", detail=str(e)[:200])
+            rec["decode_s"] = time.perf_counter() - t0
+            return rec
+        rec["bytes"] = len(data)
+        try:
+            if not data:
+                raise SkipItem("empty", "zero-byte file")
+            rec["id"] = content_id(data)
+            if self.raw_jpeg and is_jpeg(data):
+                w, h = _jpeg_header_size(data, self.max_pixels)
+                orient = jpeg_orientation(data)
+                rec.update(width=h if orient in (5, 6, 7, 8) else w, height=w if orient in (5, 6, 7, 8) else h)
+                rec["jpeg"] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                rec["orientation"] = orient
+            else:
+                arr, w, h = decode_for_model(data, self.pre, max_pixels=self.max_pixels)
+                rec.update(width=w, height=h)
+                rec["pixels"] = torch.from_numpy(arr)
+        except SkipItem as e:
+            rec.update(status="skipped", reason=e.reason, detail=e.detail)
+        rec["decode_s"] = time.perf_counter() - t0
+        return rec
+
+
+def _jpeg_header_size(data: bytes, max_pixels: int) -> tuple[int, int]:
+    from PIL import Image
+
+    try:
+        w, h = Image.open(io.BytesIO(data)).size
+    except Exception as e:
+        raise SkipItem("not_an_image", str(e)[:200]) from None
+    if w * h > max_pixels:
+        raise SkipItem("too_large", f"{w}x{h} pixels is over the limit of {max_pixels}")
+    return w, h
+
+
+def _collate(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    import torch
+
+    px = [r.pop("pixels") for r in recs if "pixels" in r]
+    return {"records": recs, "pixels": torch.stack(px) if px else None, "jpeg": [r.pop("jpeg") for r in recs if "jpeg" in r]}
+
+
+def _worker_init(_: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _shard_batches(n: int, shard_size: int, batch_size: int) -> list[list[int]]:
+    """Index batches that never cross a shard boundary."""
+    out = []
+    for s in range(0, n, shard_size):
+        end = min(s + shard_size, n)
+        for b in range(s, end, batch_size):
+            out.append(list(range(b, min(b + batch_size, end))))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# On-device JPEG decoding (nvJPEG on CUDA; also runs on the CPU, which is how it is tested)
+
+
+def decode_jpegs_on_device(datas: list, orientations: list[int], pre: Preprocess, device: Any) -> list:
+    """Decode JPEG byte tensors on ``device`` into ``size x size x 3`` uint8 tensors.
+
+    Returns one entry per input: a tensor, or ``None`` when that JPEG could not be decoded there
+    (the caller falls back to the CPU decoder, which records the reason).
+    """
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    dev = torch.device(device)
+    try:
+        imgs = decode_jpeg(datas, mode=ImageReadMode.RGB, device=dev)
+    except Exception:
+        imgs = []
+        for d in datas:
+            try:
+                imgs.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=dev))
+            except Exception:
+                imgs.append(None)
+    out = []
+    for img, orient in zip(imgs, orientations):
+        out.append(None if img is None else _orient_resize_crop(img, orient, pre))
+    return out
+
+
+def _orient_resize_crop(img, orientation: int, pre: Preprocess):
+    import torch
+    import torch.nn.functional as F
+
+    # EXIF orientations as (transpose, rot90 count, flip) applied to CHW tensors.
+    if orientation == 2:
+        img = img.flip(-1)
+    elif orientation == 3:
+        img = img.rot90(2, (1, 2))
+    elif orientation == 4:
+        img = img.flip(-2)
+    elif orientation == 5:
+        img = img.transpose(1, 2)
+    elif orientation == 6:
+        img = img.rot90(-1, (1, 2))
+    elif orientation == 7:
+        img = img.rot90(1, (1, 2)).flip(-2)
+    elif orientation == 8:
+        img = img.rot90(1, (1, 2))
+    _, h, w = img.shape
+    scale = pre.resize / min(h, w)
+    nh, nw = max(pre.size, round(h * scale)), max(pre.size, round(w * scale))
+    mode = "bicubic" if pre.interpolation == "bicubic" else "bilinear"
+    x = F.interpolate(img.unsqueeze(0).float(), size=(nh, nw), mode=mode, antialias=True, align_corners=False)
+    top, left = (nh - pre.size) // 2, (nw - pre.size) // 2
+    x = x[0, :, top : top + pre.size, left : left + pre.size]
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+
+
+def _resolve(cfg: EmbedConfig, device: str) -> tuple[int, int, bool]:
+    cuda = device.startswith("cuda")
+    batch = cfg.batch_size or (256 if cuda else 64)
+    cpus = cpu_count()
+    workers = cfg.num_workers if cfg.num_workers is not None else (cpus if cuda else max(1, cpus // 2))
+    gpu_decode = cuda if cfg.gpu_decode is None else cfg.gpu_decode
+    return batch, workers, gpu_decode
+
+
+def _check_sidecar(es: EmbeddingSet, embedder: Any, cfg: EmbedConfig) -> dict[str, Any]:
+    side = {
+        "model": embedder.name,
+        "weights_hash": embedder.info.get("weights_hash"),
+        "preprocessing": embedder.preprocess.as_dict(),
+        "dim": embedder.dim,
+        "dtype": cfg.dtype,
+        "count": 0,
+        "format": "parquet shards part-NNNNN.parquet: id (string), embedding (fixed_size_list); items in part-NNNNN.items.parquet",
+        "embedder": embedder.info,
+    }
+    if es.sidecar_path.exists():
+        old = es.sidecar()
+        for key in ("model", "weights_hash", "dim", "dtype"):
+            if old.get(key) != side[key]:
+                raise ValueError(
+                    f"embedding set {es.path} was made with {key}={old.get(key)!r}, this run has {side[key]!r}; "
+                    "use another --name (or workspace) for a different model"
+                )
+        side["count"] = old.get("count", 0)
+    return side
+
+
+def embed(source: str, *, workspace: str | Path | Workspace, config: EmbedConfig | None = None) -> EmbedResult:
+    """Embed every image a source names into ``workspace``; resumes where an earlier run stopped."""
+    cfg = config or EmbedConfig()
+    cfg.validate()
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    registry.check_name(cfg.model)  # fail on a bad name before listing a million files
+    items = list_source(source, endpoint_url=cfg.endpoint_url)
+    return embed_items(items, workspace=ws, config=cfg, source=str(source))
+
+
+def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedConfig, source: str = "") -> EmbedResult:
+    """The embed stage over the given items (any subset of a source)."""
+    import torch
+
+    cfg = config
+    t_start = time.perf_counter()
+    ws = workspace.ensure()
+    device, why = pick_device(cfg.device)
+    logger.info("device %s (%s)", device, why)
+    embedder = registry.create_embedder(cfg.model, weights=cfg.weights, allow_random=cfg.random_weights, compile=cfg.compile).to(device)
+    batch, workers, gpu_decode = _resolve(cfg, device)
+    es = ws.embedding_set(cfg.name or safe_name(embedder.name.replace("timm:", "")))
+    es.path.mkdir(parents=True, exist_ok=True)
+    for tmp in es.path.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    sidecar = _check_sidecar(es, embedder, cfg)
+    atomic_write_json(es.sidecar_path, sidecar)
+
+    # What earlier runs finished: their uris are skipped, their ids count as seen for de-duplication.
+    done_uris: dict[str, int] = {}
+    seen: dict[str, str] = {}
+    shards = es.complete_shards()
+    for i in shards:
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(es.shard_paths(i)[1], columns=["id", "uri", "status", "bytes"])
+        for id_, uri, status, size in zip(*(t.column(c).to_pylist() for c in ("id", "uri", "status", "bytes"))):
+            done_uris[uri] = size
+            if status == "ok":
+                seen.setdefault(id_, uri)
+    todo = [it for it in items if not (it.uri in done_uris and (it.size < 0 or done_uris[it.uri] == it.size))]
+    next_shard = (shards[-1] + 1) if shards else 0
+    labels = {it.uri: it for it in todo}
+    logger.info("%d items, %d done earlier, %d to embed; batch %d, %d decode workers, gpu_decode=%s", len(items), len(items) - len(todo), len(todo), batch, workers, gpu_decode)
+
+    run_cfg = {**asdict(cfg), "device_resolved": device, "device_reason": why, "batch_size_resolved": batch, "num_workers_resolved": workers, "gpu_decode_resolved": gpu_decode, "source": source, "embedding_set": str(es.path), "embedder": embedder.info}
+    run_path = ws.runs_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-embed.json"
+    atomic_write_json(run_path, {"config": run_cfg, "status": "running"})
+
+    counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    timings = {"decode_worker_s": 0.0, "infer_s": 0.0, "write_s": 0.0, "wait_s": 0.0}
+    out_dtype = np.float16 if cfg.dtype == "float16" else np.float32
+    pre = embedder.preprocess
+
+    if todo:
+        ds = _DecodeDataset(todo, pre, max_pixels=cfg.max_pixels, endpoint_url=cfg.endpoint_url, raw_jpeg=gpu_decode)
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_sampler=_shard_batches(len(todo), cfg.shard_size, batch),
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=device.startswith("cuda"),
+            worker_init_fn=_worker_init if workers else None,
+            prefetch_factor=4 if workers else None,
+            persistent_workers=False,
+        )
+        bar = _progress(len(todo), cfg.progress)
+        shard_rows: list[dict[str, Any]] = []
+        shard_ids: list[str] = []
+        shard_vecs: list[np.ndarray] = []
+        shard_len = lambda k: min(cfg.shard_size, len(todo) - k * cfg.shard_size)  # noqa: E731
+        shard_k = 0
+        t_wait = time.perf_counter()
+        for b in loader:
+            timings["wait_s"] += time.perf_counter() - t_wait
+            recs = b["records"]
+            timings["decode_worker_s"] += sum(r.pop("decode_s", 0.0) for r in recs)
+            t0 = time.perf_counter()
+            vecs, rows, ids = _embed_batch(b, recs, embedder, pre, device, seen, cfg, labels)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            timings["infer_s"] += time.perf_counter() - t0
+            shard_rows.extend(rows)
+            if len(ids):
+                shard_ids.extend(ids)
+                shard_vecs.append(vecs.astype(out_dtype, copy=False))
+            for r in rows:
+                counts[r["status"]] += 1
+                if r["status"] == "skipped":
+                    reasons[r["reason"]] += 1
+            bar.update(len(recs))
+            if len(shard_rows) == shard_len(shard_k):
+                t0 = time.perf_counter()
+                dim = embedder.dim
+                mat = np.concatenate(shard_vecs) if shard_vecs else np.empty((0, dim), dtype=out_dtype)
+                emb_path, items_path = es.shard_paths(next_shard + shard_k)
+                atomic_write_table(emb_path, embedding_table(shard_ids, mat))
+                atomic_write_table(items_path, items_table(shard_rows))  # completion marker, last
+                sidecar["count"] += len(shard_ids)
+                atomic_write_json(es.sidecar_path, sidecar)
+                timings["write_s"] += time.perf_counter() - t0
+                shard_rows, shard_ids, shard_vecs = [], [], []
+                shard_k += 1
+            t_wait = time.perf_counter()
+        bar.close()
+
+    _write_skipped(ws)
+    seconds = time.perf_counter() - t_start
+    res = EmbedResult(
+        items=len(items),
+        embedded=counts["ok"],
+        duplicates=counts["duplicate"],
+        skipped=counts["skipped"],
+        skipped_by_reason=dict(sorted(reasons.items())),
+        already_done=len(items) - len(todo),
+        model=embedder.name,
+        dim=embedder.dim,
+        seconds=seconds,
+        embeddings=str(es.path),
+        timings={k: round(v, 3) for k, v in timings.items()},
+        device=device,
+    )
+    atomic_write_json(run_path, {"config": run_cfg, "status": "complete", "result": asdict(res)})
+    return res
+
+
+def _embed_batch(b: dict[str, Any], recs: list[dict[str, Any]], embedder: Any, pre: Preprocess, device: str, seen: dict[str, str], cfg: EmbedConfig, sources: dict[str, SourceItem]):
+    """Decide duplicates, finish decoding, run the model; returns (vectors, item rows, embedded ids)."""
+    import torch
+
+    # Pixels per record position: CPU-decoded ones arrive stacked, JPEGs still need decoding.
+    cpu_px = iter(b["pixels"]) if b["pixels"] is not None else iter(())
+    jpeg_recs = [r for r in recs if "orientation" in r]
+    dev_px: dict[int, Any] = {}
+    if jpeg_recs:
+        decoded = decode_jpegs_on_device(b["jpeg"], [r["orientation"] for r in jpeg_recs], pre, device)
+        for r, img, data in zip(jpeg_recs, decoded, b["jpeg"]):
+            if img is None:  # the device decoder refused it: the CPU decoder says why, or manages
+                try:
+                    arr, w, h = decode_for_model(data.numpy().tobytes(), pre, max_pixels=cfg.max_pixels)
+                    img = torch.from_numpy(arr).to(device)
+                except SkipItem as e:
+                    r.update(status="skipped", reason=e.reason, detail=e.detail)
+                    continue
+            dev_px[r["pos"]] = img
+    rows, ids, batch_px = [], [], []
+    for r in recs:
+        px = None
+        if "orientation" not in r and r["status"] == "ok":
+            px = next(cpu_px)
+        elif r["pos"] in dev_px:
+            px = dev_px[r["pos"]]
+        src = sources.get(r["uri"])
+        row = {k: r[k] for k in ("id", "uri", "status", "reason", "detail", "bytes", "width", "height")}
+        if src is not None:
+            row["label"], row["meta"] = src.label, src.meta
+        if r["status"] == "ok":
+            first = seen.get(r["id"])
+            if first is not None:
+                row.update(status="duplicate", duplicate_of=first)
+            else:
+                seen[r["id"]] = r["uri"]
+                ids.append(r["id"])
+                batch_px.append(px)
+        rows.append(row)
+    if not ids:
+        return np.empty((0, embedder.dim), dtype=np.float32), rows, ids
+    px = torch.stack([p.to(device, non_blocking=True) for p in batch_px])
+    vecs = embedder.embed(px).to("cpu").numpy()
+    return vecs, rows, ids
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="embed", disable=not enabled, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+
+
+def _write_skipped(ws: Workspace) -> None:
+    """The full list of skipped files, with reasons, across every embed run in the workspace."""
+    t = ws.items()
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["uri", "reason", "detail"])
+    if t.num_rows:
+        for uri, status, reason, detail in zip(*(t.column(c).to_pylist() for c in ("uri", "status", "reason", "detail"))):
+            if status == "skipped":
+                w.writerow([uri, reason, detail])
+    atomic_write_bytes(ws.skipped_path, buf.getvalue().encode())
+
+
+def result_json(res: EmbedResult) -> str:
+    return json.dumps(res.summary(), sort_keys=False)

@@ -1,0 +1,142 @@
+"""Built-in embedder families. Imported lazily by :mod:`pipeline.registry`."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline import registry, weights
+from pipeline.decode import Preprocess
+
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def _timm_names() -> list[str]:
+    import timm
+
+    names = set(timm.list_models())
+    names.update(timm.list_models(pretrained=True))
+    return sorted(names)
+
+
+def _timm_is_known(name: str) -> bool:
+    import timm
+
+    arch, _, tag = name.partition(".")
+    if not timm.is_model(arch):
+        return False
+    return not tag or name in timm.list_models(arch + ".*", pretrained=True) or name in _timm_names()
+
+
+class TimmEmbedder:
+    """Any timm model without its classifier, with timm's own preprocessing.
+
+    ``embed`` takes uint8 NHWC pixels on the model's device, normalises them there, runs the
+    model (bf16 autocast and channels_last on CUDA) and returns L2-normalised float32 vectors.
+    """
+
+    def __init__(self, model_name: str, *, weights_path: str | os.PathLike[str] | None = None, allow_random: bool = False, compile: bool = False):
+        import timm
+        import torch
+
+        self.name = f"timm:{model_name}"
+        arch, _, tag = model_name.partition(".")
+        model = timm.create_model(model_name if tag else arch, pretrained=False, num_classes=0)
+        cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+        self.source = weights.resolve(arch, weights=weights_path, hf_hub_id=cfg.get("hf_hub_id"), allow_random=allow_random)
+        if self.source.kind in ("file", "package"):
+            weights.load_into(model, weights.load_state_dict(self.source.path), source=self.source.detail)
+            self.weights_hash = "sha256:" + weights.file_sha256(self.source.path)
+        elif self.source.kind == "hf-cache":
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            model = timm.create_model(model_name, pretrained=True, num_classes=0)
+            self.weights_hash = "hf:" + str(cfg.get("hf_hub_id"))
+        else:
+            self.weights_hash = "random"
+        model.eval()
+        data_cfg = timm.data.resolve_model_data_config(model)
+        _, h, w = data_cfg["input_size"]
+        size = int(min(h, w))
+        crop_pct = float(data_cfg.get("crop_pct") or 0.875)
+        self.preprocess = Preprocess(
+            size=size,
+            resize=int(round(size / crop_pct)),
+            interpolation=str(data_cfg.get("interpolation") or "bicubic"),
+            mean=tuple(float(x) for x in data_cfg["mean"]),
+            std=tuple(float(x) for x in data_cfg["std"]),
+        )
+        self.model = model
+        self.dim = int(model.num_features)
+        self.device = torch.device("cpu")
+        self.compile = compile
+        self._compiled = None
+        self._mean = self._std = None
+        self.info = {
+            "family": "timm",
+            "timm_model": model_name,
+            "weights": self.source.as_dict(),
+            "weights_hash": self.weights_hash,
+            "timm_version": timm.__version__,
+            "torch_version": torch.__version__,
+        }
+
+    def to(self, device: Any) -> "TimmEmbedder":
+        import torch
+
+        self.device = torch.device(device)
+        self.model = self.model.to(self.device, memory_format=torch.channels_last)
+        mean = torch.tensor(self.preprocess.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(self.preprocess.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._mean, self._std = mean, std
+        if self.compile and self.device.type == "cuda":
+            self._compiled = torch.compile(self.model, mode="max-autotune-no-cudagraphs", dynamic=False)
+        return self
+
+    def normalise(self, pixels):
+        """uint8 NHWC -> float NCHW (channels_last strides) normalised with the model's mean/std."""
+        import torch
+
+        if self._mean is None:
+            self.to(self.device)
+        x = pixels.permute(0, 3, 1, 2).float()
+        x = (x - self._mean) / self._std
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        """Normalised float NCHW -> L2-normalised float32 vectors (the model-only path)."""
+        import torch
+
+        model = self._compiled or self.model
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    out = model(x)
+            else:
+                out = model(x)
+            out = out.float()
+            return torch.nn.functional.normalize(out, dim=1)
+
+    def embed(self, pixels):
+        import torch
+
+        with torch.inference_mode():
+            return self.forward(self.normalise(pixels))
+
+
+def _create_timm(model_name: str, *, weights: str | None = None, allow_random: bool = False, compile: bool = False, **_: Any) -> TimmEmbedder:
+    return TimmEmbedder(model_name, weights_path=weights, allow_random=allow_random, compile=compile)
+
+
+registry.register(
+    "timm",
+    _create_timm,
+    _timm_names,
+    doc="any timm model, e.g. timm:tf_efficientnet_lite0 (weights offline), timm:vit_base_patch16_224.augreg_in21k",
+    is_known=_timm_is_known,
+)
+
+__all__ = ["TimmEmbedder", "Path"]

@@ -1,0 +1,156 @@
+"""Sources of images: a folder, a manifest, or an S3 prefix.
+
+Listing is cheap and happens up front (names and sizes only); bytes are read later, inside the
+decode workers, through :func:`read_bytes`, which works for local paths and ``s3://`` URIs alike.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from storage import s3 as s3util
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet", ".pq")
+
+
+class SourceError(ValueError):
+    """A source that cannot be listed at all (missing folder, bad manifest, S3 errors)."""
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    uri: str  # local absolute path, or s3://bucket/key
+    size: int = -1  # bytes, -1 when unknown
+    label: str = ""  # a label carried by the manifest
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    endpoint_url: str | None = None  # S3-compatible endpoint (else the usual AWS settings)
+
+
+def list_source(source: str | os.PathLike[str], *, endpoint_url: str | None = None) -> list[SourceItem]:
+    """Every item a source names, sorted by URI so shard boundaries are repeatable."""
+    src = str(source)
+    if src.startswith("s3://"):
+        return _list_s3(src, endpoint_url)
+    path = Path(src).expanduser()
+    if path.is_dir():
+        return _list_folder(path)
+    if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
+        return _list_manifest(path)
+    if path.is_file():
+        raise SourceError(f"{src}: a single file is not a source; pass its folder, or a manifest (.csv, .jsonl, .parquet)")
+    raise SourceError(f"{src}: no such folder or manifest")
+
+
+def _list_folder(root: Path) -> list[SourceItem]:
+    items: list[SourceItem] = []
+    root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            p = Path(dirpath) / name
+            try:
+                size = p.stat().st_size
+            except OSError:
+                size = -1  # a dangling link or a vanished file: the worker records why
+            items.append(SourceItem(str(p), size))
+    items.sort(key=lambda it: it.uri)
+    return items
+
+
+def _read_manifest_rows(path: Path) -> list[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                return list(csv.DictReader(fh))
+        if suffix in (".jsonl", ".ndjson"):
+            rows = []
+            with open(path, encoding="utf-8") as fh:
+                for n, line in enumerate(fh, 1):
+                    line = line.strip()
+                    if not line:
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise SourceError(f"{path}:{n}: not JSON ({e.msg})") from None
+                    if not isinstance(row, dict):
+                        raise SourceError(f"{path}:{n}: each line must be a JSON object")
+                    rows.append(row)
+            return rows
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    except SourceError:
+        raise
+    except Exception as e:
+        raise SourceError(f"{path}: cannot read manifest ({type(e).__name__}: {e})") from None
+
+
+def _list_manifest(path: Path) -> list[SourceItem]:
+    rows = _read_manifest_rows(path)
+    if not rows:
+        return []
+    cols = set(rows[0])
+    key = "uri" if "uri" in cols else ("path" if "path" in cols else None)
+    if key is None:
+        raise SourceError(f"{path}: a manifest needs a 'uri' column (or 'path'); it has {', '.join(sorted(cols))}")
+    base = path.parent.resolve()
+    items = []
+    for row in rows:
+        raw = str(row.get(key) or "").strip()
+        if not raw:
+            continue
+        uri = raw if raw.startswith("s3://") else str((base / raw).resolve() if not os.path.isabs(raw) else Path(raw))
+        label = row.get("label")
+        meta = {k: v for k, v in row.items() if k not in (key, "label") and v not in (None, "")}
+        items.append(SourceItem(uri, -1, "" if label is None else str(label), meta))
+    items.sort(key=lambda it: it.uri)
+    return items
+
+
+def _list_s3(url: str, endpoint_url: str | None) -> list[SourceItem]:
+    u = s3util.S3Url.parse(url)
+    try:
+        objs = s3util.list_objects(_s3_client(endpoint_url), u)
+    except Exception as e:
+        raise SourceError(f"{url}: cannot list ({type(e).__name__}: {e})") from None
+    return [SourceItem(f"s3://{u.bucket}/{key}", size) for key, size in objs if not key.rsplit("/", 1)[-1].startswith(".")]
+
+
+@functools.lru_cache(maxsize=4)
+def _s3_client(endpoint_url: str | None):
+    # One client per process (and per endpoint): boto3 clients are not shared across forks.
+    return s3util.client(endpoint_url)
+
+
+def read_bytes(uri: str, *, endpoint_url: str | None = None, max_bytes: int = 1 << 30) -> bytes:
+    """The bytes behind a URI. Raises ``OSError`` when they cannot be read."""
+    if uri.startswith("s3://"):
+        u = s3util.S3Url.parse(uri)
+        try:
+            body = _s3_client(endpoint_url).get_object(Bucket=u.bucket, Key=u.key)["Body"]
+            data = body.read(max_bytes + 1)
+        except Exception as e:
+            raise OSError(f"S3 read failed: {type(e).__name__}: {e}") from None
+    else:
+        with open(uri, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OSError(f"file is larger than {max_bytes} bytes")
+    return data

@@ -1,0 +1,55 @@
+"""Shared fixtures: paths to the real data, a real S3 server on loopback, cached workspaces.
+
+Expensive things (embedding a real data set, numba compiling UMAP) happen once per test session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CORRAL_SHARED", REPO.parent / "shared")).resolve()
+DATA = SHARED / "data"
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under the shared data sets; fails (not skips) when the data is missing."""
+    p = DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.fail(f"real test data missing: {p} (set CORRAL_SHARED to the folder holding data/)")
+    return p
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API (moto's server) on 127.0.0.1; yields its endpoint URL."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def coil20_workspace(tmp_path_factory) -> Path:
+    """COIL-20 (1,440 real images, 20 objects) embedded once with the pretrained default model."""
+    from pipeline.embed import EmbedConfig, embed
+
+    ws = tmp_path_factory.mktemp("coil20-ws")
+    embed(str(shared_data("coil20", "images")), workspace=ws, config=EmbedConfig(progress=False))
+    return ws
