@@ -73,6 +73,3 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"corral {args.command}: error: {e}\n")
         return 2
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

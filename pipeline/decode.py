@@ -89,12 +89,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         if arr.dtype != np.uint8:
             hi = 65535 if mode.startswith("I;16") or arr.max() > 255 else 255
             arr = np.clip(arr.astype(np.float32) * (255.0 / hi), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+        return Image.fromarray(arr).convert("RGB")
     if mode == "F":
         arr = np.asarray(img, dtype=np.float32)
         lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
         arr = (arr - lo) / (hi - lo if hi > lo else 1.0) * 255.0
-        return Image.fromarray(np.nan_to_num(arr).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(np.nan_to_num(arr).astype(np.uint8)).convert("RGB")
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     elif mode in ("LA", "PA"):

@@ -11,6 +11,7 @@ whole source.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -173,10 +174,19 @@ def _collate(recs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"records": recs, "pixels": torch.stack(px) if px else None, "jpeg": [r.pop("jpeg") for r in recs if "jpeg" in r]}
 
 
-def _worker_init(_: int) -> None:
+def _worker_init(_: int, nice: int = 0) -> None:
+    import os
+
     import torch
 
     torch.set_num_threads(1)
+    if nice:
+        # On a CPU-only run the model's threads own the cores; decoding fills the gaps between
+        # them instead of stalling their synchronised parallel regions.
+        try:
+            os.nice(nice)
+        except OSError:
+            pass
 
 
 def _shard_batches(n: int, shard_size: int, batch_size: int) -> list[list[int]]:
@@ -293,8 +303,12 @@ def embed(source: str, *, workspace: str | Path | Workspace, config: EmbedConfig
     return embed_items(items, workspace=ws, config=cfg, source=str(source))
 
 
-def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedConfig, source: str = "") -> EmbedResult:
-    """The embed stage over the given items (any subset of a source)."""
+def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedConfig, source: str = "", embedder: Any = None) -> EmbedResult:
+    """The embed stage over the given items (any subset of a source).
+
+    ``embedder`` may be passed already built (a service or benchmark that keeps one loaded); it
+    must match ``config.model``.
+    """
     import torch
 
     cfg = config
@@ -302,7 +316,9 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
     ws = workspace.ensure()
     device, why = pick_device(cfg.device)
     logger.info("device %s (%s)", device, why)
-    embedder = registry.create_embedder(cfg.model, weights=cfg.weights, allow_random=cfg.random_weights, compile=cfg.compile).to(device)
+    if embedder is None:
+        embedder = registry.create_embedder(cfg.model, weights=cfg.weights, allow_random=cfg.random_weights, compile=cfg.compile)
+    embedder = embedder.to(device)
     batch, workers, gpu_decode = _resolve(cfg, device)
     es = ws.embedding_set(cfg.name or safe_name(embedder.name.replace("timm:", "")))
     es.path.mkdir(parents=True, exist_ok=True)
@@ -346,7 +362,7 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
             num_workers=workers,
             collate_fn=_collate,
             pin_memory=device.startswith("cuda"),
-            worker_init_fn=_worker_init if workers else None,
+            worker_init_fn=functools.partial(_worker_init, nice=0 if device.startswith("cuda") else 10) if workers else None,
             prefetch_factor=4 if workers else None,
             persistent_workers=False,
         )

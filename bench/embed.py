@@ -1,0 +1,161 @@
+"""Embedding throughput: the whole pipeline from JPEG files against the model alone.
+
+In one run on one machine, with the same model and batch size:
+
+* model-only: synthetic uint8 batches already on the device, through normalisation + model
+  (the ceiling the pipeline can reach);
+* end-to-end: ``pipeline.embed.embed_items`` over generated ~640x480 JPEG files on disk (read,
+  hash, decode in worker processes, transfer, model, write shards).
+
+Both are measured in alternating rounds and the best round of each is kept, so a burst of other
+load on a shared machine hurts neither side more than the other. Last stdout line is JSON:
+``{"model", "device", "batch_size", "model_only_img_s", "end_to_end_img_s", "ratio", ...}``.
+
+    python bench/embed.py                       # CPU here: timm:tf_efficientnet_lite0
+    python bench/embed.py --model timm:vit_base_patch16_224 --random-weights --count 20000   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def make_jpegs(folder: Path, count: int, *, size=(640, 480), seed: int = 0) -> list[Path]:
+    """Photo-like JPEGs (smooth colour fields plus texture), quality 90, ~60-90 KB each."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    w, h = size
+    for i in range(count):
+        low = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+        img = Image.fromarray(low).resize((w, h), Image.Resampling.BICUBIC)
+        arr = np.asarray(img, dtype=np.int16) + rng.integers(-18, 18, (h, w, 3), dtype=np.int16)
+        p = folder / f"img_{i:06d}.jpg"
+        Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def model_only(embedder, device: str, batch: int, seconds: float) -> float:
+    import torch
+
+    x = torch.randint(0, 256, (batch, embedder.preprocess.size, embedder.preprocess.size, 3), dtype=torch.uint8, device=device)
+    embedder.embed(x)  # warm-up (and compile, when asked)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        embedder.embed(x)
+        n += batch
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        if dt >= seconds and n >= 3 * batch:
+            return n / dt
+
+
+def end_to_end(embedder, items, cfg, work: Path) -> tuple[float, dict]:
+    from pipeline.embed import embed_items
+    from storage.workspace import Workspace
+
+    ws = work / f"ws-{time.monotonic_ns()}"
+    t0 = time.perf_counter()
+    res = embed_items(items, workspace=Workspace(ws), config=cfg, embedder=embedder)
+    dt = time.perf_counter() - t0
+    shutil.rmtree(ws, ignore_errors=True)
+    assert res.embedded == len(items), res
+    return res.embedded / dt, res.timings
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="timm:tf_efficientnet_lite0")
+    ap.add_argument("--random-weights", action="store_true", help="allow untrained weights (speed does not depend on them)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--count", type=int, default=None, help="JPEG files per end-to-end round (default 320 CPU, 20000 CUDA)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--gpu-decode", choices=("auto", "on", "off"), default="auto")
+    ap.add_argument("--out", default=None, help="also write the JSON here")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from pipeline.device import pick_device
+    from pipeline.embed import EmbedConfig, _resolve
+    from pipeline.ingest import list_source
+    from pipeline.registry import create_embedder
+
+    device, why = pick_device(args.device)
+    cfg = EmbedConfig(
+        model=args.model,
+        random_weights=args.random_weights,
+        device=device,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        compile=args.compile,
+        gpu_decode={"auto": None, "on": True, "off": False}[args.gpu_decode],
+        progress=False,
+    )
+    batch, workers, gpu_decode = _resolve(cfg, device)
+    count = args.count or (20000 if device.startswith("cuda") else 320)
+    embedder = create_embedder(args.model, allow_random=args.random_weights, compile=args.compile).to(device)
+    work = Path(tempfile.mkdtemp(prefix="corral-bench-embed-"))
+    try:
+        t0 = time.perf_counter()
+        make_jpegs(work / "jpegs", count)
+        gen_s = time.perf_counter() - t0
+        items = list_source(work / "jpegs")
+        mo, e2e, timings = [], [], []
+        for _ in range(args.rounds):
+            mo.append(model_only(embedder, device, batch, seconds=max(3.0, 0.5 * count / max(1.0, max(mo or [1.0])))))
+            rate, t = end_to_end(embedder, items, cfg, work)
+            e2e.append(rate)
+            timings.append(t)
+            print(f"round: model-only {mo[-1]:.1f} img/s, end-to-end {rate:.1f} img/s", file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    best_mo, best_e2e = max(mo), max(e2e)
+    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0
+    out = {
+        "model": args.model,
+        "device": device if not device.startswith("cuda") else f"{device} ({torch.cuda.get_device_name(0)})",
+        "device_reason": why,
+        "batch_size": batch,
+        "workers": workers,
+        "gpu_decode": gpu_decode,
+        "images": count,
+        "model_only_img_s": round(best_mo, 1),
+        "end_to_end_img_s": round(best_e2e, 1),
+        "ratio": round(best_e2e / best_mo, 3),
+        "rounds_model_only": [round(x, 1) for x in mo],
+        "rounds_end_to_end": [round(x, 1) for x in e2e],
+        "stage_seconds_last_round": timings[-1],
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_gpu_mib": round(peak_gpu, 1),
+        "generate_s": round(gen_s, 1),
+    }
+    line = json.dumps(out)
+    if args.out:
+        Path(args.out).write_text(line + "\n")
+    print(line)
+    return out
+
+
+if __name__ == "__main__":
+    main()
