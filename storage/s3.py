@@ -30,13 +30,13 @@ class S3Url:
         return f"s3://{self.bucket}/{self.key}"
 
 
-def client(endpoint_url: str | None = None, region: str | None = None) -> Any:
+def client(endpoint_url: str | None = None, region: str | None = None, *, max_attempts: int = 8) -> Any:
     """A boto3 S3 client with retries turned up; boto3 is imported only here."""
     import boto3
     from botocore.config import Config
 
     endpoint_url = endpoint_url or os.environ.get("CORRAL_S3_ENDPOINT_URL") or None
-    cfg = Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+    cfg = Config(retries={"max_attempts": max_attempts, "mode": "standard"}, connect_timeout=10, read_timeout=60)
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url,

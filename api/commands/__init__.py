@@ -1,3 +1,4 @@
 """One module per CLI command group; importing this package registers them all."""
 
 from api.commands import embed_cmd  # noqa: F401
+from api.commands import export_cmd, labels_cmd, publish_cmd  # noqa: F401

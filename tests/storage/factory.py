@@ -43,22 +43,28 @@ def build_workspace(
     name: str = "test-model",
     shard_size: int = 10_000,
     extra_vectors: int = 0,
+    manifest_labels: bool = False,
 ) -> Workspace:
     """A workspace whose one embedding set covers ``images`` (plus crops of some of them).
 
     ``extra_vectors`` appends that many more rows of vectors with synthetic ids to make the
-    shards big (for multipart uploads)."""
+    shards big (for multipart uploads). ``manifest_labels`` records each image's folder name as
+    the label its manifest carried."""
     ws = Workspace(root).ensure()
     rows = []
     for p in images:
         data = p.read_bytes()
         with Image.open(p) as im:
             w, h = im.size
-        rows.append({"id": content_id(data), "uri": str(p.resolve()), "status": "ok", "width": w, "height": h, "bytes": len(data)})
+        rows.append({
+            "id": content_id(data), "uri": str(p.resolve()), "status": "ok", "width": w, "height": h, "bytes": len(data),
+            "label": p.parent.name if manifest_labels else "",
+        })
     for parent_index, bbox in crops:
         parent = rows[parent_index]
         rows.append({
-            "id": crop_id(parent["id"], bbox), "uri": parent["uri"], "status": "ok", "width": int(bbox[2]), "height": int(bbox[3]),
+            # a crop's uri names the box on its parent (a media fragment), so every crop has its own
+            "id": crop_id(parent["id"], bbox), "uri": parent["uri"] + "#xywh=" + ",".join(f"{v:g}" for v in bbox), "status": "ok", "width": int(bbox[2]), "height": int(bbox[3]),
             "parent_id": parent["id"], "bbox": json.dumps(bbox),
         })
     ids = [r["id"] for r in rows] + [f"synthetic-{k:07d}" for k in range(extra_vectors)]

@@ -1,0 +1,93 @@
+"""``corral labels``: import, list, history, stats, undo/redo and check of the label store."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from dataclasses import asdict
+
+from api.cli import CliError, emit, register
+
+
+def default_user() -> str:
+    """Who the CLI acts as: ``CORRAL_USER``, else the login name."""
+    return os.environ.get("CORRAL_USER") or getpass.getuser() or "cli"
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="labels_command", metavar="ACTION")
+    imp = sub.add_parser("import", help="import labels from a CSV/JSONL/Parquet file (id or uri/path, and label)")
+    imp.add_argument("file", nargs="?", default=None, help="label file; leave out with --from-workspace")
+    imp.add_argument("--from-workspace", action="store_true", help="import the labels the embedded manifests carried (their 'label' column)")
+    imp.add_argument("--keep-existing", action="store_true", help="leave items that already carry a label alone (default: the file wins)")
+    imp.add_argument("--strict", action="store_true", help="fail, importing nothing, when any row names an unknown item")
+    lst = sub.add_parser("list", help="the labels with their item counts and aliases")
+    lst.add_argument("--all", action="store_true", help="include deleted and merged labels")
+    his = sub.add_parser("history", help="the event log, oldest first")
+    his.add_argument("--since", type=int, default=0, help="only events after this id (default 0)")
+    his.add_argument("--limit", type=int, default=100, help="at most this many events (default 100)")
+    his.add_argument("--by", default=None, help="only this curator's events")
+    sub.add_parser("stats", help="per curator: actions, items per action, time per action, actions per hour")
+    sub.add_parser("undo", help="undo your newest action (see --user)")
+    sub.add_parser("redo", help="redo the action you undid most recently")
+    sub.add_parser("check", help="verify the current labels equal a replay of the events")
+    for sp in (imp, lst, his, *(sub.choices[n] for n in ("stats", "undo", "redo", "check"))):
+        sp.add_argument("--workspace", "-w", required=True, help="workspace folder")
+        sp.add_argument("--user", default=None, help="who acts (default: $CORRAL_USER or your login name)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from storage.labels import LabelStore
+    from storage.workspace import Workspace
+
+    cmd = args.labels_command
+    if cmd is None:
+        raise CliError("choose an action: import, list, history, stats, undo, redo or check (see `corral labels --help`)")
+    ws = Workspace(args.workspace)
+    if not ws.root.is_dir():
+        raise CliError(f"workspace {ws.root} does not exist")
+    user = args.user or default_user()
+    if cmd == "import":
+        from storage.label_import import import_labels
+
+        if (args.file is None) == (not args.from_workspace):
+            raise CliError("give a label FILE or --from-workspace (one of them)")
+        rep = import_labels(args.file, workspace=ws, user=user, overwrite=not args.keep_existing, strict=args.strict)
+        if not args.quiet:
+            sys.stderr.write(
+                f"imported {rep.imported:,} item labels ({rep.labels} labels, {len(rep.labels_created)} new) from {rep.file}; "
+                f"{rep.unknown:,} rows name unknown items, {rep.empty_label:,} have no label\n"
+            )
+            if rep.unknown_examples:
+                sys.stderr.write("  unknown items, e.g.: " + ", ".join(rep.unknown_examples[:5]) + "\n")
+        emit(rep.summary())
+        return 0
+    with LabelStore.open(ws) as store:
+        if cmd == "list":
+            labels = store.labels(include_inactive=args.all)
+            if not args.quiet:
+                for li in labels:
+                    sys.stderr.write(f"{li.count:>8,}  {li.name}" + (f"  (also: {', '.join(li.aliases)})" if li.aliases else "") + "\n")
+            emit({"labels": [asdict(li) for li in labels], "version": store.version()})
+        elif cmd == "history":
+            events = store.events(since=args.since, limit=args.limit, user=args.by)
+            emit({"events": [asdict(e) for e in events], "version": store.version()})
+        elif cmd == "stats":
+            emit({"curators": store.curator_stats()})
+        elif cmd in ("undo", "redo"):
+            res = store.undo(user=user) if cmd == "undo" else store.redo(user=user)
+            if not args.quiet:
+                sys.stderr.write(f"{cmd} of event {store.events(since=res.event_id - 1, limit=1)[0].payload['target']}: {len(res.changed)} items changed, {res.conflicts} conflicts\n")
+            emit({"event_id": res.event_id, "kind": res.kind, "changed": len(res.changed), "conflicts": res.conflicts})
+        else:
+            problems = store.check()
+            for p in problems[:20]:
+                sys.stderr.write(p + "\n")
+            emit({"consistent": not problems, "problems": len(problems), "version": store.version()})
+            return 0 if not problems else 1
+    return 0
+
+
+register("labels", "import, list and audit labels (import, list, history, stats, undo, redo, check)", _add, _run)

@@ -1,0 +1,557 @@
+"""The event engine under :class:`storage.labels.LabelStore`.
+
+Every curator action is one row in ``events`` plus the exact changes it made, in three change
+tables (items, exclusions, label objects). The current state (``item_state``, ``exclusions``,
+``labels``) is a materialised view of those changes, updated in the same transaction; :func:`replay`
+rebuilds it from the change tables alone and :func:`check` compares the two, so "derived from the
+events" is something a test can verify rather than a promise.
+
+Undo and redo are events too. They invert (or re-apply) the target's recorded changes one by one,
+each only where the current state still equals what the target left behind, so undoing your own
+action is exact, and undoing it after someone else changed the same item leaves their work alone
+(the skipped changes are counted as ``conflicts`` in the payload).
+
+The SQL is plain (``?`` parameters, no SQLite-only statements outside :func:`connect`), so a
+server database can sit behind the same :class:`Txn` later.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+#: Kinds of events a user can undo (undo and redo themselves are not on the stack).
+ACTION_KINDS = ("assign", "exclude", "unlabel", "rename", "merge", "delete", "import")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    user TEXT NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    item_count INTEGER NOT NULL,
+    duration_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user, id);
+CREATE TABLE IF NOT EXISTS labels (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    aliases TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    n_items INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS item_state (
+    item_id TEXT PRIMARY KEY, label_id INTEGER NOT NULL, event_id INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS item_state_by_label ON item_state (label_id);
+CREATE TABLE IF NOT EXISTS exclusions (
+    item_id TEXT NOT NULL, label_id INTEGER NOT NULL, PRIMARY KEY (item_id, label_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS exclusions_by_label ON exclusions (label_id);
+CREATE TABLE IF NOT EXISTS actions (
+    event_id INTEGER PRIMARY KEY, user TEXT NOT NULL, undone INTEGER NOT NULL, toggled_by INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_by_user ON actions (user, undone, event_id);
+CREATE TABLE IF NOT EXISTS item_changes (
+    event_id INTEGER NOT NULL, item_id TEXT NOT NULL,
+    before_label INTEGER, before_event INTEGER, after_label INTEGER, after_event INTEGER
+);
+CREATE INDEX IF NOT EXISTS item_changes_by_event ON item_changes (event_id);
+CREATE TABLE IF NOT EXISTS excl_changes (
+    event_id INTEGER NOT NULL, item_id TEXT NOT NULL, label_id INTEGER NOT NULL, added INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS excl_changes_by_event ON excl_changes (event_id);
+CREATE TABLE IF NOT EXISTS label_changes (
+    event_id INTEGER NOT NULL, label_id INTEGER NOT NULL, before TEXT, after TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS label_changes_by_event ON label_changes (event_id);
+"""
+
+_CHUNK = 500  # ids per IN (...) query, well under every database's parameter limit
+
+
+class LabelError(ValueError):
+    """Bad input to the label store (unknown ids, bad names, missing labels); nothing was written."""
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    id: int
+    name: str
+    aliases: list[str]
+    count: int  # items that carry the label now
+    created_by: str
+    created_at: float  # Unix seconds, UTC
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    user: str
+    at: float  # Unix seconds, UTC
+    kind: str  # one of ACTION_KINDS, "undo" or "redo"
+    payload: dict[str, Any]
+    item_count: int
+    duration_ms: int | None
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    event_id: int
+    version: int  # the store's version after the action (== event_id)
+    kind: str
+    changed: dict[str, str | None]  # item id -> its label now (None = unlabelled)
+    labels: list[LabelInfo]  # the active labels after the action
+    conflicts: int = 0  # undo/redo only: changes left alone because someone changed them since
+
+
+def name_key(name: str) -> str:
+    """The case-insensitive identity of a label name."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+@dataclass
+class LabelRow:
+    id: int
+    name: str
+    aliases: list[str]
+    active: bool
+    created_by: str
+    created_at: float
+    count: int
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"name": self.name, "aliases": list(self.aliases), "active": self.active}
+
+    def keys(self) -> set[str]:
+        return {name_key(self.name), *(name_key(a) for a in self.aliases)}
+
+    def info(self) -> LabelInfo:
+        return LabelInfo(self.id, self.name, list(self.aliases), self.count, self.created_by, self.created_at)
+
+
+# ------------------------------------------------------------------------------------------
+# Connections
+
+
+def connect(path: Path, *, synchronous: str = "FULL", timeout_s: float = 60.0) -> sqlite3.Connection:
+    """An autocommit connection in WAL mode; callers open transactions explicitly."""
+    conn = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    return conn
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for stmt in SCHEMA.split(";"):
+            if stmt.strip():
+                conn.execute(stmt)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise LabelError(
+                f"label store schema version {row[0]} is newer than this Corral understands ({SCHEMA_VERSION}); upgrade Corral"
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def chunks(seq: list[Any], n: int = _CHUNK) -> Iterable[list[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def load_labels(conn: sqlite3.Connection) -> dict[int, LabelRow]:
+    rows = conn.execute("SELECT id, name, aliases, active, created_by, created_at, n_items FROM labels ORDER BY id")
+    return {r[0]: LabelRow(r[0], r[1], json.loads(r[2]), bool(r[3]), r[4], r[5], r[6]) for r in rows}
+
+
+# ------------------------------------------------------------------------------------------
+# One write transaction
+
+
+@dataclass
+class Txn:
+    """The changes of one event, collected in memory and written by :meth:`flush`.
+
+    Reads go to the database (inside the caller's write transaction) and are cached, so every
+    decision sees the state as this event has left it so far.
+    """
+
+    conn: sqlite3.Connection
+    user: str
+    at: float
+    event_id: int = 0
+    labels: dict[int, LabelRow] = field(default_factory=dict)
+    _items: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    _item_before: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    _excl_before: dict[tuple[str, int], bool] = field(default_factory=dict)
+    _excl: dict[tuple[str, int], bool] = field(default_factory=dict)
+    _label_before: dict[int, dict[str, Any] | None] = field(default_factory=dict)
+    _counted: set[int] = field(default_factory=set)
+    conflicts: int = 0
+
+    def __post_init__(self) -> None:
+        self.labels = load_labels(self.conn)
+        row = self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM events").fetchone()
+        self.event_id = int(row[0])
+
+    # -- items ------------------------------------------------------------------------------
+    def unknown_items(self, ids: Iterable[str]) -> list[str]:
+        ids = list(dict.fromkeys(ids))
+        known: set[str] = set()
+        for part in chunks(ids):
+            q = f"SELECT id FROM items WHERE id IN ({','.join('?' * len(part))})"
+            known.update(r[0] for r in self.conn.execute(q, part))
+        return [i for i in ids if i not in known]
+
+    def states(self, ids: Iterable[str]) -> dict[str, tuple[int, int] | None]:
+        """Current (label id, event id) of each item, None when unlabelled."""
+        want = [i for i in dict.fromkeys(ids) if i not in self._items]
+        for part in chunks(want):
+            q = f"SELECT item_id, label_id, event_id FROM item_state WHERE item_id IN ({','.join('?' * len(part))})"
+            found = {r[0]: (r[1], r[2]) for r in self.conn.execute(q, part)}
+            for i in part:
+                self._items[i] = found.get(i)
+        return {i: self._items[i] for i in ids}
+
+    def items_of(self, label_id: int) -> list[str]:
+        """Items that carry the label now (as this event has left them so far)."""
+        db = [r[0] for r in self.conn.execute("SELECT item_id FROM item_state WHERE label_id = ?", (label_id,))]
+        self.states(db)
+        return sorted(i for i, s in self._items.items() if s is not None and s[0] == label_id)
+
+    def set_item(self, item_id: str, new: tuple[int, int] | None) -> bool:
+        cur = self.states([item_id])[item_id]
+        if cur == new:
+            return False
+        if item_id not in self._item_before:
+            self._item_before[item_id] = cur
+        if cur is not None:
+            self.labels[cur[0]].count -= 1
+            self._counted.add(cur[0])
+        if new is not None:
+            self.labels[new[0]].count += 1
+            self._counted.add(new[0])
+        self._items[item_id] = new
+        return True
+
+    def label_items(self, ids: Iterable[str], label_id: int | None) -> None:
+        """Give ``ids`` the label (None: unlabel), stamped with this event."""
+        for i in ids:
+            cur = self.states([i])[i]
+            if label_id is None:
+                self.set_item(i, None)
+            elif cur is None or cur[0] != label_id:
+                self.set_item(i, (label_id, self.event_id))
+
+    # -- exclusions -------------------------------------------------------------------------
+    def excluded(self, ids: Iterable[str], label_id: int) -> dict[str, bool]:
+        ids = list(dict.fromkeys(ids))
+        want = [i for i in ids if (i, label_id) not in self._excl]
+        for part in chunks(want):
+            q = f"SELECT item_id FROM exclusions WHERE label_id = ? AND item_id IN ({','.join('?' * len(part))})"
+            found = {r[0] for r in self.conn.execute(q, [label_id, *part])}
+            for i in part:
+                self._excl[(i, label_id)] = i in found
+        return {i: self._excl[(i, label_id)] for i in ids}
+
+    def excluded_of(self, label_id: int) -> list[str]:
+        db = [r[0] for r in self.conn.execute("SELECT item_id FROM exclusions WHERE label_id = ?", (label_id,))]
+        self.excluded(db, label_id)
+        return sorted(i for (i, lid), v in self._excl.items() if lid == label_id and v)
+
+    def set_excluded(self, item_id: str, label_id: int, value: bool) -> bool:
+        cur = self.excluded([item_id], label_id)[item_id]
+        if cur == value:
+            return False
+        self._excl_before.setdefault((item_id, label_id), cur)
+        self._excl[(item_id, label_id)] = value
+        return True
+
+    # -- labels -----------------------------------------------------------------------------
+    def resolve(self, name: str) -> LabelRow | None:
+        """The active label called ``name`` (case-insensitively), by name first, then by alias."""
+        key = name_key(name)
+        active = [row for row in self.labels.values() if row.active]
+        for row in active:
+            if name_key(row.name) == key:
+                return row
+        for row in active:
+            if key in {name_key(a) for a in row.aliases}:
+                return row
+        return None
+
+    def owner_of(self, key: str, *, besides: int | None = None) -> LabelRow | None:
+        """The active label (other than ``besides``) that uses ``key`` as its name or an alias."""
+        for row in self.labels.values():
+            if row.active and row.id != besides and key in row.keys():
+                return row
+        return None
+
+    def create_label(self, name: str) -> LabelRow:
+        new_id = max(self.labels, default=0) + 1
+        row = LabelRow(new_id, name, [], True, self.user, self.at, 0)
+        self.labels[new_id] = row
+        self._label_before[new_id] = None
+        return row
+
+    def update_label(self, row: LabelRow, *, name: str | None = None, aliases: list[str] | None = None, active: bool | None = None) -> None:
+        if row.id not in self._label_before:
+            self._label_before[row.id] = row.snapshot()
+        if name is not None:
+            row.name = name
+        if aliases is not None:
+            row.aliases = dedupe_aliases(aliases, row.name)
+        if active is not None:
+            row.active = active
+
+    # -- writing ----------------------------------------------------------------------------
+    def changed_items(self) -> dict[str, tuple[int, int] | None]:
+        return {i: self._items[i] for i, before in self._item_before.items() if self._items[i] != before}
+
+    def flush(self, *, kind: str, payload: dict[str, Any], item_count: int, duration_ms: int | None) -> None:
+        """Write the event row, its change rows and the new state."""
+        c, eid = self.conn, self.event_id
+        c.execute(
+            "INSERT INTO events (id, user, at, kind, payload, item_count, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (eid, self.user, self.at, kind, json.dumps(payload, ensure_ascii=False, sort_keys=True), item_count, duration_ms),
+        )
+        for lid, before in self._label_before.items():
+            row = self.labels[lid]
+            after = row.snapshot()
+            if before is None:
+                c.execute(
+                    "INSERT INTO labels (id, name, aliases, active, created_by, created_at, n_items) VALUES (?, ?, ?, ?, ?, ?, 0)",
+                    (lid, row.name, json.dumps(row.aliases, ensure_ascii=False), int(row.active), row.created_by, row.created_at),
+                )
+            if before != after:
+                c.execute(
+                    "INSERT INTO label_changes (event_id, label_id, before, after) VALUES (?, ?, ?, ?)",
+                    (eid, lid, None if before is None else json.dumps(before, ensure_ascii=False), json.dumps(after, ensure_ascii=False)),
+                )
+        rows, upserts, deletes = [], [], []
+        for i, before in self._item_before.items():
+            after = self._items[i]
+            if after == before:
+                continue
+            rows.append((eid, i, *(before or (None, None)), *(after or (None, None))))
+            if after is None:
+                deletes.append((i,))
+            else:
+                upserts.append((i, after[0], after[1]))
+        c.executemany("INSERT INTO item_changes VALUES (?, ?, ?, ?, ?, ?)", rows)
+        c.executemany("DELETE FROM item_state WHERE item_id = ?", deletes)
+        c.executemany(
+            "INSERT INTO item_state (item_id, label_id, event_id) VALUES (?, ?, ?) "
+            "ON CONFLICT (item_id) DO UPDATE SET label_id = excluded.label_id, event_id = excluded.event_id",
+            upserts,
+        )
+        ex_rows = []
+        for (i, lid), before in self._excl_before.items():
+            after = self._excl[(i, lid)]
+            if after == before:
+                continue
+            ex_rows.append((eid, i, lid, int(after)))
+            if after:
+                c.execute("INSERT INTO exclusions (item_id, label_id) VALUES (?, ?) ON CONFLICT DO NOTHING", (i, lid))
+            else:
+                c.execute("DELETE FROM exclusions WHERE item_id = ? AND label_id = ?", (i, lid))
+        c.executemany("INSERT INTO excl_changes VALUES (?, ?, ?, ?)", ex_rows)
+        for lid in sorted(set(self._label_before) | self._counted):
+            row = self.labels[lid]
+            c.execute(
+                "UPDATE labels SET name = ?, aliases = ?, active = ?, n_items = ? WHERE id = ?",
+                (row.name, json.dumps(row.aliases, ensure_ascii=False), int(row.active), row.count, lid),
+            )
+        if kind in ACTION_KINDS:
+            c.execute("INSERT INTO actions (event_id, user, undone, toggled_by) VALUES (?, ?, 0, 0)", (eid, self.user))
+
+
+def dedupe_aliases(aliases: Iterable[str], name: str) -> list[str]:
+    """Aliases without repeats (case-insensitively) and without the label's own name."""
+    seen = {name_key(name)}
+    out = []
+    for a in aliases:
+        k = name_key(a)
+        if k not in seen:
+            seen.add(k)
+            out.append(a)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Undo / redo
+
+
+def invert(tx: Txn, target: int, *, redo: bool) -> int:
+    """Undo (or redo) event ``target`` inside ``tx``; returns how many items it touched.
+
+    The order matters so that no step sees two active labels with one name: aliases are dropped
+    first, labels come back, names change, items and exclusions move, emptied labels go, and
+    aliases are added last.
+    """
+    c = tx.conn
+    moves: list[tuple[LabelRow, dict[str, Any], dict[str, Any]]] = []
+    for lid, before_s, after_s in c.execute("SELECT label_id, before, after FROM label_changes WHERE event_id = ?", (target,)).fetchall():
+        after = json.loads(after_s)
+        before = json.loads(before_s) if before_s else {"name": after["name"], "aliases": [], "active": False}
+        expect, goal = (before, after) if redo else (after, before)
+        moves.append((tx.labels[lid], expect, goal))
+    keys = lambda names: {name_key(a) for a in names}  # noqa: E731
+    for row, expect, goal in moves:  # 1. aliases that go
+        drop = keys(expect["aliases"]) - keys(goal["aliases"])
+        if drop & keys(row.aliases):
+            tx.update_label(row, aliases=[a for a in row.aliases if name_key(a) not in drop])
+    for row, expect, goal in moves:  # 2. labels that come back
+        if goal["active"] and not row.active and not expect["active"]:
+            if any(tx.owner_of(k, besides=row.id) for k in {name_key(goal["name"]), name_key(row.name)}):
+                tx.conflicts += 1  # the name was taken while this label was gone
+            else:
+                tx.update_label(row, active=True)
+    for row, expect, goal in moves:  # 3. names
+        if row.name == expect["name"] and goal["name"] != row.name:
+            if row.active and tx.owner_of(name_key(goal["name"]), besides=row.id):
+                tx.conflicts += 1
+            else:
+                tx.update_label(row, name=goal["name"])
+    item_rows = c.execute(
+        "SELECT item_id, before_label, before_event, after_label, after_event FROM item_changes WHERE event_id = ?", (target,)
+    ).fetchall()
+    tx.states([r[0] for r in item_rows])
+    for item_id, bl, be, al, ae in item_rows:  # 4. items
+        before = None if bl is None else (bl, be)
+        after = None if al is None else (al, ae)
+        expect_i, goal_i = (before, after) if redo else (after, before)
+        if tx.states([item_id])[item_id] != expect_i or (goal_i is not None and not tx.labels[goal_i[0]].active):
+            tx.conflicts += 1
+            continue
+        tx.set_item(item_id, goal_i)
+    ex_rows = c.execute("SELECT item_id, label_id, added FROM excl_changes WHERE event_id = ?", (target,)).fetchall()
+    for item_id, lid, added in ex_rows:  # 5. exclusions
+        want = bool(added) if redo else not added
+        if want and not tx.labels[lid].active:
+            tx.conflicts += 1
+            continue
+        if tx.excluded([item_id], lid)[item_id] != want:
+            tx.set_excluded(item_id, lid, want)
+    for row, expect, goal in moves:  # 6. labels that go
+        if not goal["active"] and row.active and expect["active"]:
+            if row.count > 0:
+                tx.conflicts += 1  # someone put items on it since; keep it
+            else:
+                tx.update_label(row, active=False)
+    for row, expect, goal in moves:  # 7. aliases that come
+        add = [a for a in goal["aliases"] if name_key(a) not in keys(expect["aliases"])]
+        if name_key(goal["name"]) != name_key(row.name):
+            add.append(goal["name"])  # a name we could not restore still finds the label
+        add = [a for a in add if name_key(a) not in row.keys()]
+        ok = [a for a in add if not (row.active and tx.owner_of(name_key(a), besides=row.id))]
+        tx.conflicts += len(add) - len(ok)
+        if ok:
+            tx.update_label(row, aliases=[*row.aliases, *ok])
+    return len({r[0] for r in item_rows} | {r[0] for r in ex_rows})
+
+
+def last_action(conn: sqlite3.Connection, user: str, *, redo: bool) -> int | None:
+    """The event a user's next undo (or redo) would act on."""
+    if not redo:
+        row = conn.execute(
+            "SELECT MAX(event_id) FROM actions WHERE user = ? AND undone = 0", (user,)
+        ).fetchone()
+        return row[0]
+    newest = conn.execute("SELECT COALESCE(MAX(event_id), 0) FROM actions WHERE user = ?", (user,)).fetchone()[0]
+    # a new action since the undo clears the redo stack; the most recently undone comes back first
+    row = conn.execute(
+        "SELECT event_id FROM actions WHERE user = ? AND undone = 1 AND toggled_by > ? ORDER BY toggled_by DESC LIMIT 1",
+        (user, newest),
+    ).fetchone()
+    return row[0] if row else None
+
+
+# ------------------------------------------------------------------------------------------
+# Replay and consistency
+
+
+@dataclass
+class State:
+    items: dict[str, tuple[int, int]]
+    exclusions: set[tuple[str, int]]
+    labels: dict[int, dict[str, Any]]  # id -> {name, aliases, active, count}
+
+
+def replay(conn: sqlite3.Connection) -> State:
+    """The state rebuilt from the events' change rows alone, in event order."""
+    items: dict[str, tuple[int, int]] = {}
+    excl: set[tuple[str, int]] = set()
+    labels: dict[int, dict[str, Any]] = {}
+    ev_ids = [r[0] for r in conn.execute("SELECT id FROM events ORDER BY id")]
+    lc = _group(conn.execute("SELECT event_id, label_id, after FROM label_changes ORDER BY rowid"))
+    ic = _group(conn.execute("SELECT event_id, item_id, after_label, after_event FROM item_changes ORDER BY rowid"))
+    ec = _group(conn.execute("SELECT event_id, item_id, label_id, added FROM excl_changes ORDER BY rowid"))
+    for eid in ev_ids:
+        for lid, after in lc.get(eid, ()):
+            labels[lid] = json.loads(after)
+        for item_id, al, ae in ic.get(eid, ()):
+            if al is None:
+                items.pop(item_id, None)
+            else:
+                items[item_id] = (al, ae)
+        for item_id, lid, added in ec.get(eid, ()):
+            (excl.add if added else excl.discard)((item_id, lid))
+    counts = Counter(lid for lid, _ in items.values())
+    for lid, lab in labels.items():
+        lab["count"] = counts.get(lid, 0)
+    return State(items, excl, labels)
+
+
+def _group(rows: Iterable[tuple[Any, ...]]) -> dict[int, list[tuple[Any, ...]]]:
+    out: dict[int, list[tuple[Any, ...]]] = {}
+    for r in rows:
+        out.setdefault(r[0], []).append(r[1:])
+    return out
+
+
+def materialised(conn: sqlite3.Connection) -> State:
+    items = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT item_id, label_id, event_id FROM item_state")}
+    excl = {(r[0], r[1]) for r in conn.execute("SELECT item_id, label_id FROM exclusions")}
+    labels = {
+        row.id: {**row.snapshot(), "count": row.count} for row in load_labels(conn).values()
+    }
+    return State(items, excl, labels)
+
+
+def check(conn: sqlite3.Connection) -> list[str]:
+    """Differences between the materialised state and a replay of the events (empty = consistent)."""
+    conn.execute("BEGIN")
+    try:
+        a, b = materialised(conn), replay(conn)
+    finally:
+        conn.execute("COMMIT")
+    problems = []
+    for what, x, y in (("item labels", a.items, b.items), ("labels", a.labels, b.labels)):
+        for k in sorted(set(x) | set(y), key=str):
+            if x.get(k) != y.get(k):
+                problems.append(f"{what}: {k!r} is {x.get(k)!r} in the store but {y.get(k)!r} in the replay")
+    for k in sorted(a.exclusions ^ b.exclusions):
+        problems.append(f"exclusion {k!r} differs between the store and the replay")
+    return problems

@@ -1,0 +1,567 @@
+"""The label store: every curator action as an event, current labels derived from them.
+
+One SQLite file in WAL mode inside the workspace (``labels.sqlite``) holds the known item ids,
+the label objects (id, name, aliases, who made them and when), the append-only event log, the
+exact changes each event made, and the current state derived from those changes::
+
+    store = LabelStore.open(Workspace("ws"))
+    store.assign(cluster_ids, "mug", user="ana", exclude=[odd_one], duration_ms=4200)
+    store.rename_label("mug", "coffee mug", user="ana")     # "mug" stays as an alias
+    store.undo(user="ana")                                    # exactly reverses the rename
+    store.item_labels()                                       # {item id: "mug", ...}
+
+Every action is one transaction, committed (and by default fsynced) before the call returns;
+threads and processes may write at once (SQLite serialises writers; ``timeout_s`` bounds the
+wait). Bad input raises :class:`LabelError` before anything is written. The engine lives in
+:mod:`storage.events`; import files are read by :mod:`storage.label_import`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from storage import events as ev
+from storage.events import ActionResult, Event, LabelError, LabelInfo, Txn, name_key
+
+if TYPE_CHECKING:
+    from storage.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ActionResult", "Event", "LabelError", "LabelInfo", "LabelStore", "StoreSnapshot", "check_name"]
+
+MAX_NAME = 200  # characters in a label or user name
+MAX_ITEM_ID = 256  # characters in an item id
+MAX_DURATION_MS = 24 * 3600 * 1000
+_FORMAT_OK = {"\u200c", "\u200d"}  # zero-width (non-)joiners: part of emoji and some scripts
+
+
+def check_name(value: Any, what: str = "label") -> str:
+    """A label (or user) name, NFC-normalised and trimmed, or :class:`LabelError` saying why not."""
+    if not isinstance(value, str):
+        raise LabelError(f"{what} must be text, got {type(value).__name__} {value!r:.60}")
+    name = unicodedata.normalize("NFC", value).strip()
+    if not name:
+        raise LabelError(f"{what} is empty; give it a name")
+    if len(name) > MAX_NAME:
+        raise LabelError(f"{what} is {len(name):,} characters long; the limit is {MAX_NAME}")
+    for ch in name:
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp") or (cat == "Cf" and ch not in _FORMAT_OK):
+            raise LabelError(f"{what} {name[:40]!r} contains the control character U+{ord(ch):04X}; use printable text only")
+    return name
+
+
+def _check_ids(value: Any, what: str, *, allow_empty: bool = False) -> list[str]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise LabelError(f"{what} must be a list of item ids, not {type(value).__name__} {value!r:.60}")
+    ids = list(dict.fromkeys(value))
+    if not ids and not allow_empty:
+        raise LabelError(f"{what} is empty; select at least one item")
+    for i in ids:
+        if not isinstance(i, str) or not i or len(i) > MAX_ITEM_ID:
+            raise LabelError(f"{what} holds {i!r:.60}, which is not an item id (non-empty text up to {MAX_ITEM_ID} characters)")
+    return ids
+
+
+def _check_duration(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DURATION_MS:
+        raise LabelError(f"duration_ms={value!r}: expected whole milliseconds from 0 to {MAX_DURATION_MS:,}, or None")
+    return value
+
+
+def _require_known(tx: Txn, ids: list[str], what: str) -> None:
+    unknown = tx.unknown_items(ids)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5:,} more" if len(unknown) > 5 else "")
+        raise LabelError(f"{what}: {len(unknown):,} unknown item id(s): {shown}; embed or register the items first")
+
+
+def _require_label(tx: Txn, name: str, what: str = "label") -> ev.LabelRow:
+    row = tx.resolve(name)
+    if row is None:
+        names = sorted(r.name for r in tx.labels.values() if r.active)
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else f"; existing labels: {', '.join(map(repr, names[:10])) or 'none'}"
+        raise LabelError(f"{what} {name!r} does not exist{hint}")
+    return row
+
+
+@dataclass(frozen=True)
+class StoreSnapshot:
+    """The whole state at one version, read in one transaction (for exports and publishing)."""
+
+    version: int
+    labels: list[LabelInfo]
+    items: dict[str, tuple[str, str, float]]  # item id -> (label, labelled_by, labelled_at)
+    exclusions: dict[str, list[str]]  # item id -> names of labels it is excluded from
+    events: int  # number of events
+
+
+Plan = Callable[[Txn], "tuple[dict[str, Any], list[str], Callable[[sqlite3.Connection], None] | None]"]
+
+
+class LabelStore:
+    """Labels of one workspace, as an append-only event log plus the state derived from it.
+
+    Args:
+        path: the SQLite file (created with its folder when missing).
+        synchronous: SQLite's ``synchronous`` setting. ``FULL`` (default) fsyncs every action,
+            so acknowledged actions survive power loss; ``NORMAL`` survives a killed process
+            but may lose the last actions on power loss, and is faster.
+        timeout_s: how long a writer waits for another writer before giving up.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL", timeout_s: float = 60.0):
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise LabelError(f"synchronous={synchronous!r}: expected FULL, NORMAL or EXTRA")
+        if timeout_s <= 0:
+            raise LabelError(f"timeout_s={timeout_s!r}: must be > 0")
+        self.path = Path(path).expanduser().resolve()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._synchronous = synchronous
+        self._timeout_s = timeout_s
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()  # writers of this process queue here instead of busy-waiting
+        self._pid = os.getpid()
+        self._closed = False
+        try:
+            ev.create_schema(self._conn())
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise LabelError(f"{self.path} is not a Corral label store ({e}); pick another file") from None
+
+    @classmethod
+    def open(cls, workspace: "Workspace | str | os.PathLike[str]", **kwargs: Any) -> "LabelStore":
+        """The workspace's store, with the workspace's items (status ok) registered as known ids."""
+        from storage.workspace import Workspace
+
+        ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        store = cls(ws.labels_db, **kwargs)
+        marks = sorted(
+            f"{p.relative_to(ws.root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+            for s in ws.embedding_sets()
+            for p in s.path.glob("part-*.items.parquet")
+        )
+        fingerprint = "|".join(marks)
+        if store._meta("workspace_items") != fingerprint:
+            items = ws.items()
+            status = items.column("status").to_pylist()
+            ids = [i for i, s in zip(items.column("id").to_pylist(), status) if s == "ok"]
+            added = store.register_items(ids)
+            store._set_meta("workspace_items", fingerprint)
+            logger.info("label store %s: %d workspace items known (%d new)", store.path, len(ids), added)
+        return store
+
+    # -- connections ---------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise LabelError(f"label store {self.path} is closed")
+        if os.getpid() != self._pid:  # forked: the parent's connections must not be used here
+            self._local, self._conns, self._pid = threading.local(), [], os.getpid()
+            self._lock = threading.Lock()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = ev.connect(self.path, synchronous=self._synchronous, timeout_s=self._timeout_s)
+            self._local.conn = conn
+            self._conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def _meta(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        with self._write() as c:
+            c.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def close(self) -> None:
+        """Close every connection this store opened (in any thread)."""
+        self._closed = True
+        for conn in self._conns:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - already closed
+                pass
+        self._conns = []
+
+    def __enter__(self) -> "LabelStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- items ---------------------------------------------------------------------------------
+    def register_items(self, ids: Iterable[str]) -> int:
+        """Make ids known (crops, newly embedded items, ...); returns how many were new."""
+        ids = _check_ids(ids, "ids", allow_empty=True)
+        with self._write() as c:
+            before = c.total_changes
+            for part in ev.chunks(ids, 5000):
+                c.executemany("INSERT INTO items (id) VALUES (?) ON CONFLICT DO NOTHING", [(i,) for i in part])
+            return c.total_changes - before
+
+    def known_items(self) -> int:
+        """How many item ids the store knows."""
+        return int(self._conn().execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    def known_ids(self) -> set[str]:
+        """Every item id the store knows."""
+        return {r[0] for r in self._conn().execute("SELECT id FROM items")}
+
+    # -- actions -------------------------------------------------------------------------------
+    def _act(self, kind: str, user: str, duration_ms: int | None, plan: Plan) -> ActionResult:
+        user = check_name(user, "user")
+        duration_ms = _check_duration(duration_ms)
+        with self._write() as conn:
+            tx = Txn(conn, user, time.time())
+            payload, named, after = plan(tx)
+            changed = tx.changed_items()
+            touched = list(dict.fromkeys([*named, *changed]))
+            if tx.conflicts:
+                payload["conflicts"] = tx.conflicts
+            tx.flush(kind=kind, payload=payload, item_count=len(touched), duration_ms=duration_ms)
+            if after is not None:
+                after(conn)
+            states = tx.states(touched)
+            result = ActionResult(
+                event_id=tx.event_id,
+                version=tx.event_id,
+                kind=kind,
+                changed={i: (tx.labels[s[0]].name if s else None) for i, s in states.items()},
+                labels=sorted((r.info() for r in tx.labels.values() if r.active), key=lambda li: name_key(li.name)),
+                conflicts=tx.conflicts,
+            )
+        logger.debug("event %d %s by %s: %d items", result.event_id, kind, user, len(touched))
+        return result
+
+    def assign(self, item_ids: Iterable[str], label: str, *, user: str, exclude: Iterable[str] = (), duration_ms: int | None = None) -> ActionResult:
+        """Name a selection: ``item_ids`` minus ``exclude`` get ``label`` (created when new, matched
+        case-insensitively by name or alias). Items in ``exclude`` are remembered as "not ``label``"
+        and lose it if they had it; an excluded item that carries another label keeps that one."""
+        ids = _check_ids(item_ids, "item_ids")
+        ex = _check_ids(exclude, "exclude", allow_empty=True)
+        name = check_name(label)
+
+        def plan(tx: Txn):
+            _require_known(tx, ids + ex, "assign")
+            row = tx.resolve(name)
+            created = row is None
+            if row is None:
+                row = tx.create_label(name)
+            exs = set(ex)
+            take = [i for i in ids if i not in exs]
+            tx.label_items(take, row.id)
+            for i in take:
+                tx.set_excluded(i, row.id, False)
+            for i in ex:
+                state = tx.states([i])[i]
+                if state is not None and state[0] == row.id:
+                    tx.set_item(i, None)
+                tx.set_excluded(i, row.id, True)
+            payload = {"label": row.name, "label_id": row.id, "created": created, "items": take, "exclude": ex}
+            return payload, ids + ex, None
+
+        return self._act("assign", user, duration_ms, plan)
+
+    def exclude(self, item_ids: Iterable[str], label: str, *, user: str, duration_ms: int | None = None) -> ActionResult:
+        """Remember ``item_ids`` as "not ``label``"; those that carried it become unlabelled."""
+        ids = _check_ids(item_ids, "item_ids")
+        name = check_name(label)
+
+        def plan(tx: Txn):
+            _require_known(tx, ids, "exclude")
+            row = _require_label(tx, name)
+            for i in ids:
+                state = tx.states([i])[i]
+                if state is not None and state[0] == row.id:
+                    tx.set_item(i, None)
+                tx.set_excluded(i, row.id, True)
+            return {"label": row.name, "label_id": row.id, "items": ids}, ids, None
+
+        return self._act("exclude", user, duration_ms, plan)
+
+    def unlabel(self, item_ids: Iterable[str], *, user: str, duration_ms: int | None = None) -> ActionResult:
+        """Remove whatever label ``item_ids`` carry (exclusions are kept)."""
+        ids = _check_ids(item_ids, "item_ids")
+
+        def plan(tx: Txn):
+            _require_known(tx, ids, "unlabel")
+            tx.label_items(ids, None)
+            return {"items": ids}, ids, None
+
+        return self._act("unlabel", user, duration_ms, plan)
+
+    def rename_label(self, old: str, new: str, *, user: str, duration_ms: int | None = None) -> ActionResult:
+        """Rename a label; the old name stays as an alias, so it still finds the label."""
+        old_name, new_name = check_name(old, "old label"), check_name(new, "new label")
+
+        def plan(tx: Txn):
+            row = _require_label(tx, old_name)
+            if row.name == new_name:
+                raise LabelError(f"label {row.name!r} is already called that; nothing to rename")
+            other = tx.owner_of(name_key(new_name), besides=row.id)
+            if other is not None:
+                raise LabelError(f"cannot rename {row.name!r} to {new_name!r}: label {other.name!r} already uses that name; merge them instead")
+            previous = row.name
+            aliases = [a for a in row.aliases if name_key(a) != name_key(new_name)] + [previous]
+            tx.update_label(row, name=new_name, aliases=aliases)
+            payload = {"label_id": row.id, "old": previous, "new": new_name}
+            return payload, tx.items_of(row.id), None
+
+        return self._act("rename", user, duration_ms, plan)
+
+    def merge_labels(self, sources: list[str], into: str, *, user: str, duration_ms: int | None = None) -> ActionResult:
+        """Move every item of ``sources`` to ``into`` (created when new); the sources' names become
+        aliases of ``into`` and their exclusions carry over."""
+        if isinstance(sources, str) or not isinstance(sources, Iterable):
+            raise LabelError(f"sources must be a list of label names, not {type(sources).__name__} {sources!r:.60}")
+        names = [check_name(s, "source label") for s in sources]
+        into_name = check_name(into, "target label")
+        if not names:
+            raise LabelError("sources is empty; name at least one label to merge")
+
+        def plan(tx: Txn):
+            rows = list({r.id: r for r in (_require_label(tx, n, "source label") for n in names)}.values())
+            target = tx.resolve(into_name)
+            rows = [r for r in rows if target is None or r.id != target.id]
+            if not rows:
+                raise LabelError(f"nothing to merge: every source is {into_name!r} itself")
+            created = target is None
+            if target is None:
+                target = tx.create_label(into_name)
+            moved: list[str] = []
+            for src in rows:
+                items = tx.items_of(src.id)
+                tx.label_items(items, target.id)
+                moved += items
+                for i in tx.excluded_of(src.id):
+                    tx.set_excluded(i, src.id, False)
+                    state = tx.states([i])[i]
+                    if state is None or state[0] != target.id:
+                        tx.set_excluded(i, target.id, True)
+                tx.update_label(src, active=False)
+            tx.update_label(target, aliases=[*target.aliases, *(a for r in rows for a in (r.name, *r.aliases))])
+            payload = {"sources": [r.name for r in rows], "source_ids": [r.id for r in rows], "into": target.name, "into_id": target.id, "created": created}
+            return payload, moved, None
+
+        return self._act("merge", user, duration_ms, plan)
+
+    def delete_label(self, name: str, *, user: str, duration_ms: int | None = None) -> ActionResult:
+        """Delete a label: its items become unlabelled and its exclusions are dropped."""
+        label = check_name(name)
+
+        def plan(tx: Txn):
+            row = _require_label(tx, label)
+            items = tx.items_of(row.id)
+            tx.label_items(items, None)
+            for i in tx.excluded_of(row.id):
+                tx.set_excluded(i, row.id, False)
+            tx.update_label(row, active=False)
+            return {"label": row.name, "label_id": row.id, "items": len(items)}, items, None
+
+        return self._act("delete", user, duration_ms, plan)
+
+    def import_labels(self, assignments: Mapping[str, str], *, user: str, source: str = "", overwrite: bool = True, duration_ms: int | None = None) -> ActionResult:
+        """Bring in existing labels or ground truth as ONE undoable event.
+
+        ``assignments`` maps item id -> label name. Every id must be known and every name valid,
+        else nothing is written. With ``overwrite=False`` items that already carry a label keep it.
+        """
+        if not isinstance(assignments, Mapping):
+            raise LabelError(f"assignments must map item id -> label, not {type(assignments).__name__}")
+        ids = _check_ids(list(assignments), "assignments")
+        groups: dict[str, tuple[str, list[str]]] = {}
+        for i in ids:
+            name = check_name(assignments[i], f"label of item {i}")
+            groups.setdefault(name_key(name), (name, []))[1].append(i)
+
+        def plan(tx: Txn):
+            _require_known(tx, ids, "import")
+            counts: dict[str, int] = {}
+            created: list[str] = []
+            kept = 0
+            for name, members in groups.values():
+                row = tx.resolve(name)
+                if row is None:
+                    row = tx.create_label(name)
+                    created.append(row.name)
+                if not overwrite:
+                    states = tx.states(members)
+                    kept += sum(1 for i in members if states[i] is not None and states[i][0] != row.id)
+                    members = [i for i in members if states[i] is None or states[i][0] == row.id]
+                tx.label_items(members, row.id)
+                for i in members:
+                    tx.set_excluded(i, row.id, False)
+                counts[row.name] = counts.get(row.name, 0) + len(members)
+            payload = {"source": source, "counts": counts, "created": created, "kept_existing": kept, "overwrite": overwrite}
+            return payload, [], None
+
+        return self._act("import", user, duration_ms, plan)
+
+    def _toggle(self, *, user: str, redo: bool) -> ActionResult:
+        user = check_name(user, "user")
+        word = "redo" if redo else "undo"
+
+        def plan(tx: Txn):
+            target = ev.last_action(tx.conn, user, redo=redo)
+            if target is None:
+                raise LabelError(f"nothing to {word} for user {user!r}")
+            kind = tx.conn.execute("SELECT kind FROM events WHERE id = ?", (target,)).fetchone()[0]
+            ev.invert(tx, target, redo=redo)
+            eid = tx.event_id
+
+            def after(conn: sqlite3.Connection) -> None:
+                conn.execute("UPDATE actions SET undone = ?, toggled_by = ? WHERE event_id = ?", (0 if redo else 1, eid, target))
+
+            return {"target": target, "target_kind": kind}, [], after
+
+        return self._act(word, user, None, plan)
+
+    def undo(self, *, user: str) -> ActionResult:
+        """Undo ``user``'s newest action that is not undone yet. Exact for the user's own changes;
+        changes someone else has overwritten since are left alone and counted in ``conflicts``."""
+        return self._toggle(user=user, redo=False)
+
+    def redo(self, *, user: str) -> ActionResult:
+        """Redo the action ``user`` undid most recently, unless they have acted since."""
+        return self._toggle(user=user, redo=True)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def labels(self, *, include_inactive: bool = False) -> list[LabelInfo]:
+        """Labels (active ones unless asked), sorted by name case-insensitively."""
+        rows = ev.load_labels(self._conn()).values()
+        return sorted((r.info() for r in rows if include_inactive or r.active), key=lambda li: name_key(li.name))
+
+    def item_labels(self) -> dict[str, str]:
+        """Item id -> current label name, for labelled items only."""
+        q = "SELECT s.item_id, l.name FROM item_state s JOIN labels l ON l.id = s.label_id"
+        return dict(self._conn().execute(q).fetchall())
+
+    def exclusions(self) -> dict[str, set[str]]:
+        """Item id -> names of the labels it was excluded from."""
+        out: dict[str, set[str]] = {}
+        q = "SELECT e.item_id, l.name FROM exclusions e JOIN labels l ON l.id = e.label_id WHERE l.active = 1"
+        for item_id, name in self._conn().execute(q):
+            out.setdefault(item_id, set()).add(name)
+        return out
+
+    def snapshot(self) -> StoreSnapshot:
+        """Labels, item states and exclusions at one consistent version."""
+        with self._read() as c:
+            version = int(c.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+            n_events = int(c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+            labels = sorted((r.info() for r in ev.load_labels(c).values() if r.active), key=lambda li: name_key(li.name))
+            q = "SELECT s.item_id, l.name, e.user, e.at FROM item_state s JOIN labels l ON l.id = s.label_id JOIN events e ON e.id = s.event_id"
+            items = {r[0]: (r[1], r[2], r[3]) for r in c.execute(q)}
+            excl: dict[str, list[str]] = {}
+            q = "SELECT e.item_id, l.name FROM exclusions e JOIN labels l ON l.id = e.label_id WHERE l.active = 1 ORDER BY e.item_id, l.name"
+            for item_id, name in c.execute(q):
+                excl.setdefault(item_id, []).append(name)
+        return StoreSnapshot(version, labels, items, excl, n_events)
+
+    def version(self) -> int:
+        """Id of the newest event (0 when none)."""
+        return int(self._conn().execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+
+    def events(self, since: int = 0, limit: int = 1000, *, user: str | None = None) -> list[Event]:
+        """Events with id > ``since``, oldest first, at most ``limit`` (1..100,000)."""
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            raise LabelError(f"since={since!r}: expected an event id >= 0")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
+            raise LabelError(f"limit={limit!r}: expected 1 to 100,000")
+        q = "SELECT id, user, at, kind, payload, item_count, duration_ms FROM events WHERE id > ?"
+        args: list[Any] = [since]
+        if user is not None:
+            q += " AND user = ?"
+            args.append(user)
+        q += " ORDER BY id LIMIT ?"
+        rows = self._conn().execute(q, [*args, limit]).fetchall()
+        return [Event(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+    def event_items(self, event_id: int) -> dict[str, str | None]:
+        """Items whose label an event changed -> the label it gave them (None = unlabelled)."""
+        q = "SELECT c.item_id, l.name FROM item_changes c LEFT JOIN labels l ON l.id = c.after_label WHERE c.event_id = ? ORDER BY c.rowid"
+        return dict(self._conn().execute(q, (event_id,)).fetchall())
+
+    def curator_stats(self) -> list[dict[str, Any]]:
+        """Per curator: actions, undos, items per action, time per action and actions per hour
+        (over the time the curators reported spending, ``duration_ms``)."""
+        kinds = ",".join("?" * len(ev.ACTION_KINDS))
+        q = (
+            f"SELECT user, SUM(kind IN ({kinds})), SUM(kind = 'undo'), SUM(CASE WHEN kind IN ({kinds}) THEN item_count ELSE 0 END), "
+            f"SUM(CASE WHEN kind IN ({kinds}) THEN duration_ms END), SUM(kind IN ({kinds}) AND duration_ms IS NOT NULL), MIN(at), MAX(at) "
+            "FROM events GROUP BY user ORDER BY user"
+        )
+        out = []
+        for user, n, undos, items, ms, timed, first, last in self._conn().execute(q, ev.ACTION_KINDS * 4):
+            n, ms, timed = int(n or 0), int(ms or 0), int(timed or 0)
+            out.append(
+                {
+                    "user": user,
+                    "actions": n,
+                    "undos": int(undos or 0),
+                    "items": int(items or 0),
+                    "items_per_action": round((items or 0) / n, 3) if n else 0.0,
+                    "timed_actions": timed,
+                    "seconds_spent": round(ms / 1000, 3),
+                    "seconds_per_action": round(ms / 1000 / timed, 3) if timed else None,
+                    "actions_per_hour": round(timed / (ms / 3_600_000), 1) if ms else None,
+                    "first_at": first,
+                    "last_at": last,
+                }
+            )
+        return out
+
+    def check(self) -> list[str]:
+        """Differences between the current labels and a replay of the events (empty = consistent)."""
+        return ev.check(self._conn())
+
+    def backup(self, dest: str | os.PathLike[str]) -> Path:
+        """A consistent copy of the whole store (history included) at ``dest``."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        target = sqlite3.connect(str(dest))
+        try:
+            self._conn().backup(target)
+            target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        finally:
+            target.close()
+        return dest
