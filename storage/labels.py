@@ -12,28 +12,29 @@ exact changes each event made, and the current state derived from those changes:
 
 Every action is one transaction, committed (and by default fsynced) before the call returns;
 threads and processes may write at once (SQLite serialises writers; ``timeout_s`` bounds the
-wait). Bad input raises :class:`LabelError` before anything is written. The engine lives in
-:mod:`storage.events`; import files are read by :mod:`storage.label_import`.
+wait). Bad input raises :class:`LabelError` before anything is written (the checks are in
+:mod:`storage.label_checks`). The engine lives in :mod:`storage.events` and
+:mod:`storage.event_replay`; import files are read by :mod:`storage.label_import`.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from storage import event_replay
 from storage import events as ev
 from storage.events import ActionResult, Event, LabelError, LabelInfo, Txn, name_key
+from storage.label_checks import check_duration, check_ids, check_name, require_known, require_label
 
 if TYPE_CHECKING:
     from storage.workspace import Workspace
@@ -41,65 +42,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["ActionResult", "Event", "LabelError", "LabelInfo", "LabelStore", "StoreSnapshot", "check_name"]
-
-MAX_NAME = 200  # characters in a label or user name
-MAX_ITEM_ID = 256  # characters in an item id
-MAX_DURATION_MS = 24 * 3600 * 1000
-_FORMAT_OK = {"\u200c", "\u200d"}  # zero-width (non-)joiners: part of emoji and some scripts
-
-
-def check_name(value: Any, what: str = "label") -> str:
-    """A label (or user) name, NFC-normalised and trimmed, or :class:`LabelError` saying why not."""
-    if not isinstance(value, str):
-        raise LabelError(f"{what} must be text, got {type(value).__name__} {value!r:.60}")
-    name = unicodedata.normalize("NFC", value).strip()
-    if not name:
-        raise LabelError(f"{what} is empty; give it a name")
-    if len(name) > MAX_NAME:
-        raise LabelError(f"{what} is {len(name):,} characters long; the limit is {MAX_NAME}")
-    for ch in name:
-        cat = unicodedata.category(ch)
-        if cat in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp") or (cat == "Cf" and ch not in _FORMAT_OK):
-            raise LabelError(f"{what} {name[:40]!r} contains the control character U+{ord(ch):04X}; use printable text only")
-    return name
-
-
-def _check_ids(value: Any, what: str, *, allow_empty: bool = False) -> list[str]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise LabelError(f"{what} must be a list of item ids, not {type(value).__name__} {value!r:.60}")
-    ids = list(dict.fromkeys(value))
-    if not ids and not allow_empty:
-        raise LabelError(f"{what} is empty; select at least one item")
-    for i in ids:
-        if not isinstance(i, str) or not i or len(i) > MAX_ITEM_ID:
-            raise LabelError(f"{what} holds {i!r:.60}, which is not an item id (non-empty text up to {MAX_ITEM_ID} characters)")
-    return ids
-
-
-def _check_duration(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DURATION_MS:
-        raise LabelError(f"duration_ms={value!r}: expected whole milliseconds from 0 to {MAX_DURATION_MS:,}, or None")
-    return value
-
-
-def _require_known(tx: Txn, ids: list[str], what: str) -> None:
-    unknown = tx.unknown_items(ids)
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5:,} more" if len(unknown) > 5 else "")
-        raise LabelError(f"{what}: {len(unknown):,} unknown item id(s): {shown}; embed or register the items first")
-
-
-def _require_label(tx: Txn, name: str, what: str = "label") -> ev.LabelRow:
-    row = tx.resolve(name)
-    if row is None:
-        names = sorted(r.name for r in tx.labels.values() if r.active)
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else f"; existing labels: {', '.join(map(repr, names[:10])) or 'none'}"
-        raise LabelError(f"{what} {name!r} does not exist{hint}")
-    return row
-
 
 @dataclass(frozen=True)
 class StoreSnapshot:
@@ -230,7 +172,7 @@ class LabelStore:
     # -- items ---------------------------------------------------------------------------------
     def register_items(self, ids: Iterable[str]) -> int:
         """Make ids known (crops, newly embedded items, ...); returns how many were new."""
-        ids = _check_ids(ids, "ids", allow_empty=True)
+        ids = check_ids(ids, "ids", allow_empty=True)
         with self._write() as c:
             before = c.total_changes
             for part in ev.chunks(ids, 5000):
@@ -248,7 +190,7 @@ class LabelStore:
     # -- actions -------------------------------------------------------------------------------
     def _act(self, kind: str, user: str, duration_ms: int | None, plan: Plan) -> ActionResult:
         user = check_name(user, "user")
-        duration_ms = _check_duration(duration_ms)
+        duration_ms = check_duration(duration_ms)
         with self._write() as conn:
             tx = Txn(conn, user, time.time())
             payload, named, after = plan(tx)
@@ -275,12 +217,12 @@ class LabelStore:
         """Name a selection: ``item_ids`` minus ``exclude`` get ``label`` (created when new, matched
         case-insensitively by name or alias). Items in ``exclude`` are remembered as "not ``label``"
         and lose it if they had it; an excluded item that carries another label keeps that one."""
-        ids = _check_ids(item_ids, "item_ids")
-        ex = _check_ids(exclude, "exclude", allow_empty=True)
+        ids = check_ids(item_ids, "item_ids")
+        ex = check_ids(exclude, "exclude", allow_empty=True)
         name = check_name(label)
 
         def plan(tx: Txn):
-            _require_known(tx, ids + ex, "assign")
+            require_known(tx, ids + ex, "assign")
             row = tx.resolve(name)
             created = row is None
             if row is None:
@@ -302,12 +244,12 @@ class LabelStore:
 
     def exclude(self, item_ids: Iterable[str], label: str, *, user: str, duration_ms: int | None = None) -> ActionResult:
         """Remember ``item_ids`` as "not ``label``"; those that carried it become unlabelled."""
-        ids = _check_ids(item_ids, "item_ids")
+        ids = check_ids(item_ids, "item_ids")
         name = check_name(label)
 
         def plan(tx: Txn):
-            _require_known(tx, ids, "exclude")
-            row = _require_label(tx, name)
+            require_known(tx, ids, "exclude")
+            row = require_label(tx, name)
             for i in ids:
                 state = tx.states([i])[i]
                 if state is not None and state[0] == row.id:
@@ -319,10 +261,10 @@ class LabelStore:
 
     def unlabel(self, item_ids: Iterable[str], *, user: str, duration_ms: int | None = None) -> ActionResult:
         """Remove whatever label ``item_ids`` carry (exclusions are kept)."""
-        ids = _check_ids(item_ids, "item_ids")
+        ids = check_ids(item_ids, "item_ids")
 
         def plan(tx: Txn):
-            _require_known(tx, ids, "unlabel")
+            require_known(tx, ids, "unlabel")
             tx.label_items(ids, None)
             return {"items": ids}, ids, None
 
@@ -333,7 +275,7 @@ class LabelStore:
         old_name, new_name = check_name(old, "old label"), check_name(new, "new label")
 
         def plan(tx: Txn):
-            row = _require_label(tx, old_name)
+            row = require_label(tx, old_name)
             if row.name == new_name:
                 raise LabelError(f"label {row.name!r} is already called that; nothing to rename")
             other = tx.owner_of(name_key(new_name), besides=row.id)
@@ -358,7 +300,7 @@ class LabelStore:
             raise LabelError("sources is empty; name at least one label to merge")
 
         def plan(tx: Txn):
-            rows = list({r.id: r for r in (_require_label(tx, n, "source label") for n in names)}.values())
+            rows = list({r.id: r for r in (require_label(tx, n, "source label") for n in names)}.values())
             target = tx.resolve(into_name)
             rows = [r for r in rows if target is None or r.id != target.id]
             if not rows:
@@ -388,7 +330,7 @@ class LabelStore:
         label = check_name(name)
 
         def plan(tx: Txn):
-            row = _require_label(tx, label)
+            row = require_label(tx, label)
             items = tx.items_of(row.id)
             tx.label_items(items, None)
             for i in tx.excluded_of(row.id):
@@ -406,14 +348,14 @@ class LabelStore:
         """
         if not isinstance(assignments, Mapping):
             raise LabelError(f"assignments must map item id -> label, not {type(assignments).__name__}")
-        ids = _check_ids(list(assignments), "assignments")
+        ids = check_ids(list(assignments), "assignments")
         groups: dict[str, tuple[str, list[str]]] = {}
         for i in ids:
             name = check_name(assignments[i], f"label of item {i}")
             groups.setdefault(name_key(name), (name, []))[1].append(i)
 
         def plan(tx: Txn):
-            _require_known(tx, ids, "import")
+            require_known(tx, ids, "import")
             counts: dict[str, int] = {}
             created: list[str] = []
             kept = 0
@@ -440,11 +382,11 @@ class LabelStore:
         word = "redo" if redo else "undo"
 
         def plan(tx: Txn):
-            target = ev.last_action(tx.conn, user, redo=redo)
+            target = event_replay.last_action(tx.conn, user, redo=redo)
             if target is None:
                 raise LabelError(f"nothing to {word} for user {user!r}")
             kind = tx.conn.execute("SELECT kind FROM events WHERE id = ?", (target,)).fetchone()[0]
-            ev.invert(tx, target, redo=redo)
+            event_replay.invert(tx, target, redo=redo)
             eid = tx.event_id
 
             def after(conn: sqlite3.Connection) -> None:
@@ -551,7 +493,7 @@ class LabelStore:
 
     def check(self) -> list[str]:
         """Differences between the current labels and a replay of the events (empty = consistent)."""
-        return ev.check(self._conn())
+        return event_replay.check(self._conn())
 
     def backup(self, dest: str | os.PathLike[str]) -> Path:
         """A consistent copy of the whole store (history included) at ``dest``."""
