@@ -1,0 +1,297 @@
+"""The decision rule of recognition and its calibration.
+
+Given a query vector, the ``k`` nearest rows of the :class:`~storage.index.LabelIndex` vote. Each
+neighbour's weight is a softmax of its similarity (temperature ``tau``), so the nearest ones
+dominate, and it votes with ``weight x similarity``: for its label when it is labelled, against
+every label it was excluded from when a curator excluded it. A label's score is the sum of its
+votes, so when all neighbours agree it is their weighted mean similarity, and it drops when they
+disagree or when a near-duplicate of an excluded item is among them. The best label is the answer
+when its score reaches the threshold, otherwise the answer is "unknown".
+
+The threshold is calibrated on the labelled data itself: some labels are held out entirely (their
+items play the unknowns) and a share of every other label's items is held out as known queries;
+both are answered from an exact index of the rest. The chosen threshold maximises
+``(recall + unknown rejection) / 2``; a stricter one, the lowest reaching ``suggest_precision``,
+is what ``corral suggest`` uses to pre-label.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from storage.index import LabelIndex, RecognitionIndexError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RuleConfig:
+    """The decision rule's settings; ``threshold=None`` means "calibrate it"."""
+
+    k: int = 10  # neighbours that vote
+    tau: float = 0.05  # softmax temperature of the votes (smaller: the nearest neighbour counts more)
+    threshold: float | None = None  # below this score the answer is "unknown"; None: calibrated
+    holdout: float = 0.2  # share of each label's items held out as known queries when calibrating
+    class_holdout: float = 0.2  # share of labels held out entirely as unknowns when calibrating
+    max_queries: int = 2000  # most known (and most unknown) queries used to calibrate
+    suggest_precision: float = 0.99  # precision the pre-labelling threshold must reach
+    seed: int = 0  # the held-out split
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad field."""
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= 1000:
+            raise ValueError(f"k={self.k!r}: expected a whole number from 1 to 1000")
+        if not 0 < float(self.tau) <= 10:
+            raise ValueError(f"tau={self.tau!r}: expected a temperature in (0, 10]; 0.05 is the default")
+        if self.threshold is not None and not -1.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"threshold={self.threshold!r}: expected a score in [-1, 1] or None to calibrate")
+        for name in ("holdout", "class_holdout"):
+            v = getattr(self, name)
+            if not 0 <= float(v) < 1:
+                raise ValueError(f"{name}={v!r}: expected a share in [0, 1)")
+        if not 0 < float(self.suggest_precision) <= 1:
+            raise ValueError(f"suggest_precision={self.suggest_precision!r}: expected a share in (0, 1]")
+        if self.max_queries < 1:
+            raise ValueError(f"max_queries={self.max_queries!r}: must be >= 1")
+
+
+@dataclass
+class Decision:
+    """The answer for one query."""
+
+    label: str | None  # the recognised label, or None for "unknown"
+    score: float  # the best label's score (also when the answer is unknown)
+    top: list[tuple[str, float]] = field(default_factory=list)  # best labels first, with scores
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "decision": self.label if self.label is not None else "unknown", "score": round(self.score, 6), "top": [[n, round(s, 6)] for n, s in self.top]}
+
+
+def vote(sims: np.ndarray, rows: np.ndarray, row_label: np.ndarray, not_labels: Mapping[int, frozenset[int]], *, tau: float) -> list[list[tuple[int, float]]]:
+    """Per query, ``(label code, score)`` pairs, best first (see the module docstring)."""
+    out: list[list[tuple[int, float]]] = []
+    for i in range(len(sims)):
+        valid = rows[i] >= 0
+        if not valid.any():
+            out.append([])
+            continue
+        s = sims[i, valid].astype(np.float64)
+        r = rows[i, valid]
+        w = np.exp((s - s.max()) / tau)
+        contrib = (w / w.sum()) * np.maximum(s, 0.0)
+        scores: dict[int, float] = {}
+        for c, v in zip(row_label[r].tolist(), contrib.tolist()):
+            if c >= 0:
+                scores[c] = scores.get(c, 0.0) + v
+        if not_labels:
+            for row, v in zip(r.tolist(), contrib.tolist()):
+                for c in not_labels.get(row, ()):
+                    if c in scores:
+                        scores[c] -= v
+        out.append(sorted(scores.items(), key=lambda kv: -kv[1]))
+    return out
+
+
+def prepare_queries(vectors: Any, dim: int) -> np.ndarray:
+    """Queries as a float32 ``(n, dim)`` array of unit vectors; bad ones raise ValueError."""
+    q = np.asarray(vectors, dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValueError(f"vectors of shape {tuple(q.shape)}: this index expects dimension {dim}")
+    if not np.isfinite(q).all():
+        raise ValueError("vectors hold NaN or infinite values")
+    norms = np.linalg.norm(q, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError("a zero vector has no direction to search")
+    return np.ascontiguousarray(q / norms, dtype=np.float32)
+
+
+class Recognizer:
+    """Answers "which label is this?" for vectors, with an index and its calibrated rule."""
+
+    def __init__(self, index: LabelIndex, rule: RuleConfig | None = None):
+        self.index = index
+        if rule is None:
+            saved = dict(index.meta.rule or {})
+            rule = RuleConfig(**{k: v for k, v in saved.items() if k in RuleConfig.__dataclass_fields__})
+        rule.validate()
+        self.rule = rule
+
+    @property
+    def threshold(self) -> float:
+        return float(self.rule.threshold) if self.rule.threshold is not None else 0.0
+
+    @property
+    def suggest_threshold(self) -> float:
+        v = (self.index.meta.rule or {}).get("suggest_threshold")
+        return float(v) if v is not None else max(self.threshold, 0.9)
+
+    def check_model(self, model: str | None = None, weights_hash: str | None = None) -> None:
+        """Refuse queries embedded with another model than the index's."""
+        meta = self.index.meta
+        if model is not None and model != meta.model:
+            raise RecognitionIndexError(f"vectors made with model {model!r}; this index holds {meta.model!r} vectors; embed with {meta.model}")
+        if weights_hash is not None and meta.weights_hash and weights_hash != meta.weights_hash:
+            raise RecognitionIndexError(f"vectors made with weights {weights_hash!r}; this index was built with {meta.weights_hash!r}")
+
+    def recognize(self, vectors: Any, *, k: int | None = None, threshold: float | None = None, top: int = 5) -> list[Decision]:
+        """One :class:`Decision` per query vector (rows of ``vectors``)."""
+        k = self.rule.k if k is None else k
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
+            raise ValueError(f"k={k!r}: expected a whole number from 1 to 1000")
+        t = self.threshold if threshold is None else float(threshold)
+        q = prepare_queries(vectors, self.index.dim)
+        sims, rows = self.index.search(q, k)
+        names = self.index.label_names
+        out = []
+        for ranked in vote(sims, rows, self.index.row_label, self.index.not_labels, tau=self.rule.tau):
+            best = ranked[0] if ranked else None
+            score = float(best[1]) if best else 0.0
+            label = names[best[0]] if best is not None and score >= t and score > 0 else None
+            out.append(Decision(label, score, [(names[c], float(s)) for c, s in ranked[:top] if s > 0]))
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration
+
+
+def split_for_calibration(codes: np.ndarray, *, holdout: float, class_holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean masks (reference, known queries, unknown queries) over rows with codes >= 0.
+
+    Rows with code -1 (negatives) always stay in the reference set. Labels with one item are
+    never held out; at least one label is held out as unknown when there are three or more.
+    """
+    rng = np.random.default_rng(seed)
+    ref = np.ones(len(codes), dtype=bool)
+    known = np.zeros(len(codes), dtype=bool)
+    unknown = np.zeros(len(codes), dtype=bool)
+    classes = np.unique(codes[codes >= 0])
+    if len(classes) >= 3 and class_holdout > 0:
+        n_out = min(len(classes) - 2, max(1, int(round(class_holdout * len(classes)))))
+        out_classes = rng.choice(classes, size=n_out, replace=False)
+        unknown = np.isin(codes, out_classes)
+        ref &= ~unknown
+    for c in classes:
+        if unknown.any() and np.isin(c, codes[unknown]):
+            continue
+        members = np.flatnonzero(codes == c)
+        if len(members) < 2 or holdout <= 0:
+            continue
+        n_q = min(len(members) - 1, max(1, int(round(holdout * len(members)))))
+        q = rng.choice(members, size=n_q, replace=False)
+        known[q] = True
+        ref[q] = False
+    return ref, known, unknown
+
+
+def calibrate(vectors: np.ndarray, labels: Sequence[str | None], not_labels: Sequence[Sequence[str]], *, rule: RuleConfig, max_reference: int = 200_000) -> dict[str, Any]:
+    """Choose the unknown threshold (and the pre-labelling one) on a held-out split.
+
+    Returns ``{"threshold", "suggest_threshold", "report"}``; the report gives the precision,
+    recall and unknown rejection the chosen thresholds reach on the held-out queries.
+    """
+    import faiss
+
+    rule.validate()
+    names = sorted({lb for lb in labels if lb})
+    code_of = {n: i for i, n in enumerate(names)}
+    codes = np.array([code_of[lb] if lb else -1 for lb in labels], dtype=np.int32)
+    ref, known, unknown = split_for_calibration(codes, holdout=rule.holdout, class_holdout=rule.class_holdout, seed=rule.seed)
+    rng = np.random.default_rng(rule.seed + 1)
+
+    def cap(mask: np.ndarray, n: int) -> np.ndarray:
+        idx = np.flatnonzero(mask)
+        return np.sort(rng.choice(idx, size=n, replace=False)) if len(idx) > n else idx
+
+    ref_rows = cap(ref, max_reference)
+    kq, uq = cap(known, rule.max_queries), cap(unknown, rule.max_queries)
+    if len(kq) == 0:
+        return {"threshold": 0.0, "suggest_threshold": None, "report": {"note": "too few labelled items to calibrate (need a label with 2 or more items); every best label is accepted", "known_queries": 0, "unknown_queries": 0}}
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(np.ascontiguousarray(vectors[ref_rows], dtype=np.float32))
+    sub_neg = {i: frozenset(code_of[n] for n in not_labels[r] if n in code_of) for i, r in enumerate(ref_rows.tolist()) if not_labels[r]}
+
+    def answer(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(rows) == 0:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        s, r = flat.search(np.ascontiguousarray(vectors[rows], dtype=np.float32), min(rule.k, flat.ntotal))
+        ranked = vote(s, r, codes[ref_rows], sub_neg, tau=rule.tau)
+        return np.array([x[0][1] if x else 0.0 for x in ranked]), np.array([x[0][0] if x else -1 for x in ranked])
+
+    ks, kp = answer(kq)
+    us, _ = answer(uq)
+    correct = kp == codes[kq]
+    chosen = choose_threshold(ks, correct, us)
+    suggest = precision_threshold(ks, correct, us, rule.suggest_precision)
+    report = {
+        "known_queries": int(len(kq)),
+        "unknown_queries": int(len(uq)),
+        "reference_rows": int(len(ref_rows)),
+        "labels_held_out": int(len(np.unique(codes[uq]))) if len(uq) else 0,
+        "top1_accuracy": round(float(correct.mean()), 4),
+        "at_threshold": rates(ks, correct, us, chosen),
+        "at_suggest_threshold": rates(ks, correct, us, suggest) if suggest is not None else None,
+    }
+    logger.info("calibrated threshold %.4f: %s", chosen, report["at_threshold"])
+    return {"threshold": round(chosen, 6), "suggest_threshold": None if suggest is None else round(suggest, 6), "report": report}
+
+
+def rates(known_scores: np.ndarray, correct: np.ndarray, unknown_scores: np.ndarray, t: float) -> dict[str, float | None]:
+    """Precision, recall and unknown rejection of threshold ``t`` on held-out queries."""
+    acc_k = known_scores >= t
+    acc_u = unknown_scores >= t
+    named_right = int((acc_k & correct).sum())
+    named = int(acc_k.sum() + acc_u.sum())
+    return {
+        "threshold": round(float(t), 6),
+        "precision": round(named_right / named, 4) if named else None,
+        "recall": round(named_right / len(known_scores), 4) if len(known_scores) else None,
+        "unknown_rejection": round(float(1 - acc_u.mean()), 4) if len(unknown_scores) else None,
+    }
+
+
+def _candidates(known_scores: np.ndarray, unknown_scores: np.ndarray) -> np.ndarray:
+    allv = np.unique(np.concatenate([known_scores, unknown_scores, [0.0]]))
+    # midpoints between neighbouring observed scores, so a threshold never sits on a sample
+    return np.concatenate([[allv[0] - 1e-6], (allv[:-1] + allv[1:]) / 2, [allv[-1] + 1e-6]])
+
+
+def choose_threshold(known_scores: np.ndarray, correct: np.ndarray, unknown_scores: np.ndarray) -> float:
+    """The threshold maximising (recall + unknown rejection) / 2.
+
+    Without unknown queries (fewer than three labels) it keeps 95% of the correct answers.
+    """
+    if len(unknown_scores) == 0:
+        ok = known_scores[correct]
+        return float(np.quantile(ok, 0.05)) if len(ok) else 0.0
+    cands = _candidates(known_scores, unknown_scores)
+    recall = ((known_scores[None, :] >= cands[:, None]) & correct[None, :]).mean(axis=1)
+    reject = (unknown_scores[None, :] < cands[:, None]).mean(axis=1)
+    objective = recall + reject
+    best = np.flatnonzero(objective >= objective.max() - 1e-12)
+    # among equally good thresholds take the middle of the run, the most robust to new data
+    return float(cands[best[len(best) // 2]])
+
+
+def precision_threshold(known_scores: np.ndarray, correct: np.ndarray, unknown_scores: np.ndarray, target: float) -> float | None:
+    """The lowest threshold from which on precision stays at ``target`` or above.
+
+    None when only a threshold that names nothing reaches it.
+    """
+    cands = _candidates(known_scores, unknown_scores)
+    acc_k = known_scores[None, :] >= cands[:, None]
+    named = acc_k.sum(axis=1) + (unknown_scores[None, :] >= cands[:, None]).sum(axis=1)
+    right = (acc_k & correct[None, :]).sum(axis=1)
+    ok = (named == 0) | (right >= target * named)
+    bad = np.flatnonzero(~ok)
+    i = int(bad[-1]) + 1 if len(bad) else 0
+    if i >= len(cands) or named[i] == 0:
+        return None
+    return float(cands[i])

@@ -1,0 +1,180 @@
+"""Pre-labelling: the index proposes labels for a map's new items; curators accept or reject.
+
+``corral map --update`` places a new collection on an existing map (``is_new`` points);
+:func:`suggest` then asks the recognition index about those items and keeps the answers whose
+score reaches the index's pre-labelling threshold (calibrated for high precision), leaving the
+rest for curators. Nothing is labelled here: the viewer shows the suggestions grouped by label,
+and accepting is an ordinary ``assign`` action, rejecting an ordinary ``exclude`` (which also
+teaches the next index build that the item is not that label).
+
+Layout under ``workspace/suggestions/``::
+
+    <map>.parquet    id (string), label (string), score (float32), top (string: JSON [[name, score], ...])
+    <map>.json       map, index generation and labels version, threshold, counts, created_at;
+                     written after the table
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.index import LabelIndex
+from storage.maps import read_map
+from storage.recognizer import Recognizer
+from storage.workspace import Workspace, WorkspaceError, atomic_write_json, atomic_write_table, safe_name
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = pa.schema([("id", pa.string()), ("label", pa.string()), ("score", pa.float32()), ("top", pa.string())])
+
+
+@dataclass
+class Suggestions:
+    """Suggestions of one map: a table (see :data:`SCHEMA`) and its metadata."""
+
+    table: pa.Table
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def groups(self) -> Iterator[tuple[str, list[str], list[float]]]:
+        """(label, ids, scores) per label, the largest group first, best scores first within."""
+        by: dict[str, list[tuple[float, str]]] = {}
+        for i, lb, s in zip(self.table.column("id").to_pylist(), self.table.column("label").to_pylist(), self.table.column("score").to_pylist()):
+            by.setdefault(lb, []).append((s, i))
+        for lb, rows in sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0].lower())):
+            rows.sort(key=lambda r: -r[0])
+            yield lb, [i for _, i in rows], [s for s, _ in rows]
+
+
+@dataclass
+class SuggestResult:
+    map: str
+    candidates: int  # items considered (new on the map, unlabelled)
+    suggested: int  # items with a suggestion
+    left: int  # items left for curators
+    by_label: dict[str, int]
+    threshold: float
+    path: str
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+def _paths(ws: Workspace, map_name: str) -> tuple[Path, Path]:
+    base = ws.root / "suggestions" / safe_name(map_name)
+    return base.with_suffix(".parquet"), base.with_suffix(".json")
+
+
+def suggest(*, workspace: str | os.PathLike[str] | Workspace, map_name: str | None = None, min_score: float | None = None, include_all: bool = False, batch_size: int = 4096) -> SuggestResult:
+    """Propose labels for the map's new (or, with ``include_all``, every) unlabelled items.
+
+    Args:
+        workspace: the workspace with a map and a recognition index.
+        map_name: the map (default: the newest).
+        min_score: the score a suggestion needs (default: the index's calibrated pre-labelling
+            threshold, or its unknown threshold when calibration found none).
+        include_all: consider every unlabelled point, not only those ``corral map --update`` placed.
+        batch_size: queries per index search.
+    """
+    from storage.index_build import read_vectors
+    from storage.labels import LabelStore
+
+    if min_score is not None and not -1 <= min_score <= 1:
+        raise ValueError(f"min_score={min_score!r}: expected a score from -1 to 1")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: must be >= 1")
+    t0 = time.perf_counter()
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    m = read_map(ws, map_name)
+    rec = Recognizer(LabelIndex.load(ws.index_dir))
+    ids = m.points.column("id").to_pylist()
+    if not include_all:
+        is_new = m.points.column("is_new").to_pylist() if "is_new" in m.points.column_names else [False] * len(ids)
+        ids = [i for i, new in zip(ids, is_new) if new]
+    store = LabelStore.open(ws)
+    try:
+        labelled = store.item_labels()
+        excluded = store.exclusions()
+        version = store.version()
+    finally:
+        store.close()
+    candidates = sorted({i for i in ids if i not in labelled})
+    es = ws.default_embedding_set(rec.index.meta.embedding_set or None)
+    got_ids, vecs = read_vectors(es, set(candidates))
+    t = float(min_score) if min_score is not None else rec.suggest_threshold
+    rows: dict[str, list[Any]] = {"id": [], "label": [], "score": [], "top": []}
+    for s in range(0, len(got_ids), batch_size):
+        for item, d in zip(got_ids[s : s + batch_size], rec.recognize(vecs[s : s + batch_size])):
+            if d.label is not None and d.score >= t and d.label not in excluded.get(item, ()):
+                rows["id"].append(item)
+                rows["label"].append(d.label)
+                rows["score"].append(d.score)
+                rows["top"].append(json.dumps([[n, round(v, 4)] for n, v in d.top]))
+    table = pa.table({"id": rows["id"], "label": rows["label"], "score": np.asarray(rows["score"], dtype=np.float32), "top": rows["top"]}, schema=SCHEMA)
+    tpath, mpath = _paths(ws, m.name)
+    atomic_write_table(tpath, table)
+    by_label: dict[str, int] = {}
+    for lb in rows["label"]:
+        by_label[lb] = by_label.get(lb, 0) + 1
+    meta = {
+        "map": m.name,
+        "threshold": round(t, 6),
+        "index_generation": rec.index.meta.generation,
+        "index_labels_version": rec.index.meta.labels_version,
+        "labels_version": version,
+        "candidates": len(candidates),
+        "without_vectors": len(candidates) - len(got_ids),
+        "suggested": table.num_rows,
+        "by_label": dict(sorted(by_label.items())),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_json(mpath, meta)
+    logger.info("%d of %d new items on map %s have a suggestion (score >= %.3f)", table.num_rows, len(candidates), m.name, t)
+    return SuggestResult(m.name, len(candidates), table.num_rows, len(candidates) - table.num_rows, meta["by_label"], t, str(tpath), time.perf_counter() - t0)
+
+
+def read_suggestions(workspace: str | os.PathLike[str] | Workspace, map_name: str) -> Suggestions:
+    """The suggestions file of a map as written (empty when there is none)."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    tpath, mpath = _paths(ws, map_name)
+    if not mpath.is_file() or not tpath.is_file():
+        return Suggestions(SCHEMA.empty_table(), {})
+    try:
+        return Suggestions(pq.read_table(tpath).cast(SCHEMA), json.loads(mpath.read_text()))
+    except (OSError, ValueError, pa.ArrowInvalid) as e:
+        raise WorkspaceError(f"suggestions of map {map_name!r} are unreadable ({e}); run `corral suggest` again") from None
+
+
+def pending_suggestions(workspace: str | os.PathLike[str] | Workspace, map_name: str, *, store: Any = None) -> Suggestions:
+    """Suggestions still open: not yet labelled, and not excluded from the suggested label."""
+    sug = read_suggestions(workspace, map_name)
+    if sug.table.num_rows == 0:
+        return sug
+    own = store is None
+    if own:
+        from storage.labels import LabelStore
+
+        store = LabelStore.open(workspace)
+    try:
+        labelled = store.item_labels()
+        excluded = store.exclusions()
+    finally:
+        if own:
+            store.close()
+    ids = sug.table.column("id").to_pylist()
+    labels = sug.table.column("label").to_pylist()
+    keep = [j for j, (i, lb) in enumerate(zip(ids, labels)) if i not in labelled and lb not in excluded.get(i, ())]
+    return Suggestions(sug.table.take(pa.array(keep, type=pa.int64())), sug.meta)
