@@ -1,0 +1,128 @@
+"""The web app: the viewer at ``/``, the API under ``/api``, OpenAPI at ``/docs``.
+
+``create_app(settings)`` builds everything from one :class:`~api.settings.Settings`; nothing
+happens at import time. Routes live one module per resource in :mod:`api.routes`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.gzip import GZipMiddleware
+
+from api.auth import UserStore
+from api.deps import AppContext
+from api.errors import BodySizeLimit, install_error_handlers
+from api.itemindex import ItemIndex
+from api.jobs import JobManager
+from api.labelstate import LabelService
+from api.mapdata import MapRegistry
+from api.settings import Settings
+from api.thumbs import ThumbCache
+from storage.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+#: Content-Security-Policy of the viewer page: our own scripts only, images from us or blobs.
+CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; script-src 'self'; worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'"
+
+
+#: Route modules under api/routes, one per resource; each exposes ``router``.
+ROUTE_MODULES = ("maps", "items", "labels", "events", "jobs", "users", "recognize")
+
+
+def viewer_dir() -> Path:
+    """Where the built viewer lives (inside the installed ``viewer`` package)."""
+    import viewer
+
+    # __path__ rather than __file__: an editable install made before viewer/__init__.py existed
+    # sees a namespace package.
+    return Path(next(iter(viewer.__path__))).resolve()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the app for one workspace."""
+    ws = Workspace(settings.workspace)
+    items = ItemIndex(ws)
+    ctx = AppContext(
+        settings=settings,
+        workspace=ws,
+        users=UserStore(ws.root),
+        maps=MapRegistry(ws),
+        items=items,
+        thumbs=ThumbCache(ws, items, thumb_size=settings.thumb_size),
+        labels=LabelService(ws),
+        jobs=JobManager(ws, source_roots=settings.source_roots, allow_any_source=settings.allow_any_source, max_jobs=settings.max_jobs),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.warm_split:
+            threading.Thread(target=_warm_split, name="corral-warm-split", daemon=True).start()
+        yield
+        ctx.jobs.shutdown()
+        ctx.labels.close()
+
+    app = FastAPI(
+        title="Corral",
+        summary="Curate image collections by cluster: map data, thumbnails, label actions, jobs.",
+        version=_version(),
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
+    app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
+
+    import importlib
+
+    for name in ROUTE_MODULES:
+        app.include_router(importlib.import_module(f"api.routes.{name}").router)
+
+    @app.get("/api/health", tags=["meta"], summary="Liveness (no sign-in needed)")
+    def health() -> dict:
+        return {"ok": True, "version": _version()}
+
+    @app.get("/api/{rest:path}", include_in_schema=False)
+    def no_such_api(rest: str) -> JSONResponse:
+        return JSONResponse({"error": f"no API route /api/{rest[:100]}", "status": 404}, status_code=404)
+
+    vdir = viewer_dir()
+    headers = {"Cache-Control": "no-cache", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(vdir / "index.html", media_type="text/html", headers=headers)
+
+    app.mount("/src", StaticFiles(directory=vdir / "src"), name="viewer-src")
+    return app
+
+
+def _warm_split() -> None:
+    """Compile the re-clustering code once, off the request path."""
+    try:
+        from pipeline import mapping
+
+        warm = getattr(mapping, "warm_up", None)
+        if warm is not None:
+            warm()
+    except Exception as e:  # warming is an optimisation: log and carry on
+        logger.warning("could not warm up re-clustering: %s", e)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("corral")
+    except Exception:
+        return "0"

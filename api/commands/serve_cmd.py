@@ -1,0 +1,107 @@
+"""``corral serve`` (the viewer and the API) and ``corral users`` (tokens and roles)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from api.cli import CliError, emit, register
+from api.commands.index_cmd import add_recognize_only_args, run_recognize_only
+
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workspace", "-w", default=None, help="the workspace to curate (made by `corral embed` and `corral map`); required unless --recognize-only --from")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
+    p.add_argument("--source-root", action="append", default=[], metavar="DIR", help="a folder curators may start embed jobs in (repeatable; default: any folder in single-user mode, none otherwise)")
+    p.add_argument("--warm-split", action="store_true", help="compile the re-clustering code at start-up so the first split is quick")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"), help="server log level (default info)")
+    add_recognize_only_args(p)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.recognize_only:
+        return run_recognize_only(args)
+    if not args.workspace:
+        raise CliError("--workspace DIR is required (or --recognize-only --from SOURCE)")
+
+    from api.app import create_app
+    from api.auth import LOCAL_USER, UserStore
+    from api.settings import Settings
+
+    ws = Path(args.workspace).expanduser().resolve()
+    if not ws.is_dir():
+        raise CliError(f"--workspace {args.workspace}: no such folder; run `corral embed SOURCE --workspace {args.workspace}` first")
+    if not 0 < args.port < 65536:
+        raise CliError(f"--port {args.port}: expected 1 to 65535")
+    users = UserStore(ws)
+    local = users.is_local_only()
+    token = users.add(LOCAL_USER, role="admin", replace=True) if local else None
+    settings = Settings(
+        workspace=ws,
+        host=args.host,
+        port=args.port,
+        source_roots=[Path(p) for p in args.source_root],
+        allow_any_source=local and not args.source_root,
+        warm_split=args.warm_split,
+    )
+    app = create_app(settings)
+    shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{shown_host}:{args.port}/"
+    if token:
+        url += f"?token={token}"
+        sys.stderr.write(f"corral: single-user mode; open {url}\n  (this link signs you in as '{LOCAL_USER}'; a new one is made each start)\n")
+    else:
+        sys.stderr.write(f"corral: open {url} and sign in with your token (make one: corral users add NAME --role curator --workspace {ws})\n")
+    emit({"url": url, "workspace": str(ws), "single_user": local})
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False, server_header=False)
+    return 0
+
+
+def _add_users(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    a = sub.add_parser("add", help="add a user and print their token", description="add a user and print their token (shown once)")
+    a.add_argument("name", help="user name (letters, digits, . _ @ -)")
+    a.add_argument("--role", required=True, choices=("viewer", "curator", "service", "admin"), help="viewer: read; curator: label; service: recognise only; admin: all, and manage users")
+    a.add_argument("--workspace", "-w", required=True, help="the workspace the user may use")
+    a.add_argument("--rotate", action="store_true", help="the user exists: give them a new token (the old one stops working)")
+    ls = sub.add_parser("list", help="list users and roles", description="list users and roles")
+    ls.add_argument("--workspace", "-w", required=True, help="the workspace")
+    rm = sub.add_parser("remove", help="remove a user (their token stops working)", description="remove a user (their token stops working)")
+    rm.add_argument("name", help="user name")
+    rm.add_argument("--workspace", "-w", required=True, help="the workspace")
+
+
+def _run_users(args: argparse.Namespace) -> int:
+    from api.auth import AuthError, UserStore
+
+    ws = Path(args.workspace).expanduser().resolve()
+    if not ws.is_dir():
+        raise CliError(f"--workspace {args.workspace}: no such folder")
+    store = UserStore(ws)
+    try:
+        if args.users_command == "add":
+            token = store.add(args.name, role=args.role, replace=args.rotate)
+            if not args.quiet:
+                sys.stderr.write(f"user {args.name} ({args.role}); token (shown once, keep it secret):\n")
+            sys.stdout.write(token + "\n")
+            emit({"user": args.name, "role": args.role, "token": token})
+        elif args.users_command == "list":
+            users = store.users()
+            if not args.quiet:
+                for u in users:
+                    sys.stderr.write(f"{u.name}\t{u.role}\t{u.created_at}\n")
+            emit({"users": [u.public() for u in users]})
+        else:
+            store.remove(args.name)
+            emit({"removed": args.name})
+    except AuthError as e:
+        raise CliError(str(e)) from None
+    return 0
+
+
+register("serve", "serve the viewer and the API for a workspace", _add_serve, _run_serve)
+register("users", "add, list or remove users of the viewer and API (tokens and roles)", _add_users, _run_users)

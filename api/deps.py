@@ -1,0 +1,105 @@
+"""Request dependencies: the app context, the signed-in user and what their role allows.
+
+A token arrives as ``Authorization: Bearer <token>`` or in the ``corral_token`` cookie (set by
+``POST /api/session`` so that ``<img>`` tags and page reloads carry it). Writes authenticated by
+the cookie must also send the ``X-Corral-Request`` header, which a page on another origin cannot
+add without the server's consent, so a cookie alone never writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from api.auth import User, UserStore
+from api.errors import Forbidden, Unauthorized
+from api.itemindex import ItemIndex
+from api.mapdata import MapRegistry, MapView
+from api.settings import Settings
+from api.thumbs import ThumbCache
+from storage.workspace import Workspace
+
+COOKIE = "corral_token"
+CSRF_HEADER = "x-corral-request"
+
+
+@dataclass
+class AppContext:
+    """Everything the routes share, built once by ``create_app``."""
+
+    settings: Settings
+    workspace: Workspace
+    users: UserStore
+    maps: MapRegistry
+    items: ItemIndex
+    thumbs: ThumbCache
+    labels: Any = None  # api.labelstate.LabelService, opened on first use
+    jobs: Any = None  # api.jobs.JobManager
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def get_ctx(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+def _token(request: Request) -> tuple[str | None, bool]:
+    """(token, came_from_cookie)."""
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip(), False
+    cookie = request.cookies.get(COOKIE)
+    return (cookie, True) if cookie else (None, False)
+
+
+def current_user(request: Request, ctx: Ctx) -> User:
+    """The user the request's token belongs to; 401 without a valid token."""
+    token, from_cookie = _token(request)
+    if not token:
+        raise Unauthorized("sign in: send 'Authorization: Bearer <token>' (make one with `corral users add NAME --role ROLE`)")
+    user = ctx.users.authenticate(token)
+    if user is None:
+        raise Unauthorized("unknown or revoked token")
+    request.state.user = user
+    request.state.via_cookie = from_cookie
+    return user
+
+
+def require(permission: str) -> Callable[..., User]:
+    """A dependency that admits users whose role holds ``permission``."""
+
+    def dep(request: Request, user: Annotated[User, Depends(current_user)]) -> User:
+        if not user.can(permission):
+            raise Forbidden(f"user {user.name!r} has role {user.role!r}, which may not {permission}")
+        if request.method not in ("GET", "HEAD", "OPTIONS") and getattr(request.state, "via_cookie", False):
+            if request.headers.get(CSRF_HEADER) != "1":
+                raise Forbidden(f"cookie-authenticated writes need the header '{CSRF_HEADER}: 1'")
+        return user
+
+    dep.__name__ = f"require_{permission}"
+    return dep
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+Reader = Annotated[User, Depends(require("read"))]
+Writer = Annotated[User, Depends(require("write"))]
+Admin = Annotated[User, Depends(require("admin"))]
+Recognizer = Annotated[User, Depends(require("recognize"))]
+
+
+def map_view(name: str, ctx: Ctx) -> MapView:
+    """The map named in the path (404 when there is none)."""
+    return ctx.maps.get(name)
+
+
+Map = Annotated[MapView, Depends(map_view)]
+
+
+def label_service(ctx: AppContext):
+    """The label service (it opens the label store on first use)."""
+    return ctx.labels

@@ -1,0 +1,229 @@
+"""Embed and map jobs started from the viewer, each run as a ``corral`` subprocess.
+
+A subprocess keeps the server responsive (model inference, numba compiling) and lets a job be
+cancelled. Progress comes from the command's progress bar on stderr; its result is the JSON
+object it prints as its last stdout line. A job's full log is kept in ``cache/jobs/<id>.log``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from api.errors import ApiError, Forbidden, NotFound
+from storage.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("embed", "map")
+_PROGRESS = re.compile(r"(\d+)/(\d+)\s*\[")
+_TAIL = 4000
+#: runs the ``corral`` command line in a fresh interpreter (``-m api.cli`` would load the module
+#: twice: once as __main__ without the registered commands)
+CLI_BOOT = "import sys; from api.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    args: list[str]
+    user: str
+    source: str | None = None
+    status: str = "queued"  # queued | running | done | failed | cancelled
+    done: int = 0
+    total: int = 0
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    tail: str = ""
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "source": self.source,
+            "user": self.user,
+            "status": self.status,
+            "done": self.done,
+            "total": self.total,
+            "fraction": round(self.done / self.total, 4) if self.total else None,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "seconds": round((self.ended_at or time.time()) - self.started_at, 1),
+            "result": self.result,
+            "error": self.error,
+            "log_tail": self.tail[-1500:],
+        }
+
+
+class JobManager:
+    """Starts, tracks and cancels jobs for one workspace."""
+
+    def __init__(self, workspace: Workspace, *, source_roots: list[Path], allow_any_source: bool, max_jobs: int = 50):
+        self.workspace = workspace
+        self.source_roots = source_roots
+        self.allow_any_source = allow_any_source
+        self.max_jobs = max_jobs
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.log_dir = workspace.cache_dir / "jobs"
+
+    def check_source(self, source: str) -> str:
+        """A source folder a job may read: an existing folder inside an allowed root."""
+        if not source or not isinstance(source, str):
+            raise ApiError("source: give the folder of images to embed")
+        if source.startswith("s3://"):
+            if not self.allow_any_source:
+                raise Forbidden("source: S3 sources are allowed only in local mode or from the command line")
+            return source
+        p = Path(source).expanduser()
+        if not p.is_absolute():
+            raise ApiError(f"source={source!r}: give an absolute folder path")
+        p = p.resolve()
+        if not p.is_dir():
+            raise ApiError(f"source={source!r}: no such folder on the server")
+        if not self.allow_any_source:
+            if not any(p == r or r in p.parents for r in self.source_roots):
+                roots = ", ".join(str(r) for r in self.source_roots) or "none configured"
+                raise Forbidden(f"source={source!r} is outside the allowed folders ({roots}); start the server with --source-root")
+        return str(p)
+
+    def start(self, kind: str, *, user: str, source: str | None = None, options: dict[str, Any] | None = None) -> Job:
+        """Start an ``embed`` (needs ``source``) or ``map`` job."""
+        if kind not in KINDS:
+            raise ApiError(f"kind={kind!r}: expected one of {', '.join(KINDS)}")
+        opts = options or {}
+        ws = str(self.workspace.root)
+        if kind == "embed":
+            src = self.check_source(source or "")
+            args = ["embed", src, "--workspace", ws]
+            if opts.get("model"):
+                args += ["--model", _opt_str("model", opts["model"])]
+            if opts.get("name"):
+                args += ["--name", _opt_str("name", opts["name"])]
+        else:
+            src = None
+            args = ["map", "--workspace", ws]
+            if opts.get("embeddings"):
+                args += ["--embeddings", _opt_str("embeddings", opts["embeddings"])]
+            if opts.get("name"):
+                args += ["--name", _opt_str("name", opts["name"])]
+            if opts.get("update"):
+                args += ["--update"]
+        with self._lock:
+            if any(j.status in ("queued", "running") for j in self._jobs.values()):
+                raise ApiError("another job is running; wait for it to finish or cancel it", status=409)
+            job = Job(id=f"job-{next(self._ids)}-{int(time.time())}", kind=kind, args=args, user=user, source=src)
+            self._jobs[job.id] = job
+            self._trim()
+        threading.Thread(target=self._run, args=(job,), name=f"corral-{job.id}", daemon=True).start()
+        return job
+
+    def _trim(self) -> None:
+        finished = [j for j in self._jobs.values() if j.status not in ("queued", "running")]
+        for j in sorted(finished, key=lambda j: j.started_at)[: max(0, len(self._jobs) - self.max_jobs)]:
+            self._jobs.pop(j.id, None)
+
+    def _run(self, job: Job) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{job.id}.log"
+        cmd = [sys.executable, "-c", CLI_BOOT, *job.args]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        try:
+            with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+                log.write("$ corral " + " ".join(job.args) + "\n")
+                job.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(Path(__file__).resolve().parents[1]))
+                job.status = "running"
+                out_lines: list[str] = []
+                t = threading.Thread(target=lambda: out_lines.extend(job.proc.stdout.read().decode("utf-8", "replace").splitlines()), daemon=True)  # type: ignore[union-attr]
+                t.start()
+                self._follow_stderr(job, log)
+                rc = job.proc.wait()
+                t.join(timeout=5)
+                log.write("\n".join(out_lines) + "\n")
+        except OSError as e:
+            job.status, job.error, job.ended_at = "failed", f"could not start: {e}", time.time()
+            return
+        job.ended_at = time.time()
+        if job.status == "cancelled":
+            return
+        if rc == 0:
+            job.status = "done"
+            job.done = job.total or job.done
+            for line in reversed(out_lines):
+                try:
+                    job.result = json.loads(line)
+                    break
+                except ValueError:
+                    continue
+        else:
+            job.status = "failed"
+            lines = [ln for ln in job.tail.splitlines() if ln.strip()]
+            job.error = (lines[-1] if lines else f"exit code {rc}")[:500]
+        logger.info("job %s %s (%s) in %.1fs", job.id, job.status, job.kind, job.ended_at - job.started_at)
+
+    def _follow_stderr(self, job: Job, log: Any) -> None:
+        buf = b""
+        stream = job.proc.stderr  # type: ignore[union-attr]
+        while True:
+            chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096)
+            if not chunk:
+                break
+            buf += chunk
+            text = chunk.decode("utf-8", "replace")
+            log.write(text)
+            job.tail = (job.tail + text.replace("\r", "\n"))[-_TAIL:]
+            m = None
+            for m in _PROGRESS.finditer(buf[-2000:].decode("utf-8", "replace")):
+                pass
+            if m:
+                job.done, job.total = int(m.group(1)), int(m.group(2))
+            buf = buf[-4000:]
+        log.flush()
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [j.public() for j in sorted(self._jobs.values(), key=lambda j: j.started_at, reverse=True)]
+
+    def get(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job.status in ("queued", "running") and job.proc is not None:
+            job.status = "cancelled"
+            job.proc.terminate()
+            try:
+                job.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                job.proc.kill()
+            job.ended_at = time.time()
+        return job
+
+    def shutdown(self) -> None:
+        for job in list(self._jobs.values()):
+            if job.status == "running" and job.proc is not None:
+                job.proc.terminate()
+
+
+def _opt_str(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 200 or value.startswith("-"):
+        raise ApiError(f"options.{name}={value!r}: expected a short name")
+    return value

@@ -1,0 +1,61 @@
+"""Items: details, thumbnails (cached) and the original image for the large view.
+
+Items are addressed by id only. The file behind an id is whatever an embed run recorded for it,
+so no request can name a path, inside the workspace or out of it.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import FileResponse
+
+from api.deps import Ctx, Reader
+from api.itemindex import check_item_id
+from api.routes.common import IMMUTABLE
+
+router = APIRouter(prefix="/api/items", tags=["items"])
+
+_IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif", ".webp": "image/webp", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
+
+
+@router.get("/{item_id}", summary="An item's file name, size and source")
+def item(item_id: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
+    return ctx.items.info(item_id)
+
+
+@router.get("/{item_id}/thumb", summary="A JPEG thumbnail (made once, then cached)", response_class=FileResponse)
+def thumb(item_id: str, ctx: Ctx, user: Reader, size: int | None = None):
+    path = ctx.thumbs.thumb(check_item_id(item_id), size)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": IMMUTABLE})
+
+
+@router.get("/{item_id}/image", summary="The original image", response_class=FileResponse)
+def image(item_id: str, ctx: Ctx, user: Reader):
+    check_item_id(item_id)
+    headers = {"Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'"}
+    path = ctx.thumbs.original_path(item_id)
+    if path is not None:
+        media = _IMAGE_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if not media.startswith("image/"):
+            media = "application/octet-stream"
+        return FileResponse(path, media_type=media, headers=headers)
+    data = ctx.thumbs.original_bytes(item_id)
+    return Response(data, media_type=sniff_image_type(data), headers=headers)
+
+
+def sniff_image_type(data: bytes) -> str:
+    """The image type from the first bytes (S3 objects carry no trustworthy name)."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:2] == b"BM":
+        return "image/bmp"
+    return "application/octet-stream"

@@ -1,0 +1,39 @@
+"""Jobs: start an embed or map run from the viewer and follow its progress."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from api.deps import Ctx, Reader, Writer
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+
+class JobRequest(BaseModel):
+    kind: Literal["embed", "map"] = Field(description="embed a folder, or build/refresh the map")
+    source: str | None = Field(default=None, max_length=4096, description="embed: an absolute folder path on the server")
+    options: dict[str, Any] = Field(default_factory=dict, description="embed: model, name; map: embeddings, name, update")
+
+
+@router.get("", summary="Recent jobs, newest first")
+def list_jobs(ctx: Ctx, user: Reader) -> dict[str, Any]:
+    return {"jobs": ctx.jobs.list()}
+
+
+@router.post("", summary="Start a job", status_code=202)
+def start(body: JobRequest, ctx: Ctx, user: Writer) -> dict[str, Any]:
+    job = ctx.jobs.start(body.kind, user=user.name, source=body.source, options=body.options)
+    return job.public()
+
+
+@router.get("/{job_id}", summary="One job's status and progress")
+def get_job(job_id: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
+    return ctx.jobs.get(job_id).public()
+
+
+@router.post("/{job_id}/cancel", summary="Stop a running job")
+def cancel(job_id: str, ctx: Ctx, user: Writer) -> dict[str, Any]:
+    return ctx.jobs.cancel(job_id).public()

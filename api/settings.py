@@ -1,0 +1,51 @@
+"""Settings of the web app: one typed object, from arguments or ``CORRAL_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything :func:`api.app.create_app` needs. Each field can be set as ``CORRAL_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="forbid")
+
+    # The workspace folder the server curates (embeddings, maps, labels, users, cache).
+    workspace: Path
+    # Address the server listens on (informational for the app; uvicorn binds it).
+    host: str = "127.0.0.1"
+    port: int = 8765
+    # Largest request body accepted, in bytes (label actions on huge selections stay well below).
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Largest single uploaded file, in bytes (image uploads to recognition).
+    max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Edge of the per-item thumbnails served to the cluster panel, in pixels.
+    thumb_size: int = Field(default=128, ge=16, le=512)
+    # Folders a curator may start embed jobs on; empty means any folder when ``allow_any_source``.
+    source_roots: list[Path] = Field(default_factory=list)
+    # Allow jobs on any folder (set by `corral serve` in local single-user mode).
+    allow_any_source: bool = False
+    # Compile the re-clustering code in the background at start-up so the first "split" is quick.
+    warm_split: bool = False
+    # Mark the session cookie Secure (serve behind HTTPS).
+    cookie_secure: bool = False
+    # Most jobs kept in the jobs list (finished ones beyond this are forgotten, oldest first).
+    max_jobs: int = Field(default=50, ge=1)
+    # Most points a single "points" or "search" answer lists.
+    max_points_per_request: int = Field(default=2000, ge=1)
+
+    @field_validator("workspace")
+    @classmethod
+    def _workspace_exists(cls, v: Path) -> Path:
+        v = Path(v).expanduser().resolve()
+        if not v.is_dir():
+            raise ValueError(f"workspace={str(v)!r} is not a folder; run `corral embed SOURCE --workspace {v}` first")
+        return v
+
+    @field_validator("source_roots")
+    @classmethod
+    def _roots_resolved(cls, v: list[Path]) -> list[Path]:
+        return [Path(p).expanduser().resolve() for p in v]

@@ -1,0 +1,167 @@
+"""Thumbnails and texture atlases, made once from the originals and cached in the workspace.
+
+Per item: ``cache/thumbs/<size>/<id[:2]>/<id>.jpg`` (the cluster panel). Per map: atlases of
+point thumbnails in draw order, ``cache/atlas/<map>/<etag>/<lod>/<k>.jpg``; atlas ``k`` of level
+``lod`` holds points ``k * per .. (k + 1) * per - 1`` in a row-major grid of square cells. Because
+draw order follows the map's grid cells, the points on screen when zoomed in fall in a few atlases.
+Two levels of detail keep GPU memory bounded: small cells for a wide view, large ones close up.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from pathlib import Path
+
+from api.errors import ApiError, NotFound
+from api.itemindex import ItemIndex, check_item_id
+from api.mapdata import MapView
+from storage.workspace import Workspace, atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+#: level -> (cell edge px, atlas edge px)
+LODS: dict[int, tuple[int, int]] = {0: (32, 512), 1: (128, 1024)}
+BACKGROUND = (24, 24, 27)
+MISSING = (70, 70, 76)
+
+
+def atlas_layout() -> list[dict[str, int]]:
+    """What the viewer needs to address atlases: per level, cell size, atlas size, cells per atlas."""
+    return [{"lod": k, "cell": c, "size": s, "per": (s // c) ** 2} for k, (c, s) in LODS.items()]
+
+
+class ThumbCache:
+    """Makes and caches thumbnails and atlases; safe to call from many request threads."""
+
+    def __init__(self, workspace: Workspace, items: ItemIndex, *, thumb_size: int = 128):
+        self.workspace = workspace
+        self.items = items
+        self.thumb_size = thumb_size
+        self.root = workspace.cache_dir
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock_for(self, key: str) -> threading.Lock:
+        with self._guard:
+            if len(self._locks) > 10_000:
+                self._locks.clear()
+            return self._locks.setdefault(key, threading.Lock())
+
+    # -- originals ---------------------------------------------------------------------------
+    def original_bytes(self, item_id: str) -> bytes:
+        """The original image's bytes (local file or S3 object)."""
+        from pipeline.ingest import read_bytes
+
+        uri = self.items.uri(check_item_id(item_id))
+        try:
+            return read_bytes(uri)
+        except (OSError, ValueError) as e:
+            raise NotFound(f"the original of item {item_id} is not readable now ({type(e).__name__})") from None
+
+    def original_path(self, item_id: str) -> Path | None:
+        """The original's local path, when it is a local file."""
+        uri = self.items.uri(check_item_id(item_id))
+        if uri.startswith("s3://"):
+            return None
+        p = Path(uri)
+        if not p.is_file():
+            raise NotFound(f"the original of item {item_id} is gone from {p.parent}")
+        return p
+
+    # -- per item thumbnails -----------------------------------------------------------------
+    def thumb(self, item_id: str, size: int | None = None) -> Path:
+        """A JPEG thumbnail that fits ``size`` x ``size`` (made on first request)."""
+        size = size or self.thumb_size
+        if not 16 <= size <= 512:
+            raise ApiError(f"size={size}: thumbnails are 16 to 512 pixels")
+        check_item_id(item_id)
+        path = self.root / "thumbs" / str(size) / item_id[:2] / f"{item_id}.jpg"
+        if path.is_file():
+            return path
+        with self._lock_for(str(path)):
+            if not path.is_file():
+                img = self._thumb_image(item_id, size)
+                if img is None:
+                    raise NotFound(f"no readable image for item {item_id}")
+                buf = io.BytesIO()
+                img.save(buf, "JPEG", quality=85)
+                atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    def _thumb_image(self, item_id: str, size: int):
+        """PIL image of the item fitted into ``size`` (from the cached 128 px thumbnail when smaller)."""
+        from PIL import Image, ImageOps
+
+        base = self.root / "thumbs" / "128" / item_id[:2] / f"{item_id}.jpg"
+        try:
+            if size <= 128 and base.is_file():
+                im = Image.open(base)
+                im.load()
+            else:
+                data = self.original_bytes(item_id)
+                im = Image.open(io.BytesIO(data))
+                im.draft("RGB", (size * 2, size * 2))
+                im = ImageOps.exif_transpose(im)
+            im = im.convert("RGB")
+            im.thumbnail((size, size), Image.Resampling.BILINEAR)
+            return im
+        except NotFound:
+            return None
+        except Exception as e:  # a corrupt or vanished file: the caller shows a placeholder
+            logger.warning("thumbnail of %s failed: %s", item_id, e)
+            return None
+
+    # -- atlases -----------------------------------------------------------------------------
+    def atlas(self, view: MapView, lod: int, k: int) -> Path:
+        """Atlas ``k`` of level ``lod`` for ``view`` (JPEG; missing images drawn as grey cells)."""
+        if lod not in LODS:
+            raise NotFound(f"no atlas level {lod}; levels are {sorted(LODS)}")
+        cell, side = LODS[lod]
+        per = (side // cell) ** 2
+        count = -(-view.n // per)
+        if not 0 <= k < count:
+            raise NotFound(f"atlas {k} is outside map {view.name!r} (0..{count - 1})")
+        path = self.root / "atlas" / view.name / view.etag / str(lod) / f"{k}.jpg"
+        if path.is_file():
+            return path
+        with self._lock_for(str(path)):
+            if not path.is_file():
+                atomic_write_bytes(path, self._make_atlas(view, cell, side, k * per, min(view.n, (k + 1) * per)))
+        return path
+
+    def _make_atlas(self, view: MapView, cell: int, side: int, start: int, stop: int) -> bytes:
+        from PIL import Image, ImageDraw
+
+        import numpy as np
+
+        sheet = Image.new("RGB", (side, side), BACKGROUND)
+        draw = ImageDraw.Draw(sheet)
+        cols = side // cell
+        ids = view.ids_at(np.arange(start, stop))
+        src = 128 if cell <= 128 else cell
+        missing = 0
+        for j, item_id in enumerate(ids):
+            r, c = divmod(j, cols)
+            x0, y0 = c * cell, r * cell
+            im = None
+            try:
+                im = Image.open(self.thumb(item_id, src))
+                im.load()
+            except (NotFound, ApiError, OSError):
+                im = None
+            if im is None:
+                missing += 1
+                pad = max(1, cell // 6)
+                draw.rectangle([x0 + pad, y0 + pad, x0 + cell - pad - 1, y0 + cell - pad - 1], fill=MISSING)
+                continue
+            if im.size[0] > cell or im.size[1] > cell:
+                im = im.copy()
+                im.thumbnail((cell, cell), Image.Resampling.BILINEAR)
+            sheet.paste(im.convert("RGB"), (x0 + (cell - im.size[0]) // 2, y0 + (cell - im.size[1]) // 2))
+        if missing:
+            logger.info("atlas %s/%d..%d: %d of %d points have no readable image", view.name, start, stop, missing, len(ids))
+        buf = io.BytesIO()
+        sheet.save(buf, "JPEG", quality=82)
+        return buf.getvalue()

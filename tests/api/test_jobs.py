@@ -1,0 +1,80 @@
+"""Jobs started from the viewer: validation up front, a real subprocess, its progress and result."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+
+def _wait(client, auth, job_id, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = client.get(f"/api/jobs/{job_id}", headers=auth).json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still running after {timeout}s")
+
+
+def test_job_sources_are_checked_before_anything_runs(client, curation_ws, tmp_path):
+    auth = curation_ws.auth("curator")
+    r = client.post("/api/jobs", headers=auth, json={"kind": "embed", "source": "relative/path"})
+    assert r.status_code == 400 and "absolute" in r.json()["error"]
+    r = client.post("/api/jobs", headers=auth, json={"kind": "embed", "source": str(tmp_path / "missing")})
+    assert r.status_code == 400 and "no such folder" in r.json()["error"]
+    r = client.post("/api/jobs", headers=auth, json={"kind": "embed", "source": str(tmp_path)})
+    assert r.status_code == 403 and "--source-root" in r.json()["error"]  # not local mode, no roots
+    r = client.post("/api/jobs", headers=auth, json={"kind": "dance"})
+    assert r.status_code == 422
+    assert client.post("/api/jobs", headers=curation_ws.auth("viewer"), json={"kind": "map"}).status_code == 403
+    assert client.get("/api/jobs", headers=curation_ws.auth("viewer")).json() == {"jobs": []}
+
+
+def test_a_failing_job_reports_why(client, tmp_path):
+    """A real `corral map` subprocess on a workspace with no embeddings fails with its own message."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.auth import UserStore
+    from api.settings import Settings
+
+    ws = tmp_path / "empty"
+    ws.mkdir()
+    token = UserStore(ws).add("c", role="curator")
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(Settings(workspace=ws))) as c:
+        job = c.post("/api/jobs", headers=auth, json={"kind": "map"}).json()
+        assert job["status"] in ("queued", "running")
+        done = _wait(c, auth, job["id"], timeout=300)
+    assert done["status"] == "failed"
+    assert done["error"] and "Traceback" not in done["error"]
+
+
+@pytest.mark.slow
+def test_embed_job_runs_and_reports_progress(tmp_path):
+    """The whole path: start an embed job on a folder of real images and watch it finish."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.auth import UserStore
+    from api.settings import Settings
+    from tests.conftest import shared_data
+
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for p in sorted(shared_data("coil20", "images", "obj05").glob("*.png"))[:8]:
+        shutil.copy(p, src / p.name)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    token = UserStore(ws).add("c", role="curator")
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(Settings(workspace=ws, source_roots=[tmp_path]))) as c:
+        job = c.post("/api/jobs", headers=auth, json={"kind": "embed", "source": str(src)}).json()
+        busy = c.post("/api/jobs", headers=auth, json={"kind": "map"})
+        assert busy.status_code == 409
+        done = _wait(c, auth, job["id"])
+    assert done["status"] == "done", done
+    assert done["result"]["embedded"] == 8 and done["total"] == 8 and done["fraction"] == 1.0

@@ -1,0 +1,51 @@
+// Keyboard shortcuts. Each maps to the same function as its button; typing in a text box is
+// left alone (except Escape there).
+
+export const SHORTCUTS = [
+  ['Enter / N', 'name the selection (focus the name box)'],
+  ['Ctrl+Z', 'undo your last action'],
+  ['Ctrl+Shift+Z / Ctrl+Y', 'redo'],
+  ['L', 'lasso tool (or hold Ctrl while dragging)'],
+  ['P', 'pan tool'],
+  ['click', 'select a cluster; Shift adds, Alt subtracts'],
+  ['E', 'exclude the marked items'],
+  ['I', 'include the marked items again'],
+  ['S', 'split the selection into sub-clusters'],
+  ['Backspace', 'remove the labels of the selection'],
+  ['R', 'rename the selection\'s label'],
+  ['M', 'merge the selection\'s label into another'],
+  ['D', 'remove (delete) the selection\'s label'],
+  ['A', 'accept the top suggestion'],
+  ['C', 'colour by cluster / by label'],
+  ['U', 'show only unlabelled items'],
+  ['T', 'thumbnails on / off'],
+  ['Z', 'zoom to the selection (again: whole map)'],
+  ['/', 'search by label or file name'],
+  ['Esc', 'clear the selection / close'],
+  ['?', 'this help'],
+];
+
+export function bindKeys(handlers) {
+  document.addEventListener('keydown', (ev) => {
+    const t = ev.target;
+    const typing = t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable);
+    if (typing) return;
+    if (document.querySelector('dialog[open]') && ev.key !== 'Escape' && !['ArrowLeft', 'ArrowRight'].includes(ev.key)) return;
+    const k = ev.key;
+    const ctrl = ev.ctrlKey || ev.metaKey;
+    let fn = null;
+    if (ctrl && (k === 'z' || k === 'Z')) fn = ev.shiftKey ? handlers.redo : handlers.undo;
+    else if (ctrl && (k === 'y' || k === 'Y')) fn = handlers.redo;
+    else if (ctrl || ev.altKey) return;
+    else {
+      fn = {
+        Enter: handlers.name, n: handlers.name, l: handlers.lasso, p: handlers.pan, e: handlers.excludeMarked,
+        i: handlers.includeMarked, s: handlers.split, Backspace: handlers.unlabel, Delete: handlers.unlabel,
+        r: handlers.rename, m: handlers.merge, d: handlers.remove, a: handlers.accept, c: handlers.colour,
+        u: handlers.onlyUnlabelled, t: handlers.thumbnails, z: handlers.zoom, '/': handlers.search,
+        Escape: handlers.escape, '?': handlers.help, ArrowLeft: handlers.prev, ArrowRight: handlers.next,
+      }[k.length === 1 ? k.toLowerCase() : k];
+    }
+    if (fn) { ev.preventDefault(); fn(); }
+  });
+}

@@ -1,0 +1,193 @@
+// Start-up: sign in, fetch the map (binary) and its labels, draw the first frame, then wire the
+// panels. Exposes ``window.__corral`` for tests and the benchmark.
+
+import { getJSON, getBuffer, signIn, ApiError } from './api.js';
+import { parseContainer } from './container.js';
+import { Store } from './store.js';
+import { MapView } from './view.js';
+import { Actions } from './actions.js';
+import { ClusterPanel } from './panel.js';
+import { NameBox } from './naming.js';
+import { LabelsPanel } from './labels.js';
+import { Search } from './search.js';
+import { Sync } from './sync.js';
+import { JobsPanel } from './jobs.js';
+import { Suggestions } from './suggest.js';
+import { bindKeys, SHORTCUTS } from './keys.js';
+import { $, el, toast } from './ui.js';
+
+const T0 = performance.now();
+const params = new URLSearchParams(location.search);
+const store = new Store();
+const hooks = { store, timings: {}, ready: null };
+window.__corral = hooks;
+
+async function authenticate() {
+  const token = params.get('token');
+  if (token) {
+    params.delete('token');
+    const rest = params.toString();
+    history.replaceState(null, '', location.pathname + (rest ? `?${rest}` : '') + location.hash);
+    await signIn(token);
+  }
+  try {
+    return (await getJSON('/api/me')).user;
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return askToken();
+    throw e;
+  }
+}
+
+function askToken() {
+  return new Promise((resolve) => {
+    const dlg = $('#signin');
+    $('#signin-form').onsubmit = async (ev) => {
+      ev.preventDefault();
+      try {
+        const res = await signIn($('#signin-token').value.trim());
+        dlg.close();
+        resolve(res.user);
+      } catch (e) { $('#signin-error').textContent = e.message; }
+    };
+    dlg.showModal();
+  });
+}
+
+async function loadMap(name) {
+  const meta = await getJSON(`/api/maps/${encodeURIComponent(name)}`);
+  const t = performance.now();
+  const [pbuf, lbuf] = await Promise.all([getBuffer(meta.points_url), getBuffer(meta.labels_url)]);
+  hooks.timings.fetchMs = performance.now() - t;
+  hooks.timings.bytes = pbuf.byteLength + lbuf.byteLength;
+  const t2 = performance.now();
+  const points = parseContainer(pbuf);
+  const labels = parseContainer(lbuf);
+  store.setMap(meta, points, labels);
+  hooks.timings.parseMs = performance.now() - t2;
+  return meta;
+}
+
+async function main() {
+  store.user = await authenticate();
+  document.body.classList.toggle('read-only', !store.canWrite);
+  $('#user').textContent = `${store.user.name} (${store.user.role})`;
+  const maps = await getJSON('/api/maps');
+  const wanted = params.get('map') || maps.default;
+  fillMapPicker(maps, wanted);
+  if (!wanted) { showEmpty(); return; }
+  await loadMap(wanted);
+  const view = new MapView(store, {
+    canvas: $('#gl'), overlay: $('#overlay'), hud: $('#hud'), renderMode: params.get('render') || 'auto',
+  });
+  hooks.view = view;
+  view.setMap();
+  const firstMs = view.render({ sync: true });
+  hooks.timings.firstDrawMs = firstMs;
+  hooks.timings.firstFrameAt = performance.now();
+  hooks.timings.sinceScriptMs = performance.now() - T0;
+  const r = view.renderer;
+  $('#render-mode').textContent = `${r.mode === 'cpu' ? 'CPU raster' : 'GPU points'}${r.software ? ' · software WebGL' : ''}`;
+  $('#render-mode').title = r.gpuName;
+  wire(view);
+  return true;
+}
+
+function wire(view) {
+  const actions = new Actions(store);
+  const panel = new ClusterPanel(store, actions, view, $('#selection-panel'));
+  const names = new NameBox(store, actions, $('#selection-panel'));
+  const labels = new LabelsPanel(store, actions, $('#labels-panel'));
+  const search = new Search(store, view, $('#search'));
+  const sugg = new Suggestions(store, actions, $('#suggestions'));
+  const sync = new Sync(store, actions);
+  new JobsPanel(store, $('#jobs-panel'), { onMapDone: () => toast('the map is rebuilt: reload the page to see it') });
+  Object.assign(hooks, { actions, panel, names, labels, sync, search });
+  labels.render();
+
+  store.on('selection', () => view.invalidateColors());
+  store.on('labels', () => view.invalidateColors());
+  const setTool = (tool) => {
+    store.tool = tool;
+    $('#tool-pan').classList.toggle('on', tool === 'pan');
+    $('#tool-lasso').classList.toggle('on', tool === 'lasso');
+    $('#stage').classList.toggle('lasso', tool === 'lasso');
+  };
+  const setMode = (mode) => {
+    store.mode = mode;
+    $('#color-mode').textContent = mode === 'cluster' ? 'colour: clusters' : 'colour: labels';
+    view.invalidateColors();
+  };
+  const setOnlyUnlabelled = (on) => {
+    store.onlyUnlabelled = on;
+    $('#only-unlabelled').checked = on;
+    view.invalidateColors();
+  };
+  $('#tool-pan').onclick = () => setTool('pan');
+  $('#tool-lasso').onclick = () => setTool('lasso');
+  $('#color-mode').onclick = () => setMode(store.mode === 'cluster' ? 'label' : 'cluster');
+  $('#only-unlabelled').onchange = (e) => setOnlyUnlabelled(e.target.checked);
+  $('#undo').onclick = () => actions.undo();
+  $('#redo').onclick = () => actions.redo();
+  $('#fit').onclick = () => { view.camera.fit(); view.requestRender(); };
+  $('#help-button').onclick = () => $('#help').showModal();
+  $('#lightbox-prev').onclick = () => panel.step(-1);
+  $('#lightbox-next').onclick = () => panel.step(1);
+  $('#help-list').replaceChildren(...SHORTCUTS.map(([k, v]) => el('li', {}, el('kbd', { text: k }), ` ${v}`)));
+  let zoomed = false;
+  bindKeys({
+    undo: () => actions.undo(),
+    redo: () => actions.redo(),
+    name: () => names.focus(),
+    lasso: () => setTool('lasso'),
+    pan: () => setTool('pan'),
+    excludeMarked: () => panel.excludeMarked(),
+    includeMarked: () => panel.includeMarked(),
+    split: () => panel.split(),
+    unlabel: () => actions.unlabel(),
+    rename: () => labels.rename(),
+    merge: () => labels.merge(),
+    remove: () => labels.remove(),
+    accept: () => sugg.acceptTop(),
+    colour: () => setMode(store.mode === 'cluster' ? 'label' : 'cluster'),
+    onlyUnlabelled: () => setOnlyUnlabelled(!store.onlyUnlabelled),
+    thumbnails: () => { store.thumbnails = !store.thumbnails; view.requestRender(); },
+    zoom: () => { if (zoomed) { view.camera.fit(); view.requestRender(); } else view.zoomToSelection(); zoomed = !zoomed; },
+    search: () => search.focus(),
+    escape: () => {
+      const open = document.querySelector('dialog[open]');
+      if (open) { open.close(); return; }
+      store.select([], 'replace');
+    },
+    help: () => $('#help').showModal(),
+    prev: () => { if ($('#lightbox').open) panel.step(-1); },
+    next: () => { if ($('#lightbox').open) panel.step(1); },
+  });
+  sync.start();
+}
+
+function fillMapPicker(maps, current) {
+  const pick = $('#map-picker');
+  pick.replaceChildren(...maps.maps.map((m) => el('option', { value: m.name, selected: m.name === current, text: `${m.name}${m.n ? ` (${m.n.toLocaleString('en-US')})` : ''}` })));
+  pick.onchange = () => { params.set('map', pick.value); location.search = params.toString(); };
+  pick.hidden = maps.maps.length < 2;
+}
+
+function showEmpty() {
+  $('#stage').append(el('div', { class: 'empty-map' },
+    el('h2', { text: 'No map yet' }),
+    el('p', { text: 'Embed a folder, then build the map (Jobs panel on the right, or `corral embed` and `corral map`).' })));
+  new JobsPanel(store, $('#jobs-panel'), { onMapDone: () => location.reload() });
+}
+
+hooks.ready = main().catch((e) => {
+  console.error(e);
+  toast(e.message || String(e), 'error');
+  hooks.error = e.message || String(e);
+  throw e;
+});
+
+// Programmatic control for tests and the benchmark: each call draws one frame synchronously.
+hooks.frame = () => hooks.view.render({ sync: true });
+hooks.panBy = (dx, dy) => { hooks.view.camera.panBy(dx, dy); return hooks.view.render({ sync: true }); };
+hooks.zoomAt = (x, y, f) => { hooks.view.camera.zoomAt(x, y, f); return hooks.view.render({ sync: true }); };
+hooks.selectedCount = () => (store.selection ? store.selection.count : 0);
