@@ -58,11 +58,13 @@ def invert(tx: Txn, target: int, *, redo: bool) -> int:
         before = None if bl is None else (bl, be)
         after = None if al is None else (al, ae)
         expect_i, goal_i = (before, after) if redo else (after, before)
-        if tx.states([item_id])[item_id] != expect_i or (goal_i is not None and not tx.labels[goal_i[0]].active):
+        if tx.state(item_id) != expect_i or (goal_i is not None and not tx.labels[goal_i[0]].active):
             tx.conflicts += 1
             continue
         tx.set_item(item_id, goal_i)
     ex_rows = c.execute("SELECT item_id, label_id, added FROM excl_changes WHERE event_id = ?", (target,)).fetchall()
+    for lid in {r[1] for r in ex_rows}:
+        tx.excluded([r[0] for r in ex_rows if r[1] == lid], lid)
     for item_id, lid, added in ex_rows:  # 5. exclusions
         want = bool(added) if redo else not added
         if want and not tx.labels[lid].active:

@@ -231,6 +231,12 @@ class Txn:
                 self._items[i] = found.get(i)
         return {i: self._items[i] for i in ids}
 
+    def state(self, item_id: str) -> tuple[int, int] | None:
+        """One item's (label id, event id), from the cache when possible."""
+        if item_id not in self._items:
+            self.states([item_id])
+        return self._items[item_id]
+
     def items_of(self, label_id: int) -> list[str]:
         """Items that carry the label now (as this event has left them so far)."""
         db = [r[0] for r in self.conn.execute("SELECT item_id FROM item_state WHERE label_id = ?", (label_id,))]
@@ -238,7 +244,7 @@ class Txn:
         return sorted(i for i, s in self._items.items() if s is not None and s[0] == label_id)
 
     def set_item(self, item_id: str, new: tuple[int, int] | None) -> bool:
-        cur = self.states([item_id])[item_id]
+        cur = self.state(item_id)
         if cur == new:
             return False
         if item_id not in self._item_before:
@@ -254,8 +260,10 @@ class Txn:
 
     def label_items(self, ids: Iterable[str], label_id: int | None) -> None:
         """Give ``ids`` the label (None: unlabel), stamped with this event."""
+        ids = list(ids)
+        self.states(ids)  # one query per chunk, not per item
         for i in ids:
-            cur = self.states([i])[i]
+            cur = self._items[i]
             if label_id is None:
                 self.set_item(i, None)
             elif cur is None or cur[0] != label_id:
@@ -277,8 +285,15 @@ class Txn:
         self.excluded(db, label_id)
         return sorted(i for (i, lid), v in self._excl.items() if lid == label_id and v)
 
+    def set_excluded_many(self, ids: Iterable[str], label_id: int, value: bool) -> None:
+        ids = list(ids)
+        self.excluded(ids, label_id)
+        for i in ids:
+            self.set_excluded(i, label_id, value)
+
     def set_excluded(self, item_id: str, label_id: int, value: bool) -> bool:
-        cur = self.excluded([item_id], label_id)[item_id]
+        key = (item_id, label_id)
+        cur = self._excl[key] if key in self._excl else self.excluded([item_id], label_id)[item_id]
         if cur == value:
             return False
         self._excl_before.setdefault((item_id, label_id), cur)
@@ -363,16 +378,15 @@ class Txn:
             "ON CONFLICT (item_id) DO UPDATE SET label_id = excluded.label_id, event_id = excluded.event_id",
             upserts,
         )
-        ex_rows = []
+        ex_rows, ex_add, ex_del = [], [], []
         for (i, lid), before in self._excl_before.items():
             after = self._excl[(i, lid)]
             if after == before:
                 continue
             ex_rows.append((eid, i, lid, int(after)))
-            if after:
-                c.execute("INSERT INTO exclusions (item_id, label_id) VALUES (?, ?) ON CONFLICT DO NOTHING", (i, lid))
-            else:
-                c.execute("DELETE FROM exclusions WHERE item_id = ? AND label_id = ?", (i, lid))
+            (ex_add if after else ex_del).append((i, lid))
+        c.executemany("INSERT INTO exclusions (item_id, label_id) VALUES (?, ?) ON CONFLICT DO NOTHING", ex_add)
+        c.executemany("DELETE FROM exclusions WHERE item_id = ? AND label_id = ?", ex_del)
         c.executemany("INSERT INTO excl_changes VALUES (?, ?, ?, ?)", ex_rows)
         for lid in sorted(set(self._label_before) | self._counted):
             row = self.labels[lid]

@@ -229,11 +229,12 @@ class LabelStore:
                 row = tx.create_label(name)
             exs = set(ex)
             take = [i for i in ids if i not in exs]
+            tx.states(ids + ex)
             tx.label_items(take, row.id)
-            for i in take:
-                tx.set_excluded(i, row.id, False)
+            tx.set_excluded_many(take, row.id, False)
+            tx.excluded(ex, row.id)
             for i in ex:
-                state = tx.states([i])[i]
+                state = tx.state(i)
                 if state is not None and state[0] == row.id:
                     tx.set_item(i, None)
                 tx.set_excluded(i, row.id, True)
@@ -250,8 +251,10 @@ class LabelStore:
         def plan(tx: Txn):
             require_known(tx, ids, "exclude")
             row = require_label(tx, name)
+            tx.states(ids)
+            tx.excluded(ids, row.id)
             for i in ids:
-                state = tx.states([i])[i]
+                state = tx.state(i)
                 if state is not None and state[0] == row.id:
                     tx.set_item(i, None)
                 tx.set_excluded(i, row.id, True)
@@ -315,7 +318,7 @@ class LabelStore:
                 moved += items
                 for i in tx.excluded_of(src.id):
                     tx.set_excluded(i, src.id, False)
-                    state = tx.states([i])[i]
+                    state = tx.state(i)
                     if state is None or state[0] != target.id:
                         tx.set_excluded(i, target.id, True)
                 tx.update_label(src, active=False)
@@ -369,8 +372,7 @@ class LabelStore:
                     kept += sum(1 for i in members if states[i] is not None and states[i][0] != row.id)
                     members = [i for i in members if states[i] is None or states[i][0] == row.id]
                 tx.label_items(members, row.id)
-                for i in members:
-                    tx.set_excluded(i, row.id, False)
+                tx.set_excluded_many(members, row.id, False)
                 counts[row.name] = counts.get(row.name, 0) + len(members)
             payload = {"source": source, "counts": counts, "created": created, "kept_existing": kept, "overwrite": overwrite}
             return payload, [], None
