@@ -501,7 +501,8 @@ class LabelStore:
         """A consistent copy of the whole store (history included) at ``dest``."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.unlink(missing_ok=True)
+        for old in (dest, dest.with_name(dest.name + "-wal"), dest.with_name(dest.name + "-shm")):
+            old.unlink(missing_ok=True)
         target = sqlite3.connect(str(dest))
         try:
             self._conn().backup(target)

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -153,6 +154,11 @@ def _stage_labels(ws: Workspace, store: LabelStore, stage: Path) -> tuple[int, d
         snap = copy.snapshot()
     finally:
         copy.close()
+    conn = sqlite3.connect(str(db))
+    try:  # one self-contained file: a reader of the published copy needs no -wal beside it
+        conn.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        conn.close()
     pq.write_table(label_table(ws, snap), stage / "labels.parquet", compression="zstd")
     labels = [{"id": li.id, "name": li.name, "aliases": li.aliases, "count": li.count, "created_by": li.created_by, "created_at": li.created_at} for li in snap.labels]
     (stage / "labels.json").write_text(json.dumps({"labels_version": snap.version, "labels": labels}, ensure_ascii=False, indent=1) + "\n")
@@ -238,6 +244,7 @@ def publish(
     lkey = _key(u, "LATEST")
     _retry("writing LATEST", lambda: client.put_object(Bucket=u.bucket, Key=lkey, Body=(version + "\n").encode(), ContentType="text/plain"), retries=retries, backoff_s=backoff_s)
     shutil.rmtree(stage, ignore_errors=True)
+    (ws.cache_dir / "publish" / "pending.json").unlink(missing_ok=True)
     total = sum(f["bytes"] for f in manifest["files"]) + len(body)
     res = PublishResult(f"s3://{u.bucket}/{_key(u, 'versions', version)}/", version, len(manifest["files"]) + 1, total, time.perf_counter() - t0, uploaded, reused, manifest["labels_version"])
     logger.info("published version %s to s3://%s/%s: %d files, %d bytes (%d uploaded, %d already there)", version, u.bucket, u.key, res.files, total, uploaded, reused)
@@ -390,6 +397,9 @@ def pull(
         if got != f["sha256"] or tmp.stat().st_size != f["bytes"]:
             tmp.unlink(missing_ok=True)
             raise PublishError(f"checksum mismatch for {f['path']} in version {version}: expected sha256 {f['sha256']}, got {got}; the published copy is damaged")
+        if target.suffix == ".sqlite":  # a WAL left by a reader of the old file must not replay onto the new one
+            for side in ("-wal", "-shm"):
+                target.with_name(target.name + side).unlink(missing_ok=True)
         os.replace(tmp, target)
         downloaded += 1
     removed = sorted(previous - {f["path"] for f in manifest["files"]})

@@ -40,7 +40,8 @@ def client(endpoint_url: str | None = None, region: str | None = None, *, max_at
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url,
-        region_name=region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        # the environment, then ~/.aws/config (the session resolves both), then us-east-1
+        region_name=region or os.environ.get("AWS_REGION") or boto3.session.Session().region_name or "us-east-1",
         config=cfg,
     )
 

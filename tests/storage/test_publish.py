@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -100,12 +101,26 @@ def test_pull_fetches_and_verifies_a_usable_workspace(s3_server, tmp_path):
     assert faiss.read_index(str(copy.index_dir / "index.faiss")).ntotal == 12
     (ws.index_dir / "index.json").unlink()
     v2 = publish(ws, url, endpoint_url=s3_server).version
+    # a reader of the pulled store crashed and left a write-ahead log with frames of the old file
+    db = copy.labels_db
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE scribble (x)")
+    conn.execute("INSERT INTO scribble VALUES (1)")
+    conn.commit()
+    stale = db.with_name(db.name + "-wal").read_bytes()
+    conn.close()
+    db.with_name(db.name + "-wal").write_bytes(stale)
     assert v2 != v1 and versions(url, endpoint_url=s3_server) == sorted([v1, v2])
     res = pull(url, tmp_path / "copy", endpoint_url=s3_server)
     assert res.version == v2 and res.removed == ["index/index.json"] and not (copy.index_dir / "index.json").exists()
     assert res.reused >= 4  # embeddings and the index did not change
     with LabelStore(copy.labels_db) as b:
-        assert {li.name for li in b.labels()} == {"rubber duck", "car"}
+        assert {li.name for li in b.labels()} == {"rubber duck", "car"} and b.check() == []
+    check = sqlite3.connect(copy.labels_db)
+    assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert check.execute("SELECT name FROM sqlite_master WHERE name = 'scribble'").fetchone() is None
+    check.close()
     old = pull(url, tmp_path / "old", version=v1, endpoint_url=s3_server)
     assert old.version == v1 and json.loads((tmp_path / "old" / "manifest.json").read_text())["version"] == v1
 
@@ -162,13 +177,14 @@ def test_server_stopped_mid_publish_keeps_latest_and_a_rerun_completes(tmp_path,
             s.assign(ws.items().column("id").to_pylist()[9:12], "cow", user="cy")
 
         sent = 0
-        midway = threading.Event()
+        midway, stopped = threading.Event(), threading.Event()
 
         def progress(n: int) -> None:
             nonlocal sent
             sent += n
-            if sent > 7 << 20:
+            if sent > 7 << 20 and not midway.is_set():
                 midway.set()
+                stopped.wait(60)  # hold this part until the server is gone, so the stop lands mid-file
 
         failure: list[BaseException] = []
 
@@ -182,6 +198,7 @@ def test_server_stopped_mid_publish_keeps_latest_and_a_rerun_completes(tmp_path,
         t.start()
         assert midway.wait(120), "the publish never got going"
         server.stop()
+        stopped.set()
         t.join(120)
         assert not t.is_alive()
         assert len(failure) == 1 and isinstance(failure[0], PublishError), failure
@@ -206,5 +223,6 @@ def test_server_stopped_mid_publish_keeps_latest_and_a_rerun_completes(tmp_path,
             assert {li.name for li in s.labels()} == {"duck", "car", "cow"}
         assert time.perf_counter() - t0 < 300
         assert not os.path.exists(ws.cache_dir / "publish" / res.version)  # the staging copy is gone
+        assert not os.path.exists(ws.cache_dir / "publish" / "pending.json")
     finally:
         server.stop()
