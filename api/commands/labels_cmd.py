@@ -13,7 +13,11 @@ from api.cli import CliError, emit, register
 
 def default_user() -> str:
     """Who the CLI acts as: ``CORRAL_USER``, else the login name."""
-    return os.environ.get("CORRAL_USER") or getpass.getuser() or "cli"
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        login = ""
+    return os.environ.get("CORRAL_USER") or login or "cli"
 
 
 def _add(p: argparse.ArgumentParser) -> None:
