@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from storage.index import IndexMeta, LabelIndex, RecognitionIndexError, _now, create_index, recommend_factory, set_search_params, train_index, tune_search
-from storage.recognizer import RuleConfig, calibrate
+from storage.index import EXACT_LIMIT, IndexMeta, LabelIndex, RecognitionIndexError, _now, create_index, recommend_factory, set_search_params, train_index, tune_search
+from storage.recognizer import RuleConfig, calibrate, label_baselines
 from storage.workspace import EmbeddingSet, Workspace
 
 logger = logging.getLogger(__name__)
@@ -31,13 +31,14 @@ logger = logging.getLogger(__name__)
 class IndexConfig:
     """Options of ``corral index build`` / ``update``."""
 
-    factory: str | None = None  # FAISS index-factory string; None: Flat up to 200k vectors, else IVF-PQ
+    factory: str | None = None  # FAISS index-factory string; None: Flat up to 50k vectors, else IVF-PQ
     embeddings: str | None = None  # embedding set to index (default: the workspace's newest)
     rule: RuleConfig = field(default_factory=RuleConfig)  # decision rule and its calibration
     search: dict[str, float] | None = None  # fixed search knobs (nprobe, efSearch, k_factor_rf) instead of tuning
     target_recall: float = 0.95  # recall@1 against exact search the knobs are tuned for
     rebuild_inactive: float = 0.25  # update() rebuilds when this share of rows has lost its label
     device: str = "auto"  # auto (GPU when FAISS sees one) or cpu
+    center: bool = True  # subtract the labelled vectors' mean first (spreads similarities apart)
     seed: int = 0
 
     def validate(self) -> None:
@@ -139,6 +140,10 @@ def _train_and_add(index: Any, vectors: np.ndarray, *, gpu: bool, seed: int) -> 
 
 
 def _calibrate(idx: LabelIndex, vectors: np.ndarray, rule: RuleConfig) -> None:
+    """Threshold, pre-labelling threshold and per-label typical scores, into ``idx.meta.rule``.
+
+    ``vectors`` are the index's rows in its own (centred) space.
+    """
     labels = [idx.label_names[c] if c >= 0 else None for c in idx.row_label.tolist()]
     names = idx.label_names
     neg = [[names[c] for c in idx.not_labels.get(r, ())] for r in range(len(labels))]
@@ -146,7 +151,17 @@ def _calibrate(idx: LabelIndex, vectors: np.ndarray, rule: RuleConfig) -> None:
     rows = np.flatnonzero(active)
     cal = calibrate(vectors[rows], [labels[r] for r in rows], [neg[r] for r in rows], rule=rule)
     threshold = rule.threshold if rule.threshold is not None else cal["threshold"]
-    idx.meta.rule = {**asdict(rule), "threshold": threshold, "threshold_fixed": rule.threshold is not None, "calibrated_threshold": cal["threshold"], "suggest_threshold": cal["suggest_threshold"]}
+    base, default = label_baselines(lambda q, k: idx.search(q, k, transformed=True), vectors, idx.row_label, idx.not_labels, rule=rule, n_labels=len(names))
+    in_use = set(idx.row_label[idx.row_label >= 0].tolist())
+    idx.meta.rule = {
+        **asdict(rule),
+        "threshold": threshold,
+        "threshold_fixed": rule.threshold is not None,
+        "calibrated_threshold": cal["threshold"],
+        "suggest_threshold": cal["suggest_threshold"],
+        "baselines": {names[c]: round(float(base[c]), 6) for c in sorted(in_use)},
+        "baseline_default": round(default, 6),
+    }
     idx.meta.calibration = cal["report"]
 
 
@@ -168,11 +183,15 @@ def build_index(*, workspace: str | os.PathLike[str] | Workspace, config: IndexC
     if not ids:
         raise RecognitionIndexError(f"none of the {len(labels)} labelled items has a vector in embedding set {es.name!r}; embed them first or pick another set with --embeddings")
     dim = int(vectors.shape[1])
+    center = vectors.mean(axis=0, dtype=np.float64).round(7).astype(np.float32) if cfg.center else None
+    if center is not None:
+        vectors -= center
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     gpu = _use_gpu(cfg.device)
     factory = cfg.factory or recommend_factory(len(ids), dim, gpu=gpu)
     index = create_index(factory, dim)
     index, t_train, t_add, device = _train_and_add(index, vectors, gpu=gpu, seed=cfg.seed)
-    meta = IndexMeta(factory=factory, dim=dim, model=str(side.get("model")), weights_hash=side.get("weights_hash"), embedding_set=es.name, labels_version=version, built_at=_now(), device=device)
+    meta = IndexMeta(factory=factory, dim=dim, model=str(side.get("model")), weights_hash=side.get("weights_hash"), embedding_set=es.name, labels_version=version, built_at=_now(), device=device, center=None if center is None else [float(x) for x in center])
     idx = LabelIndex(index, meta, ids, [labels.get(i) for i in ids], [exclusions.get(i, ()) for i in ids])
     t0 = time.perf_counter()
     if cfg.search:
@@ -228,7 +247,7 @@ def update_index(*, workspace: str | os.PathLike[str] | Workspace, config: Index
     if state["rows"] and state["inactive"] / state["rows"] > cfg.rebuild_inactive:
         logger.info("%d of %d rows lost their labels; rebuilding", state["inactive"], state["rows"])
         return build_index(workspace=ws, config=cfg)
-    if idx.meta.factory == "Flat" and idx.ntotal > 2 * 200_000:
+    if idx.meta.factory == "Flat" and idx.ntotal > 2 * EXACT_LIMIT:
         logger.warning("exact index with %d rows: consider `corral index build` to switch to an approximate one", idx.ntotal)
     idx.meta.labels_version = version
     t_cal = 0.0
@@ -238,7 +257,7 @@ def update_index(*, workspace: str | os.PathLike[str] | Workspace, config: Index
         order = {i: r for r, i in enumerate(all_ids)}
         if len(order) != len(idx.ids):
             raise RecognitionIndexError(f"{len(idx.ids) - len(order)} indexed items no longer have vectors in {es.name!r}; run `corral index build` for a full rebuild")
-        _calibrate(idx, all_vecs[[order[i] for i in idx.ids]], _rule_from_meta(idx, cfg))
+        _calibrate(idx, idx.transform(all_vecs[[order[i] for i in idx.ids]]), _rule_from_meta(idx, cfg))
         t_cal = time.perf_counter() - t0
     idx.save(ws.index_dir)
     return _result(idx, ws, "incremental", added=len(ids), missing=len(new - set(ids)), t_start=t_start, timings={"load_s": t_load, "add_s": t_add, "calibrate_s": t_cal})

@@ -5,8 +5,13 @@ neighbour's weight is a softmax of its similarity (temperature ``tau``), so the 
 dominate, and it votes with ``weight x similarity``: for its label when it is labelled, against
 every label it was excluded from when a curator excluded it. A label's score is the sum of its
 votes, so when all neighbours agree it is their weighted mean similarity, and it drops when they
-disagree or when a near-duplicate of an excluded item is among them. The best label is the answer
-when its score reaches the threshold, otherwise the answer is "unknown".
+disagree or when a near-duplicate of an excluded item is among them.
+
+Labels differ in how alike their own items are (one object seen from many sides, one face under
+one light), so a single cut on similarity would be too strict for some and too lax for others.
+Each label therefore has a *typical* score: the median score its own items get from the rest of
+the index (leave-one-out, on up to ``baseline_items`` items). The best label is the answer when
+``score - typical >= threshold``, otherwise the answer is "unknown".
 
 The threshold is calibrated on the labelled data itself: some labels are held out entirely (their
 items play the unknowns) and a share of every other label's items is held out as known queries;
@@ -40,6 +45,7 @@ class RuleConfig:
     class_holdout: float = 0.2  # share of labels held out entirely as unknowns when calibrating
     max_queries: int = 2000  # most known (and most unknown) queries used to calibrate
     suggest_precision: float = 0.99  # precision the pre-labelling threshold must reach
+    baseline_items: int = 20  # items per label whose leave-one-out scores give its typical score
     seed: int = 0  # the held-out split
 
     def validate(self) -> None:
@@ -58,6 +64,8 @@ class RuleConfig:
             raise ValueError(f"suggest_precision={self.suggest_precision!r}: expected a share in (0, 1]")
         if self.max_queries < 1:
             raise ValueError(f"max_queries={self.max_queries!r}: must be >= 1")
+        if self.baseline_items < 1:
+            raise ValueError(f"baseline_items={self.baseline_items!r}: must be >= 1")
 
 
 @dataclass
@@ -67,9 +75,20 @@ class Decision:
     label: str | None  # the recognised label, or None for "unknown"
     score: float  # the best label's score (also when the answer is unknown)
     top: list[tuple[str, float]] = field(default_factory=list)  # best labels first, with scores
+    typical: float = 0.0  # the best label's typical score; the answer is a label when score - typical >= threshold
+
+    @property
+    def margin(self) -> float:
+        return self.score - self.typical
 
     def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "decision": self.label if self.label is not None else "unknown", "score": round(self.score, 6), "top": [[n, round(s, 6)] for n, s in self.top]}
+        return {
+            "label": self.label,
+            "decision": self.label if self.label is not None else "unknown",
+            "score": round(self.score, 6),
+            "margin": round(self.margin, 6),
+            "top": [[n, round(s, 6)] for n, s in self.top],
+        }
 
 
 def vote(sims: np.ndarray, rows: np.ndarray, row_label: np.ndarray, not_labels: Mapping[int, frozenset[int]], *, tau: float) -> list[list[tuple[int, float]]]:
@@ -115,13 +134,19 @@ def prepare_queries(vectors: Any, dim: int) -> np.ndarray:
 class Recognizer:
     """Answers "which label is this?" for vectors, with an index and its calibrated rule."""
 
-    def __init__(self, index: LabelIndex, rule: RuleConfig | None = None):
+    def __init__(self, index: LabelIndex, rule: RuleConfig | None = None, *, baselines: Mapping[str, float] | None = None):
         self.index = index
+        saved = dict(index.meta.rule or {})
         if rule is None:
-            saved = dict(index.meta.rule or {})
             rule = RuleConfig(**{k: v for k, v in saved.items() if k in RuleConfig.__dataclass_fields__})
         rule.validate()
         self.rule = rule
+        by_name = dict(saved.get("baselines") or {}) if baselines is None else dict(baselines)
+        default = saved.get("baseline_default") if baselines is None else None
+        if default is None:
+            default = float(np.median(list(by_name.values()))) if by_name else 0.0
+        self.baseline_default = float(default)
+        self.baselines = np.array([float(by_name.get(n, default)) for n in index.label_names] or [0.0], dtype=np.float64)
 
     @property
     def threshold(self) -> float:
@@ -130,7 +155,7 @@ class Recognizer:
     @property
     def suggest_threshold(self) -> float:
         v = (self.index.meta.rule or {}).get("suggest_threshold")
-        return float(v) if v is not None else max(self.threshold, 0.9)
+        return float(v) if v is not None else self.threshold + 0.05
 
     def check_model(self, model: str | None = None, weights_hash: str | None = None) -> None:
         """Refuse queries embedded with another model than the index's."""
@@ -141,7 +166,7 @@ class Recognizer:
             raise RecognitionIndexError(f"vectors made with weights {weights_hash!r}; this index was built with {meta.weights_hash!r}")
 
     def recognize(self, vectors: Any, *, k: int | None = None, threshold: float | None = None, top: int = 5) -> list[Decision]:
-        """One :class:`Decision` per query vector (rows of ``vectors``)."""
+        """One :class:`Decision` per query vector (rows of ``vectors``, embedding space)."""
         k = self.rule.k if k is None else k
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
             raise ValueError(f"k={k!r}: expected a whole number from 1 to 1000")
@@ -149,13 +174,55 @@ class Recognizer:
         q = prepare_queries(vectors, self.index.dim)
         sims, rows = self.index.search(q, k)
         names = self.index.label_names
+        base = self.baselines
         out = []
         for ranked in vote(sims, rows, self.index.row_label, self.index.not_labels, tau=self.rule.tau):
-            best = ranked[0] if ranked else None
-            score = float(best[1]) if best else 0.0
-            label = names[best[0]] if best is not None and score >= t and score > 0 else None
-            out.append(Decision(label, score, [(names[c], float(s)) for c, s in ranked[:top] if s > 0]))
+            if not ranked:
+                out.append(Decision(None, 0.0, [], self.baseline_default))
+                continue
+            code, score = ranked[0]
+            typical = float(base[code]) if code < len(base) else self.baseline_default
+            label = names[code] if score > 0 and score - typical >= t else None
+            out.append(Decision(label, float(score), [(names[c], float(s)) for c, s in ranked[:top] if s > 0], typical))
         return out
+
+
+def own_label_scores(search: Any, vectors: np.ndarray, rows: np.ndarray, codes: np.ndarray, not_labels: Mapping[int, frozenset[int]], *, k: int, tau: float) -> np.ndarray:
+    """Leave-one-out: the score each given row's own label gets from the other rows.
+
+    ``search(queries, k) -> (sims, rows)`` searches the set ``codes`` describes, which contains
+    the queried rows themselves; their own hit is dropped.
+    """
+    if len(rows) == 0:
+        return np.zeros(0)
+    s, r = search(np.ascontiguousarray(vectors[rows], dtype=np.float32), k + 1)
+    keep_s = np.zeros((len(rows), k), np.float32)
+    keep_r = np.full((len(rows), k), -1, np.int64)
+    for i, row in enumerate(rows.tolist()):
+        j = [x for x in range(r.shape[1]) if r[i, x] != row][:k]
+        keep_s[i, : len(j)], keep_r[i, : len(j)] = s[i, j], r[i, j]
+    ranked = vote(keep_s, keep_r, codes, not_labels, tau=tau)
+    return np.array([dict(x).get(int(codes[row]), 0.0) for x, row in zip(ranked, rows.tolist())])
+
+
+def label_baselines(search: Any, vectors: np.ndarray, codes: np.ndarray, not_labels: Mapping[int, frozenset[int]], *, rule: RuleConfig, n_labels: int) -> tuple[np.ndarray, float]:
+    """Typical (median leave-one-out) score per label code, and the median over labels as the
+    default for labels with a single item."""
+    rng = np.random.default_rng(rule.seed + 2)
+    sample: list[int] = []
+    for c in range(n_labels):
+        members = np.flatnonzero(codes == c)
+        if len(members) >= 2:
+            sample += (rng.choice(members, size=rule.baseline_items, replace=False) if len(members) > rule.baseline_items else members).tolist()
+    rows = np.array(sorted(sample), dtype=np.int64)
+    own = own_label_scores(search, vectors, rows, codes, not_labels, k=rule.k, tau=rule.tau)
+    per = np.full(n_labels, np.nan)
+    for c in range(n_labels):
+        v = own[codes[rows] == c] if len(rows) else np.zeros(0)
+        if len(v):
+            per[c] = float(np.median(v))
+    default = float(np.nanmedian(per)) if np.isfinite(per).any() else 0.0
+    return np.where(np.isfinite(per), per, default), default
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,13 +284,18 @@ def calibrate(vectors: np.ndarray, labels: Sequence[str | None], not_labels: Seq
     flat = faiss.IndexFlatIP(vectors.shape[1])
     flat.add(np.ascontiguousarray(vectors[ref_rows], dtype=np.float32))
     sub_neg = {i: frozenset(code_of[n] for n in not_labels[r] if n in code_of) for i, r in enumerate(ref_rows.tolist()) if not_labels[r]}
+    ref_codes = codes[ref_rows]
+    base, _ = label_baselines(flat.search, vectors[ref_rows], ref_codes, sub_neg, rule=rule, n_labels=len(names))
 
     def answer(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(score - typical, best code) per query row."""
         if len(rows) == 0:
             return np.zeros(0), np.zeros(0, dtype=np.int64)
         s, r = flat.search(np.ascontiguousarray(vectors[rows], dtype=np.float32), min(rule.k, flat.ntotal))
-        ranked = vote(s, r, codes[ref_rows], sub_neg, tau=rule.tau)
-        return np.array([x[0][1] if x else 0.0 for x in ranked]), np.array([x[0][0] if x else -1 for x in ranked])
+        ranked = vote(s, r, ref_codes, sub_neg, tau=rule.tau)
+        best = np.array([x[0][0] if x else -1 for x in ranked])
+        margin = np.array([max(x[0][1], 0.0) - base[x[0][0]] if x else -1.0 for x in ranked])
+        return margin, best
 
     ks, kp = answer(kq)
     us, _ = answer(uq)
@@ -257,10 +329,17 @@ def rates(known_scores: np.ndarray, correct: np.ndarray, unknown_scores: np.ndar
     }
 
 
+#: Thresholds are looked for in this range of margins. Below -0.5 a query is less than half as
+#: close to a label as the label's own items typically are; with few held-out items the best
+#: split can lie anywhere in a wide empty gap, and this keeps it where a margin means something.
+THRESHOLD_RANGE = (-0.5, 0.5)
+
+
 def _candidates(known_scores: np.ndarray, unknown_scores: np.ndarray) -> np.ndarray:
-    allv = np.unique(np.concatenate([known_scores, unknown_scores, [0.0]]))
+    lo, hi = THRESHOLD_RANGE
+    allv = np.unique(np.clip(np.concatenate([known_scores, unknown_scores, [0.0]]), lo, hi))
     # midpoints between neighbouring observed scores, so a threshold never sits on a sample
-    return np.concatenate([[allv[0] - 1e-6], (allv[:-1] + allv[1:]) / 2, [allv[-1] + 1e-6]])
+    return np.unique(np.concatenate([[lo], (allv[:-1] + allv[1:]) / 2, [hi]]))
 
 
 def choose_threshold(known_scores: np.ndarray, correct: np.ndarray, unknown_scores: np.ndarray) -> float:

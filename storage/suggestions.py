@@ -9,7 +9,8 @@ teaches the next index build that the item is not that label).
 
 Layout under ``workspace/suggestions/``::
 
-    <map>.parquet    id (string), label (string), score (float32), top (string: JSON [[name, score], ...])
+    <map>.parquet    id (string), label (string), score (float32), margin (float32: score minus the
+                     label's typical score), top (string: JSON [[name, score], ...])
     <map>.json       map, index generation and labels version, threshold, counts, created_at;
                      written after the table
 """
@@ -36,7 +37,7 @@ from storage.workspace import Workspace, WorkspaceError, atomic_write_json, atom
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = pa.schema([("id", pa.string()), ("label", pa.string()), ("score", pa.float32()), ("top", pa.string())])
+SCHEMA = pa.schema([("id", pa.string()), ("label", pa.string()), ("score", pa.float32()), ("margin", pa.float32()), ("top", pa.string())])
 
 
 @dataclass
@@ -47,9 +48,9 @@ class Suggestions:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def groups(self) -> Iterator[tuple[str, list[str], list[float]]]:
-        """(label, ids, scores) per label, the largest group first, best scores first within."""
+        """(label, ids, margins) per label, the largest group first, most confident first within."""
         by: dict[str, list[tuple[float, str]]] = {}
-        for i, lb, s in zip(self.table.column("id").to_pylist(), self.table.column("label").to_pylist(), self.table.column("score").to_pylist()):
+        for i, lb, s in zip(self.table.column("id").to_pylist(), self.table.column("label").to_pylist(), self.table.column("margin").to_pylist()):
             by.setdefault(lb, []).append((s, i))
         for lb, rows in sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0].lower())):
             rows.sort(key=lambda r: -r[0])
@@ -78,22 +79,23 @@ def _paths(ws: Workspace, map_name: str) -> tuple[Path, Path]:
     return base.with_suffix(".parquet"), base.with_suffix(".json")
 
 
-def suggest(*, workspace: str | os.PathLike[str] | Workspace, map_name: str | None = None, min_score: float | None = None, include_all: bool = False, batch_size: int = 4096) -> SuggestResult:
+def suggest(*, workspace: str | os.PathLike[str] | Workspace, map_name: str | None = None, min_margin: float | None = None, include_all: bool = False, batch_size: int = 4096) -> SuggestResult:
     """Propose labels for the map's new (or, with ``include_all``, every) unlabelled items.
 
     Args:
         workspace: the workspace with a map and a recognition index.
         map_name: the map (default: the newest).
-        min_score: the score a suggestion needs (default: the index's calibrated pre-labelling
-            threshold, or its unknown threshold when calibration found none).
+        min_margin: the margin (score minus the label's typical score) a suggestion needs
+            (default: the index's calibrated pre-labelling threshold, or its unknown threshold
+            plus 0.05 when calibration found none).
         include_all: consider every unlabelled point, not only those ``corral map --update`` placed.
         batch_size: queries per index search.
     """
     from storage.index_build import read_vectors
     from storage.labels import LabelStore
 
-    if min_score is not None and not -1 <= min_score <= 1:
-        raise ValueError(f"min_score={min_score!r}: expected a score from -1 to 1")
+    if min_margin is not None and not -2 <= min_margin <= 2:
+        raise ValueError(f"min_margin={min_margin!r}: expected a margin from -2 to 2")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: must be >= 1")
     t0 = time.perf_counter()
@@ -114,16 +116,17 @@ def suggest(*, workspace: str | os.PathLike[str] | Workspace, map_name: str | No
     candidates = sorted({i for i in ids if i not in labelled})
     es = ws.default_embedding_set(rec.index.meta.embedding_set or None)
     got_ids, vecs = read_vectors(es, set(candidates))
-    t = float(min_score) if min_score is not None else rec.suggest_threshold
-    rows: dict[str, list[Any]] = {"id": [], "label": [], "score": [], "top": []}
+    t = float(min_margin) if min_margin is not None else rec.suggest_threshold
+    rows: dict[str, list[Any]] = {"id": [], "label": [], "score": [], "margin": [], "top": []}
     for s in range(0, len(got_ids), batch_size):
         for item, d in zip(got_ids[s : s + batch_size], rec.recognize(vecs[s : s + batch_size])):
-            if d.label is not None and d.score >= t and d.label not in excluded.get(item, ()):
+            if d.label is not None and d.margin >= t and d.label not in excluded.get(item, ()):
                 rows["id"].append(item)
                 rows["label"].append(d.label)
                 rows["score"].append(d.score)
+                rows["margin"].append(d.margin)
                 rows["top"].append(json.dumps([[n, round(v, 4)] for n, v in d.top]))
-    table = pa.table({"id": rows["id"], "label": rows["label"], "score": np.asarray(rows["score"], dtype=np.float32), "top": rows["top"]}, schema=SCHEMA)
+    table = pa.table({**rows, "score": np.asarray(rows["score"], dtype=np.float32), "margin": np.asarray(rows["margin"], dtype=np.float32)}, schema=SCHEMA)
     tpath, mpath = _paths(ws, m.name)
     atomic_write_table(tpath, table)
     by_label: dict[str, int] = {}
@@ -142,7 +145,7 @@ def suggest(*, workspace: str | os.PathLike[str] | Workspace, map_name: str | No
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic_write_json(mpath, meta)
-    logger.info("%d of %d new items on map %s have a suggestion (score >= %.3f)", table.num_rows, len(candidates), m.name, t)
+    logger.info("%d of %d new items on map %s have a suggestion (margin >= %.3f)", table.num_rows, len(candidates), m.name, t)
     return SuggestResult(m.name, len(candidates), table.num_rows, len(candidates) - table.num_rows, meta["by_label"], t, str(tpath), time.perf_counter() - t0)
 
 

@@ -53,3 +53,6 @@ def coil20_workspace(tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("coil20-ws")
     embed(str(shared_data("coil20", "images")), workspace=ws, config=EmbedConfig(progress=False))
     return ws
+
+
+from tests.recognition_data import recognition_setup  # noqa: E402,F401  (session fixture of the recognition tests)

@@ -127,11 +127,12 @@ def test_calibration_split_and_threshold_choice():
     ref, known, unknown = split_for_calibration(codes, holdout=0.2, class_holdout=0.2, seed=0)
     assert len(np.unique(codes[unknown])) == 2 and not (ref & (known | unknown)).any()
     assert known.sum() == 8 * 4 and ref[-2:].all()
-    ks = np.array([0.9, 0.8, 0.85, 0.6])
+    ks = np.array([0.1, -0.02, 0.05, -0.3])  # margins of known queries (the last one named wrongly)
     ok = np.array([True, True, True, False])
-    us = np.array([0.5, 0.55, 0.7])
+    us = np.array([-0.4, -0.35, -0.1])  # margins of unknown queries
     t = choose_threshold(ks, ok, us)
-    assert 0.7 < t < 0.8  # names all correct knowns and rejects every unknown
+    assert -0.1 < t < -0.02  # names all correct knowns and rejects every unknown
+    assert -0.5 <= choose_threshold(ks, ok, us - 5) < -0.02  # a huge empty gap still gives a sane threshold
     assert precision_threshold(ks, ok, us, 1.0) == pytest.approx(t, abs=0.1)
 
 

@@ -67,8 +67,8 @@ def test_accepted_and_rejected_suggestions_drop_out(ws):
 
 
 def test_suggest_errors(ws, tmp_path):
-    with pytest.raises(ValueError, match="min_score"):
-        suggest(workspace=ws, min_score=2.0)
+    with pytest.raises(ValueError, match="min_margin"):
+        suggest(workspace=ws, min_margin=3.0)
     from storage.workspace import WorkspaceError
 
     with pytest.raises(WorkspaceError, match="no map"):

@@ -1,0 +1,175 @@
+"""``corral index`` (build / update / info), ``corral recognize`` and ``corral suggest``, plus the
+``--recognize-only`` mode of ``corral serve``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from api.cli import CliError, emit, register
+
+
+def _rule_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k", type=int, default=None, help="neighbours that vote (default 10)")
+    p.add_argument("--tau", type=float, default=None, help="softmax temperature of the votes (default 0.05; smaller: the nearest counts more)")
+    p.add_argument("--threshold", type=float, default=None, help="fixed unknown threshold on the margin (score minus the label's typical score) instead of the calibrated one")
+
+
+def _add_index(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="build the index from scratch", description="build the recognition index from the labelled embeddings (a full rebuild)")
+    u = sub.add_parser("update", help="add newly labelled items without a rebuild", description="bring the index up to the label store's version: add new items, refresh labels, recalibrate")
+    for sp in (b, u):
+        sp.add_argument("--workspace", "-w", required=True, help="workspace folder")
+        sp.add_argument("--embeddings", default=None, help="embedding set to index (default: the newest)")
+        sp.add_argument("--factory", default=None, help="FAISS index-factory string, e.g. Flat, HNSW32,Flat, IVF1024,PQ192x4fs,RFlat (default: Flat up to 50k vectors, IVF-PQ above)")
+        sp.add_argument("--nprobe", type=int, default=None, help="fixed IVF nprobe instead of tuning it")
+        sp.add_argument("--ef-search", type=int, default=None, help="fixed HNSW efSearch instead of tuning it")
+        sp.add_argument("--target-recall", type=float, default=0.95, help="recall@1 against exact search the search knobs are tuned for (default 0.95)")
+        sp.add_argument("--device", choices=("auto", "cpu"), default="auto", help="auto: build on the GPU when FAISS sees one")
+        _rule_args(sp)
+    u.add_argument("--no-recalibrate", action="store_true", help="keep the current threshold")
+    i = sub.add_parser("info", help="show the index manifest", description="show the index's type, counts, model and calibration")
+    i.add_argument("--workspace", "-w", required=True, help="workspace folder (or an index folder)")
+
+
+def _config(args: argparse.Namespace):
+    from storage.index_build import IndexConfig
+    from storage.recognizer import RuleConfig
+
+    rule = RuleConfig()
+    if args.k is not None:
+        rule.k = args.k
+    if args.tau is not None:
+        rule.tau = args.tau
+    rule.threshold = args.threshold
+    search = {}
+    if args.nprobe is not None:
+        search["nprobe"] = args.nprobe
+    if args.ef_search is not None:
+        search["efSearch"] = args.ef_search
+    return IndexConfig(factory=args.factory, embeddings=args.embeddings, rule=rule, search=search or None, target_recall=args.target_recall, device=args.device)
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from storage.index import read_manifest
+
+    if args.index_command == "info":
+        emit(read_manifest(args.workspace))
+        return 0
+    from storage.index_build import build_index, update_index
+
+    cfg = _config(args)
+    if args.index_command == "build":
+        res = build_index(workspace=args.workspace, config=cfg)
+    else:
+        res = update_index(workspace=args.workspace, config=cfg, recalibrate=not args.no_recalibrate)
+    if not args.quiet:
+        at = (res.calibration or {}).get("at_threshold") or {}
+        sys.stderr.write(
+            f"index {res.mode}: {res.rows} rows ({res.labelled} labelled in {res.labels} labels, {res.negatives} negatives, {res.inactive} inactive; {res.added} added) "
+            f"with {res.factory} {res.search or ''} on {res.device} in {res.seconds:.1f}s\n"
+            f"  unknown threshold {res.threshold:.4f}: precision {at.get('precision')}, recall {at.get('recall')}, unknown rejection {at.get('unknown_rejection')} on held-out items\n"
+        )
+        if res.missing_vectors:
+            sys.stderr.write(f"  {res.missing_vectors} labelled items have no vector in the embedding set and were left out\n")
+    emit(res.summary())
+    return 0
+
+
+def _add_recognize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", help="image files (folders are searched for images)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workspace", "-w", default=None, help="workspace with an index (`corral index build`)")
+    src.add_argument("--from", dest="source", default=None, help="s3://bucket/prefix or a local published folder")
+    p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint for --from s3://...")
+    p.add_argument("--k", type=int, default=None, help="neighbours that vote (default: the index's)")
+    p.add_argument("--threshold", type=float, default=None, help="unknown when the margin (score minus the label's typical score) is below this (default: the calibrated one)")
+    p.add_argument("--batch-size", type=int, default=32, help="images embedded together (default 32)")
+    p.add_argument("--weights", default=None, help="weight file or folder of the index's embedder")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _run_recognize(args: argparse.Namespace) -> int:
+    from pipeline.recognize import ImageEncoder, recognize_paths
+    from storage.index_source import open_source
+    from storage.recognizer import Recognizer
+
+    src = open_source(args.source or args.workspace, endpoint_url=args.endpoint_url)
+    rec = Recognizer(src.load(src.latest()))
+    enc = ImageEncoder(model=rec.index.meta.model, weights_hash=rec.index.meta.weights_hash, weights=args.weights, device=args.device)
+    results = recognize_paths(args.files, recognizer=rec, encoder=enc, k=args.k, threshold=args.threshold, batch_size=args.batch_size)
+    if not results:
+        raise CliError(f"no image files in {' '.join(args.files)}")
+    failed = sum(1 for r in results if r.error)
+    if not args.quiet:
+        for r in results:
+            what = f"error: {r.error}" if r.error else f"{r.label if r.label is not None else 'unknown'} ({r.score:.3f})"
+            sys.stderr.write(f"{r.input}\t{what}\n")
+        sys.stderr.write(f"{len(results) - failed} recognised, {failed} failed; threshold {rec.threshold:.4f}\n")
+    emit({"results": [r.as_dict() for r in results]})
+    return 0 if failed < len(results) else 1
+
+
+def _add_suggest(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workspace", "-w", required=True, help="workspace with a map and an index")
+    p.add_argument("--map", default=None, help="map name (default: the newest)")
+    p.add_argument("--min-margin", type=float, default=None, help="margin (score minus the label's typical score) a suggestion needs (default: the index's calibrated high-precision threshold)")
+    p.add_argument("--all", action="store_true", help="consider every unlabelled point, not only those `corral map --update` placed")
+
+
+def _run_suggest(args: argparse.Namespace) -> int:
+    from storage.suggestions import suggest
+
+    res = suggest(workspace=args.workspace, map_name=args.map, min_margin=args.min_margin, include_all=args.all)
+    if not args.quiet:
+        top = ", ".join(f"{k} {v}" for k, v in sorted(res.by_label.items(), key=lambda kv: -kv[1])[:10])
+        sys.stderr.write(f"map {res.map}: {res.suggested} of {res.candidates} new items have a suggestion (margin >= {res.threshold:.3f}); {res.left} left for curators\n")
+        if top:
+            sys.stderr.write(f"  {top}\n  review them in the viewer (accept or reject by label)\n")
+    emit(res.summary())
+    return 0
+
+
+def add_recognize_only_args(p: argparse.ArgumentParser) -> None:
+    """Options of ``corral serve --recognize-only`` (added to ``corral serve``)."""
+    g = p.add_argument_group("recognise-only service")
+    g.add_argument("--recognize-only", action="store_true", help="serve only /api/recognize from a published index (needs --from or --workspace)")
+    g.add_argument("--from", dest="source", default=None, help="s3://bucket/prefix or a local published folder; newer versions are loaded as they are published")
+    g.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint for --from s3://...")
+    g.add_argument("--users", default=None, metavar="DIR", help="folder with users.json for tokens and roles (default: the workspace's when it has one, else no sign-in)")
+    g.add_argument("--reload-interval", type=float, default=10.0, help="seconds between checks for a newer version (default 10; 0: never)")
+    g.add_argument("--weights", default=None, help="weight file or folder of the index's embedder")
+    g.add_argument("--device", default="auto", help="device for the embedder: auto, cpu, cuda or cuda:N")
+    g.add_argument("--max-batch", type=int, default=32, help="most images embedded together (default 32)")
+
+
+def run_recognize_only(args: argparse.Namespace) -> int:
+    """``corral serve --recognize-only``: the recognition service alone."""
+    import uvicorn
+
+    from api.recognize_app import create_recognize_app
+    from storage.index_source import open_source
+
+    spec = args.source or args.workspace
+    if not spec:
+        raise CliError("--recognize-only needs --from s3://bucket/prefix (or a local published folder, or --workspace DIR)")
+    if not 0 < args.port < 65536:
+        raise CliError(f"--port {args.port}: expected 1 to 65535")
+    users = args.users
+    if users is None and args.workspace and (Path(args.workspace) / "users.json").is_file():
+        users = args.workspace
+    source = open_source(spec, endpoint_url=args.endpoint_url)
+    app = create_recognize_app(source, users_dir=users, weights=args.weights, device=args.device, reload_interval_s=args.reload_interval, max_batch=args.max_batch)
+    if users is None:
+        sys.stderr.write("corral: recognise-only service without sign-in (pass --users DIR with a users.json to require tokens)\n")
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/api/recognize"
+    emit({"url": url, "source": source.description, "recognize_only": True, "sign_in": users is not None})
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False, server_header=False)
+    return 0
+
+
+register("index", "build, update or inspect the FAISS recognition index", _add_index, _run_index)
+register("recognize", "name image files with the index (label or unknown, with scores)", _add_recognize, _run_recognize)
+register("suggest", "propose labels for a map's new items that the index recognises with high confidence", _add_suggest, _run_suggest)

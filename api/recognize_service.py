@@ -1,0 +1,284 @@
+"""The recognition service behind ``POST /api/recognize``: the loaded index, the encoder, the
+micro-batcher that feeds the encoder, and the hot reload of newer published versions.
+
+Images from concurrent requests are decoded in a thread pool, then queued; one worker takes up
+to ``max_batch`` of them (waiting at most ``max_wait_ms`` for more once it has one) and embeds
+and searches them together, so a GPU sees full batches. A reload task polls the source every
+``reload_interval_s`` seconds; a newer version is loaded next to the current one and swapped in
+with one assignment, so requests in flight finish on the version they started with and none is
+dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from storage.index_source import IndexSource
+from storage.recognizer import Decision, Recognizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Loaded:
+    """One version of the index with the encoder that matches it."""
+
+    version: str
+    recognizer: Recognizer
+    encoder: Any = None  # pipeline.recognize.ImageEncoder, or None when images cannot be embedded
+    encoder_error: str | None = None  # why there is no encoder
+    loaded_at: float = field(default_factory=time.time)
+
+    def info(self) -> dict[str, Any]:
+        idx = self.recognizer.index
+        return {
+            "version": self.version,
+            "model": idx.meta.model,
+            "weights_hash": idx.meta.weights_hash,
+            "dim": idx.dim,
+            "factory": idx.meta.factory,
+            "threshold": self.recognizer.threshold,
+            "k": self.recognizer.rule.k,
+            "labels_version": idx.meta.labels_version,
+            **idx.row_state(),
+            "images": self.encoder is not None,
+            "images_error": self.encoder_error,
+            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
+        }
+
+
+@dataclass
+class ImageJob:
+    pixels: np.ndarray
+    k: int | None
+    threshold: float | None
+    top: int
+
+
+class MicroBatcher:
+    """Gather items from concurrent callers into batches for one synchronous function.
+
+    ``fn(items)`` returns one result per item; it runs in a single worker thread, so the event
+    loop keeps accepting requests while a batch computes.
+    """
+
+    def __init__(self, fn: Callable[[list[Any]], Sequence[Any]], *, max_batch: int = 32, max_wait_ms: float = 5.0):
+        if max_batch < 1:
+            raise ValueError(f"max_batch={max_batch}: must be >= 1")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms={max_wait_ms}: must be >= 0")
+        self.fn = fn
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-batch")
+        self.batches = 0
+        self.items = 0
+
+    def _ensure(self) -> asyncio.Queue:
+        if self._queue is None or self._task is None or self._task.done():
+            self._queue = asyncio.Queue()
+            self._task = asyncio.get_running_loop().create_task(self._run(self._queue), name="corral-microbatcher")
+        return self._queue
+
+    async def submit(self, item: Any) -> Any:
+        """Queue one item and wait for its result (or its batch's exception)."""
+        fut = asyncio.get_running_loop().create_future()
+        await self._ensure().put((item, fut))
+        return await fut
+
+    async def _run(self, queue: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            deadline = loop.time() + self.max_wait
+            while len(batch) < self.max_batch:
+                left = deadline - loop.time()
+                try:
+                    batch.append(queue.get_nowait() if left <= 0 else await asyncio.wait_for(queue.get(), left))
+                except (asyncio.QueueEmpty, asyncio.TimeoutError):
+                    break
+            live = [(it, f) for it, f in batch if not f.cancelled()]
+            if not live:
+                continue
+            try:
+                results = await loop.run_in_executor(self._pool, self.fn, [it for it, _ in live])
+                for (_, f), r in zip(live, results):
+                    if not f.done():
+                        f.set_result(r)
+            except Exception as e:  # hand the error to every caller of this batch
+                for _, f in live:
+                    if not f.done():
+                        f.set_exception(e)
+            self.batches += 1
+            self.items += len(live)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class NotReady(RuntimeError):
+    """No index is loaded (yet), or images cannot be embedded."""
+
+
+class RecognitionService:
+    """Serves one index source; see the module docstring.
+
+    Args:
+        source: where versions come from (:func:`storage.index_source.open_source`).
+        images: build the encoder so images can be recognised (vectors work without it).
+        weights: weight file or folder for the encoder when the default lookup would not find them.
+        device: auto, cpu, cuda or cuda:N for the encoder.
+        max_batch: most images embedded together.
+        max_wait_ms: how long the batcher waits for more images once it has one.
+        reload_interval_s: how often the source is asked for a newer version (0: never).
+    """
+
+    def __init__(self, source: IndexSource, *, images: bool = True, weights: str | None = None, device: str = "auto", max_batch: int = 32, max_wait_ms: float = 5.0, reload_interval_s: float = 10.0):
+        if reload_interval_s < 0:
+            raise ValueError(f"reload_interval_s={reload_interval_s}: must be >= 0")
+        self.source = source
+        self.images = images
+        self.weights = weights
+        self.device = device
+        self.reload_interval_s = reload_interval_s
+        self.current: Loaded | None = None
+        self.last_error: str | None = None
+        self.reloads = 0
+        self.batcher = MicroBatcher(self._embed_and_recognize, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        self._reload_task: asyncio.Task | None = None
+        self._load_lock = threading.Lock()
+        self._decode_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="corral-decode")
+
+    # -- loading ----------------------------------------------------------------------------
+    def load_version(self, version: str) -> Loaded:
+        """Load ``version`` (and its encoder, reusing the current one when the model is the same)."""
+        with self._load_lock:
+            rec = Recognizer(self.source.load(version))
+            meta = rec.index.meta
+            enc, err = None, None
+            cur = self.current
+            if cur is not None and cur.encoder is not None and (cur.encoder.model, cur.encoder.weights_hash) == (meta.model, meta.weights_hash):
+                enc = cur.encoder
+            elif self.images:
+                from pipeline.recognize import ImageEncoder
+
+                try:
+                    enc = ImageEncoder(model=meta.model, weights_hash=meta.weights_hash, weights=self.weights, device=self.device)
+                except (ValueError, OSError, RuntimeError) as e:  # missing or different weights: vectors still work
+                    err = str(e).splitlines()[0][:300]
+                    logger.warning("images cannot be recognised with version %s: %s", version, err)
+            return Loaded(version, rec, enc, err)
+
+    def refresh(self) -> bool:
+        """Load the source's newest version if it is not the current one; True when swapped."""
+        version = self.source.latest()
+        if self.current is not None and self.current.version == version:
+            return False
+        loaded = self.load_version(version)
+        old = self.current
+        self.current = loaded  # one assignment: requests in flight keep the version they hold
+        self.reloads += old is not None
+        self.last_error = None
+        logger.info("recognition index version %s loaded (%d rows)%s", version, loaded.recognizer.index.ntotal, f", replacing {old.version}" if old else "")
+        return True
+
+    async def start(self, *, require_index: bool = False) -> None:
+        """Load the newest version now and start polling for newer ones."""
+        try:
+            await asyncio.to_thread(self.refresh)
+        except Exception as e:  # the source may not have a version yet: keep polling
+            self.last_error = str(e).splitlines()[0][:300]
+            if require_index:
+                raise
+            logger.warning("no recognition index yet (%s); will retry", self.last_error)
+        if self.reload_interval_s > 0 and self._reload_task is None:
+            self._reload_task = asyncio.get_running_loop().create_task(self._poll(), name="corral-index-reload")
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.reload_interval_s)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception as e:  # keep serving the current version; say why once per change
+                msg = str(e).splitlines()[0][:300]
+                if msg != self.last_error:
+                    logger.warning("could not load a newer index version: %s", msg)
+                self.last_error = msg
+
+    async def close(self) -> None:
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            try:
+                await self._reload_task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._reload_task = None
+        await self.batcher.close()
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    def require(self) -> Loaded:
+        cur = self.current
+        if cur is None:
+            raise NotReady(f"no recognition index loaded from {self.source.description}" + (f" ({self.last_error})" if self.last_error else "; build one with `corral index build`"))
+        return cur
+
+    # -- answering --------------------------------------------------------------------------
+    async def decode(self, data: bytes) -> np.ndarray:
+        """Decode upload bytes in the thread pool (raises SkipItem for bad images)."""
+        cur = self.require()
+        if cur.encoder is None:
+            raise NotReady(f"images cannot be recognised: {cur.encoder_error or 'the service runs without an encoder'}; send vectors instead")
+        return await asyncio.get_running_loop().run_in_executor(self._decode_pool, cur.encoder.decode, data)
+
+    async def recognize_image(self, pixels: np.ndarray, *, k: int | None, threshold: float | None, top: int) -> tuple[Decision, str]:
+        """Embed and recognise one decoded image through the micro-batcher."""
+        return await self.batcher.submit(ImageJob(pixels, k, threshold, top))
+
+    def _embed_and_recognize(self, jobs: list[ImageJob]) -> list[tuple[Decision, str]]:
+        cur = self.require()
+        if cur.encoder is None:
+            raise NotReady(f"images cannot be recognised: {cur.encoder_error}")
+        vecs = cur.encoder.embed([j.pixels for j in jobs])
+        out: list[tuple[Decision, str] | None] = [None] * len(jobs)
+        groups: dict[tuple[Any, Any, int], list[int]] = {}
+        for i, j in enumerate(jobs):
+            groups.setdefault((j.k, j.threshold, j.top), []).append(i)
+        for (k, t, top), rows in groups.items():
+            for i, d in zip(rows, cur.recognizer.recognize(vecs[rows], k=k, threshold=t, top=top)):
+                out[i] = (d, cur.version)
+        return out  # type: ignore[return-value]
+
+    def recognize_vectors(self, vectors: np.ndarray, *, k: int | None, threshold: float | None, top: int, model: str | None = None, weights_hash: str | None = None) -> tuple[list[Decision], str]:
+        """Recognise already-embedded vectors (called from a worker thread)."""
+        cur = self.require()
+        cur.recognizer.check_model(model, weights_hash)
+        return cur.recognizer.recognize(vectors, k=k, threshold=threshold, top=top), cur.version
+
+    def status(self) -> dict[str, Any]:
+        cur = self.current
+        return {
+            "source": self.source.description,
+            "loaded": cur.info() if cur else None,
+            "last_error": self.last_error,
+            "reloads": self.reloads,
+            "batches": self.batcher.batches,
+            "batched_images": self.batcher.items,
+            "max_batch": self.batcher.max_batch,
+        }
