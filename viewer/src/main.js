@@ -30,10 +30,14 @@ async function authenticate() {
     history.replaceState(null, '', location.pathname + (rest ? `?${rest}` : '') + location.hash);
     await signIn(token);
   }
+  // who we are and which maps there are, in one round trip
   try {
-    return (await getJSON('/api/me')).user;
+    return await Promise.all([getJSON('/api/me'), getJSON('/api/maps')]);
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) return askToken();
+    if (e instanceof ApiError && e.status === 401) {
+      await askToken();
+      return Promise.all([getJSON('/api/me'), getJSON('/api/maps')]);
+    }
     throw e;
   }
 }
@@ -53,29 +57,34 @@ function askToken() {
   });
 }
 
-async function loadMap(name) {
-  const meta = await getJSON(`/api/maps/${encodeURIComponent(name)}`);
+async function loadMap(name, etag) {
+  const base = `/api/maps/${encodeURIComponent(name)}`;
   const t = performance.now();
-  const [pbuf, lbuf] = await Promise.all([getBuffer(meta.points_url), getBuffer(meta.labels_url)]);
+  // metadata, points and labels in parallel: the points URL carries the version, so it is cacheable
+  const [meta, pbuf, lbuf] = await Promise.all([getJSON(base), getBuffer(`${base}/points.bin?v=${etag}`), getBuffer(`${base}/labels.bin`)]);
   hooks.timings.fetchMs = performance.now() - t;
   hooks.timings.bytes = pbuf.byteLength + lbuf.byteLength;
   const t2 = performance.now();
   const points = parseContainer(pbuf);
   const labels = parseContainer(lbuf);
+  if (points.header.etag !== meta.etag) return loadMap(name, meta.etag); // rebuilt meanwhile
   store.setMap(meta, points, labels);
   hooks.timings.parseMs = performance.now() - t2;
   return meta;
 }
 
 async function main() {
-  store.user = await authenticate();
+  hooks.timings.scriptStartMs = T0;
+  const [me, maps] = await authenticate();
+  hooks.timings.signedInMs = performance.now();
+  store.user = me.user;
   document.body.classList.toggle('read-only', !store.canWrite);
   $('#user').textContent = `${store.user.name} (${store.user.role})`;
-  const maps = await getJSON('/api/maps');
   const wanted = params.get('map') || maps.default;
   fillMapPicker(maps, wanted);
-  if (!wanted) { showEmpty(); return; }
-  await loadMap(wanted);
+  const entry = maps.maps.find((m) => m.name === wanted);
+  if (!wanted || !entry) { showEmpty(wanted); return; }
+  await loadMap(wanted, entry.etag);
   const view = new MapView(store, {
     canvas: $('#gl'), overlay: $('#overlay'), hud: $('#hud'), renderMode: params.get('render') || 'auto',
   });
@@ -172,9 +181,10 @@ function fillMapPicker(maps, current) {
   pick.hidden = maps.maps.length < 2;
 }
 
-function showEmpty() {
+function showEmpty(wanted) {
+  $('#sel-count').textContent = '';
   $('#stage').append(el('div', { class: 'empty-map' },
-    el('h2', { text: 'No map yet' }),
+    el('h2', { text: wanted ? `No map "${wanted}"` : 'No map yet' }),
     el('p', { text: 'Embed a folder, then build the map (Jobs panel on the right, or `corral embed` and `corral map`).' })));
   new JobsPanel(store, $('#jobs-panel'), { onMapDone: () => location.reload() });
 }
@@ -190,4 +200,13 @@ hooks.ready = main().catch((e) => {
 hooks.frame = () => hooks.view.render({ sync: true });
 hooks.panBy = (dx, dy) => { hooks.view.camera.panBy(dx, dy); return hooks.view.render({ sync: true }); };
 hooks.zoomAt = (x, y, f) => { hooks.view.camera.zoomAt(x, y, f); return hooks.view.render({ sync: true }); };
+/** One frame after a camera change, measured like a user sees it: change, next animation frame,
+ * draw, wait for the GPU. Resolves to the milliseconds it took. */
+hooks.step = (dx, dy, f = 1) => new Promise((resolve) => {
+  const t0 = performance.now();
+  const v = hooks.view;
+  v.camera.panBy(dx, dy);
+  if (f !== 1) v.camera.zoomAt(v.camera.width / 2, v.camera.height / 2, f);
+  requestAnimationFrame(() => { v.render({ sync: true }); resolve(performance.now() - t0); });
+});
 hooks.selectedCount = () => (store.selection ? store.selection.count : 0);
