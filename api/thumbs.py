@@ -17,6 +17,7 @@ from pathlib import Path
 from api.errors import ApiError, NotFound
 from api.itemindex import ItemIndex, check_item_id
 from api.mapdata import MapView
+from storage.crops import split_crop_uri
 from storage.workspace import Workspace, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ class ThumbCache:
         from pipeline.ingest import read_bytes
 
         uri = self.items.uri(check_item_id(item_id))
+        crop = split_crop_uri(uri)
+        if crop is not None:  # a crop's bytes are its parent image's
+            uri = crop[0]
         try:
             return read_bytes(uri)
         except (OSError, ValueError) as e:
@@ -63,7 +67,7 @@ class ThumbCache:
     def original_path(self, item_id: str) -> Path | None:
         """The original's local path, when it is a local file."""
         uri = self.items.uri(check_item_id(item_id))
-        if uri.startswith("s3://"):
+        if uri.startswith("s3://") or split_crop_uri(uri) is not None:
             return None
         p = Path(uri)
         if not p.is_file():
@@ -99,6 +103,8 @@ class ThumbCache:
             if size <= 128 and base.is_file():
                 im = Image.open(base)
                 im.load()
+            elif (crop := split_crop_uri(self.items.uri(item_id))) is not None:
+                im = crop_region(Image.open(io.BytesIO(self.original_bytes(item_id))), crop[1])
             else:
                 data = self.original_bytes(item_id)
                 im = Image.open(io.BytesIO(data))
@@ -112,6 +118,20 @@ class ThumbCache:
         except Exception as e:  # a corrupt or vanished file: the caller shows a placeholder
             logger.warning("thumbnail of %s failed: %s", item_id, e)
             return None
+
+    # -- crops: the box on its parent image --------------------------------------------------
+    def crop_view(self, item_id: str, *, max_side: int = 1600) -> Path | None:
+        """For a crop item, its parent image (fitted to ``max_side``) with the box drawn; None otherwise."""
+        crop = split_crop_uri(self.items.uri(check_item_id(item_id)))
+        if crop is None:
+            return None
+        path = self.root / "crops" / item_id[:2] / f"{item_id}.jpg"
+        if path.is_file():
+            return path
+        with self._lock_for(str(path)):
+            if not path.is_file():
+                atomic_write_bytes(path, parent_with_box(self.original_bytes(item_id), crop[1], max_side=max_side))
+        return path
 
     # -- atlases -----------------------------------------------------------------------------
     def atlas(self, view: MapView, lod: int, k: int) -> Path:
@@ -165,3 +185,33 @@ class ThumbCache:
         buf = io.BytesIO()
         sheet.save(buf, "JPEG", quality=82)
         return buf.getvalue()
+
+
+def crop_region(im, bbox: tuple[float, float, float, float], *, margin: float = 0.1):
+    """The box (``x, y, w, h`` in upright parent pixels) of a parent image, with a small margin."""
+    from PIL import ImageOps
+
+    im = ImageOps.exif_transpose(im)  # boxes were found on the upright image
+    x, y, w, h = bbox
+    m = margin * max(w, h)
+    W, H = im.size
+    return im.crop((max(0, round(x - m)), max(0, round(y - m)), min(W, round(x + w + m)), min(H, round(y + h + m))))
+
+
+def parent_with_box(data: bytes, bbox: tuple[float, float, float, float], *, max_side: int = 1600) -> bytes:
+    """JPEG of the parent image with the crop's box drawn on it."""
+    from PIL import Image, ImageDraw, ImageOps
+
+    try:
+        im = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    except Exception as e:  # a parent that no longer decodes
+        raise NotFound(f"the parent image of this crop is not readable now ({type(e).__name__})") from None
+    k = min(1.0, max_side / max(im.size))
+    if k < 1.0:
+        im = im.resize((max(1, round(im.size[0] * k)), max(1, round(im.size[1] * k))), Image.Resampling.BILINEAR)
+    x, y, w, h = (v * k for v in bbox)
+    line = max(2, round(max(im.size) / 300))
+    ImageDraw.Draw(im).rectangle([x, y, x + w - 1, y + h - 1], outline=(255, 196, 0), width=line)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=88)
+    return buf.getvalue()

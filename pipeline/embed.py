@@ -6,6 +6,9 @@ file last, so a killed run restarted with the same arguments skips finished shar
 exactly the output of an uninterrupted run. :func:`embed_items` is the stage over any subset of
 items (what a distributed engine would call per partition); :func:`embed` is that function over a
 whole source.
+
+With a ``detector`` the stage embeds detector crops instead of whole images: see
+:mod:`pipeline.crops` for what becomes an item and how boxes are cleaned and cut.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import crops as cropping
 from pipeline import registry
 from pipeline.decode import (
     DEFAULT_MAX_PIXELS,
@@ -68,6 +72,13 @@ class EmbedConfig:
     endpoint_url: str | None = None  # S3-compatible endpoint for s3:// sources
     name: str | None = None  # embedding set name (default: from the model name)
     progress: bool = True  # show a progress bar on stderr
+    # Detection (see pipeline.crops): with a detector, crops are the embedded items.
+    detector: str | None = None  # detector name (`corral detectors`), or "face" for the best face detector here
+    detector_weights: str | None = None  # weight file for detectors that need one (torchvision)
+    min_score: float | None = None  # drop boxes scoring below this (default: the detector's own threshold)
+    min_size: int = 40  # drop boxes with a side under this many pixels (detectors upsample to find this small)
+    pad: float = 0.2  # context around each box, as a fraction of its longer side, on each side
+    detect_max_side: int = 2048  # images larger than this are searched at this size (boxes scaled back)
 
     def validate(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -80,6 +91,16 @@ class EmbedConfig:
             raise ValueError(f"dtype={self.dtype!r}: expected float32 or float16")
         if self.max_pixels < 1:
             raise ValueError(f"max_pixels={self.max_pixels}: must be >= 1")
+        if self.min_score is not None and not np.isfinite(self.min_score):
+            raise ValueError(f"min_score={self.min_score}: must be a finite number (the detector's own score units)")
+        if self.min_size < 1:
+            raise ValueError(f"min_size={self.min_size}: must be >= 1 pixel")
+        if not 0.0 <= self.pad <= 2.0:
+            raise ValueError(f"pad={self.pad}: must be a fraction of the box from 0 to 2 (0.2 adds a fifth of the box on each side)")
+        if self.detect_max_side < 64:
+            raise ValueError(f"detect_max_side={self.detect_max_side}: must be >= 64 pixels")
+        if self.detector is not None and not self.detector.strip():
+            raise ValueError("detector='': name a detector (`corral detectors` lists them) or leave it unset")
 
 
 @dataclass
@@ -96,12 +117,15 @@ class EmbedResult:
     embeddings: str  # the embedding set folder
     timings: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
+    detection: dict[str, Any] = field(default_factory=dict)  # with a detector: its counts (see pipeline.crops)
 
     def summary(self) -> dict[str, Any]:
         """The CLI's last-line JSON."""
         keys = ("items", "embedded", "duplicates", "skipped", "skipped_by_reason", "model", "dim", "seconds", "embeddings")
         out = {k: getattr(self, k) for k in keys}
         out["seconds"] = round(self.seconds, 3)
+        if self.detection:
+            out["detection"] = self.detection
         return out
 
 
@@ -270,7 +294,7 @@ def _resolve(cfg: EmbedConfig, device: str) -> tuple[int, int, bool]:
     return batch, workers, gpu_decode
 
 
-def _check_sidecar(es: EmbeddingSet, embedder: Any, cfg: EmbedConfig) -> dict[str, Any]:
+def _check_sidecar(es: EmbeddingSet, embedder: Any, cfg: EmbedConfig, detector: Any = None) -> dict[str, Any]:
     side = {
         "model": embedder.name,
         "weights_hash": embedder.info.get("weights_hash"),
@@ -281,9 +305,14 @@ def _check_sidecar(es: EmbeddingSet, embedder: Any, cfg: EmbedConfig) -> dict[st
         "format": "parquet shards part-NNNNN.parquet: id (string), embedding (fixed_size_list); items in part-NNNNN.items.parquet",
         "embedder": embedder.info,
     }
+    keys = ("model", "weights_hash", "dim", "dtype")
+    if detector is not None:
+        side["detector"] = detector.name
+        side["detection"] = {"detector": detector.info, "pad": cfg.pad, "min_size": cfg.min_size, "items": "crops; their parent images are items without vectors"}
+        keys += ("detector",)
     if es.sidecar_path.exists():
         old = es.sidecar()
-        for key in ("model", "weights_hash", "dim", "dtype"):
+        for key in keys:
             if old.get(key) != side[key]:
                 raise ValueError(
                     f"embedding set {es.path} was made with {key}={old.get(key)!r}, this run has {side[key]!r}; "
@@ -299,6 +328,10 @@ def embed(source: str, *, workspace: str | Path | Workspace, config: EmbedConfig
     cfg.validate()
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     registry.check_name(cfg.model)  # fail on a bad name before listing a million files
+    if cfg.detector:
+        from pipeline.detect import resolve_name
+
+        resolve_name(cfg.detector)
     items = list_source(source, endpoint_url=cfg.endpoint_url)
     return embed_items(items, workspace=ws, config=cfg, source=str(source))
 
@@ -320,11 +353,15 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
         embedder = registry.create_embedder(cfg.model, weights=cfg.weights, allow_random=cfg.random_weights, compile=cfg.compile)
     embedder = embedder.to(device)
     batch, workers, gpu_decode = _resolve(cfg, device)
-    es = ws.embedding_set(cfg.name or safe_name(embedder.name.replace("timm:", "")))
+    detector, crop_opts, detector_why = _build_detector(cfg, embedder, device)
+    default_name = safe_name(embedder.name.replace("timm:", ""))
+    if detector is not None:
+        default_name = safe_name(f"{default_name}__{detector.name}")  # crops never share a set with whole images
+    es = ws.embedding_set(cfg.name or default_name)
     es.path.mkdir(parents=True, exist_ok=True)
     for tmp in es.path.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
-    sidecar = _check_sidecar(es, embedder, cfg)
+    sidecar = _check_sidecar(es, embedder, cfg, detector)
     atomic_write_json(es.sidecar_path, sidecar)
 
     # What earlier runs finished: their uris are skipped, their ids count as seen for de-duplication.
@@ -345,6 +382,8 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
     logger.info("%d items, %d done earlier, %d to embed; batch %d, %d decode workers, gpu_decode=%s", len(items), len(items) - len(todo), len(todo), batch, workers, gpu_decode)
 
     run_cfg = {**asdict(cfg), "device_resolved": device, "device_reason": why, "batch_size_resolved": batch, "num_workers_resolved": workers, "gpu_decode_resolved": gpu_decode, "source": source, "embedding_set": str(es.path), "embedder": embedder.info}
+    if detector is not None:
+        run_cfg.update(detector_resolved=detector.name, detector_reason=detector_why, detector_info=detector.info, crop_options=asdict(crop_opts))
     run_path = ws.runs_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-embed.json"
     atomic_write_json(run_path, {"config": run_cfg, "status": "running"})
 
@@ -353,14 +392,23 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
     timings = {"decode_worker_s": 0.0, "infer_s": 0.0, "write_s": 0.0, "wait_s": 0.0}
     out_dtype = np.float16 if cfg.dtype == "float16" else np.float32
     pre = embedder.preprocess
+    detect_counts: Counter[str] = Counter()
 
     if todo:
-        ds = _DecodeDataset(todo, pre, max_pixels=cfg.max_pixels, endpoint_url=cfg.endpoint_url, raw_jpeg=gpu_decode)
+        if detector is None:
+            ds: Any = _DecodeDataset(todo, pre, max_pixels=cfg.max_pixels, endpoint_url=cfg.endpoint_url, raw_jpeg=gpu_decode)
+        else:
+            # CPU detectors (and every detector on a CPU run) work in the decode workers; GPU ones batch here.
+            detect_here = not (device.startswith("cuda") and detector.uses_gpu)
+            ds = cropping.CropDataset(todo, crop_opts, max_pixels=cfg.max_pixels, endpoint_url=cfg.endpoint_url, detect_here=detect_here, detector_options=_detector_options(cfg))
+            if detect_here:
+                ds.share_detector(detector)
+            timings["detect_s"] = 0.0
         loader = torch.utils.data.DataLoader(
             ds,
             batch_sampler=_shard_batches(len(todo), cfg.shard_size, batch),
             num_workers=workers,
-            collate_fn=_collate,
+            collate_fn=_collate if detector is None else cropping.collate,
             pin_memory=device.startswith("cuda"),
             worker_init_fn=functools.partial(_worker_init, nice=0 if device.startswith("cuda") else 10) if workers else None,
             prefetch_factor=4 if workers else None,
@@ -372,26 +420,38 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
         shard_vecs: list[np.ndarray] = []
         shard_len = lambda k: min(cfg.shard_size, len(todo) - k * cfg.shard_size)  # noqa: E731
         shard_k = 0
+        shard_items = 0  # source items in the open shard (a crop run writes more rows than that)
         t_wait = time.perf_counter()
         for b in loader:
             timings["wait_s"] += time.perf_counter() - t_wait
             recs = b["records"]
             timings["decode_worker_s"] += sum(r.pop("decode_s", 0.0) for r in recs)
             t0 = time.perf_counter()
-            vecs, rows, ids = _embed_batch(b, recs, embedder, pre, device, seen, cfg, labels)
+            if detector is None:
+                vecs, rows, ids = _embed_batch(b, recs, embedder, pre, device, seen, cfg, labels)
+            else:
+                timings["detect_s"] += sum(r.pop("detect_s", 0.0) for r in recs)
+                t1 = time.perf_counter()
+                cropping.detect_in_main(recs, detector, crop_opts, device)
+                timings["detect_s"] += time.perf_counter() - t1
+                vecs, rows, ids = cropping.rows_for_batch(recs, embedder=embedder, opts=crop_opts, device=device, seen=seen, sources=labels, counts=detect_counts, batch_size=batch)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             timings["infer_s"] += time.perf_counter() - t0
             shard_rows.extend(rows)
+            shard_items += len(recs)
             if len(ids):
                 shard_ids.extend(ids)
                 shard_vecs.append(vecs.astype(out_dtype, copy=False))
             for r in rows:
+                if r.get("parent_id"):
+                    counts["crops"] += 1
+                    continue
                 counts[r["status"]] += 1
                 if r["status"] == "skipped":
                     reasons[r["reason"]] += 1
             bar.update(len(recs))
-            if len(shard_rows) == shard_len(shard_k):
+            if shard_items == shard_len(shard_k):
                 t0 = time.perf_counter()
                 dim = embedder.dim
                 mat = np.concatenate(shard_vecs) if shard_vecs else np.empty((0, dim), dtype=out_dtype)
@@ -402,6 +462,7 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
                 atomic_write_json(es.sidecar_path, sidecar)
                 timings["write_s"] += time.perf_counter() - t0
                 shard_rows, shard_ids, shard_vecs = [], [], []
+                shard_items = 0
                 shard_k += 1
             t_wait = time.perf_counter()
         bar.close()
@@ -410,7 +471,7 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
     seconds = time.perf_counter() - t_start
     res = EmbedResult(
         items=len(items),
-        embedded=counts["ok"],
+        embedded=counts["ok"] if detector is None else counts["crops"],
         duplicates=counts["duplicate"],
         skipped=counts["skipped"],
         skipped_by_reason=dict(sorted(reasons.items())),
@@ -421,9 +482,36 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
         embeddings=str(es.path),
         timings={k: round(v, 3) for k, v in timings.items()},
         device=device,
+        detection=cropping.detection_summary(detect_counts, crop_opts, detector_why) if detector is not None else {},
     )
     atomic_write_json(run_path, {"config": run_cfg, "status": "complete", "result": asdict(res)})
     return res
+
+
+def _detector_options(cfg: EmbedConfig) -> dict[str, Any]:
+    return {"weights": cfg.detector_weights, "min_size": cfg.min_size}
+
+
+def _build_detector(cfg: EmbedConfig, embedder: Any, device: str) -> tuple[Any, Any, str]:
+    """``(detector, crop options, why this detector)``, or ``(None, None, "")`` without one."""
+    if not cfg.detector:
+        return None, None, ""
+    from pipeline.detect import create_detector, resolve_name
+
+    name, why = resolve_name(cfg.detector)
+    detector = create_detector(name, **_detector_options(cfg))
+    if device.startswith("cuda") and detector.uses_gpu:
+        detector = detector.to(device)
+    opts = cropping.CropOptions(
+        detector=detector.name,
+        min_score=detector.default_min_score if cfg.min_score is None else float(cfg.min_score),
+        min_size=cfg.min_size,
+        pad=max(cfg.pad, float(getattr(embedder, "min_crop_pad", 0.0))),
+        crop_size=int(embedder.preprocess.size),
+        detect_max_side=cfg.detect_max_side,
+    )
+    logger.info("detector %s (%s); min score %g, min size %d px, pad %g", detector.name, why, opts.min_score, opts.min_size, opts.pad)
+    return detector, opts, why
 
 
 def _embed_batch(b: dict[str, Any], recs: list[dict[str, Any]], embedder: Any, pre: Preprocess, device: str, seen: dict[str, str], cfg: EmbedConfig, sources: dict[str, SourceItem]):

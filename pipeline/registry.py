@@ -63,6 +63,8 @@ def families() -> dict[str, Family]:
 def _load_builtin() -> None:
     if "timm" not in _FAMILIES:
         from pipeline import embedders  # noqa: F401  (registers the built-in families)
+    if "dlib" not in _FAMILIES:
+        from pipeline import faces  # noqa: F401  (dlib:face-resnet; imports dlib only when built)
 
 
 def split_name(name: str) -> tuple[str, str]:

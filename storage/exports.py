@@ -3,7 +3,8 @@
 =============  ==========================================================================
 format         what ``out`` becomes
 =============  ==========================================================================
-parquet        one row per item file: id, uri, label, excluded_from, labelled_by, labelled_at
+parquet        one row per item file: id, uri, label, excluded_from, labelled_by, labelled_at,
+               parent_id + bbox (crops), labels (own label plus, for a parent image, its crops')
 csv / jsonl    the same rows as text (timestamps in ISO 8601 UTC; CSV lists as JSON arrays)
 embeddings     Parquet: id, uri, label, embedding (the model and sidecar in the file metadata)
 coco           COCO JSON of crop items: boxes on their parent images, category = crop label
@@ -36,6 +37,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.crops import parse_bbox, rolled_up_labels
 from storage.labels import LabelStore, StoreSnapshot
 from storage.workspace import Workspace, WorkspaceError
 
@@ -43,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("parquet", "csv", "jsonl", "embeddings", "coco", "imagefolder", "curators")
 LINK_MODES = ("copy", "symlink", "hardlink")
-ITEM_EXPORT_COLUMNS = ("id", "uri", "label", "excluded_from", "labelled_by", "labelled_at")
+ITEM_EXPORT_COLUMNS = ("id", "uri", "label", "excluded_from", "labelled_by", "labelled_at", "parent_id", "bbox", "labels")
 
 
 class ExportError(ValueError):
@@ -78,16 +80,21 @@ def label_table(ws: Workspace, snap: StoreSnapshot) -> pa.Table:
     """The items export: every item file the workspace holds (skipped files left out) with its
     label state, plus labelled items the store knows that no embedding set lists (uri empty)."""
     items = ws.items()
-    ids, uris = [], []
-    for i, uri, status in zip(items.column("id").to_pylist(), items.column("uri").to_pylist(), items.column("status").to_pylist()):
+    ids, uris, parents, boxes = [], [], [], []
+    for i, uri, status, parent, bbox in zip(*(items.column(c).to_pylist() for c in ("id", "uri", "status", "parent_id", "bbox"))):
         if status in ("ok", "duplicate"):
             ids.append(i)
             uris.append(uri)
+            parents.append(parent or None)
+            boxes.append(parse_bbox(bbox) if parent else None)
     seen = set(ids)
     for i in sorted(set(snap.items) - seen):
         ids.append(i)
         uris.append("")
+        parents.append(None)
+        boxes.append(None)
     state = [snap.items.get(i) for i in ids]
+    rolled = rolled_up_labels(items, {k: v[0] for k, v in snap.items.items()})
     return pa.table(
         {
             "id": pa.array(ids, pa.string()),
@@ -96,6 +103,9 @@ def label_table(ws: Workspace, snap: StoreSnapshot) -> pa.Table:
             "excluded_from": pa.array([snap.exclusions.get(i, []) for i in ids], pa.list_(pa.string())),
             "labelled_by": pa.array([s[1] if s else None for s in state], pa.string()),
             "labelled_at": pa.array([int(s[2] * 1000) if s else None for s in state], pa.timestamp("ms", tz="UTC")),
+            "parent_id": pa.array(parents, pa.string()),  # crops: the image they were cut from
+            "bbox": pa.array(boxes, pa.list_(pa.float64(), 4)),  # crops: x, y, width, height in parent pixels
+            "labels": pa.array([rolled.get(i, []) for i in ids], pa.list_(pa.string())),  # crop labels roll up to parents
         }
     )
 
@@ -166,6 +176,8 @@ def _export_items(ws: Workspace, snap: StoreSnapshot, out: Path, fmt: str, overw
                 w.writeheader()
                 for r in _text_rows(table):
                     r["excluded_from"] = json.dumps(r["excluded_from"], ensure_ascii=False) if r["excluded_from"] else ""
+                    r["bbox"] = json.dumps(r["bbox"]) if r["bbox"] else ""
+                    r["labels"] = json.dumps(r["labels"], ensure_ascii=False) if r["labels"] else ""
                     w.writerow({k: "" if v is None else v for k, v in r.items()})
 
         size = _write_file(out, write, overwrite=overwrite)

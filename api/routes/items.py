@@ -36,6 +36,9 @@ def thumb(item_id: str, ctx: Ctx, user: Reader, size: int | None = None):
 def image(item_id: str, ctx: Ctx, user: Reader):
     check_item_id(item_id)
     headers = {"Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'"}
+    crop_view = ctx.thumbs.crop_view(item_id)  # a detector crop opens as its parent image with the box drawn
+    if crop_view is not None:
+        return FileResponse(crop_view, media_type="image/jpeg", headers=headers)
     path = ctx.thumbs.original_path(item_id)
     if path is not None:
         media = _IMAGE_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"

@@ -52,7 +52,7 @@ def test_parquet_export_has_every_item_with_its_state(labelled, tmp_path):
     ws, whole, crops = labelled
     res = export(ws, format="parquet", out=tmp_path / "labels.parquet")
     t = pq.read_table(tmp_path / "labels.parquet")  # pyarrow alone reads it
-    assert t.column_names == ["id", "uri", "label", "excluded_from", "labelled_by", "labelled_at"]
+    assert t.column_names == ["id", "uri", "label", "excluded_from", "labelled_by", "labelled_at", "parent_id", "bbox", "labels"]
     assert res.rows == t.num_rows == len(whole) + len(crops) and res.labels == 3
     rows = {r["id"]: r for r in t.to_pylist()}
     assert rows[whole[0]["id"]]["label"] == "duck" and rows[whole[0]["id"]]["labelled_by"] == "ana"

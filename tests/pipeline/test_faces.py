@@ -1,0 +1,198 @@
+"""The face pipeline end to end on group photos made from real ORL faces.
+
+Several people's faces are pasted onto each canvas at known places; ``corral embed --detector
+face --model dlib:face-resnet`` must find the faces, cut and embed them so that each person's
+crops cluster together; named crops export as COCO boxes on their parent images; and a new group
+photo of people already named comes back with their names at the right boxes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from api.cli import main
+from storage.labels import LabelStore
+from storage.workspace import Workspace
+from tests.conftest import shared_data
+from tests.pipeline.groups import Face, compose, iou, orl_photos
+
+PEOPLE = 8  # identities in the default run
+PHOTOS = range(0, 6)  # ORL photos 01-06 of each person go into the collection; 07-10 are unseen
+
+
+def cli(*args: str) -> dict:
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = main(["-q", *args])
+    assert rc == 0, buf.getvalue()
+    return json.loads(buf.getvalue().strip().splitlines()[-1])
+
+
+def match(faces: list[Face], crops: list[dict], parents: dict[str, str]) -> dict[int, dict]:
+    """Each ground-truth face -> the crop on its image overlapping it most (when IoU >= 0.5)."""
+    out = {}
+    for n, f in enumerate(faces):
+        best, best_iou = None, 0.0
+        for c in crops:
+            if parents[c["parent_id"]] != f.image:
+                continue
+            v = iou(json.loads(c["bbox"]), f.box)
+            if v > best_iou:
+                best, best_iou = c, v
+        if best is not None and best_iou >= 0.5:
+            out[n] = best
+    return out
+
+
+def clusters(ids: np.ndarray, vecs: np.ndarray) -> dict[str, int]:
+    """HDBSCAN over the crop vectors (noise: -1), as the map's clustering step does."""
+    import hdbscan
+
+    labels = hdbscan.HDBSCAN(min_cluster_size=3, min_samples=2).fit_predict(vecs.astype(np.float64))
+    return dict(zip(ids.tolist(), labels.tolist()))
+
+
+def ari_of(faces: list[Face], matched: dict[int, dict], crops: list[dict], cluster_of: dict[str, int]) -> float:
+    """ARI of the clusters against identities over every crop (false detections are their own class;
+    noise points are singletons, so leaving a face unclustered costs as much as misplacing it)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    person = {c["id"]: faces[n].person for n, c in matched.items()}
+    truth, pred = [], []
+    for k, c in enumerate(crops):
+        truth.append(person.get(c["id"], f"false-{k}"))
+        cl = cluster_of[c["id"]]
+        pred.append(f"c{cl}" if cl >= 0 else f"noise-{k}")
+    return float(adjusted_rand_score(truth, pred))
+
+
+def name_clusters(ws: Path, faces: list[Face], matched: dict[int, dict], cluster_of: dict[str, int]) -> dict[str, str]:
+    """What a curator does: give each cluster the name of the person it shows (one action per cluster)."""
+    person = {c["id"]: faces[n].person for n, c in matched.items()}
+    members: dict[int, list[str]] = {}
+    for cid, cl in cluster_of.items():
+        if cl >= 0:
+            members.setdefault(cl, []).append(cid)
+    named = {}
+    with LabelStore.open(ws) as store:
+        store.register_items(list(cluster_of))
+        for cl, ids in sorted(members.items()):
+            votes = Counter(person.get(i) for i in ids if person.get(i))
+            if not votes:
+                continue
+            name = votes.most_common(1)[0][0]
+            keep = [i for i in ids if person.get(i) == name]
+            store.assign(keep, name, user="curator", exclude=[i for i in ids if i not in keep])
+            named.update({i: name for i in keep})
+    return named
+
+
+@pytest.fixture(scope="module")
+def groups(tmp_path_factory):
+    """12 group photos, 4 faces each, 8 people x 6 photos, embedded with the face pipeline."""
+    root = tmp_path_factory.mktemp("faces")
+    photos = orl_photos(shared_data("orl_faces", "images"), people=PEOPLE, photos=PHOTOS, seed=1)
+    faces = compose(root / "photos", photos, per_image=4, seed=1)
+    summary = cli("embed", str(root / "photos"), "--workspace", str(root / "ws"), "--detector", "face", "--model", "dlib:face-resnet", "--batch-size", "8")
+    ws = Workspace(root / "ws")
+    items = ws.items().to_pylist()
+    parents = {r["id"]: Path(r["uri"]).name for r in items if not r["parent_id"]}
+    crops = [r for r in items if r["parent_id"]]
+    ids, vecs = ws.default_embedding_set().load()
+    return {"root": root, "ws": ws, "faces": faces, "summary": summary, "items": items, "parents": parents, "crops": crops, "ids": ids, "vecs": vecs}
+
+
+def test_faces_are_found_where_they_were_pasted(groups):
+    faces, crops, summary = groups["faces"], groups["crops"], groups["summary"]
+    det = summary["detection"]
+    assert det["detector"] == "dlib:hog-face" and summary["model"] == "dlib:face-resnet" and summary["dim"] == 128
+    assert summary["items"] == 12 and det["images"] == 12 and summary["embedded"] == det["crops"] == len(crops)
+    matched = match(faces, crops, groups["parents"])
+    recall = len(matched) / len(faces)
+    assert recall >= 0.9, f"{len(matched)} of {len(faces)} faces found at IoU >= 0.5"
+    # Few false detections on the backgrounds, and every crop is an item with its parent, box and detector.
+    assert len(crops) <= len(faces) * 1.1
+    for c in crops:
+        meta = json.loads(c["meta"])
+        assert c["status"] == "ok" and c["parent_id"] in groups["parents"]
+        assert meta["detector"] == "dlib:hog-face" and isinstance(meta["score"], float)
+        x, y, w, h = json.loads(c["bbox"])
+        assert c["uri"].endswith(f"#xywh={x},{y},{w},{h}") and (c["width"], c["height"]) == (w, h)
+    # Parents stay items (status ok) but only crops have vectors.
+    assert set(groups["ids"].tolist()) == {c["id"] for c in crops}
+    assert all(r["status"] == "ok" for r in groups["items"] if not r["parent_id"])
+
+
+def test_same_person_crops_cluster_together(groups):
+    faces, crops = groups["faces"], groups["crops"]
+    matched = match(faces, crops, groups["parents"])
+    norms = np.linalg.norm(groups["vecs"], axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-4)
+    ari = ari_of(faces, matched, crops, clusters(groups["ids"], groups["vecs"]))
+    assert ari >= 0.8, ari
+
+
+def test_coco_and_parquet_exports_hold_the_named_boxes(groups, tmp_path):
+    from storage.exports import export
+
+    faces, crops, ws = groups["faces"], groups["crops"], groups["ws"]
+    matched = match(faces, crops, groups["parents"])
+    cluster_of = clusters(groups["ids"], groups["vecs"])
+    named = name_clusters(ws.root, faces, matched, cluster_of)
+    assert len(named) >= 0.9 * len(faces)
+    export(ws, format="coco", out=tmp_path / "faces.json")
+    doc = json.loads((tmp_path / "faces.json").read_text())
+    cats = {c["id"]: c["name"] for c in doc["categories"]}
+    images = {im["id"]: Path(im["file_name"]).name for im in doc["images"]}
+    assert sorted(cats.values()) == sorted({f.person for f in faces})
+    assert len(doc["annotations"]) == len(named)
+    right = 0
+    for a in doc["annotations"]:
+        on_image = [f for f in faces if f.image == images[a["image_id"]]]
+        best = max(on_image, key=lambda f: iou(a["bbox"], f.box))
+        right += iou(a["bbox"], best.box) >= 0.5 and best.person == cats[a["category_id"]]
+        assert a["area"] == pytest.approx(a["bbox"][2] * a["bbox"][3])
+    assert right == len(doc["annotations"])
+    # The Parquet items export: crops carry parent_id and bbox; parents carry their crops' labels.
+    export(ws, format="parquet", out=tmp_path / "items.parquet")
+    rows = {r["id"]: r for r in pq.read_table(tmp_path / "items.parquet").to_pylist()}
+    for cid, name in named.items():
+        crop = next(c for c in crops if c["id"] == cid)
+        assert rows[cid]["parent_id"] == crop["parent_id"] and rows[cid]["bbox"] == [float(v) for v in json.loads(crop["bbox"])]
+        assert rows[cid]["labels"] == [name]
+    for pid, fname in groups["parents"].items():
+        expected = sorted({named[c["id"]] for c in crops if c["parent_id"] == pid and c["id"] in named})
+        assert rows[pid]["labels"] == expected and rows[pid]["parent_id"] is None and rows[pid]["bbox"] is None
+
+
+def test_new_group_photo_comes_back_with_names_at_the_boxes(groups, tmp_path):
+    from pipeline.regions import RegionEncoder, recognize_regions
+    from storage.index_build import build_index
+    from storage.recognizer import Recognizer
+    from storage.index import LabelIndex
+
+    ws, faces = groups["ws"], groups["faces"]
+    if not LabelStore.open(ws).item_labels():  # named by the export test when run together
+        name_clusters(ws.root, faces, match(faces, groups["crops"], groups["parents"]), clusters(groups["ids"], groups["vecs"]))
+    build_index(workspace=ws)
+    recognizer = Recognizer(LabelIndex.load(ws.index_dir))
+    # Unseen photos (ORL 08-10) of four people already named, on two new canvases.
+    fresh = orl_photos(shared_data("orl_faces", "images"), people=PEOPLE, photos=range(7, 10), seed=7)[:8]
+    new_faces = compose(tmp_path / "new", fresh, per_image=4, seed=7, prefix="new")
+    enc = RegionEncoder(detector="face", model="dlib:face-resnet")
+    results = recognize_regions(sorted((tmp_path / "new").glob("*.png")), recognizer=recognizer, encoder=enc)
+    assert len(results) == 2 and all("error" not in r for r in results)
+    hits = 0
+    for f in new_faces:
+        res = next(r for r in results if Path(r["input"]).name == f.image)
+        best = max(res["regions"], key=lambda g: iou(g["bbox"], f.box), default=None)
+        hits += best is not None and iou(best["bbox"], f.box) >= 0.5 and best["label"] == f.person
+    assert hits >= 7, f"{hits} of {len(new_faces)} faces named at their boxes: {results}"
