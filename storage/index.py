@@ -214,7 +214,7 @@ class IndexMeta:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def _now() -> str:
+def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
@@ -234,6 +234,8 @@ class LabelIndex:
         self._row_of: dict[str, int] | None = None
         self._gpu: Any = None
         self._center = None if meta.center is None else np.asarray(meta.center, dtype=np.float32)
+        self._mask: np.ndarray | None = None
+        self._inactive = 0
         self.set_rows(labels, not_labels or [()] * len(ids))
 
     # -- row map ----------------------------------------------------------------------------
@@ -252,6 +254,7 @@ class LabelIndex:
         for r, names in enumerate(not_labels):
             if names:
                 self.not_labels[r] = frozenset(self.code(n) for n in names)
+        self._mask = None
 
     def row_of(self, item_id: str) -> int | None:
         if self._row_of is None:
@@ -264,10 +267,13 @@ class LabelIndex:
         return {"rows": len(self.ids), "labelled": labelled, "negatives": negatives, "inactive": len(self.ids) - labelled - negatives, "labels": len(set(self.row_label[self.row_label >= 0].tolist()))}
 
     def active_mask(self) -> np.ndarray:
-        mask = self.row_label >= 0
-        if self.not_labels:
-            mask[np.fromiter(self.not_labels, dtype=np.int64)] = True
-        return mask
+        """True for rows searches may return (labelled rows and negatives); cached."""
+        if self._mask is None or len(self._mask) != len(self.ids):
+            mask = self.row_label >= 0
+            if self.not_labels:
+                mask[np.fromiter(self.not_labels, dtype=np.int64)] = True
+            self._mask, self._inactive = mask, int(len(mask) - mask.sum())
+        return self._mask
 
     # -- vectors ----------------------------------------------------------------------------
     @property
@@ -305,6 +311,7 @@ class LabelIndex:
             if names:
                 self.not_labels[start + r] = frozenset(self.code(n) for n in names)
         self._row_of = None
+        self._mask = None
         return len(ids)
 
     def searcher(self) -> Any:
@@ -335,7 +342,7 @@ class LabelIndex:
         if self.ntotal == 0 or n == 0:
             return np.zeros((n, k), np.float32), np.full((n, k), -1, np.int64)
         mask = self.active_mask()
-        inactive = int(len(mask) - mask.sum())
+        inactive = self._inactive
         fetch = min(self.ntotal, k + min(inactive, MAX_OVERFETCH))
         sims, rows = self.searcher().search(q, fetch)
         if not inactive:
@@ -354,7 +361,7 @@ class LabelIndex:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.meta.generation += 1
-        self.meta.updated_at = _now()
+        self.meta.updated_at = utc_now()
         gen = f"{self.meta.generation:06d}"
         faiss_name, rows_name = f"index-{gen}.faiss", f"rows-{gen}.parquet"
         fd, tmp = tempfile.mkstemp(prefix=f".{faiss_name}.", suffix=".tmp", dir=folder)

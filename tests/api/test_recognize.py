@@ -164,6 +164,27 @@ def test_roles_service_recognises_but_cannot_label(client, tokens, ws):
     assert st["loaded"]["labels"] == 4 and st["loaded"]["images"] is True
 
 
+def test_suggestions_are_listed_by_label_and_accepting_one_removes_it(client, tokens, ws):
+    from storage.labels import LabelStore
+    from storage.suggestions import suggest
+
+    store = LabelStore.open(ws)
+    obj010 = [i for i, lb in store.item_labels().items() if lb == "obj010"][:3]
+    store.unlabel(obj010, user="u-curator")  # three points of the map are unlabelled again
+    store.close()
+    res = suggest(workspace=ws, map_name="coil", include_all=True)
+    assert res.candidates == 3 and res.by_label == {"obj010": 3}
+    body = client.get("/api/maps/coil/suggestions", headers=_auth(tokens, "viewer")).json()
+    assert body["total"] == 3 and [g["label"] for g in body["groups"]] == ["obj010"]
+    group = body["groups"][0]
+    assert len(group["indices"]) == 3 and len(group["margins"]) == 3
+    # accepting is the ordinary assign action on those points
+    r = client.post("/api/maps/coil/actions/assign", json={"indices": group["indices"][:2], "label": "obj010"}, headers=_auth(tokens, "curator"))
+    assert r.status_code == 200, r.text
+    left = client.get("/api/maps/coil/suggestions", headers=_auth(tokens, "viewer")).json()
+    assert left["total"] == 1 and left["groups"][0]["indices"] == group["indices"][2:]
+
+
 # ------------------------------------------------------------------------------------------
 # A real server on loopback
 
@@ -309,3 +330,12 @@ def test_recognize_only_service_refuses_to_start_without_an_index(tmp_path, s3_s
     with pytest.raises(Exception, match="LATEST|no published version"):
         with TestClient(app):
             pass
+
+
+def test_serve_recognize_only_needs_a_source(capsys, tmp_path):
+    from api.cli import main
+
+    assert main(["serve", "--recognize-only"]) == 2
+    assert "--from" in capsys.readouterr().err
+    assert main(["serve", "--recognize-only", "--from", str(tmp_path / "nowhere")]) == 2
+    assert "not an s3:// URL" in capsys.readouterr().err
