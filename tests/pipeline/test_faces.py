@@ -180,7 +180,9 @@ def test_new_group_photo_comes_back_with_names_at_the_boxes(groups, tmp_path):
     from storage.index import LabelIndex
 
     ws, faces = groups["ws"], groups["faces"]
-    if not LabelStore.open(ws).item_labels():  # named by the export test when run together
+    with LabelStore.open(ws) as store:
+        named_before = bool(store.item_labels())
+    if not named_before:  # named by the export test when run together
         name_clusters(ws.root, faces, match(faces, groups["crops"], groups["parents"]), clusters(groups["ids"], groups["vecs"]))
     build_index(workspace=ws)
     recognizer = Recognizer(LabelIndex.load(ws.index_dir))
@@ -196,3 +198,42 @@ def test_new_group_photo_comes_back_with_names_at_the_boxes(groups, tmp_path):
         best = max(res["regions"], key=lambda g: iou(g["bbox"], f.box), default=None)
         hits += best is not None and iou(best["bbox"], f.box) >= 0.5 and best["label"] == f.person
     assert hits >= 7, f"{hits} of {len(new_faces)} faces named at their boxes: {results}"
+
+
+def test_whole_face_photos_embed_without_a_detector(tmp_path):
+    """dlib:face-resnet on plain face photos (one face each): the nearest photo is the same person."""
+    import shutil
+
+    root = shared_data("orl_faces", "images")
+    for folder in sorted(p for p in root.iterdir() if p.is_dir())[20:25]:
+        for f in sorted(folder.glob("*.png"))[:4]:
+            (tmp_path / "src" / folder.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, tmp_path / "src" / folder.name / f.name)
+    summary = cli("embed", str(tmp_path / "src"), "--workspace", str(tmp_path / "ws"), "--model", "dlib:face-resnet")
+    assert summary["embedded"] == 20 and summary["dim"] == 128 and "detection" not in summary
+    ws = Workspace(tmp_path / "ws")
+    side = json.loads((ws.default_embedding_set().sidecar_path).read_text())
+    assert side["weights_hash"] == "sha256:55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"
+    ids, vecs = ws.default_embedding_set().load()
+    person = {r["id"]: Path(r["uri"]).parent.name for r in ws.items().to_pylist()}
+    labels = np.array([person[i] for i in ids])
+    sims = vecs @ vecs.T
+    np.fill_diagonal(sims, -1)
+    assert float((labels[sims.argmax(1)] == labels).mean()) >= 0.95
+
+
+@pytest.mark.slow
+def test_forty_people_in_eighty_group_photos(tmp_path):
+    """The bigger version: every ORL photo (40 people x 10), five to a canvas."""
+    photos = orl_photos(shared_data("orl_faces", "images"), people=40, photos=range(10), seed=2)
+    faces = compose(tmp_path / "photos", photos, per_image=5, size=(1100, 700), seed=2)
+    summary = cli("embed", str(tmp_path / "photos"), "--workspace", str(tmp_path / "ws"), "--detector", "face", "--model", "dlib:face-resnet")
+    ws = Workspace(tmp_path / "ws")
+    items = ws.items().to_pylist()
+    parents = {r["id"]: Path(r["uri"]).name for r in items if not r["parent_id"]}
+    crops = [r for r in items if r["parent_id"]]
+    matched = match(faces, crops, parents)
+    assert summary["detection"]["images"] == 80 and len(matched) / len(faces) >= 0.9, (len(matched), summary)
+    ids, vecs = ws.default_embedding_set().load()
+    ari = ari_of(faces, matched, crops, clusters(ids, vecs))
+    assert ari >= 0.8, ari
