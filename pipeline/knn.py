@@ -17,6 +17,8 @@ Distances are Euclidean. Embedding sets are L2-normalised, so Euclidean order is
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -64,7 +66,10 @@ class KnnGraph:
         return int(self.indices.shape[1])
 
 
-def _cuda_available() -> bool:
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device; on Linux without the NVIDIA driver, torch is not even imported."""
+    if "torch" not in sys.modules and sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia/version"):
+        return False
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
@@ -86,7 +91,7 @@ def resolve_method(method: str, *, device: str = "auto") -> str:
         return method
     if device == "cpu":
         return "faiss"
-    return "torch" if _cuda_available() else "faiss"
+    return "torch" if cuda_available() else "faiss"
 
 
 def default_factory(n: int, dim: int) -> str:
@@ -175,7 +180,7 @@ def _search(base: np.ndarray, queries: np.ndarray, k: int, *, method: str, faiss
     faiss_params.validate()
     m = resolve_method(method, device=device)
     if m == "torch":
-        dev = "cuda" if device == "auto" and _cuda_available() else ("cpu" if device == "auto" else device)
+        dev = "cuda" if device == "auto" and cuda_available() else ("cpu" if device == "auto" else device)
         idx, dist = torch_knn(base, queries, k, device=dev)
         return idx, dist, f"torch:{dev}"
     return _faiss_search(base, queries, k, faiss_params, use_gpu=device != "cpu")

@@ -4,3 +4,4 @@ from api.commands import embed_cmd  # noqa: F401
 from api.commands import export_cmd, labels_cmd, publish_cmd  # noqa: F401
 from api.commands import serve_cmd  # noqa: F401
 from api.commands import index_cmd  # noqa: F401
+from api.commands import map_cmd  # noqa: F401
