@@ -139,4 +139,50 @@ registry.register(
     is_known=_timm_is_known,
 )
 
-__all__ = ["TimmEmbedder", "Path"]
+
+class PixelEmbedder:
+    """Raw pixels as the vector: greyscale, resized to ``side x side``, flattened, L2-normalised.
+
+    The baseline every learned embedder is compared against, and the right choice for small
+    greyscale sets such as handwritten digits. ``pixels:28`` gives 784-d vectors.
+    """
+
+    def __init__(self, side: int):
+        import torch
+
+        if side < 2 or side > 256:
+            raise ValueError(f"pixels:{side}: side must be between 2 and 256")
+        self.name = f"pixels:{side}"
+        self.dim = side * side
+        self.preprocess = Preprocess(size=side, resize=side, interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        self.device = torch.device("cpu")
+        self.weights_hash = "none"
+        self.info = {"family": "pixels", "side": side, "weights_hash": "none", "torch_version": torch.__version__}
+
+    def to(self, device: Any) -> "PixelEmbedder":
+        import torch
+
+        self.device = torch.device(device)
+        return self
+
+    def embed(self, pixels):
+        import torch
+
+        with torch.inference_mode():
+            grey = pixels.float().mean(dim=3).flatten(1) / 255.0
+            return torch.nn.functional.normalize(grey, dim=1)
+
+
+def _create_pixels(side: str, **_: Any) -> PixelEmbedder:
+    return PixelEmbedder(int(side))
+
+
+registry.register(
+    "pixels",
+    _create_pixels,
+    lambda: ["28", "32", "64"],
+    doc="raw greyscale pixels, e.g. pixels:28 (784-d); the baseline for small greyscale images",
+    is_known=lambda s: s.isdigit() and 2 <= int(s) <= 256,
+)
+
+__all__ = ["PixelEmbedder", "TimmEmbedder", "Path"]
