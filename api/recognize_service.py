@@ -57,8 +57,17 @@ class Loaded:
 
 
 @dataclass
-class ImageJob:
+class Decoded:
+    """An upload decoded for one encoder (kept with its bytes in case a reload changes the model)."""
+
     pixels: np.ndarray
+    encoder: Any
+    data: bytes
+
+
+@dataclass
+class ImageJob:
+    image: Decoded
     k: int | None
     threshold: float | None
     top: int
@@ -92,10 +101,14 @@ class MicroBatcher:
         return self._queue
 
     async def submit(self, item: Any) -> Any:
-        """Queue one item and wait for its result (or its batch's exception)."""
+        """Queue one item and wait for its result (or its batch's exception, or its own:
+        ``fn`` may return an exception for one item, which is raised here)."""
         fut = asyncio.get_running_loop().create_future()
         await self._ensure().put((item, fut))
-        return await fut
+        result = await fut
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def _run(self, queue: asyncio.Queue) -> None:
         loop = asyncio.get_running_loop()
@@ -240,30 +253,44 @@ class RecognitionService:
         return cur
 
     # -- answering --------------------------------------------------------------------------
-    async def decode(self, data: bytes) -> np.ndarray:
+    async def decode(self, data: bytes) -> Decoded:
         """Decode upload bytes in the thread pool (raises SkipItem for bad images)."""
         cur = self.require()
-        if cur.encoder is None:
+        enc = cur.encoder
+        if enc is None:
             raise NotReady(f"images cannot be recognised: {cur.encoder_error or 'the service runs without an encoder'}; send vectors instead")
-        return await asyncio.get_running_loop().run_in_executor(self._decode_pool, cur.encoder.decode, data)
+        pixels = await asyncio.get_running_loop().run_in_executor(self._decode_pool, enc.decode, data)
+        return Decoded(pixels, enc, data)
 
-    async def recognize_image(self, pixels: np.ndarray, *, k: int | None, threshold: float | None, top: int) -> tuple[Decision, str]:
+    async def recognize_image(self, image: Decoded, *, k: int | None, threshold: float | None, top: int) -> tuple[Decision, str]:
         """Embed and recognise one decoded image through the micro-batcher."""
-        return await self.batcher.submit(ImageJob(pixels, k, threshold, top))
+        return await self.batcher.submit(ImageJob(image, k, threshold, top))
 
-    def _embed_and_recognize(self, jobs: list[ImageJob]) -> list[tuple[Decision, str]]:
+    def _embed_and_recognize(self, jobs: list[ImageJob]) -> list[tuple[Decision, str] | Exception]:
         cur = self.require()
-        if cur.encoder is None:
+        enc = cur.encoder
+        if enc is None:
             raise NotReady(f"images cannot be recognised: {cur.encoder_error}")
-        vecs = cur.encoder.embed([j.pixels for j in jobs])
-        out: list[tuple[Decision, str] | None] = [None] * len(jobs)
-        groups: dict[tuple[Any, Any, int], list[int]] = {}
+        out: list[Any] = [None] * len(jobs)
+        pixels: dict[int, np.ndarray] = {}
         for i, j in enumerate(jobs):
-            groups.setdefault((j.k, j.threshold, j.top), []).append(i)
+            if j.image.encoder is enc:
+                pixels[i] = j.image.pixels
+                continue
+            try:  # decoded for the previous version's model: decode again for this one
+                pixels[i] = enc.decode(j.image.data)
+            except Exception as e:  # SkipItem and friends go back to that one caller
+                out[i] = e
+        live = sorted(pixels)
+        vecs = enc.embed([pixels[i] for i in live])
+        groups: dict[tuple[Any, Any, int], list[int]] = {}
+        for pos, i in enumerate(live):
+            j = jobs[i]
+            groups.setdefault((j.k, j.threshold, j.top), []).append(pos)
         for (k, t, top), rows in groups.items():
-            for i, d in zip(rows, cur.recognizer.recognize(vecs[rows], k=k, threshold=t, top=top)):
-                out[i] = (d, cur.version)
-        return out  # type: ignore[return-value]
+            for pos, d in zip(rows, cur.recognizer.recognize(vecs[rows], k=k, threshold=t, top=top)):
+                out[live[pos]] = (d, cur.version)
+        return out
 
     def recognize_vectors(self, vectors: np.ndarray, *, k: int | None, threshold: float | None, top: int, model: str | None = None, weights_hash: str | None = None) -> tuple[list[Decision], str]:
         """Recognise already-embedded vectors (called from a worker thread)."""

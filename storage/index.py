@@ -131,9 +131,10 @@ def _knob_candidates(index: Any) -> tuple[str | None, list[int]]:
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         nlist = int(ivf.nlist)
-        return "nprobe", [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048) if p <= nlist] or [nlist]
+        steps = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+        return "nprobe", [p for p in steps if p <= nlist] or [nlist]
     if "HNSW" in type(faiss.downcast_index(index)).__name__:
-        return "efSearch", [16, 32, 64, 128, 256, 512, 1024]
+        return "efSearch", [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
     return None, []
 
 

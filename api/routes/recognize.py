@@ -95,10 +95,10 @@ async def _images(request: Request, svc: RecognitionService, *, k: int | None, t
         from pipeline.decode import SkipItem
 
         try:
-            pixels = await svc.decode(data)
+            image = await svc.decode(data)
+            decision, version = await svc.recognize_image(image, k=k, threshold=threshold, top=top)
         except SkipItem as e:
             return _fail(name, _SKIP_STATUS.get(e.reason, 422), f"{e.reason}: {e.detail}"[:300] if e.detail else e.reason)
-        decision, version = await svc.recognize_image(pixels, k=k, threshold=threshold, top=top)
         return _ok(name, decision, version)
 
     return list(await asyncio.gather(*(one(i, u) for i, (_, u) in enumerate(uploads))))

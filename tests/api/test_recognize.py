@@ -339,3 +339,38 @@ def test_serve_recognize_only_needs_a_source(capsys, tmp_path):
     assert "--from" in capsys.readouterr().err
     assert main(["serve", "--recognize-only", "--from", str(tmp_path / "nowhere")]) == 2
     assert "not an s3:// URL" in capsys.readouterr().err
+
+
+def test_micro_batcher_groups_concurrent_items_and_keeps_failures_apart():
+    import asyncio
+
+    from api.recognize_service import MicroBatcher
+
+    sizes: list[int] = []
+
+    def fn(items: list[int]) -> list:
+        sizes.append(len(items))
+        if -1 in items:
+            raise RuntimeError("the whole batch failed")
+        return [ValueError(f"bad {i}") if i == 13 else i * 2 for i in items]
+
+    async def run() -> list:
+        b = MicroBatcher(fn, max_batch=8, max_wait_ms=50)
+        try:
+            return await asyncio.gather(*(b.submit(i) for i in range(20)), return_exceptions=True)
+        finally:
+            await b.close()
+
+    out = asyncio.run(run())
+    assert [o for i, o in enumerate(out) if i != 13] == [i * 2 for i in range(20) if i != 13]
+    assert isinstance(out[13], ValueError)  # one item's error stays with that item
+    assert max(sizes) == 8 and len(sizes) <= 4  # 20 concurrent items went in a few batches
+
+    async def failing() -> list:
+        b = MicroBatcher(fn, max_batch=4, max_wait_ms=20)
+        try:
+            return await asyncio.gather(b.submit(-1), b.submit(1), return_exceptions=True)
+        finally:
+            await b.close()
+
+    assert all(isinstance(o, RuntimeError) for o in asyncio.run(failing()))
