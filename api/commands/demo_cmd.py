@@ -33,16 +33,28 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from pipeline.embed import EmbedConfig, embed
+    from pipeline.mapping import build_map
     from pipeline.sample import write_sample
 
     ws = Path(args.workspace).resolve()
     sample = write_sample(ws / "sample", count=args.count)
     res = embed(sample["folder"], workspace=ws, config=EmbedConfig(progress=not args.quiet))
-    summary = {"workspace": str(ws), "sample": sample, "embed": res.summary()}
     if not args.quiet:
-        sys.stderr.write(f"embedded {res.embedded} sample images in {res.seconds:.1f}s into {ws}\n")
+        sys.stderr.write(f"embedded {res.embedded} sample images in {res.seconds:.1f}s into {ws}; mapping them (UMAP + HDBSCAN)...\n")
+    mapped = build_map(workspace=ws)
+    m = mapped.summary()
+    summary = {"workspace": str(ws), "sample": sample, "embed": res.summary(), "map": m}
+    if not args.quiet:
+        sys.stderr.write(
+            f"map {m['map']}: {m['points']} points in {m['clusters']} clusters.\n"
+            f"The true labels are in {sample['manifest']} (try `corral labels import` on it later).\n"
+        )
     emit(summary)
-    return 0
+    if args.no_serve:
+        return 0
+    from api.cli import main as corral
+
+    return corral(["serve", "--workspace", str(ws), "--port", str(args.port)])
 
 
 register("sample", "write the built-in sample images (handwritten digits shipped with scikit-learn)", _add_sample, _run_sample)
