@@ -283,3 +283,28 @@ def test_bad_options_fail_before_any_work(tmp_path, args, message):
 
 def test_face_box_template_matches_the_tile():
     assert face_box((100, 50, 200, 100)) == pytest.approx((110.0, 72.0, 170.0, 70.0))
+
+
+@pytest.mark.gpu
+def test_cuda_path_detects_in_the_main_process_and_cuts_on_the_device(tmp_path, two_faces):
+    """On CUDA a GPU detector runs batched in the main process; the crops match the CPU run's boxes."""
+    import torchvision
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    arch = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    model = torchvision.models.get_model(arch, weights=None, weights_backbone=None, num_classes=91)
+    torch.save(model.state_dict(), tmp_path / "w.pth")
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(two_faces[0], src / "two.png")
+    cfg = dict(detector=f"torchvision:{arch}", detector_weights=str(tmp_path / "w.pth"), min_score=0.0, min_size=8, progress=False)
+    gpu = embed(str(src), workspace=tmp_path / "gpu", config=EmbedConfig(device="cuda", **cfg))
+    cpu = embed(str(src), workspace=tmp_path / "cpu", config=EmbedConfig(device="cpu", **cfg))
+    assert gpu.device.startswith("cuda") and gpu.detection["images"] == 1
+    boxes = lambda ws: sorted(r["bbox"] for r in Workspace(ws).items().to_pylist() if r["parent_id"])  # noqa: E731
+    got, want = boxes(tmp_path / "gpu"), boxes(tmp_path / "cpu")
+    assert abs(len(got) - len(want)) <= max(2, len(want) // 10)  # untrained weights: near-threshold boxes may differ
+    # Haar (a CPU detector) on a CUDA run: detection in the workers, vectors from the GPU model.
+    res = embed(str(src), workspace=tmp_path / "haar", config=EmbedConfig(device="cuda", detector="opencv:haar-face", min_size=60, progress=False))
+    assert res.embedded == 2
