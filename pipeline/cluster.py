@@ -3,9 +3,10 @@
 HDBSCAN runs in the clustering space (a UMAP layout of a few dimensions, or the 2-D map) through
 fast_hdbscan. Its minimum spanning tree depends only on ``min_samples``, so it is built once
 and every candidate ``min_cluster_size`` / ``cluster_selection_method`` is a cheap cut of the
-same tree. When those two are left unset, the cut whose partition has the highest modularity on
-the neighbour graph wins: on real data this picks the level where the graph itself falls apart
-(COIL-20: 19 clusters for 20 objects; MNIST: the 10 digits where the plain recipe finds 7).
+same tree. When those two are left unset, :mod:`pipeline.cutselect` chooses: the cut with the
+best modularity on the neighbour graph (cuts within 0.005 of the best are ties, the one with
+fewest clusters wins), unless the embeddings' silhouette prefers HDBSCAN's finest cut
+(``min_cluster_size`` 5, ``min_samples`` 5), which happens where the classes are small.
 
 Per item: the cluster (``-1`` = noise), HDBSCAN's membership probability and the GLOSH outlier
 score. Noise can then be handed to the nearest cluster in clustering space, with a probability
@@ -26,6 +27,17 @@ logger = logging.getLogger(__name__)
 
 SELECTION_METHODS = ("eom", "leaf")
 
+#: Above this many items fewer cuts are tried (each costs seconds at millions).
+LARGE_COLLECTION = 200_000
+
+#: min_samples when none is given, and for the finest candidate cuts.
+DEFAULT_MIN_SAMPLES = 10
+FINE_MIN_SAMPLES = 5
+FINE_MIN_CLUSTER_SIZE = 5
+
+#: Candidate cuts whose modularity is this close to the best count as ties (fewest clusters wins).
+MODULARITY_TOLERANCE = 0.005
+
 #: Probability given to noise items handed to their nearest cluster is at most this.
 ASSIGNED_MAX_PROBABILITY = 0.5
 
@@ -34,8 +46,8 @@ ASSIGNED_MAX_PROBABILITY = 0.5
 class HdbscanParams:
     """HDBSCAN settings under HDBSCAN's own names (see the hdbscan / fast_hdbscan docs)."""
 
-    min_cluster_size: int | None = None  # smallest cluster; None: chosen by graph modularity
-    min_samples: int | None = 10  # neighbours that define density (core distance); None: min_cluster_size
+    min_cluster_size: int | None = None  # smallest cluster; None: chosen (see pipeline.cutselect)
+    min_samples: int | None = None  # neighbours that define density; None: 10 (5 for the finest candidate cuts)
     cluster_selection_method: str | None = None  # "eom" or "leaf"; None: chosen with min_cluster_size
     cluster_selection_epsilon: float = 0.0  # merge clusters closer than this distance
     allow_single_cluster: bool = False  # let the whole collection be one cluster
@@ -60,7 +72,7 @@ class Clustering:
     outlier_scores: np.ndarray  # float32 [n], GLOSH in [0, 1]
     state: dict[str, np.ndarray]  # what ``predict`` needs later (saved as state.npz)
     resolved: dict[str, Any]  # the parameters that ran, choices made included
-    candidates: list[dict[str, Any]] = field(default_factory=list)  # every cut tried, with its modularity
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # every cut tried, with its score
     seconds: float = 0.0
 
     @property
@@ -68,31 +80,30 @@ class Clustering:
         return int(self.labels.max()) + 1 if self.labels.size else 0
 
 
-def candidate_sizes(n: int, count: int = 20) -> list[int]:
-    """``min_cluster_size`` values tried when none is given: 5 to n/4, geometrically spaced."""
-    hi = max(5, n // 4)
-    return sorted({int(round(v)) for v in np.geomspace(5, hi, count)} | {5})
-
-
 def cluster_points(
     coords: np.ndarray,
     *,
     params: HdbscanParams | None = None,
     graph: Any = None,
+    vectors: np.ndarray | None = None,
     assign_noise: bool = True,
     sizes: list[int] | None = None,
     fast_tree: bool = False,
+    seed: int | None = 0,
 ) -> Clustering:
     """HDBSCAN on ``coords`` ``[n, d]``; see the module docstring.
 
     ``graph`` is the symmetric neighbour graph (scipy sparse ``[n, n]``) that scores candidate
-    cuts; without it one is built from ``coords``. ``assign_noise`` hands noise items to the
-    nearest cluster (by clustering-space distance) with a lowered probability. ``sizes`` are the
-    ``min_cluster_size`` candidates when ``params`` leaves it unset (default
-    :func:`candidate_sizes`). ``fast_tree`` builds the spanning tree from a kNN graph (Kruskal),
-    approximate but several times faster: for interactive splits.
+    cuts by modularity; without it one is built from ``coords``. ``vectors`` (the embeddings,
+    row-aligned) let the input-space silhouette choose between that cut and the finest ones.
+    ``assign_noise`` hands noise items to the nearest cluster (by clustering-space distance) with
+    a lowered probability. ``sizes`` are the ``min_cluster_size`` candidates when ``params``
+    leaves it unset (default :func:`candidate_sizes`). ``fast_tree`` builds the spanning tree
+    from a kNN graph (Kruskal), approximate but several times faster: for interactive splits.
     """
     from fast_hdbscan.hdbscan import clusters_from_spanning_tree, compute_minimum_spanning_tree
+
+    from pipeline.cutselect import candidate_sizes, coords_graph, modularity, silhouette_judge
 
     p = params or HdbscanParams()
     p.validate()
@@ -103,61 +114,85 @@ def cluster_points(
         if n >= 4:
             raise ValueError("cluster_points: coordinates hold NaN or infinite values")
         return _one_cluster(n, p, t0)
-    ms = min(int(p.min_samples or p.min_cluster_size or 10), n - 1)
-    if fast_tree:
-        mst, _, core = compute_minimum_spanning_tree(x, min_samples=ms, algorithm="kruskal", knn_k=min(n - 1, max(2 * ms, 15)))
-    else:
-        mst, _, core = compute_minimum_spanning_tree(x, min_samples=ms)
+    ms = min(int(p.min_samples or DEFAULT_MIN_SAMPLES), n - 1)
+    trees: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def tree_for(m: int) -> tuple[np.ndarray, np.ndarray]:
+        if m not in trees:
+            if fast_tree:
+                mst, _, core = compute_minimum_spanning_tree(x, min_samples=m, algorithm="kruskal", knn_k=min(n - 1, max(2 * m, 15)))
+            else:
+                mst, _, core = compute_minimum_spanning_tree(x, min_samples=m)
+            trees[m] = (mst, np.asarray(core, np.float64))
+        return trees[m]
+
+    def cut(m: int, method: str, mcs: int, single: bool = False) -> tuple[np.ndarray, np.ndarray, Any]:
+        labels, probs, _, tree, _ = clusters_from_spanning_tree(
+            tree_for(m)[0],
+            min_cluster_size=mcs,
+            cluster_selection_method=method,
+            allow_single_cluster=p.allow_single_cluster or single,
+            cluster_selection_epsilon=float(p.cluster_selection_epsilon),
+        )
+        return np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float32), tree
+
+    def filled(labels: np.ndarray) -> np.ndarray:
+        return nearest_cluster(x, labels)[0] if assign_noise else labels
+
     if p.min_cluster_size:
         sizes = [int(p.min_cluster_size)]
     else:
-        sizes = sorted({min(int(s), n) for s in (sizes or candidate_sizes(n, 20 if n <= 200_000 else 8))})
+        sizes = sorted({min(int(s), n) for s in (sizes or candidate_sizes(n, 20 if n <= LARGE_COLLECTION else 6))})
     methods = [p.cluster_selection_method] if p.cluster_selection_method else list(SELECTION_METHODS)
-    if graph is None and len(sizes) * len(methods) > 1:
-        graph = coords_graph(x, k=min(15, n - 1))
-    best: tuple[float, Any] | None = None
-    candidates = []
-    for method in methods:
-        for mcs in sizes:
-            labels, probs, _, tree, _ = clusters_from_spanning_tree(
-                mst,
-                min_cluster_size=mcs,
-                cluster_selection_method=method,
-                allow_single_cluster=p.allow_single_cluster,
-                cluster_selection_epsilon=float(p.cluster_selection_epsilon),
-            )
-            labels = np.asarray(labels, dtype=np.int64)
-            if len(sizes) * len(methods) > 1:
-                q = modularity(graph, nearest_cluster(x, labels)[0] if assign_noise else labels)
-            else:
-                q = 0.0
-            candidates.append({"cluster_selection_method": method, "min_cluster_size": mcs, "clusters": int(labels.max()) + 1, "noise_fraction": round(float(np.mean(labels < 0)), 4), "modularity": round(q, 5)})
-            if best is None or q > best[0] + 1e-9:
-                best = (q, (method, mcs, labels, np.asarray(probs, dtype=np.float32), tree))
-    assert best is not None
-    method, mcs, labels, probs, tree = best[1]
+    candidates: list[dict[str, Any]] = []
+    chosen_by = "given"
+    choice = (ms, methods[0], sizes[0])
+    if len(sizes) * len(methods) > 1:
+        graph = graph if graph is not None else coords_graph(x, k=min(15, n - 1))
+        for method in methods:
+            for mcs in sizes:
+                labels = cut(ms, method, mcs)[0]
+                q = modularity(graph, filled(labels))
+                candidates.append({"min_samples": ms, "cluster_selection_method": method, "min_cluster_size": mcs, "clusters": int(labels.max()) + 1, "noise_fraction": round(float(np.mean(labels < 0)), 4), "modularity": round(q, 5)})
+        # Cuts within MODULARITY_TOLERANCE of the best are equally good; the one with fewest clusters wins.
+        top = max(c["modularity"] for c in candidates)
+        near = [c for c in candidates if c["modularity"] >= top - MODULARITY_TOLERANCE and c["clusters"] > 0] or candidates
+        best = min(near, key=lambda c: (c["clusters"], -c["modularity"]))
+        choice, chosen_by = (ms, best["cluster_selection_method"], best["min_cluster_size"]), "modularity"
+        if vectors is not None and p.min_cluster_size is None and p.cluster_selection_method is None and n >= 4 * FINE_MIN_CLUSTER_SIZE:
+            # Modularity merges small classes (its resolution limit); HDBSCAN's finest cuts do not,
+            # but over-split large ones. The embeddings' own silhouette decides between them.
+            # (Above LARGE_COLLECTION items the finest cuts reuse the tree rather than build another.)
+            fine_ms = min(ms, FINE_MIN_SAMPLES) if p.min_samples is None and n <= LARGE_COLLECTION else ms
+            options = [choice, (fine_ms, "eom", FINE_MIN_CLUSTER_SIZE), (fine_ms, "leaf", FINE_MIN_CLUSTER_SIZE)]
+            judge = silhouette_judge(vectors, seed=seed)
+            scored = []
+            for opt in options:
+                labels = cut(*opt)[0]
+                s = judge(filled(labels)) if labels.max() >= 1 else -1.0
+                scored.append((s, opt))
+                candidates.append({"min_samples": opt[0], "cluster_selection_method": opt[1], "min_cluster_size": opt[2], "clusters": int(labels.max()) + 1, "silhouette": round(s, 5)})
+            s_best, choice = max(scored, key=lambda t: t[0])
+            chosen_by = "modularity, then silhouette" if choice == options[0] else "silhouette (finest cut)"
+    ms_c, method, mcs = choice
+    labels, probs, tree = cut(ms_c, method, mcs)
     if labels.max() < 0:
         # No cut found two clusters: the collection is one group (HDBSCAN's allow_single_cluster).
-        labels, probs, _, tree, _ = clusters_from_spanning_tree(mst, min_cluster_size=min(sizes), cluster_selection_method=method, allow_single_cluster=True)
-        labels, probs, mcs = np.asarray(labels, np.int64), np.asarray(probs, np.float32), min(sizes)
+        labels, probs, tree = cut(ms_c, method, min(sizes), single=True)
+        mcs = min(sizes)
         if labels.max() < 0:
             labels, probs = np.zeros(n, np.int64), np.ones(n, np.float32)
+    core = tree_for(ms_c)[1]
     lam, lam_leaf_max = _point_lambdas(tree, n)
     scores = glosh(lam, lam_leaf_max)
     labels, probs = _order_by_size(labels, probs)
     raw = labels.copy()
-    state = {
-        "core_distance": np.asarray(core, dtype=np.float64),
-        "lambda": lam,
-        "lambda_leaf_max": lam_leaf_max,
-        "raw_label": raw.astype(np.int32),
-        "min_samples": np.array(ms),
-    }
+    state = {"core_distance": core, "lambda": lam, "lambda_leaf_max": lam_leaf_max, "raw_label": raw.astype(np.int32), "min_samples": np.array(ms_c)}
     if assign_noise and (labels < 0).any() and (labels >= 0).any():
         labels, probs = _assign_noise(x, labels, probs, core)
-    resolved = {"min_cluster_size": int(mcs), "min_samples": ms, "cluster_selection_method": method, "cluster_selection_epsilon": float(p.cluster_selection_epsilon), "allow_single_cluster": p.allow_single_cluster, "assign_noise": assign_noise, "chosen_by": "modularity" if len(candidates) > 1 else "given", "modularity": best[0] if len(candidates) > 1 else None}
+    resolved = {"min_cluster_size": int(mcs), "min_samples": int(ms_c), "cluster_selection_method": method, "cluster_selection_epsilon": float(p.cluster_selection_epsilon), "allow_single_cluster": p.allow_single_cluster, "assign_noise": assign_noise, "chosen_by": chosen_by}
     secs = time.perf_counter() - t0
-    logger.info("HDBSCAN: %d clusters (%s, min_cluster_size %d), %.1f%% noise before assignment, %.2fs", int(labels.max()) + 1, method, mcs, 100 * float(np.mean(raw < 0)), secs)
+    logger.info("HDBSCAN: %d clusters (%s, min_cluster_size %d, min_samples %d, by %s), %.1f%% noise before assignment, %.2fs", int(labels.max()) + 1, method, mcs, ms_c, chosen_by, 100 * float(np.mean(raw < 0)), secs)
     return Clustering(labels=labels.astype(np.int32), probabilities=probs.astype(np.float32), outlier_scores=scores.astype(np.float32), state=state, resolved=resolved, candidates=candidates, seconds=secs)
 
 
@@ -245,32 +280,6 @@ def _assign_noise(x: np.ndarray, labels: np.ndarray, probs: np.ndarray, core: np
         closeness = np.where(d > 0, np.minimum(1.0, core[nb] / d), 1.0)
     p[noise] = ASSIGNED_MAX_PROBABILITY * closeness
     return out, p
-
-
-def coords_graph(x: np.ndarray, *, k: int) -> Any:
-    """A symmetric 0/1 kNN graph of ``x`` (for scoring cuts when no other graph is given)."""
-    import scipy.sparse as sp
-    from scipy.spatial import cKDTree
-
-    n = x.shape[0]
-    _, j = cKDTree(x).query(x, k=k + 1)
-    rows = np.repeat(np.arange(n), k)
-    g = sp.coo_matrix((np.ones(n * k), (rows, j[:, 1:].reshape(-1))), shape=(n, n)).tocsr()
-    return g.maximum(g.T).tocoo()
-
-
-def modularity(graph: Any, labels: np.ndarray) -> float:
-    """Newman's modularity of a partition of a weighted symmetric graph (noise: its own group)."""
-    g = graph.tocoo()
-    total = float(g.data.sum())
-    if total <= 0:
-        return 0.0
-    lab = np.asarray(labels, np.int64)
-    lab = np.where(lab < 0, lab.max() + 1, lab)
-    same = lab[g.row] == lab[g.col]
-    deg = np.bincount(g.row, weights=g.data, minlength=lab.size)
-    dc = np.bincount(lab, weights=deg)
-    return float(g.data[same].sum() / total - np.square(dc / total).sum())
 
 
 def predict(

@@ -175,7 +175,7 @@ def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = Non
         seconds["umap"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     space = cc if cc is not None else xy
-    clu = cluster_points(space, params=cfg.hdbscan, graph=graph, assign_noise=cfg.assign_noise)
+    clu = cluster_points(space, params=cfg.hdbscan, graph=graph, vectors=vecs, assign_noise=cfg.assign_noise, seed=cfg.seed)
     seconds["cluster"] = time.perf_counter() - t0
     clusters = summarize(ids, vecs, clu.labels, clu.probabilities, exemplars=cfg.exemplars)
     points = points_table(ids=ids, xy=xy, cluster=clu.labels, probability=clu.probabilities, outlier_score=clu.outlier_scores, is_new=np.zeros(n, bool), cluster_coords=cc)

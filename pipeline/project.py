@@ -36,7 +36,7 @@ SPECTRAL_MAX_ITEMS = 200_000
 class UmapParams:
     """UMAP settings under umap-learn's own names (see its parameter guide)."""
 
-    n_neighbors: int = 30  # neighbourhood size: larger keeps more global structure
+    n_neighbors: int = 15  # neighbourhood size (and k of the kNN graph): larger keeps more global structure
     min_dist: float = 0.1  # how tightly the 2-D map packs points (the clustering space uses 0.0)
     spread: float = 1.0  # scale of the embedded points, with min_dist
     n_epochs: int | None = None  # optimisation epochs; None: 500 up to 10,000 items, 200 beyond

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.cluster import HdbscanParams, cluster_points, modularity, predict
+from pipeline.cluster import HdbscanParams, cluster_points, predict
+from pipeline.cutselect import coords_graph, modularity, silhouette_judge
 from pipeline.knn import FaissParams, knn_graph, knn_query, torch_knn
 from pipeline.mapping import MapConfig, build_map, update_map
 from storage.maps import read_map
@@ -116,13 +117,36 @@ def test_chosen_cut_beats_a_random_partition_on_modularity():
     x, truth = blobs(n_per=50, k=5, dim=2, spread=0.05)
     res = cluster_points(x * 10)
     assert res.resolved["chosen_by"] == "modularity" and len(res.candidates) > 2
-    from pipeline.cluster import coords_graph
-
+    assert {"modularity", "min_cluster_size", "cluster_selection_method", "clusters"} <= set(res.candidates[0])
     g = coords_graph(x.astype(float), k=10)
     assert modularity(g, res.labels) > modularity(g, np.random.default_rng(0).permutation(truth)) + 0.3
     from sklearn.metrics import adjusted_rand_score
 
     assert adjusted_rand_score(truth, res.labels) > 0.95
+
+
+def test_silhouette_judge_prefers_the_true_partition():
+    x, truth = blobs(n_per=40, k=6, dim=16)
+    judge = silhouette_judge(x, sample=200)
+    merged = np.where(truth < 3, 0, 1)
+    shuffled = np.random.default_rng(0).permutation(truth)
+    assert judge(truth) > judge(merged) > judge(shuffled)
+    assert judge(np.zeros_like(truth)) == -1.0
+
+
+def test_many_small_classes_keep_the_finest_cut(tmp_path):
+    x, truth = blobs(n_per=8, k=60, dim=32, spread=0.35)
+    write_set(tmp_path, x)
+    cfg = MapConfig()
+    cfg.umap.n_neighbors = 15
+    cfg.umap.n_epochs = 100
+    build_map(workspace=tmp_path, config=cfg)
+    m = read_map(tmp_path)
+    from sklearn.metrics import adjusted_rand_score
+
+    hd = m.meta["params"]["hdbscan"]
+    assert hd["min_cluster_size"] == 5 and hd["chosen_by"].startswith("silhouette")
+    assert adjusted_rand_score(truth, m.points.column("cluster").to_numpy()) > 0.8
 
 
 def test_predict_puts_new_points_in_the_cluster_they_sit_in():
