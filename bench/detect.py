@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--count", type=int, default=None, help="group photos per round (default 24 CPU, 2000 CUDA)")
+    ap.add_argument("--count", type=int, default=None, help="group photos per round (default 48 CPU, 2000 CUDA)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
@@ -127,7 +127,7 @@ def main(argv=None) -> dict:
     cfg = EmbedConfig(model=args.model, random_weights=args.random_weights, device=device, batch_size=args.batch_size, num_workers=args.workers,
                       detector=det_name, detector_weights=args.detector_weights, progress=False)
     batch, workers, _ = _resolve(cfg, device)
-    count = args.count or (2000 if device.startswith("cuda") else 24)
+    count = args.count or (2000 if device.startswith("cuda") else 48)
     embedder = create_embedder(args.model, allow_random=args.random_weights).to(device)
     detector = create_detector(det_name, weights=args.detector_weights, min_size=cfg.min_size)
     if device.startswith("cuda") and detector.uses_gpu:

@@ -62,7 +62,7 @@ class EmbedConfig:
     weights: str | None = None  # weight file or folder; default: packaged weights or HF cache
     random_weights: bool = False  # allow an untrained model when no weights are found
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    batch_size: int | None = None  # images per model call (default 64 on CPU, 256 on CUDA)
+    batch_size: int | None = None  # images (with a detector: crops) per model call (default 64 on CPU, 256 on CUDA)
     num_workers: int | None = None  # decode processes (default: all cores on CUDA, half on CPU)
     shard_size: int = 4096  # items per output shard (the unit of resume)
     dtype: str = "float32"  # float32 | float16 on disk
@@ -406,7 +406,9 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
             timings["detect_s"] = 0.0
         loader = torch.utils.data.DataLoader(
             ds,
-            batch_sampler=_shard_batches(len(todo), cfg.shard_size, batch),
+            # With a detector ``batch`` counts crops per model call; photos hold several, so they are
+            # read a quarter batch at a time and detection overlaps embedding sooner.
+            batch_sampler=_shard_batches(len(todo), cfg.shard_size, batch if detector is None else max(1, batch // 4)),
             num_workers=workers,
             collate_fn=_collate if detector is None else cropping.collate,
             pin_memory=device.startswith("cuda"),
