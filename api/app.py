@@ -34,7 +34,7 @@ CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-
 
 
 #: Route modules under api/routes, one per resource; each exposes ``router``.
-ROUTE_MODULES = ("maps", "items", "labels", "events", "jobs", "users", "recognize")
+ROUTE_MODULES = ("maps", "suggest", "items", "labels", "events", "jobs", "users", "recognize")
 
 
 def viewer_dir() -> Path:
@@ -110,11 +110,9 @@ def create_app(settings: Settings) -> FastAPI:
 def _warm_split() -> None:
     """Compile the re-clustering code once, off the request path."""
     try:
-        from pipeline import mapping
+        from pipeline.recluster import warm_up
 
-        warm = getattr(mapping, "warm_up", None)
-        if warm is not None:
-            warm()
+        logger.info("re-clustering compiled in %.1fs", warm_up())
     except Exception as e:  # warming is an optimisation: log and carry on
         logger.warning("could not warm up re-clustering: %s", e)
 

@@ -102,6 +102,11 @@ class LabelService:
         with self._lock:
             return [label_json(i) for i in self.store.labels()]
 
+    def events(self, *, since: int, limit: int) -> tuple[list[Any], int]:
+        """A page of the store's events after ``since``, and the store's version."""
+        with self._lock:
+            return self.store.events(since=since, limit=limit), int(self.store.version())
+
     def _rebuild(self, view: MapView) -> tuple[np.ndarray, np.ndarray, int]:
         store = self.store
         version = int(store.version())

@@ -262,6 +262,25 @@ class MapRegistry:
             self._views[name] = view
         return view
 
+    def summary(self, name: str) -> dict[str, Any]:
+        """A map's name, version, size and origin, from its files' headers (no full load)."""
+        import json
+
+        import pyarrow.parquet as pq
+
+        d = self.workspace.map_dir(name)
+        meta = json.loads((d / "map.json").read_text())
+        counts = meta.get("counts") or {}
+        return {
+            "name": name,
+            "etag": map_etag(d),
+            "n": int(pq.read_metadata(d / "points.parquet").num_rows),
+            "clusters": counts.get("clusters"),
+            "created_at": meta.get("created_at"),
+            "embeddings": meta.get("embeddings"),
+            "model": meta.get("model"),
+        }
+
     def default_name(self) -> str | None:
         """The newest map's name, or None when the workspace has no map yet."""
         names = self.names()

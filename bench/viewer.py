@@ -147,7 +147,7 @@ class CorralServer:
     def __init__(self, workspace: Path):
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", CLI_BOOT, "serve", "--workspace", str(workspace), "--port", str(self.port), "--log-level", "warning"],
+            [sys.executable, "-c", CLI_BOOT, "serve", "--workspace", str(workspace), "--port", str(self.port), "--log-level", "warning", "--no-warm-split"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=str(REPO),
         )
         line = self.proc.stdout.readline()
@@ -316,10 +316,11 @@ def measure_ours(p, server: CorralServer, *, render: str, lasso_share: float, q:
         if err:
             raise RuntimeError(f"viewer failed: {err}")
         t = page.evaluate("() => window.__corral.timings")
-        info = page.evaluate("() => ({ mode: window.__corral.view.renderer.mode, gpu: window.__corral.view.renderer.gpuName, w: window.__corral.view.camera.width, h: window.__corral.view.camera.height })")
+        info = page.evaluate("() => { const v = window.__corral.view; return { mode: v.renderer.mode, gpu: v.renderer.gpuName, w: v.camera.width, h: v.camera.height, zoom: v.camera.zoom }; }")
         frames = [page.evaluate("([dx, dy, f]) => window.__corral.step(dx, dy, f)", list(op)) for op in OPS]
         out = {
             "render_mode": info["mode"],
+            "fit_zoom": info["zoom"],
             "first_frame_ms": round(t["firstFrameAt"], 1),
             "first_draw_ms": round(t["firstDrawMs"], 1),
             "data_fetch_ms": round(t["fetchMs"], 1),
@@ -329,7 +330,7 @@ def measure_ours(p, server: CorralServer, *, render: str, lasso_share: float, q:
         if with_lasso:
             page.evaluate("() => { window.__corral.view.camera.fit(); window.__corral.frame(); }")
             w, h = info["w"], info["h"]
-            s = min(w, h)
+            s = min(w, h) * info["zoom"]
             sx = (q["u"] - 0.5) * s + w / 2
             sy = h / 2 - (q["v"] - 0.5) * s
             poly = lasso_polygon(sx, sy, w, h, share=lasso_share)
@@ -359,11 +360,11 @@ def measure_ours(p, server: CorralServer, *, render: str, lasso_share: float, q:
     return out
 
 
-def measure_regl(p, base: str, *, w: int, h: int, polygon: list | None, q: dict) -> dict:
+def measure_regl(p, base: str, *, w: int, h: int, zoom: float, polygon: list | None, q: dict) -> dict:
     browser, mem = launch(p)
     try:
         page = browser.new_page(viewport={"width": w, "height": h + 40})
-        page.goto(f"{base}/page.html?w={w}&h={h}")
+        page.goto(f"{base}/page.html?w={w}&h={h}&zoom={zoom}")
         page.wait_for_function("() => window.__bench && (window.__bench.error || window.__bench.ready)", timeout=600_000)
         err = page.evaluate("() => window.__bench.error || null")
         if err:
@@ -372,7 +373,7 @@ def measure_regl(p, base: str, *, w: int, h: int, polygon: list | None, q: dict)
         # the two views must show the map the same way for the lasso to cover the same points
         probe = [0, len(q["u"]) // 2, len(q["u"]) - 1]
         pos = page.evaluate("(ids) => ids.map((i) => window.__bench.sp.getScreenPosition(i))", probe)
-        s = min(w, h)
+        s = min(w, h) * zoom
         mine = [((q["u"][i] - 0.5) * s + w / 2, h / 2 - (q["v"][i] - 0.5) * s) for i in probe]
         view_err = max(abs(a - b) for pa, pb in zip(pos, mine) for a, b in zip(pa, pb))
         frames = [page.evaluate("([dx, dy, f]) => window.__bench.step(dx, dy, f)", list(op)) for op in OPS]
@@ -455,7 +456,7 @@ def run_size(p, n: int, *, tmp: Path, baseline: bool, gpu_mode: bool) -> dict:
             base = BaselineServer(points_gz)
             try:
                 w, h = int(PAGE_W - 400), int(PAGE_H - 44)
-                regl = measure_regl(p, base.base, w=w, h=h, polygon=ours.get("lasso_polygon_screen"), q=q)
+                regl = measure_regl(p, base.base, w=w, h=h, zoom=ours["fit_zoom"], polygon=ours.get("lasso_polygon_screen"), q=q)
             finally:
                 base.stop()
             regl["bytes_per_point"] = round(len(points_gz) / n, 2)

@@ -56,3 +56,16 @@ def coil20_workspace(tmp_path_factory) -> Path:
 
 
 from tests.recognition_data import recognition_setup  # noqa: E402,F401  (session fixture of the recognition tests)
+
+
+@pytest.fixture(scope="session")
+def coil20_map(coil20_workspace, tmp_path_factory) -> Path:
+    """A copy of the embedded COIL-20 workspace with its map built once (``build_map`` defaults)."""
+    import shutil
+
+    from pipeline.mapping import build_map
+
+    ws = tmp_path_factory.mktemp("coil20-map") / "ws"
+    shutil.copytree(coil20_workspace, ws, ignore=shutil.ignore_patterns("labels.sqlite*", "users.json", "cache", "maps"))
+    build_map(workspace=ws)
+    return ws

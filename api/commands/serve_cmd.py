@@ -15,7 +15,7 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
     p.add_argument("--source-root", action="append", default=[], metavar="DIR", help="a folder curators may start embed jobs in (repeatable; default: any folder in single-user mode, none otherwise)")
-    p.add_argument("--warm-split", action="store_true", help="compile the re-clustering code at start-up so the first split is quick")
+    p.add_argument("--no-warm-split", dest="warm_split", action="store_false", help="do not compile the re-clustering code in the background at start-up (the first split then waits for it)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"), help="server log level (default info)")
     add_recognize_only_args(p)
 

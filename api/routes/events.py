@@ -35,10 +35,7 @@ def _event_json(e: Any, *, max_list: int = 20) -> dict[str, Any]:
 
 @router.get("", summary="Events after a version, oldest first (who, when, what, how many items)")
 def events(ctx: Ctx, user: Reader, since: int = Query(default=0, ge=0), limit: int = Query(default=200, ge=1, le=1000)) -> dict[str, Any]:
-    svc = label_service(ctx)
-    with svc._lock:
-        evs = svc.store.events(since=since, limit=limit)
-        version = int(svc.store.version())
+    evs, version = label_service(ctx).events(since=since, limit=limit)
     return {"version": version, "events": [_event_json(e) for e in evs]}
 
 

@@ -51,9 +51,9 @@ def list_maps(ctx: Ctx, user: Reader) -> dict[str, Any]:
     out = []
     for name in ctx.maps.names():
         try:
-            out.append(_map_summary(ctx.maps.get(name)))
-        except ApiError as e:
-            out.append({"name": name, "error": str(e)})
+            out.append(ctx.maps.summary(name))
+        except (OSError, ValueError) as e:
+            out.append({"name": name, "error": f"unreadable map: {e}"})
     out.sort(key=lambda m: str(m.get("created_at") or ""), reverse=True)
     return {"maps": out, "default": ctx.maps.default_name()}
 
@@ -166,6 +166,6 @@ def split(body: SplitRequest, view: Map, ctx: Ctx, user: Writer) -> dict[str, An
     for k, sub in enumerate(subs):
         sidx = view.index_of(list(sub.ids))
         sidx = sidx[sidx >= 0]
-        extra = {f: getattr(sub, f) for f in ("cluster", "noise", "cohesion") if hasattr(sub, f)}
+        extra = {f: getattr(sub, f) for f in ("noise", "probability") if hasattr(sub, f)}
         out.append({"sub": k, "size": int(sidx.size), "indices": np.sort(sidx).tolist(), **{k2: v for k2, v in extra.items() if isinstance(v, (int, float, bool, str))}})
     return {"etag": view.etag, "seconds": round(time.perf_counter() - t0, 3), "subclusters": out}

@@ -4,6 +4,7 @@ import createScatterplot from 'regl-scatterplot';
 
 const params = new URLSearchParams(location.search);
 const W = Number(params.get('w') || 1280), H = Number(params.get('h') || 800);
+const ZOOM = Number(params.get('zoom') || 1); // the same framing as the viewer's (its margin)
 const bench = { ready: false, timings: {}, lasso: null };
 window.__bench = bench;
 
@@ -41,7 +42,7 @@ async function main() {
   // Defaults, except: synchronous events (to time them) and a lasso that records every pointer
   // move 2 px apart like ours (its default 15 ms minimum delay drops a fast programmatic stroke).
   const sp = createScatterplot({
-    canvas, width: W, height: H, syncEvents: true, lassoMinDelay: 0, lassoMinDist: 2,
+    canvas, width: W, height: H, syncEvents: true, lassoMinDelay: 0, lassoMinDist: 2, cameraDistance: 1 / ZOOM,
     pointColor: palette(Math.min(maxC + 1, 1000)), colorBy: 'valueA', backgroundColor: '#111318',
   });
   bench.sp = sp;

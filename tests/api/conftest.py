@@ -56,7 +56,9 @@ def build_curation_ws(root: Path, *, extra_points: int = 3000, seed: int = 0) ->
     extra_ids = [f"{v:032x}" for v in rng.integers(1, 2**62, extra_points, dtype=np.int64)]
     es = ws.embedding_set("test")
     es.path.mkdir(parents=True, exist_ok=True)
-    vecs = rng.normal(size=(len(ids), 8)).astype(np.float32)
+    # one direction per object plus a little noise, so a recognition index built on them works
+    centres_v = rng.normal(size=(4, 8))
+    vecs = (centres_v[[int(c[-2:]) - 1 for c in classes]] + 0.15 * rng.normal(size=(len(ids), 8))).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     rows = [{"id": i, "uri": str(p), "status": "ok", "width": 128, "height": 128, "bytes": p.stat().st_size} for i, p in zip(ids, paths)]
     atomic_write_json(es.sidecar_path, {"model": "test", "dim": 8, "dtype": "float32", "count": len(ids)})

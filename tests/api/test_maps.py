@@ -128,3 +128,21 @@ def test_atlas_tiles_are_real_thumbnails_and_cached(client, curation_ws):
 def test_unknown_map_is_404_with_hint(client, curation_ws):
     r = client.get("/api/maps/nope", headers=curation_ws.auth("viewer"))
     assert r.status_code == 404 and "corral map" in r.json()["error"]
+
+
+def test_suggestions_need_an_index_then_name_the_selection(client, curation_ws):
+    from storage.index_build import build_index
+
+    auth = curation_ws.auth("curator")
+    by_obj = {o: client.get("/api/maps/main/search", params={"q": f"obj{o}__"}, headers=auth).json()["indices"] for o in (1, 2, 3, 4)}
+    r = client.post("/api/maps/main/suggest", headers=auth, json={"indices": by_obj[1]}).json()
+    assert r["available"] is False and r["suggestions"] == []
+    # label three objects (all but the last two of each), build the index, ask about the rest
+    for o, name in ((1, "cup"), (2, "duck"), (3, "car")):
+        client.post("/api/maps/main/actions/assign", headers=auth, json={"indices": by_obj[o][:-2], "label": name})
+    build_index(workspace=curation_ws.root)
+    r = client.post("/api/maps/main/suggest", headers=auth, json={"indices": by_obj[2][-2:]}).json()
+    assert r["available"] is True and r["asked"] == 2
+    assert r["suggestions"][0]["label"] == "duck" and r["suggestions"][0]["votes"] == 2 and r["suggestions"][0]["score"] > 0
+    mixed = client.post("/api/maps/main/suggest", headers=auth, json={"indices": by_obj[1][-2:] + by_obj[3][-2:], "top": 5}).json()
+    assert {s["label"] for s in mixed["suggestions"]} == {"cup", "car"} and sum(s["votes"] for s in mixed["suggestions"]) == 4

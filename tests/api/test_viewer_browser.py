@@ -23,7 +23,19 @@ SHOTS = os.environ.get("CORRAL_SCREENSHOTS")
 
 
 def shot(page, name: str) -> None:
+    """Save a screenshot once the visible grid thumbnails have loaded."""
     if SHOTS:
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#grid .tile img')].slice(0, 25).every((i) => i.getAttribute('src') && i.complete && i.naturalWidth > 0)",
+                timeout=30_000,
+            )
+        except PlaywrightTimeout:
+            pass  # a screenshot with a few thumbnails still loading is still a screenshot
+        page.mouse.move(0, 0)
+        page.wait_for_timeout(200)
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SHOTS) / name))
 

@@ -22,7 +22,6 @@ export class Actions {
       const res = await postJSON(this._url(kind), { ...body, since: s.labels.version, etag: s.map.etag });
       if (res.full) await this.reloadLabels();
       else s.applyChanges(res);
-      if (res.labels) { s.labels.list = res.labels; s.emit('labels', { full: false }); }
       if (okMessage) toast(okMessage(res));
       s.emit('action', { kind, res });
       return res;

@@ -4,7 +4,7 @@
 export class Camera {
   constructor() {
     this.cx = 0.5; this.cy = 0.5; // world point at the canvas centre
-    this.zoom = 1; // 1 = the whole map fits the shorter side
+    this.zoom = 0.94; // 1 = the map's bounding square fills the shorter side
     this.width = 1; this.height = 1;
   }
 
@@ -38,7 +38,8 @@ export class Camera {
     this.cy += v - v2;
   }
 
-  fit() { this.cx = 0.5; this.cy = 0.5; this.zoom = 1; }
+  /** The whole map, with a small margin. */
+  fit() { this.cx = 0.5; this.cy = 0.5; this.zoom = 0.94; }
 
   /** Visible world rectangle [u0, v0, u1, v1]. */
   visible() {

@@ -1,12 +1,19 @@
 // One packed RGBA colour per point, recomputed only when colouring inputs change (mode, labels,
 // selection, filter), so a frame only moves and draws. The alpha byte carries the point's mark:
-// 255 plain, MARK_EXCLUDED, MARK_NEW, MARK_SELECTED, 0 hidden.
+// 255 plain (labelled), MARK_UNLABELLED, MARK_EXCLUDED, MARK_NEW, MARK_SELECTED, MARK_OUT, 0 hidden.
 
 export const MARK_PLAIN = 255;
 export const MARK_EXCLUDED = 254; // excluded from a label, now unlabelled: red ring
 export const MARK_NEW = 253; // placed by a map update: white ring
 export const MARK_SELECTED = 252; // selected: yellow ring
 export const MARK_OUT = 251; // selected but taken out of the naming: red fill
+export const MARK_UNLABELLED = 250; // plain, not labelled yet (thin thumbnail border)
+
+/** Marks that recolour a whole point when it is too small for a ring. */
+export function ringed(mark) { return mark === MARK_EXCLUDED || mark === MARK_NEW || mark === MARK_OUT; }
+
+/** Marks drawn as a ring on points large enough for one (the ringed ones, and selection). */
+export function hasRing(mark) { return ringed(mark) || mark === MARK_SELECTED; }
 
 export const BACKGROUND = [17, 19, 24];
 const NOISE = [92, 96, 104];
@@ -78,7 +85,7 @@ export class Colorizer {
       const l = lab[i];
       if (hide && l !== 0) { out[i] = 0; continue; }
       const k = byLabel ? l : cl[i];
-      let a = MARK_PLAIN;
+      let a = l !== 0 ? MARK_PLAIN : MARK_UNLABELLED;
       if (st[i] & 1) a = MARK_EXCLUDED;
       else if (fl[i] & 1) a = MARK_NEW;
       let c;

@@ -18,11 +18,14 @@ export class JobsPanel {
   _kind() { $('#job-source', this.root).disabled = $('#job-kind', this.root).value !== 'embed'; }
 
   async start() {
-    const kind = $('#job-kind', this.root).value;
+    const choice = $('#job-kind', this.root).value;
     const source = $('#job-source', this.root).value.trim();
+    const map = this.store.map ? this.store.map.name : null;
+    const body = choice === 'embed' ? { kind: 'embed', source, options: {} }
+      : { kind: 'map', source: null, options: choice === 'update' && map ? { update: true, name: map } : {} };
     try {
-      await postJSON('/api/jobs', { kind, source: kind === 'embed' ? source : null, options: {} });
-      toast(`${kind} job started`);
+      await postJSON('/api/jobs', body);
+      toast(`${choice === 'embed' ? 'embed' : 'map'} job started`);
       this.poll();
     } catch (e) { toast(e.message, 'error'); }
   }

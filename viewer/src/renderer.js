@@ -31,6 +31,8 @@ flat in vec4 vColor;
 flat in int vMark;
 uniform highp float uSize;
 out vec4 outColor;
+bool ringed(int m) { return m == ${MARK_EXCLUDED} || m == ${MARK_NEW} || m == ${MARK_OUT}; }
+bool hasRing(int m) { return ringed(m) || m == ${MARK_SELECTED}; }
 vec3 markColor(int m) {
   if (m == ${MARK_EXCLUDED} || m == ${MARK_OUT}) return ${ring(MARK_EXCLUDED)};
   if (m == ${MARK_NEW}) return ${ring(MARK_NEW)};
@@ -42,8 +44,8 @@ void main() {
     vec2 d = gl_PointCoord * 2.0 - 1.0;
     float r2 = dot(d, d);
     if (r2 > 1.0) discard;
-    if (vMark < 255 && vMark != ${MARK_SELECTED} && (uSize < 4.0 || r2 > 0.45)) c = markColor(vMark);
-  } else if (vMark < 255 && vMark != ${MARK_SELECTED}) {
+    if ((ringed(vMark) && uSize < 4.0) || (hasRing(vMark) && uSize >= 4.0 && r2 > 0.45)) c = markColor(vMark);
+  } else if (ringed(vMark)) {
     c = markColor(vMark);
   }
   outColor = vec4(c, 1.0);

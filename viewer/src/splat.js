@@ -2,7 +2,7 @@
 // a tight loop writing pixels into a typed array beats emulated point sprites by an order of
 // magnitude. Its image goes to the screen as one WebGL texture, under the thumbnail layer.
 
-import { MARK_PLAIN, MARK_SELECTED, MARK_RGB, BACKGROUND } from './colors.js';
+import { MARK_RGB, BACKGROUND, ringed, hasRing } from './colors.js';
 
 const BG = ((255 << 24) | (BACKGROUND[2] << 16) | (BACKGROUND[1] << 8) | BACKGROUND[0]) >>> 0;
 const MARK32 = {};
@@ -63,7 +63,7 @@ export class Splatter {
           const px = (x[i] * ax + bx) | 0, py = (y[i] * ay + by) | 0;
           if (px < 0 || py < 0 || px >= w || py >= h) continue;
           const a = c >>> 24;
-          fb[py * w + px] = a === MARK_PLAIN || a === MARK_SELECTED ? (c | 0xff000000) >>> 0 : MARK32[a];
+          fb[py * w + px] = ringed(a) ? MARK32[a] : (c | 0xff000000) >>> 0;
         }
       }
     } else if (size === 2) {
@@ -75,7 +75,7 @@ export class Splatter {
           const px = (x[i] * ax + bx - 0.5) | 0, py = (y[i] * ay + by - 0.5) | 0;
           if (px < 0 || py < 0 || px >= w1 || py >= h1) continue;
           const a = c >>> 24;
-          const v = a === MARK_PLAIN || a === MARK_SELECTED ? (c | 0xff000000) >>> 0 : MARK32[a];
+          const v = ringed(a) ? MARK32[a] : (c | 0xff000000) >>> 0;
           const o = py * w + px;
           fb[o] = v; fb[o + 1] = v; fb[o + w] = v; fb[o + w + 1] = v;
         }
@@ -100,8 +100,8 @@ export class Splatter {
       const a = c >>> 24;
       const o = py * w + px;
       const fill = (c | 0xff000000) >>> 0;
-      if (a === MARK_PLAIN || size < 4) {
-        const v = a === MARK_PLAIN || a === MARK_SELECTED ? fill : MARK32[a];
+      if (!hasRing(a) || size < 4) {
+        const v = ringed(a) ? MARK32[a] : fill;
         for (let q = 0; q < bodyOff.length; q++) fb[o + bodyOff[q]] = v;
       } else {
         for (let q = 0; q < bodyOff.length; q++) fb[o + bodyOff[q]] = fill;

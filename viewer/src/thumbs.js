@@ -4,7 +4,7 @@
 // million points never needs more than the budget below.
 
 import { program } from './gl.js';
-import { MARK_RGB, MARK_EXCLUDED, MARK_NEW, MARK_SELECTED, MARK_OUT } from './colors.js';
+import { MARK_RGB, MARK_EXCLUDED, MARK_NEW, MARK_SELECTED, MARK_OUT, MARK_UNLABELLED } from './colors.js';
 
 const BUDGET_BYTES = 192 * 1024 * 1024;
 const MAX_LOADS = 6;
@@ -53,7 +53,9 @@ void main() {
   vec3 c = texture(uTex, vUv).rgb;
   bool selected = vMark == ${MARK_SELECTED};
   if (uDim == 1 && !(selected || vMark == ${MARK_OUT})) c *= 0.35;
-  if (edge < uBorder) {
+  // labelled: a border of its colour; unlabelled: a hairline; excluded / new / selected: their mark
+  float border = vMark == ${MARK_UNLABELLED} ? uBorder * 0.5 : uBorder;
+  if (edge < border) {
     vec3 b = vColor.rgb;
     if (vMark == ${MARK_EXCLUDED} || vMark == ${MARK_OUT}) b = ${col(MARK_EXCLUDED)};
     else if (vMark == ${MARK_NEW}) b = ${col(MARK_NEW)};
@@ -142,7 +144,7 @@ export class ThumbLayer {
     gl.uniform2f(u.uHalf, dev / r.canvas.width, dev / r.canvas.height);
     gl.uniform1i(u.uCols, cols);
     gl.uniform1f(u.uCellUv, level.cell / level.size);
-    gl.uniform1f(u.uBorder, Math.min(0.12, (dev < 40 ? 1 : 2) / Math.max(dev, 1)));
+    gl.uniform1f(u.uBorder, Math.min(0.14, (dev < 40 ? 2 : 3) / Math.max(dev, 1)));
     gl.uniform1i(u.uDim, dimOthers ? 1 : 0);
     gl.uniform1i(u.uTex, 0);
     gl.activeTexture(gl.TEXTURE0);

@@ -10,7 +10,8 @@ import { modeFromEvent, REPLACE } from './selection.js';
 import { $ } from './ui.js';
 
 const THUMBS_MAX_VISIBLE = 2500;
-const THUMBS_MIN_PX = 16;
+const THUMBS_MIN_PX = 20;
+const THUMBS_MIN_SPREAD = 0.3;
 
 export class MapView {
   constructor(store, { canvas, overlay, hud, renderMode = 'auto' }) {
@@ -92,8 +93,10 @@ export class MapView {
     this.renderer.drawPoints(this.camera, ranges, size);
     const thumbPx = Math.min(128, 0.8 * Math.sqrt((this.camera.width * this.camera.height) / Math.max(visible, 1)));
     this.stats.thumbs = null;
-    if (s.thumbnails && visible <= THUMBS_MAX_VISIBLE && thumbPx >= THUMBS_MIN_PX) {
-      this.stats.thumbs = this.thumbs.draw(this.camera, ranges, thumbPx, s.selection.count > 0);
+    const px = s.thumbnails && visible <= THUMBS_MAX_VISIBLE ? this._thumbSize(ranges, visible, thumbPx) : 0;
+    if (px) {
+      this.stats.thumbs = this.thumbs.draw(this.camera, ranges, px, s.selection.count > 0);
+      this.stats.thumbs.px = px;
     }
     if (sync) this.renderer.sync();
     const ms = performance.now() - t0;
@@ -103,6 +106,28 @@ export class MapView {
     this.stats.pointSize = size;
     this._drawOverlay();
     return ms;
+  }
+
+  /** The thumbnail size (CSS px) for the points on screen, or 0 for none: start from the size the
+   * point count allows and shrink while they would pile up (20 overlapping thumbnails read worse
+   * than points), down to THUMBS_MIN_PX. */
+  _thumbSize(ranges, visible, px) {
+    for (; px >= THUMBS_MIN_PX; px /= 1.35) if (this._spreadOut(ranges, visible, px)) return px;
+    return 0;
+  }
+
+  /** Whether the points occupy enough thumbnail-sized screen cells for thumbnails of ``px``. */
+  _spreadOut(ranges, visible, px) {
+    const m = this.store.map, cam = this.camera;
+    const cells = new Set();
+    const s = cam.scale / 65535, ox = cam.width / 2 - cam.cx * cam.scale, oy = cam.height / 2 + cam.cy * cam.scale;
+    for (const [first, count] of ranges) {
+      for (let i = first; i < first + count; i++) {
+        const cx = Math.floor((m.x[i] * s + ox) / px), cy = Math.floor((oy - m.y[i] * s) / px);
+        cells.add(cx * 65536 + cy);
+      }
+    }
+    return cells.size >= THUMBS_MIN_SPREAD * visible;
   }
 
   _drawOverlay() {
@@ -128,7 +153,9 @@ export class MapView {
   _bindInput() {
     const el = this.overlay.parentElement;
     let down = null;
+    el.addEventListener('pointerleave', () => { $('#tooltip').hidden = true; });
     el.addEventListener('pointerdown', (ev) => {
+      $('#tooltip').hidden = true;
       if (ev.button !== 0 || !this.store.map) return;
       el.setPointerCapture(ev.pointerId);
       const [x, y] = this._xy(ev);

@@ -1,0 +1,99 @@
+"""`corral serve` as a user runs it: one command, a URL with a token, the real server on loopback."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from api.jobs import CLI_BOOT
+from tests.api.conftest import free_port
+
+VIEWER = Path(__file__).resolve().parents[2] / "viewer"
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.fixture
+def serve(curation_ws):
+    procs = []
+
+    def start(root: Path, *extra: str):
+        port = free_port()
+        p = subprocess.Popen([sys.executable, "-c", CLI_BOOT, "serve", "--workspace", str(root), "--port", str(port), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(p)
+        first = json.loads(p.stdout.readline())
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if _get(f"http://127.0.0.1:{port}/api/health")[0] == 200:
+                    return first, port, p
+            except OSError:
+                time.sleep(0.2)
+        p.kill()
+        raise AssertionError("server did not start: " + p.stderr.read())
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=20)
+
+
+def test_single_user_mode_is_one_command(serve, curation_ws, tmp_path):
+    import shutil
+
+    root = tmp_path / "solo"
+    shutil.copytree(curation_ws.root, root, ignore=shutil.ignore_patterns("users.json"))
+    first, port, _ = serve(root)
+    assert first["single_user"] is True
+    m = re.match(rf"http://127\.0\.0\.1:{port}/\?token=(crl_\S+)$", first["url"])
+    assert m, first["url"]
+    token = m.group(1)
+    status, body = _get(f"http://127.0.0.1:{port}/")
+    assert status == 200 and b"/src/main.js" in body
+    assert _get(f"http://127.0.0.1:{port}/api/maps", token)[0] == 200
+    assert json.loads(_get(f"http://127.0.0.1:{port}/api/me", token)[1])["user"]["role"] == "admin"
+    assert _get(f"http://127.0.0.1:{port}/api/maps")[0] == 401
+    assert _get(f"http://127.0.0.1:{port}/docs")[0] == 200
+    assert json.loads(_get(f"http://127.0.0.1:{port}/openapi.json")[1])["paths"]["/api/maps/{name}/points.bin"]
+
+
+def test_team_mode_prints_no_token(serve, curation_ws):
+    first, port, _ = serve(curation_ws.root)
+    assert first["single_user"] is False and "token" not in first["url"]
+    assert _get(f"http://127.0.0.1:{port}/api/maps", curation_ws.tokens["viewer"])[0] == 200
+
+
+def test_bad_workspace_is_a_clear_error(tmp_path):
+    p = subprocess.run([sys.executable, "-c", CLI_BOOT, "serve", "--workspace", str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "no such folder" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_every_viewer_module_is_preloaded_and_shipped(tmp_path):
+    """The page preloads every module (one parallel wave at start-up), and a wheel of the package
+    carries the viewer, so `pip install corral` users get it without Node."""
+    import zipfile
+
+    html = (VIEWER / "index.html").read_text()
+    preloaded = set(re.findall(r'<link rel="modulepreload" href="/src/([\w.-]+\.js)">', html))
+    modules = {p.name for p in (VIEWER / "src").glob("*.js")}
+    assert preloaded == modules
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(VIEWER.parent), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)], check=True, timeout=300, capture_output=True)
+    (wheel,) = tmp_path.glob("corral-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "viewer/index.html" in names and "viewer/src/viewer.css" in names
+    assert {f"viewer/src/{m}" for m in modules} <= names
