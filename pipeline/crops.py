@@ -134,13 +134,18 @@ def cut_squares(image: Any, bboxes: list[list[int]], *, size: int, pad: float) -
         side = max(1, int(round(max(bw, bh) * (1 + 2 * pad))))
         rx0 = int(round(x + bw / 2 - side / 2))
         ry0 = int(round(y + bh / 2 - side / 2))
-        canvas = torch.zeros((side, side, 3), dtype=torch.uint8, device=image.device)
-        sx0, sy0, sx1, sy1 = max(0, rx0), max(0, ry0), min(w, rx0 + side), min(h, ry0 + side)
-        if sx1 > sx0 and sy1 > sy0:
-            canvas[sy0 - ry0 : sy1 - ry0, sx0 - rx0 : sx1 - rx0] = image[sy0:sy1, sx0:sx1]
+        # A box on a huge photo is sampled every ``step`` pixels first, so the square handed to the
+        # resize stays near twice the output size instead of the box's own (gigabytes as floats).
+        step = max(1, side // (2 * size))
+        n = -(-side // step)
+        canvas = torch.zeros((n, n, 3), dtype=torch.uint8, device=image.device)
+        jx0, jy0 = max(0, -(-(0 - rx0) // step)), max(0, -(-(0 - ry0) // step))
+        jx1, jy1 = min(n, -(-(w - rx0) // step)), min(n, -(-(h - ry0) // step))
+        if jx1 > jx0 and jy1 > jy0:
+            canvas[jy0:jy1, jx0:jx1] = image[ry0 + jy0 * step : ry0 + jy1 * step : step, rx0 + jx0 * step : rx0 + jx1 * step : step]
         x_ = canvas.permute(2, 0, 1).unsqueeze(0).float()
-        if side != size:
-            x_ = F.interpolate(x_, size=(size, size), mode="bilinear", antialias=side > size, align_corners=False)
+        if n != size:
+            x_ = F.interpolate(x_, size=(size, size), mode="bilinear", antialias=n > size, align_corners=False)
         crops.append(x_[0].round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0))
         k = size / side
         inner.append([(x - rx0) * k, (y - ry0) * k, (x + bw - rx0) * k, (y + bh - ry0) * k])

@@ -144,6 +144,22 @@ def test_square_crops_keep_the_box_centred_and_fill_outside_with_black():
     assert inner2[0].tolist() == [5.0, 5.0, 15.0, 15.0] and int(px2[0, 10, 10, 0]) == 255
 
 
+def test_boxes_on_huge_photos_are_cut_without_huge_buffers():
+    """A 3000 px box on a 4000 x 3000 photo: sampled down before the resize, same picture."""
+    h, w = 3000, 4000
+    img = torch.zeros((h, w, 3), dtype=torch.uint8)
+    img[:, : w // 2] = torch.tensor([255, 0, 0], dtype=torch.uint8)  # left half red, right half blue
+    img[:, w // 2 :] = torch.tensor([0, 0, 255], dtype=torch.uint8)
+    img[1400:1600, 1900:2100] = 255  # a white square in the middle
+    px, inner = cropping.cut_squares(img, [[500, 0, 3000, 3000]], size=64, pad=0.2)
+    assert px.shape == (1, 64, 64, 3)
+    c = px[0].int()
+    assert c[32, 5, 0] > 200 and c[32, 5, 2] < 50 and c[32, 58, 2] > 200 and c[32, 58, 0] < 50
+    assert (c[32, 32] > 200).all()  # the white square stays in the centre
+    assert (c[1, 32] == 0).all() and (c[62, 32] == 0).all()  # above and below the photo: black
+    assert inner[0].tolist() == pytest.approx([64 * 0.2 / 1.4, 64 * 0.2 / 1.4, 64 * 1.2 / 1.4, 64 * 1.2 / 1.4], abs=0.05)
+
+
 def test_main_process_path_gives_the_worker_path_crops(two_faces):
     """The CUDA path (detect in the main process, cut on the device), run here on the CPU."""
     from pipeline.ingest import SourceItem
