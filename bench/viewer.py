@@ -323,6 +323,8 @@ def measure_ours(p, server: CorralServer, *, render: str, lasso_share: float, q:
             "fit_zoom": info["zoom"],
             "first_frame_ms": round(t["firstFrameAt"], 1),
             "first_draw_ms": round(t["firstDrawMs"], 1),
+            "script_start_ms": round(t["scriptStartMs"], 1),
+            "signed_in_ms": round(t["signedInMs"], 1),
             "data_fetch_ms": round(t["fetchMs"], 1),
             "frame_ms": stats(frames),
             "wire_bytes": sum(sizes.values()),
@@ -361,6 +363,9 @@ def measure_ours(p, server: CorralServer, *, render: str, lasso_share: float, q:
 
 
 def measure_regl(p, base: str, *, w: int, h: int, zoom: float, polygon: list | None, q: dict) -> dict:
+    # the positions the page gives regl-scatterplot (float64 arithmetic stored as float32, as in JS)
+    ndc_x = (((q["u"] * 2) - 1) * zoom).astype(np.float32).astype(np.float64)
+    ndc_y = (((q["v"] * 2) - 1) * zoom).astype(np.float32).astype(np.float64)
     browser, mem = launch(p)
     try:
         page = browser.new_page(viewport={"width": w, "height": h + 40})
@@ -385,7 +390,7 @@ def measure_regl(p, base: str, *, w: int, h: int, zoom: float, polygon: list | N
             page.wait_for_function("() => window.__bench.lasso", timeout=120_000)
             L = page.evaluate("() => window.__bench.lasso")
             gl_poly = np.asarray(page.evaluate("() => window.__bench.lassoPolygon || []"), dtype=np.float64).reshape(-1, 2)
-            brute = int(inside(gl_poly, q["ndc_x"], q["ndc_y"]).sum()) if len(gl_poly) >= 3 else None
+            brute = int(inside(gl_poly, ndc_x, ndc_y).sum()) if len(gl_poly) >= 3 else None
             out.update({"lasso_ms": round(L["ms"], 1), "lasso_selected": L["selected"], "lasso_brute_force": brute, "lasso_exact": brute == L["selected"]})
         out["js_heap_mb"] = round(page.evaluate("() => performance.memory ? performance.memory.usedJSHeapSize : 0") / 2**20, 1)
         page.close()
@@ -432,13 +437,7 @@ def run_size(p, n: int, *, tmp: Path, baseline: bool, gpu_mode: bool) -> dict:
         _, warm_s = server.get(meta["points_url"])
         labels_gz, labels_s = server.get(meta["labels_url"])
         header, cols = unpack(gzip.decompress(points_gz))
-        q = {
-            "qx": cols["x"].astype(np.float64), "qy": cols["y"].astype(np.float64),
-            "u": cols["x"] / 65535.0, "v": cols["y"] / 65535.0,
-            "ndc_x": (cols["x"].astype(np.float32) / np.float32(65535)) * np.float32(2) - np.float32(1),
-            "ndc_y": (cols["y"].astype(np.float32) / np.float32(65535)) * np.float32(2) - np.float32(1),
-        }
-        q["ndc_x"], q["ndc_y"] = q["ndc_x"].astype(np.float64), q["ndc_y"].astype(np.float64)
+        q = {"qx": cols["x"].astype(np.float64), "qy": cols["y"].astype(np.float64), "u": cols["x"] / 65535.0, "v": cols["y"] / 65535.0}
         result: dict = {
             "n": n,
             "clusters": made["clusters"],

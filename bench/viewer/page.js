@@ -4,7 +4,7 @@ import createScatterplot from 'regl-scatterplot';
 
 const params = new URLSearchParams(location.search);
 const W = Number(params.get('w') || 1280), H = Number(params.get('h') || 800);
-const ZOOM = Number(params.get('zoom') || 1); // the same framing as the viewer's (its margin)
+const ZOOM = Number(params.get('zoom') || 1); // the viewer's margin, applied to the positions
 const bench = { ready: false, timings: {}, lasso: null };
 window.__bench = bench;
 
@@ -34,15 +34,15 @@ async function main() {
   const x = new Float32Array(n), y = new Float32Array(n), z = new Float32Array(n);
   let maxC = 0;
   for (let i = 0; i < n; i++) {
-    x[i] = (cols.x[i] / 65535) * 2 - 1;
-    y[i] = (cols.y[i] / 65535) * 2 - 1;
+    x[i] = ((cols.x[i] / 65535) * 2 - 1) * ZOOM;
+    y[i] = ((cols.y[i] / 65535) * 2 - 1) * ZOOM;
     z[i] = cols.cluster[i];
     if (cols.cluster[i] > maxC) maxC = cols.cluster[i];
   }
   // Defaults, except: synchronous events (to time them) and a lasso that records every pointer
   // move 2 px apart like ours (its default 15 ms minimum delay drops a fast programmatic stroke).
   const sp = createScatterplot({
-    canvas, width: W, height: H, syncEvents: true, lassoMinDelay: 0, lassoMinDist: 2, cameraDistance: 1 / ZOOM,
+    canvas, width: W, height: H, syncEvents: true, lassoMinDelay: 0, lassoMinDist: 2,
     pointColor: palette(Math.min(maxC + 1, 1000)), colorBy: 'valueA', backgroundColor: '#111318',
   });
   bench.sp = sp;

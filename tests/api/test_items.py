@@ -76,4 +76,4 @@ def test_viewer_static_files_are_served(live_server):
         assert r.status == 200 and "javascript" in r.headers["content-type"]
     with urllib.request.urlopen(f"{live_server.url}/") as r:
         html = r.read().decode()
-        assert "Content-Security-Policy" in r.headers and "/src/main.js" in html
+        assert "Content-Security-Policy" in r.headers and "/viewer.js?v=" in html

@@ -64,7 +64,7 @@ def test_single_user_mode_is_one_command(serve, curation_ws, tmp_path):
     assert m, first["url"]
     token = m.group(1)
     status, body = _get(f"http://127.0.0.1:{port}/")
-    assert status == 200 and b"/src/main.js" in body
+    assert status == 200 and b"/viewer.js?v=" in body
     assert _get(f"http://127.0.0.1:{port}/api/maps", token)[0] == 200
     assert json.loads(_get(f"http://127.0.0.1:{port}/api/me", token)[1])["user"]["role"] == "admin"
     assert _get(f"http://127.0.0.1:{port}/api/maps")[0] == 401
@@ -83,17 +83,41 @@ def test_bad_workspace_is_a_clear_error(tmp_path):
     assert p.returncode == 2 and "no such folder" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_every_viewer_module_is_preloaded_and_shipped(tmp_path):
-    """The page preloads every module (one parallel wave at start-up), and a wheel of the package
-    carries the viewer, so `pip install corral` users get it without Node."""
+def test_viewer_is_one_cached_script_and_ships_in_the_wheel(tmp_path, live_server):
+    """The page loads the modules joined into one versioned script (one request at start-up), and a
+    wheel of the package carries the viewer, so `pip install corral` users get it without Node."""
     import zipfile
 
-    html = (VIEWER / "index.html").read_text()
-    preloaded = set(re.findall(r'<link rel="modulepreload" href="/src/([\w.-]+\.js)">', html))
+    from api.bundle import build_bundle
+
     modules = {p.name for p in (VIEWER / "src").glob("*.js")}
-    assert preloaded == modules
+    bundle = build_bundle(VIEWER / "src")
+    assert set(bundle.modules) == modules  # every module is reachable from main.js, none is left out
+    status, html = _get(f"{live_server.url}/")
+    m = re.search(rb'src="/viewer\.js\?v=(\w+)"', html)
+    assert status == 200 and m and m.group(1).decode() == bundle.etag
+    with urllib.request.urlopen(f"{live_server.url}/viewer.js?v={bundle.etag}") as r:
+        assert "immutable" in r.headers["cache-control"] and r.headers["content-type"].startswith("text/javascript")
+        assert r.read().decode() == bundle.code
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(VIEWER.parent), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)], check=True, timeout=300, capture_output=True)
     (wheel,) = tmp_path.glob("corral-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "viewer/index.html" in names and "viewer/src/viewer.css" in names
     assert {f"viewer/src/{m}" for m in modules} <= names
+
+
+def test_bundle_refuses_what_it_cannot_join(tmp_path):
+    import pytest
+
+    from api.bundle import BundleError, build_bundle
+
+    (tmp_path / "main.js").write_text("import { a } from './a.js';\nconsole.log(a);\n")
+    (tmp_path / "a.js").write_text("import * as b from './b.js';\nexport const a = 1;\n")
+    with pytest.raises(BundleError, match="a.js"):
+        build_bundle(tmp_path)
+    (tmp_path / "a.js").write_text("import { m } from './main.js';\nexport const a = 1;\n")
+    with pytest.raises(BundleError, match="circular"):
+        build_bundle(tmp_path)
+    (tmp_path / "a.js").write_text("const a = 1;\nexport { a };\n")
+    with pytest.raises(BundleError, match="exports"):
+        build_bundle(tmp_path)

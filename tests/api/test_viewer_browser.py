@@ -178,7 +178,22 @@ def test_thumbnails_when_zoomed_in(browser, coil20_viewer):
         c0 = _biggest_clusters(page, 1)[0]
         click_point(page, _first_of_cluster(page, c0))
         page.keyboard.press("z")
-        page.wait_for_function("() => { const t = window.__corral.view.stats.thumbs; window.__corral.frame(); return t && t.drawn > 0 && t.missing === 0; }", timeout=60_000)
+        # closer still, around one of its points, until the points spread out into thumbnails
+        zoomed = page.evaluate(
+            """async (i) => { const h = window.__corral, c = h.view.camera, m = h.store.map;
+            for (let k = 0; k < 8; k++) {
+              h.frame(); if (h.view.stats.thumbs) return k;
+              const [x, y] = c.toScreen(m.x[i] / 65535, m.y[i] / 65535); h.zoomAt(x, y, 1.5);
+            }
+            return -1; }""",
+            _first_of_cluster(page, c0),
+        )
+        assert zoomed >= 0, "no zoom level showed thumbnails"
+        page.wait_for_function("() => { window.__corral.frame(); const t = window.__corral.view.stats.thumbs; return t && t.drawn > 0 && t.missing === 0; }", timeout=90_000)
+        # closer again: bigger thumbnails, from the high-detail atlases
+        page.evaluate("(i) => { const h = window.__corral, m = h.store.map; const [x, y] = h.view.camera.toScreen(m.x[i] / 65535, m.y[i] / 65535); h.zoomAt(x, y, 3); }", _first_of_cluster(page, c0))
+        page.wait_for_function("() => { window.__corral.frame(); const t = window.__corral.view.stats.thumbs; return t && t.drawn > 0 && t.missing === 0; }", timeout=90_000)
+        assert page.evaluate("() => window.__corral.view.stats.thumbs.lod") == 1
         page.keyboard.press("Escape")
         page.wait_for_timeout(300)
         shot(page, "viewer-thumbnails.png")

@@ -20,6 +20,7 @@ export class ClusterPanel {
     this.shown = 0;
     this.info = new Map(); // point index -> {id, name, ...}
     this._serial = -1;
+    this._gridPending = false;
     this._drag = null;
     store.on('selection', () => this.refresh());
     store.on('labels', () => this.updateTiles());
@@ -34,12 +35,22 @@ export class ClusterPanel {
     this.refresh();
   }
 
+  /** On a selection change: counts at once, the grid (sorting, tiles) on the next frame, so a
+   * big lasso shows its count without waiting for the thumbnails. */
   refresh() {
-    const s = this.store;
-    const sel = s.selection;
+    const sel = this.store.selection;
     const empty = !sel || sel.count === 0;
     this.root.classList.toggle('empty', empty);
-    if (empty) {
+    this._counts();
+    if (this._gridPending) return;
+    this._gridPending = true;
+    requestAnimationFrame(() => { this._gridPending = false; this._refreshGrid(); });
+  }
+
+  _refreshGrid() {
+    const s = this.store;
+    const sel = s.selection;
+    if (!sel || sel.count === 0) {
       this.order = new Uint32Array(0); this.grid.replaceChildren(); this.marks.clear(); this._serial = -1;
       this._counts();
       this._subs();
