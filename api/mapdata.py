@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from api.binpack import gzip_bytes, pack
 from api.errors import ApiError, Conflict, NotFound

@@ -23,7 +23,6 @@ Prints one JSON object as its last line.
 from __future__ import annotations
 
 import argparse
-import functools
 import gzip
 import http.server
 import json

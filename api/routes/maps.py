@@ -161,7 +161,10 @@ def split(body: SplitRequest, view: Map, ctx: Ctx, user: Writer) -> dict[str, An
         raise ApiError("splitting needs pipeline.mapping, which this installation lacks", status=501) from None
 
     t0 = time.perf_counter()
-    subs = recluster(workspace=ctx.workspace, map_name=view.name, ids=view.ids_at(idx), min_cluster_size=body.min_cluster_size)
+    try:
+        subs = recluster(workspace=ctx.workspace, map_name=view.name, ids=view.ids_at(idx), min_cluster_size=body.min_cluster_size)
+    except ValueError as e:  # the stage's own input checks (sizes, ids)
+        raise ApiError(str(e).splitlines()[0]) from None
     out = []
     for k, sub in enumerate(subs):
         sidx = view.index_of(list(sub.ids))

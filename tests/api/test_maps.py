@@ -146,3 +146,15 @@ def test_suggestions_need_an_index_then_name_the_selection(client, curation_ws):
     assert r["suggestions"][0]["label"] == "duck" and r["suggestions"][0]["votes"] == 2 and r["suggestions"][0]["score"] > 0
     mixed = client.post("/api/maps/main/suggest", headers=auth, json={"indices": by_obj[1][-2:] + by_obj[3][-2:], "top": 5}).json()
     assert {s["label"] for s in mixed["suggestions"]} == {"cup", "car"} and sum(s["votes"] for s in mixed["suggestions"]) == 4
+
+
+def test_split_answers_point_indices(client, curation_ws):
+    auth = curation_ws.auth("curator")
+    sel = client.get("/api/maps/main/search", params={"q": "obj"}, headers=auth).json()["indices"]  # 4 objects, 12 each
+    r = client.post("/api/maps/main/split", headers=auth, json={"indices": sel, "min_cluster_size": 5})
+    assert r.status_code == 200, r.text
+    subs = r.json()["subclusters"]
+    assert sorted(i for s in subs for i in s["indices"]) == sorted(sel)
+    assert len([s for s in subs if not s.get("noise")]) == 4  # the four tight blobs come apart
+    assert client.post("/api/maps/main/split", headers=auth, json={"indices": sel[:3]}).status_code == 400
+    assert client.post("/api/maps/main/split", headers=curation_ws.auth("viewer"), json={"indices": sel}).status_code == 403
