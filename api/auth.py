@@ -152,7 +152,8 @@ class UserStore:
         check_role(role)
         with self._lock:
             self._load()
-            if name in self._users and not replace:
+            existed = name in self._users
+            if existed and not replace:
                 raise AuthError(f"user {name!r} exists; pass --rotate to give them a new token")
             token = new_token()
             self._users[name] = {
@@ -161,7 +162,7 @@ class UserStore:
                 "created_at": self._users.get(name, {}).get("created_at") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             self._save()
-        logger.info("user %s (%s) %s", name, role, "token rotated" if replace else "added")
+        logger.info("user %s (%s) %s", name, role, "given a new token" if existed else "added")
         return token
 
     def remove(self, name: str) -> None:
