@@ -148,11 +148,11 @@ def scores(y: np.ndarray, labels: np.ndarray, x: np.ndarray, xy: np.ndarray) -> 
     }
 
 
-def run_ours(ws: Path, x: np.ndarray, y: np.ndarray, *, device: str) -> dict[str, Any]:
+def run_ours(ws: Path, x: np.ndarray, y: np.ndarray, *, device: str, layout: str = "auto", knn: str = "auto", seed: int | None = 0) -> dict[str, Any]:
     from pipeline.mapping import MapConfig, build_map
     from storage.maps import read_map
 
-    cfg = MapConfig(device=device)
+    cfg = MapConfig(device=device, layout=layout, knn=knn, seed=seed)
     gc.collect()
     tracemalloc.start()
     t0 = time.perf_counter()
@@ -239,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synthetic", default=None, metavar="N,DIM", help="also run a Gaussian-mixture set of N vectors of DIM dimensions")
     p.add_argument("--no-baseline", action="store_true", help="skip umap-learn + hdbscan (for sizes where it takes too long)")
     p.add_argument("--device", default="auto", help="device for ours: auto, cpu, cuda")
+    p.add_argument("--layout", default="auto", choices=("auto", "umap", "torch", "cuml"), help="layout optimiser for ours (default auto)")
+    p.add_argument("--seed", default="0", help="seed for ours (default 0); 'none' runs umap-learn's layout in parallel like the baseline")
+    p.add_argument("--knn", default="auto", choices=("auto", "faiss", "torch"), help="kNN engine for ours (default auto)")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -266,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             ws = as_workspace(name, x)
         print(f"{name}: {x.shape[0]} x {x.shape[1]}", file=sys.stderr, flush=True)
         entry: dict[str, Any] = {"n": int(x.shape[0]), "dim": int(x.shape[1]), "classes": int(len(np.unique(y)))}
-        entry["ours"] = run_ours(ws, x, y, device=args.device)
+        seed = None if str(args.seed).lower() == "none" else int(args.seed)
+        entry["ours"] = run_ours(ws, x, y, device=args.device, layout=args.layout, knn=args.knn, seed=seed)
         print(f"  ours {json.dumps(entry['ours'])}", file=sys.stderr, flush=True)
         if not args.no_baseline:
             entry["baseline"] = run_baseline(x, y)

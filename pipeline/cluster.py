@@ -136,8 +136,29 @@ def cluster_points(
         )
         return np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float32), tree
 
+    neighbours: list[np.ndarray] = []
+
     def filled(labels: np.ndarray) -> np.ndarray:
-        return nearest_cluster(x, labels)[0] if assign_noise else labels
+        """Noise takes the label of its nearest clustered neighbour (among 16): a quick stand-in
+        for the exact assignment, for scoring candidates."""
+        if not assign_noise:
+            return labels
+        if not neighbours:
+            from scipy.spatial import cKDTree
+
+            neighbours.append(cKDTree(x).query(x, k=min(16, n - 1) + 1)[1][:, 1:])
+        out = labels.copy()
+        for _ in range(3):
+            noise = np.where(out < 0)[0]
+            if noise.size == 0:
+                break
+            near = out[neighbours[0][noise]]
+            ok = near >= 0
+            has = ok.any(1)
+            if not has.any():
+                break
+            out[noise[has]] = near[has, ok[has].argmax(1)]
+        return out
 
     if p.min_cluster_size:
         sizes = [int(p.min_cluster_size)]

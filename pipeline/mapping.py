@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline.cluster import Clustering, HdbscanParams, cluster_points, extend_state, predict
 from pipeline.knn import FaissParams, knn_graph, knn_query
-from pipeline.project import UmapParams, fuzzy_graph, layout, place
+from pipeline.project import UmapParams, fuzzy_graph, initial_layout, layout, place
 from pipeline.recluster import SubCluster, recluster
 from storage.maps import clusters_table, points_table, read_map, read_state, write_map
 from storage.workspace import EmbeddingSet, Workspace, WorkspaceError
@@ -168,10 +169,12 @@ def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = Non
         knn_info = {"method": g.method, "k": k}
         t0 = time.perf_counter()
         graph = fuzzy_graph(g.indices, g.distances, params=cfg.umap, seed=cfg.seed)
-        cc = None
+        cc, start = None, None
         if dims:
-            cc, backend, _ = layout(graph, data=vecs, n_components=dims, params=cfg.umap, min_dist=0.0, seed=cfg.seed, backend=cfg.layout, device=cfg.device, knn=(g.indices, g.distances))
-        xy, backend, _ = layout(graph, data=vecs, n_components=2, params=cfg.umap, seed=cfg.seed, backend=cfg.layout, device=cfg.device, knn=(g.indices, g.distances))
+            # One spectral (or PCA) start serves both layouts: the 2-D map starts from its first two axes.
+            start = initial_layout(graph, data=vecs, n_components=dims, init=cfg.umap.resolved_init(n, dims), seed=cfg.seed)
+            cc, backend, _ = layout(graph, data=vecs, n_components=dims, params=cfg.umap, min_dist=0.0, seed=cfg.seed, backend=cfg.layout, device=cfg.device, knn=(g.indices, g.distances), start=start)
+        xy, backend, _ = layout(graph, data=vecs, n_components=2, params=cfg.umap, seed=cfg.seed, backend=cfg.layout, device=cfg.device, knn=(g.indices, g.distances), start=start)
         seconds["umap"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     space = cc if cc is not None else xy
@@ -324,8 +327,6 @@ def update_map(*, workspace: str | Path | Workspace, embeddings: str | None = No
     else:
         raise WorkspaceError(f"map {name!r} has no usable clustering state ({old.path / 'state.npz'}); rebuild it with `corral map`")
     seconds["cluster"] = time.perf_counter() - t2
-    import pyarrow as pa
-
     added = points_table(ids=new_ids, xy=xy_new, cluster=pred.labels, probability=pred.probabilities, outlier_score=pred.outlier_scores, is_new=np.ones(new_ids.size, bool), cluster_coords=cc_new)
     points = pa.concat_tables([old.points, added.cast(old.points.schema)])
     all_ids = np.asarray(points.column("id").to_pylist(), dtype=object)

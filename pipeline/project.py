@@ -136,12 +136,15 @@ def layout(
     backend: str = "auto",
     device: str = "auto",
     knn: tuple[np.ndarray, np.ndarray] | None = None,
+    start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, str, float]:
     """Optimise a UMAP layout of ``graph`` in ``n_components`` dimensions.
 
     ``data`` (the vectors) seeds the spectral start of disconnected pieces and the PCA start;
     ``min_dist`` overrides ``params.min_dist`` (the clustering space uses 0). ``knn`` is the
-    kNN graph, which only the cuML backend needs. Returns ``(coords float32 [n, d], backend, seconds)``.
+    kNN graph, which only the cuML backend needs. ``start`` is a ready starting layout (from
+    :func:`initial_layout`; its first ``n_components`` columns are used), so that two layouts
+    share one spectral decomposition. Returns ``(coords float32 [n, d], backend, seconds)``.
     """
     t0 = time.perf_counter()
     used = resolve_backend(backend, device=device)
@@ -155,7 +158,7 @@ def layout(
     elif used == "torch":
         from pipeline.layout_torch import optimize_layout
 
-        start = initial_layout(graph, data=data, n_components=n_components, init=init, seed=seed)
+        start = _first_columns(start, n_components) if start is not None else initial_layout(graph, data=data, n_components=n_components, init=init, seed=seed)
         dev = "cuda" if device == "auto" else device
         out = optimize_layout(graph, start, a=a, b=b, n_epochs=epochs, learning_rate=params.learning_rate, repulsion_strength=params.repulsion_strength, negative_sample_rate=params.negative_sample_rate, seed=seed, device=dev)
     else:
@@ -172,7 +175,7 @@ def layout(
             float(params.repulsion_strength),
             int(params.negative_sample_rate),
             epochs,
-            init,
+            _first_columns(start, n_components) if start is not None else init,
             rs,
             "euclidean",
             {},
@@ -201,9 +204,17 @@ def initial_layout(graph: Any, *, data: np.ndarray, n_components: int, init: str
     else:
         emb = _pca(data, n_components)
     emb = np.asarray(emb, np.float64)
-    emb = emb + rs.normal(scale=1e-4, size=emb.shape)
+    top = np.abs(emb).max()
+    emb = emb * (10.0 / top if top > 0 else 1.0) + rs.normal(scale=1e-4, size=emb.shape)  # as umap-learn's noisy_scale_coords
     lo, hi = emb.min(0), emb.max(0)
     return (10.0 * (emb - lo) / np.where(hi > lo, hi - lo, 1.0)).astype(np.float32)
+
+
+def _first_columns(start: np.ndarray, n_components: int) -> np.ndarray:
+    """The first ``n_components`` columns of a starting layout, rescaled to [0, 10] per axis."""
+    s = np.asarray(start, np.float64)[:, :n_components]
+    lo, hi = s.min(0), s.max(0)
+    return np.ascontiguousarray(10.0 * (s - lo) / np.where(hi > lo, hi - lo, 1.0), dtype=np.float32)
 
 
 def _pca(data: np.ndarray, n_components: int) -> np.ndarray:

@@ -131,5 +131,5 @@ def warm_up() -> float:
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
     pts = np.concatenate([rng.normal(0, 1, (40, 3)), rng.normal(8, 1, (40, 3))])
-    cluster_points(pts, params=HdbscanParams(min_cluster_size=10, min_samples=5, cluster_selection_method="eom"))
+    cluster_points(pts, params=HdbscanParams(min_samples=5, cluster_selection_method="eom"), sizes=[10, 20], fast_tree=True)
     return time.perf_counter() - t0
