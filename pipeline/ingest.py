@@ -6,9 +6,7 @@ decode workers, through :func:`read_bytes`, which works for local paths and ``s3
 
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from storage import s3 as s3util
+from storage.tables import read_table_rows
 
 logger = logging.getLogger(__name__)
 
@@ -73,33 +72,7 @@ def _list_folder(root: Path) -> list[SourceItem]:
 
 
 def _read_manifest_rows(path: Path) -> list[dict[str, Any]]:
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            with open(path, newline="", encoding="utf-8-sig") as fh:
-                return list(csv.DictReader(fh))
-        if suffix in (".jsonl", ".ndjson"):
-            rows = []
-            with open(path, encoding="utf-8") as fh:
-                for n, line in enumerate(fh, 1):
-                    line = line.strip()
-                    if not line:
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise SourceError(f"{path}:{n}: not JSON ({e.msg})") from None
-                    if not isinstance(row, dict):
-                        raise SourceError(f"{path}:{n}: each line must be a JSON object")
-                    rows.append(row)
-            return rows
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    except SourceError:
-        raise
-    except Exception as e:
-        raise SourceError(f"{path}: cannot read manifest ({type(e).__name__}: {e})") from None
+    return read_table_rows(path, error=SourceError)
 
 
 def _list_manifest(path: Path) -> list[SourceItem]:

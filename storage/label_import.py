@@ -9,14 +9,13 @@ uses the last row and counts the clash. The whole import is one undoable event.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from storage.tables import read_table_rows
 from storage.labels import LabelError, LabelStore, check_name
 from storage.workspace import Workspace
 
@@ -52,31 +51,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         raise LabelError(f"{path}: unsupported label file type {suffix or '(none)'!r}; use .csv, .jsonl or .parquet")
     if not path.is_file():
         raise LabelError(f"{path}: no such file")
-    try:
-        if suffix == ".csv":
-            with open(path, newline="", encoding="utf-8-sig") as fh:
-                return list(csv.DictReader(fh))
-        if suffix in (".jsonl", ".ndjson"):
-            rows = []
-            with open(path, encoding="utf-8") as fh:
-                for n, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise LabelError(f"{path}:{n}: not JSON ({e.msg})") from None
-                    if not isinstance(row, dict):
-                        raise LabelError(f"{path}:{n}: each line must be a JSON object")
-                    rows.append(row)
-            return rows
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    except LabelError:
-        raise
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise LabelError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+    return read_table_rows(path, error=LabelError)
 
 
 def _uri_index(ws: Workspace) -> dict[str, str]:
