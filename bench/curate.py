@@ -1,16 +1,31 @@
 """How much work Corral saves: a simulated curator labels real data sets through the product.
 
-The curator sees only what the viewer shows: the map, its clusters, each cluster's members least
-sure first (highest outlier score, then lowest membership, the viewer's panel order), and a
-ground-truth oracle that stands in for the human eye. It works cluster by cluster, largest first:
+The curator sees only what the viewer shows: the map, its clusters, each selection's members
+least sure first (highest outlier score, then lowest membership, the viewer's panel order), and a
+ground-truth oracle that stands in for the human eye. Every counted action is one thing the viewer
+lets a person do in one go:
 
-* select the cluster (1 action), mark what does not belong — one action per marked item, or one
-  action for "exclude this one and every less sure member" when the wrong ones lead the panel —
-  and name the rest (1 action) through ``LabelStore.assign``, the call the API's name route makes;
-* split a cluster (1 action, ``pipeline.recluster.recluster``, the API's split) when naming its
-  parts is cheaper than excluding a large wrong group, then select, clean and name each part;
-* finally lasso regions of what is still unlabelled (the viewer's "only unlabelled" filter on;
-  1 action per lasso) and name them the same way, and label stragglers one by one.
+* select: click a map cluster (or, after a split, a sub-cluster's chip); lasso: draw one region on
+  the map, which selects every unlabelled point inside it (Shift adds a click or a lasso to the
+  selection, 1 action each);
+* mark a tile (1 per item) and "exclude marked" (E, 1), or "exclude this one and every less sure
+  member" (1) when the wrong ones lead the panel;
+* name the selection minus its exclusions (1), through ``LabelStore.assign``, the call the API's
+  name route makes; split (1, ``pipeline.recluster.recluster``, the API's split);
+* the "only unlabelled" filter goes on once (1), so clicks and lassos then catch only what is
+  still unlabelled. Pan and zoom are not counted.
+
+It works greedily: each time it names the group that labels the most items per action, among the
+map's clusters (split when naming the parts is cheaper than excluding a large wrong group) and
+lasso regions drawn around where one class's unlabelled points lie on the map (the convex hull of
+a group of them at one of a few proximity scales, plus a margin; all unlabelled points inside are
+selected, whatever their class). Groups of one class far apart take one Shift-lasso each and can
+join a clicked cluster of that class, so a class is named once. A named group may keep up to the
+aimed precision's share of wrong members rather than marking every last one.
+
+The issue's bound for COIL-20 and ORL is 2 x classes + the map's wrong cluster members (members of
+each cluster whose true class is not the cluster's majority); the stricter reading (only the wrong
+members of the groups the curator named) is reported next to it.
 
 Per data set it reports the actions needed to reach 90%, 95% and 99% of items labelled, the label
 precision there, actions per labelled item, the one-action-per-item baseline, and the store's
@@ -49,7 +64,18 @@ DATASETS = {
 }
 
 #: Seconds a person takes per kind of action (a planning model, not a measurement).
-PACE = {"select": 1.5, "name": 3.0, "mark": 1.0, "exclude_below": 2.0, "split": 2.0, "lasso": 4.0, "single": 2.5}
+PACE = {"select": 1.5, "name": 3.0, "mark": 1.0, "exclude": 1.0, "exclude_below": 2.0, "split": 2.0, "lasso": 4.0, "filter": 1.0}
+
+#: A lasso is drawn this many map steps (median nearest-neighbour distance in 2-D) around the
+#: convex hull of the points it is meant to catch.
+LASSO_MARGIN = 0.5
+#: What the oracle expects a class left partly unlabelled to cost later (a gesture and a name),
+#: when it weighs one group against another.
+LEFTOVER = 2.0
+#: The proximity scales (in map steps) at which the oracle sees a class's unlabelled points as
+#: separate groups on the map (single linkage). One lasso goes around one group; groups farther
+#: apart than the largest scale always take a lasso each.
+LASSO_SCALES = (1.5, 3.0, 6.0, 12.0)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -133,7 +159,9 @@ def best_prefix(wrong: np.ndarray, spare_cost: float, tolerance: float = 0.0) ->
 class Curator:
     """The oracle curator working through the product's own functions."""
 
-    def __init__(self, ws: Path, truth: dict[str, str], *, spare_cost: float, tolerance: float = 0.0, user: str = "oracle"):
+    def __init__(self, ws: Path, truth: dict[str, str], *, spare_cost: float, tolerance: float = 0.0, user: str = "oracle", lasso: bool = True):
+        from scipy.spatial import cKDTree
+
         from pipeline.recluster import recluster
         from storage.labels import LabelStore
         from storage.maps import read_map
@@ -144,6 +172,7 @@ class Curator:
         self.spare_cost = spare_cost
         self.tolerance = tolerance
         self.user = user
+        self.use_lasso = lasso
         self.recluster = recluster
         m = read_map(ws)
         self.map_name = m.name
@@ -152,16 +181,22 @@ class Curator:
         self.cluster = pts.column("cluster").to_numpy()
         self.prob = pts.column("probability").to_numpy()
         self.outlier = pts.column("outlier_score").to_numpy()
-        self.xy = np.stack([pts.column("x").to_numpy(), pts.column("y").to_numpy()], 1)
+        self.xy = np.stack([pts.column("x").to_numpy(), pts.column("y").to_numpy()], 1).astype(np.float64)
         self.row = {i: k for k, i in enumerate(self.ids)}
+        self.y = np.asarray([truth[i] for i in self.ids], dtype=object)
+        # The map's scale: the median distance from a point to its nearest neighbour in 2-D.
+        d, _ = cKDTree(self.xy).query(self.xy, k=2)
+        self.step = float(np.median(d[:, 1])) or 1e-6
         db = Workspace(ws).labels_db
         for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
             p.unlink(missing_ok=True)
         self.store = LabelStore.open(Workspace(ws))
+        self.labelled = np.zeros(len(self.ids), bool)
         self.actions = 0
         self.wrong_members = 0  # members of a named group that did not belong (excluded or not)
         self.curve: list[tuple[int, float, float]] = [(0, 0.0, 1.0)]
         self.by_kind: Counter[str] = Counter()
+        self._plans: dict[tuple, list[Plan]] = {}  # planned groups by (how selected, members)
 
     # -- what the viewer shows ----------------------------------------------------------------
     def least_sure_first(self, ids: list[str]) -> list[str]:
@@ -170,7 +205,9 @@ class Curator:
         return [ids[k] for k in order]
 
     # -- planning -----------------------------------------------------------------------------
-    def plan(self, ids: list[str], *, select: str) -> Plan:
+    def plan(self, ids: list[str], gestures: list[str]) -> Plan:
+        """Name ``ids`` (selected with ``gestures``: a click, a lasso, then Shift-clicks and
+        Shift-lassos adding to the selection) by their majority class."""
         counts = Counter(self.truth[i] for i in ids)
         label = counts.most_common(1)[0][0]
         order = self.least_sure_first(ids)
@@ -178,12 +215,18 @@ class Curator:
         p, marks = best_prefix(wrong, self.spare_cost, self.tolerance)
         marked = [i for i, w in zip(order[p:], wrong[p:]) if w][:marks]  # least sure first, as the panel shows them
         excluded = order[:p] + marked
-        actions = [select] + (["exclude_below"] if p else []) + ["mark"] * marks + ["name"]
+        # Marked tiles leave the selection with one press of "exclude marked" (E).
+        actions = list(gestures) + (["exclude_below"] if p else []) + ["mark"] * marks + (["exclude"] if marks else []) + ["name"]
         ex = set(excluded)
         return Plan(label, [i for i in ids if i not in ex], excluded, actions, lost=int((~wrong[:p]).sum()))
 
-    def plan_cluster(self, ids: list[str], depth: int = 0, *, select: str = "select") -> list[Plan]:
-        whole = self.plan(ids, select=select)
+    def plan_cluster(self, ids: list[str], gestures: list[str] = ("select",), depth: int = 0) -> list[Plan]:
+        """Name a group whole, or split it (the viewer's split) and name its parts.
+
+        After a split each part is one click on its chip (a "select"). A part may be split
+        again, but that replaces the chips, so at most one part is split further, and last.
+        """
+        whole = self.plan(ids, gestures)
         counts = Counter(self.truth[i] for i in ids).most_common(2)
         mixed = len(counts) > 1 and counts[1][1] >= 3
         if depth >= 5 or not mixed or len(ids) < 6:
@@ -191,16 +234,126 @@ class Curator:
         parts = self.recluster(workspace=self.ws, map_name=self.map_name, ids=ids)
         if len(parts) < 2:
             return [whole]
-        sub = [pl for part in parts for pl in self.plan_cluster(list(part.ids), depth + 1)]
+        flat = [[self.plan(list(part.ids), ["select"])] for part in parts]
+        deeper = [self.plan_cluster(list(part.ids), ["select"], depth + 1) for part in parts]
+        gain = [score(f, self.spare_cost) - score(d, self.spare_cost) for f, d in zip(flat, deeper)]
+        k = int(np.argmax(gain))
+        order = [f for j, f in enumerate(flat) if j != k or gain[k] <= 0] + ([deeper[k]] if gain[k] > 0 else [])
+        sub = [pl for group in order for pl in group]
         # The split itself: select the group + split (the parts are then clicked one by one).
-        if 2 + score(sub, self.spare_cost) < score([whole], self.spare_cost):
-            sub[0].actions = [select, "split"] + sub[0].actions
+        if len(gestures) + 1 + score(sub, self.spare_cost) < score([whole], self.spare_cost):
+            sub[0].actions = [*gestures, "split"] + sub[0].actions
             return sub
         return [whole]
+
+    def cached(self, key: tuple, make) -> list[Plan]:
+        if key not in self._plans:
+            self._plans[key] = make()
+        return self._plans[key]
+
+    def cluster_candidates(self) -> list[list[Plan]]:
+        """Click a map cluster (the "only unlabelled" filter on: its unlabelled members)."""
+        out = []
+        for rows in self.free_clusters().values():
+            ids = list(self.ids[rows])
+            out.append(self.cached(("select", tuple(rows)), lambda ids=ids: self.plan_cluster(ids)))
+        return out
+
+    def free_clusters(self) -> dict[int, np.ndarray]:
+        """Map cluster -> its unlabelled rows (what a click selects with the filter on). A click on
+        a noise point selects only that point, which a lasso does as well."""
+        free = ~self.labelled
+        return {int(c): np.flatnonzero(free & (self.cluster == c)) for c in np.unique(self.cluster[free]) if c >= 0}
+
+    def in_region(self, comp: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        """Rows of ``cand`` inside a lasso drawn around the points ``comp``: their convex hull
+        widened by a margin (``LASSO_MARGIN`` map steps), as a hand draws around a group."""
+        from scipy.spatial import ConvexHull, QhullError
+
+        eps = LASSO_MARGIN * self.step + 1e-9
+        pts = self.xy[comp]
+        lo, hi = pts.min(0) - eps, pts.max(0) + eps
+        q = cand[np.all((self.xy[cand] >= lo) & (self.xy[cand] <= hi), 1)]
+        if len(q) == 0:
+            return q
+        xq = self.xy[q]
+        if len(comp) >= 3:
+            try:
+                eq = ConvexHull(pts).equations
+                return q[(xq @ eq[:, :2].T + eq[:, 2]).max(1) <= eps]
+            except QhullError:
+                pass  # collinear: the segment between the extremes below
+        # A point or a segment: distance to the segment between the two farthest-apart points.
+        a = pts[np.argmin(pts[:, 0] + pts[:, 1])]
+        b = pts[np.argmax(pts[:, 0] + pts[:, 1])]
+        ab = b - a
+        t = np.clip(((xq - a) @ ab) / max(float(ab @ ab), 1e-12), 0, 1)
+        return q[np.linalg.norm(xq - (a + t[:, None] * ab), axis=1) <= eps]
+
+    def lasso_candidates(self) -> list[list[Plan]]:
+        """Lasso regions of the plane over what is still unlabelled (the "only unlabelled" filter
+        on, so a lasso catches only unlabelled points). The oracle looks at where one true class
+        lies: its unlabelled points, grouped by 2-D proximity at a few scales (single linkage), and
+        draws one lasso around a group. Every unlabelled point inside a drawn region is selected,
+        whatever its class. Groups of one class can go into one selection, one Shift-lasso each,
+        alone or added to a clicked cluster of that class, and are then named at once."""
+        from scipy.cluster.hierarchy import fcluster, linkage
+
+        out = []
+        free = np.flatnonzero(~self.labelled)
+        clusters = self.free_clusters()
+        majority = {k: Counter(self.y[rows].tolist()).most_common(1)[0][0] for k, rows in clusters.items()}
+        for c in np.unique(self.y[free]):
+            rows = free[self.y[free] == c]
+            if len(rows) == 1:
+                groupings = [np.zeros(1, int)]
+            else:
+                tree = linkage(self.xy[rows], "single")
+                groupings = [fcluster(tree, s * self.step, "distance") for s in LASSO_SCALES]
+            seen = set()
+            for g in groupings:
+                key = tuple(g.tolist())
+                if key in seen:
+                    continue
+                seen.add(key)
+                regions = [self.in_region(rows[g == k], free) for k in np.unique(g)]
+                for reg in regions:
+                    out.append(self.cached(("lasso", tuple(reg)), lambda reg=reg: self.plan_cluster(list(self.ids[reg]), ["lasso"])))
+                # Only groups where the class is the majority are worth adding to a selection.
+                good = [reg for reg in regions if Counter(self.y[reg].tolist()).most_common(1)[0][0] == c]
+                if len(good) > 1:
+                    out.append(self.union([], good))
+                for k, base in clusters.items():
+                    if majority[k] == c:
+                        inside = set(base.tolist())
+                        extra = [reg for reg in good if any(r not in inside and self.y[r] == c for r in reg)]
+                        if extra:
+                            out.append(self.union([base], extra))
+        return out
+
+    def union(self, clicked: list[np.ndarray], lassoed: list[np.ndarray]) -> list[Plan]:
+        """One selection made of clicked clusters and Shift-lassoed regions, named at once."""
+        reg = np.unique(np.concatenate(clicked + lassoed))
+        gestures = ["select"] * len(clicked) + ["lasso"] * len(lassoed)
+        return self.cached((tuple(gestures), tuple(reg)), lambda: [self.plan(list(self.ids[reg]), gestures)])
+
+    def wrong_cluster_members(self) -> int:
+        """The issue's count: members of each map cluster whose true class is not the cluster's
+        majority class (noise points belong to no cluster)."""
+        out = 0
+        for c in np.unique(self.cluster):
+            if c >= 0:
+                counts = Counter(self.y[self.cluster == c].tolist())
+                out += sum(counts.values()) - max(counts.values())
+        return out
 
     # -- acting -------------------------------------------------------------------------------
     def execute(self, plan: Plan) -> None:
         if not plan.keep:
+            # Nothing left to name (everything excluded): the gestures made so far still count.
+            done = [a for a in plan.actions if a not in ("name", "mark", "exclude", "exclude_below")]
+            self.actions += len(done)
+            self.by_kind.update(done)
             return
         seconds = sum(PACE[a] for a in plan.actions)
         self.store.assign(plan.keep, plan.label, user=self.user, exclude=plan.exclude, duration_ms=int(seconds * 1000))
@@ -211,44 +364,39 @@ class Curator:
 
     def record(self) -> None:
         labels = self.store.item_labels()
+        self.labelled = np.fromiter((i in labels for i in self.ids), bool, len(self.ids))
         n = len(self.ids)
         right = sum(self.truth[i] == lab for i, lab in labels.items())
         self.curve.append((self.actions, len(labels) / n, right / len(labels) if labels else 1.0))
 
     def run(self, *, target: float = 0.99) -> None:
-        clusters = [c for c in np.unique(self.cluster) if c >= 0]
-        clusters.sort(key=lambda c: -int((self.cluster == c).sum()))
-        for c in clusters:
-            for pl in self.plan_cluster(list(self.ids[self.cluster == c])):
+        """Greedy: each time, the group that names the most items per action — a map cluster
+        clicked (split when that is cheaper), or a lasso region — until ``target`` is labelled."""
+        # The "only unlabelled" filter goes on once the first group is named (1 action, U).
+        filtered = False
+        while self.curve[-1][1] < target:
+            cands = self.cluster_candidates() + (self.lasso_candidates() if self.use_lasso else [])
+            best, value = None, (0.0, 0)
+            free = Counter(self.y[~self.labelled].tolist())
+            for plans in cands:
+                kept = sum(len(pl.keep) for pl in plans)
+                if not kept:
+                    continue
+                # What the oracle weighs: the actions, plus the gesture and the naming that a class
+                # left partly unlabelled will need again later.
+                named = Counter(self.truth[i] for pl in plans for i in pl.keep)
+                later = sum(LEFTOVER for c in {pl.label for pl in plans} if free[c] > named[c])
+                cost = sum(len(pl.actions) for pl in plans) + later
+                if (kept / cost, kept) > value:  # on a tie, the larger group
+                    best, value = plans, (kept / cost, kept)
+            if best is None:
+                break
+            if self.labelled.any() and not filtered:
+                filtered = True
+                self.actions += 1
+                self.by_kind["filter"] += 1
+            for pl in best:
                 self.execute(pl)
-        # Lasso passes over what is still unlabelled, region by region (the map's clusters as
-        # regions; noise points join the region of their nearest labelled neighbour in 2-D).
-        for _ in range(8):
-            if self.curve[-1][1] >= target:
-                break
-            labelled = self.store.item_labels()
-            rest = [i for i in self.ids if i not in labelled]
-            if not rest:
-                break
-            regions: dict[int, list[str]] = {}
-            for i in rest:
-                regions.setdefault(int(self.cluster[self.row[i]]), []).append(i)
-            # Each region: lasso it (split it when mixed), keep only what beats one action per item.
-            plans = [pl for g in regions.values() for pl in self.plan_cluster(g, select="lasso")]
-            plans = [pl for pl in plans if len(pl.keep) > len(pl.actions)]
-            if not plans:
-                break
-            for pl in sorted(plans, key=lambda pl: -len(pl.keep) / len(pl.actions)):
-                self.execute(pl)
-        # Stragglers, one action each (the baseline's pace), until the target.
-        labelled = self.store.item_labels()
-        rest = [i for i in self.ids if i not in labelled]
-        n = len(self.ids)
-        for i in rest:
-            if len(labelled) / n >= target:
-                break
-            self.execute(Plan(self.truth[i], [i], [], ["single"]))
-            labelled[i] = self.truth[i]
 
     def at(self, coverage: float) -> dict:
         for a, cov, prec in self.curve:
@@ -282,7 +430,8 @@ def run_dataset(name: str, data: Path, out: Path, *, spare_cost: float, rebuild_
         "at_99": cur.at(0.99),
         "final": {"actions": cur.actions, "coverage": round(cur.curve[-1][1], 4), "precision": round(cur.curve[-1][2], 4)},
         "actions_by_kind": dict(cur.by_kind),
-        "wrong_cluster_members": cur.wrong_members,
+        "wrong_cluster_members": cur.wrong_cluster_members(),
+        "wrong_named_members": cur.wrong_members,
         "baseline_actions_at_99": int(np.ceil(0.99 * n)),
         "curators": cur.store.curator_stats(),
         "seconds": {**{k: v for k, v in timings.items() if k.endswith("_s")}, "simulate_s": round(time.perf_counter() - t0, 1)},
@@ -294,8 +443,16 @@ def run_dataset(name: str, data: Path, out: Path, *, spare_cost: float, rebuild_
         a95 = res["at_95"]
         res["target"] = {"rule": ">=95% labelled at >=97% precision within 200 actions", "met": bool(a95["actions"] is not None and a95["actions"] <= 200 and a95["precision"] >= 0.97)}
     elif name in ("coil20", "orl_faces"):
-        bound = 2 * classes + cur.wrong_members
-        res["target"] = {"rule": ">=99% labelled at >=99% precision with actions <= 2 x classes + wrong cluster members", "bound": bound, "met": bool(a99 is not None and a99 <= bound and res["at_99"]["precision"] >= 0.99)}
+        bound = 2 * classes + res["wrong_cluster_members"]
+        ok = a99 is not None and res["at_99"]["precision"] >= 0.99
+        res["target"] = {
+            "rule": ">=99% labelled at >=99% precision with actions <= 2 x classes + wrong cluster members",
+            "bound": bound,
+            "met": bool(ok and a99 <= bound),
+            # the stricter reading: only the wrong members of the groups the curator named
+            "strict_bound": 2 * classes + cur.wrong_members,
+            "met_strict": bool(ok and a99 <= 2 * classes + cur.wrong_members),
+        }
     cur.store.close()
     return res
 
