@@ -30,6 +30,7 @@ import argparse
 import gc
 import gzip
 import json
+import os
 import platform
 import resource
 import sys
@@ -43,7 +44,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DATA = REPO.parent / "shared" / "data"
+DATA = Path(os.environ.get("CORRAL_SHARED", REPO.parent / "shared")) / "data"
 CACHE = REPO / "bench" / "out" / "cache"
 IMAGE_SETS = {"coil20": "coil20/images", "coil100_subset": "coil100_subset/images", "orl_faces": "orl_faces/images"}
 
@@ -170,6 +171,7 @@ def run_ours(ws: Path, x: np.ndarray, y: np.ndarray, *, device: str, layout: str
     labels = m.points.column("cluster").to_numpy()[rows]
     out = {"seconds": {k: round(v, 2) for k, v in res.seconds.items()} | {"total": round(total, 2)}, "peak_alloc_mb": round(peak / 2**20, 1)}
     out |= scores(y, labels, x, xy)
+    out["seconds_parts"] = m.meta.get("seconds_parts", {})
     out["clustered_before_assignment"] = round(1 - m.meta["counts"]["noise_fraction_before_assignment"], 4)
     out["params"] = {"hdbscan": {k: m.meta["params"]["hdbscan"][k] for k in ("min_cluster_size", "cluster_selection_method")}, "knn": m.meta["params"]["knn"]["method"], "layout": m.meta["params"]["layout"]["used"]}
     return out

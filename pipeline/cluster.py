@@ -74,6 +74,7 @@ class Clustering:
     resolved: dict[str, Any]  # the parameters that ran, choices made included
     candidates: list[dict[str, Any]] = field(default_factory=list)  # every cut tried, with its score
     seconds: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)  # seconds per stage (tree, scoring, final cut, noise)
 
     @property
     def n_clusters(self) -> int:
@@ -117,13 +118,20 @@ def cluster_points(
     ms = min(int(p.min_samples or DEFAULT_MIN_SAMPLES), n - 1)
     trees: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
+    parts: dict[str, float] = {}
+
+    def timed(key: str, since: float) -> None:
+        parts[key] = parts.get(key, 0.0) + time.perf_counter() - since
+
     def tree_for(m: int) -> tuple[np.ndarray, np.ndarray]:
         if m not in trees:
+            t_tree = time.perf_counter()
             if fast_tree:
                 mst, _, core = compute_minimum_spanning_tree(x, min_samples=m, algorithm="kruskal", knn_k=min(n - 1, max(2 * m, 15)))
             else:
                 mst, _, core = compute_minimum_spanning_tree(x, min_samples=m)
             trees[m] = (mst, np.asarray(core, np.float64))
+            timed("tree", t_tree)
         return trees[m]
 
     def cut(m: int, method: str, mcs: int, single: bool = False) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -169,6 +177,8 @@ def cluster_points(
     chosen_by = "given"
     choice = (ms, methods[0], sizes[0])
     if len(sizes) * len(methods) > 1:
+        tree_for(ms)
+        t_score, tree_before = time.perf_counter(), parts.get("tree", 0.0)
         graph = graph if graph is not None else coords_graph(x, k=min(15, n - 1))
         for method in methods:
             for mcs in sizes:
@@ -195,6 +205,9 @@ def cluster_points(
                 candidates.append({"min_samples": opt[0], "cluster_selection_method": opt[1], "min_cluster_size": opt[2], "clusters": int(labels.max()) + 1, "silhouette": round(s, 5)})
             s_best, choice = max(scored, key=lambda t: t[0])
             chosen_by = "modularity, then silhouette" if choice == options[0] else "silhouette (finest cut)"
+        timed("scoring", t_score)
+        parts["scoring"] -= parts.get("tree", 0.0) - tree_before  # trees built for the finest cuts count as trees
+    t_final = time.perf_counter()
     ms_c, method, mcs = choice
     labels, probs, tree = cut(ms_c, method, mcs)
     if labels.max() < 0:
@@ -208,13 +221,16 @@ def cluster_points(
     scores = glosh(lam, lam_leaf_max)
     labels, probs = _order_by_size(labels, probs)
     raw = labels.copy()
+    timed("final_cut", t_final)
+    t_noise = time.perf_counter()
     state = {"core_distance": core, "lambda": lam, "lambda_leaf_max": lam_leaf_max, "raw_label": raw.astype(np.int32), "min_samples": np.array(ms_c)}
     if assign_noise and (labels < 0).any() and (labels >= 0).any():
         labels, probs = _assign_noise(x, labels, probs, core)
+    timed("noise", t_noise)
     resolved = {"min_cluster_size": int(mcs), "min_samples": int(ms_c), "cluster_selection_method": method, "cluster_selection_epsilon": float(p.cluster_selection_epsilon), "allow_single_cluster": p.allow_single_cluster, "assign_noise": assign_noise, "chosen_by": chosen_by}
     secs = time.perf_counter() - t0
     logger.info("HDBSCAN: %d clusters (%s, min_cluster_size %d, min_samples %d, by %s), %.1f%% noise before assignment, %.2fs", int(labels.max()) + 1, method, mcs, ms_c, chosen_by, 100 * float(np.mean(raw < 0)), secs)
-    return Clustering(labels=labels.astype(np.int32), probabilities=probs.astype(np.float32), outlier_scores=scores.astype(np.float32), state=state, resolved=resolved, candidates=candidates, seconds=secs)
+    return Clustering(labels=labels.astype(np.int32), probabilities=probs.astype(np.float32), outlier_scores=scores.astype(np.float32), state=state, resolved=resolved, candidates=candidates, seconds=secs, parts={k: round(v, 3) for k, v in parts.items()})
 
 
 def _one_cluster(n: int, p: HdbscanParams, t0: float) -> Clustering:

@@ -37,6 +37,7 @@ from pipeline.decode import (
     decode_for_model,
     is_jpeg,
     jpeg_orientation,
+    open_image,
 )
 from pipeline.device import cpu_count, pick_device
 from pipeline.ingest import SourceItem, list_source, read_bytes
@@ -68,6 +69,7 @@ class EmbedConfig:
     dtype: str = "float32"  # float32 | float16 on disk
     compile: bool = False  # torch.compile the model (CUDA only)
     gpu_decode: bool | None = None  # decode JPEGs with nvJPEG on the device (default: on for CUDA)
+    decode_ahead: bool | None = None  # with gpu_decode: decode the next batch in a thread while the model runs (default on)
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are skipped as decompression bombs
     endpoint_url: str | None = None  # S3-compatible endpoint for s3:// sources
     name: str | None = None  # embedding set name (default: from the model name)
@@ -184,8 +186,9 @@ def _jpeg_header_size(data: bytes, max_pixels: int) -> tuple[int, int]:
 
     try:
         w, h = Image.open(io.BytesIO(data)).size
-    except Exception as e:
-        raise SkipItem("not_an_image", str(e)[:200]) from None
+    except Exception:
+        open_image(data, max_pixels=max_pixels)  # raises the CPU decoder's reason, so both paths agree
+        raise SkipItem("decode_error", "unreadable JPEG header") from None
     if w * h > max_pixels:
         raise SkipItem("too_large", f"{w}x{h} pixels is over the limit of {max_pixels}")
     return w, h
@@ -195,7 +198,22 @@ def _collate(recs: list[dict[str, Any]]) -> dict[str, Any]:
     import torch
 
     px = [r.pop("pixels") for r in recs if "pixels" in r]
-    return {"records": recs, "pixels": torch.stack(px) if px else None, "jpeg": [r.pop("jpeg") for r in recs if "jpeg" in r]}
+    # A batch's JPEG bytes travel as one tensor (one shared-memory block between processes, not
+    # one per image); ``jpeg_sizes`` cuts it back into images.
+    jpegs = [r.pop("jpeg") for r in recs if "jpeg" in r]
+    return {
+        "records": recs,
+        "pixels": torch.stack(px) if px else None,
+        "jpeg": torch.cat(jpegs) if jpegs else None,
+        "jpeg_sizes": [int(j.numel()) for j in jpegs],
+    }
+
+
+def _jpeg_list(b: dict[str, Any]) -> list:
+    """The batch's JPEG byte tensors (views into the one collated tensor)."""
+    if b.get("jpeg") is None:
+        return []
+    return list(b["jpeg"].split(b["jpeg_sizes"]))
 
 
 def _worker_init(_: int, nice: int = 0) -> None:
@@ -231,7 +249,8 @@ def decode_jpegs_on_device(datas: list, orientations: list[int], pre: Preprocess
     """Decode JPEG byte tensors on ``device`` into ``size x size x 3`` uint8 tensors.
 
     Returns one entry per input: a tensor, or ``None`` when that JPEG could not be decoded there
-    (the caller falls back to the CPU decoder, which records the reason).
+    (the caller falls back to the CPU decoder, which records the reason). Images that share a
+    size and orientation are resized together, in one call.
     """
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -246,39 +265,133 @@ def decode_jpegs_on_device(datas: list, orientations: list[int], pre: Preprocess
                 imgs.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=dev))
             except Exception:
                 imgs.append(None)
-    out = []
-    for img, orient in zip(imgs, orientations):
-        out.append(None if img is None else _orient_resize_crop(img, orient, pre))
+    out: list = [None] * len(imgs)
+    groups: dict[tuple, list[int]] = {}
+    for i, (img, orient) in enumerate(zip(imgs, orientations)):
+        if img is not None:
+            groups.setdefault((tuple(img.shape), int(orient)), []).append(i)
+    for (_, orient), idx in groups.items():
+        batch = torch.stack([imgs[i] for i in idx]) if len(idx) > 1 else imgs[idx[0]].unsqueeze(0)
+        for i, x in zip(idx, _orient_resize_crop(batch, orient, pre)):
+            out[i] = x
     return out
 
 
 def _orient_resize_crop(img, orientation: int, pre: Preprocess):
+    """``[B, 3, H, W]`` uint8 -> ``[B, size, size, 3]`` uint8: EXIF orientation, resize, centre crop."""
     import torch
     import torch.nn.functional as F
 
-    # EXIF orientations as (transpose, rot90 count, flip) applied to CHW tensors.
+    # EXIF orientations as flips / quarter turns of the (H, W) axes.
     if orientation == 2:
         img = img.flip(-1)
     elif orientation == 3:
-        img = img.rot90(2, (1, 2))
+        img = img.rot90(2, (2, 3))
     elif orientation == 4:
         img = img.flip(-2)
     elif orientation == 5:
-        img = img.transpose(1, 2)
+        img = img.transpose(2, 3)
     elif orientation == 6:
-        img = img.rot90(-1, (1, 2))
+        img = img.rot90(-1, (2, 3))
     elif orientation == 7:
-        img = img.rot90(1, (1, 2)).flip(-2)
+        img = img.rot90(1, (2, 3)).flip(-2)
     elif orientation == 8:
-        img = img.rot90(1, (1, 2))
-    _, h, w = img.shape
+        img = img.rot90(1, (2, 3))
+    _, _, h, w = img.shape
     scale = pre.resize / min(h, w)
     nh, nw = max(pre.size, round(h * scale)), max(pre.size, round(w * scale))
     mode = "bicubic" if pre.interpolation == "bicubic" else "bilinear"
-    x = F.interpolate(img.unsqueeze(0).float(), size=(nh, nw), mode=mode, antialias=True, align_corners=False)
+    x = F.interpolate(img.float(), size=(nh, nw), mode=mode, antialias=True, align_corners=False)
     top, left = (nh - pre.size) // 2, (nw - pre.size) // 2
-    x = x[0, :, top : top + pre.size, left : left + pre.size]
-    return x.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
+    x = x[:, :, top : top + pre.size, left : left + pre.size]
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def _device_pixels(b: dict[str, Any], pre: Preprocess, device: str, max_pixels: int) -> dict[int, Any]:
+    """Decode a batch's raw JPEGs on the device: ``{record position: [size, size, 3] uint8}``.
+
+    A JPEG the device decoder refuses goes through the CPU decoder, which either manages or marks
+    the record skipped with the reason.
+    """
+    import torch
+
+    jpeg_recs = [r for r in b["records"] if "orientation" in r]
+    dev_px: dict[int, Any] = {}
+    if not jpeg_recs:
+        return dev_px
+    datas = _jpeg_list(b)
+    decoded = decode_jpegs_on_device(datas, [r["orientation"] for r in jpeg_recs], pre, device)
+    for r, img, data in zip(jpeg_recs, decoded, datas):
+        if img is None:
+            try:
+                arr, _, _ = decode_for_model(data.numpy().tobytes(), pre, max_pixels=max_pixels)
+                img = torch.from_numpy(arr).to(device)
+            except SkipItem as e:
+                r.update(status="skipped", reason=e.reason, detail=e.detail)
+                continue
+        dev_px[r["pos"]] = img
+    return dev_px
+
+
+def _decode_ahead(loader: Any, pre: Preprocess, device: str, max_pixels: int, timings: dict[str, float], depth: int = 2, ahead: bool = True):
+    """Yield ``(batch, device pixels)``; on CUDA (and ``ahead``) the next batches decode on a side
+    stream, in a thread, while the model runs on the current one (nvJPEG and the model overlap)."""
+    import queue
+    import threading
+
+    import torch
+
+    if not (ahead and device.startswith("cuda")):
+        for b in loader:
+            t0 = time.perf_counter()
+            px = _device_pixels(b, pre, device, max_pixels)
+            timings["device_decode_s"] += time.perf_counter() - t0
+            yield b, px, None
+        return
+    side = torch.cuda.Stream(device=device)
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            with torch.cuda.stream(side):
+                for b in loader:
+                    t0 = time.perf_counter()
+                    px = _device_pixels(b, pre, device, max_pixels)
+                    ev = torch.cuda.Event()
+                    ev.record(side)
+                    timings["device_decode_s"] += time.perf_counter() - t0
+                    while not stop.is_set():
+                        try:
+                            q.put((b, px, ev), timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            q.put(done)
+        except BaseException as e:  # re-raised in the consumer
+            q.put(e)
+
+    th = threading.Thread(target=work, name="corral-decode-ahead", daemon=True)
+    th.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            b, px, ev = item
+            cur = torch.cuda.current_stream(device)
+            cur.wait_event(ev)
+            for t in px.values():
+                t.record_stream(cur)  # freed memory is not reused until the model stream is done with it
+            yield b, px, ev
+    finally:
+        stop.set()
+        th.join(timeout=10)
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,7 +502,7 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
 
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
-    timings = {"decode_worker_s": 0.0, "infer_s": 0.0, "write_s": 0.0, "wait_s": 0.0}
+    timings = {"decode_worker_s": 0.0, "device_decode_s": 0.0, "infer_s": 0.0, "write_s": 0.0, "wait_s": 0.0}
     out_dtype = np.float16 if cfg.dtype == "float16" else np.float32
     pre = embedder.preprocess
     detect_counts: Counter[str] = Counter()
@@ -424,13 +537,14 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
         shard_k = 0
         shard_items = 0  # source items in the open shard (a crop run writes more rows than that)
         t_wait = time.perf_counter()
-        for b in loader:
+        batches = _decode_ahead(loader, pre, device, cfg.max_pixels, timings, ahead=cfg.decode_ahead is not False) if detector is None else ((b, None, None) for b in loader)
+        for b, dev_px, _ in batches:
             timings["wait_s"] += time.perf_counter() - t_wait
             recs = b["records"]
             timings["decode_worker_s"] += sum(r.pop("decode_s", 0.0) for r in recs)
             t0 = time.perf_counter()
             if detector is None:
-                vecs, rows, ids = _embed_batch(b, recs, embedder, pre, device, seen, cfg, labels)
+                vecs, rows, ids = _embed_batch(b, recs, dev_px, embedder, device, seen, labels)
             else:
                 timings["detect_s"] += sum(r.pop("detect_s", 0.0) for r in recs)
                 t1 = time.perf_counter()
@@ -516,25 +630,15 @@ def _build_detector(cfg: EmbedConfig, embedder: Any, device: str) -> tuple[Any, 
     return detector, opts, why
 
 
-def _embed_batch(b: dict[str, Any], recs: list[dict[str, Any]], embedder: Any, pre: Preprocess, device: str, seen: dict[str, str], cfg: EmbedConfig, sources: dict[str, SourceItem]):
-    """Decide duplicates, finish decoding, run the model; returns (vectors, item rows, embedded ids)."""
+def _embed_batch(b: dict[str, Any], recs: list[dict[str, Any]], dev_px: dict[int, Any], embedder: Any, device: str, seen: dict[str, str], sources: dict[str, SourceItem]):
+    """Decide duplicates and run the model; returns (vectors, item rows, embedded ids).
+
+    ``dev_px`` holds the pixels decoded on the device (:func:`_device_pixels`); CPU-decoded ones
+    arrive stacked in ``b["pixels"]``.
+    """
     import torch
 
-    # Pixels per record position: CPU-decoded ones arrive stacked, JPEGs still need decoding.
     cpu_px = iter(b["pixels"]) if b["pixels"] is not None else iter(())
-    jpeg_recs = [r for r in recs if "orientation" in r]
-    dev_px: dict[int, Any] = {}
-    if jpeg_recs:
-        decoded = decode_jpegs_on_device(b["jpeg"], [r["orientation"] for r in jpeg_recs], pre, device)
-        for r, img, data in zip(jpeg_recs, decoded, b["jpeg"]):
-            if img is None:  # the device decoder refused it: the CPU decoder says why, or manages
-                try:
-                    arr, w, h = decode_for_model(data.numpy().tobytes(), pre, max_pixels=cfg.max_pixels)
-                    img = torch.from_numpy(arr).to(device)
-                except SkipItem as e:
-                    r.update(status="skipped", reason=e.reason, detail=e.detail)
-                    continue
-            dev_px[r["pos"]] = img
     rows, ids, batch_px = [], [], []
     for r in recs:
         px = None

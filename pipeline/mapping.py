@@ -155,6 +155,7 @@ def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = Non
     name = cfg.name or es.name
     t_all = time.perf_counter()
     seconds = {"knn": 0.0, "umap": 0.0, "cluster": 0.0}
+    parts: dict[str, float] = {}  # finer: where the umap and cluster seconds went
     dims = cfg.resolved_cluster_dims(n)
     knn_info: dict[str, Any] = {}
     graph = None
@@ -169,12 +170,15 @@ def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = Non
         knn_info = {"method": g.method, "k": k}
         t0 = time.perf_counter()
         graph = fuzzy_graph(g.indices, g.distances, params=cfg.umap, seed=cfg.seed)
+        parts["fuzzy_graph"] = time.perf_counter() - t0
         cc, start = None, None
         if dims:
             # One spectral (or PCA) start serves both layouts: the 2-D map starts from its first two axes.
+            t1 = time.perf_counter()
             start = initial_layout(graph, data=vecs, n_components=dims, init=cfg.umap.resolved_init(n, dims), seed=cfg.seed)
-            cc, backend, _ = layout(graph, data=vecs, n_components=dims, params=cfg.umap, min_dist=0.0, seed=cfg.seed, backend=cfg.layout, device=cfg.device, knn=(g.indices, g.distances), start=start)
-        xy, backend, _ = layout(graph, data=vecs, n_components=2, params=cfg.umap, seed=cfg.seed, backend=cfg.layout, device=cfg.device, knn=(g.indices, g.distances), start=start)
+            parts["initial_layout"] = time.perf_counter() - t1
+            cc, backend, parts["layout_cluster_space"] = layout(graph, data=vecs, n_components=dims, params=cfg.umap, min_dist=0.0, seed=cfg.seed, backend=cfg.layout, device=cfg.device, knn=(g.indices, g.distances), start=start)
+        xy, backend, parts["layout_map"] = layout(graph, data=vecs, n_components=2, params=cfg.umap, seed=cfg.seed, backend=cfg.layout, device=cfg.device, knn=(g.indices, g.distances), start=start)
         seconds["umap"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     space = cc if cc is not None else xy
@@ -205,6 +209,7 @@ def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = Non
         },
         "candidates": clu.candidates,
         "seconds": {k: round(v, 3) for k, v in seconds.items()} | {"total": round(time.perf_counter() - t_all, 3)},
+        "seconds_parts": {k: round(v, 3) for k, v in parts.items()} | {f"cluster_{k}": v for k, v in clu.parts.items()},
         "created_at": _now(),
         "updates": [],
     }
