@@ -102,7 +102,7 @@ def cluster_points(
     leaves it unset (default :func:`candidate_sizes`). ``fast_tree`` builds the spanning tree
     from a kNN graph (Kruskal), approximate but several times faster: for interactive splits.
     """
-    from fast_hdbscan.hdbscan import clusters_from_spanning_tree, compute_minimum_spanning_tree
+    from fast_hdbscan.hdbscan import compute_minimum_spanning_tree
 
     from pipeline.cutselect import candidate_sizes, coords_graph, modularity, silhouette_judge
 
@@ -134,15 +134,22 @@ def cluster_points(
             timed("tree", t_tree)
         return trees[m]
 
-    def cut(m: int, method: str, mcs: int, single: bool = False) -> tuple[np.ndarray, np.ndarray, Any]:
-        labels, probs, _, tree, _ = clusters_from_spanning_tree(
-            tree_for(m)[0],
-            min_cluster_size=mcs,
-            cluster_selection_method=method,
-            allow_single_cluster=p.allow_single_cluster or single,
-            cluster_selection_epsilon=float(p.cluster_selection_epsilon),
-        )
-        return np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float32), tree
+    linkages: dict[int, np.ndarray] = {}
+    memo: dict[tuple, tuple[np.ndarray, np.ndarray, Any]] = {}
+
+    def cut(m: int, method: str, mcs: int, single: bool = False, keep: bool = False) -> tuple[np.ndarray, np.ndarray, Any]:
+        """One cut of the ``min_samples=m`` tree. The sorted tree and its single-linkage tree are
+        the same for every cut (a 3-key sort of n edges: most of a cut's time at millions), so
+        they are made once; ``keep`` remembers the whole result for a later call."""
+        key = (m, method, mcs, single)
+        if key in memo:
+            return memo[key]
+        if m not in linkages:
+            linkages[m] = linkage_of(tree_for(m)[0])
+        out = cut_linkage(linkages[m], n, min_cluster_size=mcs, method=method, allow_single_cluster=p.allow_single_cluster or single, epsilon=float(p.cluster_selection_epsilon))
+        if keep:
+            memo[key] = out
+        return out
 
     neighbours: list[np.ndarray] = []
 
@@ -154,7 +161,7 @@ def cluster_points(
         if not neighbours:
             from scipy.spatial import cKDTree
 
-            neighbours.append(cKDTree(x).query(x, k=min(16, n - 1) + 1)[1][:, 1:])
+            neighbours.append(cKDTree(x).query(x, k=min(16, n - 1) + 1, workers=-1)[1][:, 1:])
         out = labels.copy()
         for _ in range(3):
             noise = np.where(out < 0)[0]
@@ -199,11 +206,13 @@ def cluster_points(
             judge = silhouette_judge(vectors, seed=seed)
             scored = []
             for opt in options:
-                labels = cut(*opt)[0]
+                labels = cut(*opt, keep=True)[0]
                 s = judge(filled(labels)) if labels.max() >= 1 else -1.0
                 scored.append((s, opt))
                 candidates.append({"min_samples": opt[0], "cluster_selection_method": opt[1], "min_cluster_size": opt[2], "clusters": int(labels.max()) + 1, "silhouette": round(s, 5)})
             s_best, choice = max(scored, key=lambda t: t[0])
+            for k in [k for k in memo if k[:3] != choice]:
+                del memo[k]  # only the winner is cut again
             chosen_by = "modularity, then silhouette" if choice == options[0] else "silhouette (finest cut)"
         timed("scoring", t_score)
         parts["scoring"] -= parts.get("tree", 0.0) - tree_before  # trees built for the finest cuts count as trees
@@ -231,6 +240,45 @@ def cluster_points(
     secs = time.perf_counter() - t0
     logger.info("HDBSCAN: %d clusters (%s, min_cluster_size %d, min_samples %d, by %s), %.1f%% noise before assignment, %.2fs", int(labels.max()) + 1, method, mcs, ms_c, chosen_by, 100 * float(np.mean(raw < 0)), secs)
     return Clustering(labels=labels.astype(np.int32), probabilities=probs.astype(np.float32), outlier_scores=scores.astype(np.float32), state=state, resolved=resolved, candidates=candidates, seconds=secs, parts={k: round(v, 3) for k, v in parts.items()})
+
+
+def linkage_of(mst: np.ndarray) -> np.ndarray:
+    """The single-linkage tree of a minimum spanning tree ``[n-1, 3]`` (edges sorted by weight,
+    ties by endpoints, as fast_hdbscan sorts them)."""
+    from fast_hdbscan.cluster_trees import mst_to_linkage_tree
+
+    order = np.lexsort((mst.T[1], mst.T[0], mst.T[2]))
+    return mst_to_linkage_tree(mst[order])
+
+
+def cut_linkage(linkage: np.ndarray, n: int, *, min_cluster_size: int, method: str, allow_single_cluster: bool = False, epsilon: float = 0.0) -> tuple[np.ndarray, np.ndarray, Any]:
+    """HDBSCAN's clusters from a single-linkage tree: ``(labels int64, probabilities float32,
+    condensed tree)``; the steps of fast_hdbscan's ``clusters_from_spanning_tree`` after the
+    linkage tree, so that several cuts can share one."""
+    from fast_hdbscan.cluster_trees import (
+        cluster_tree_from_condensed_tree,
+        cluster_tree_leaves,
+        condense_tree,
+        extract_eom_clusters,
+        get_cluster_label_vector,
+        get_point_membership_strength_vector,
+    )
+
+    condensed = condense_tree(linkage, min_cluster_size=min_cluster_size)
+    ctree = cluster_tree_from_condensed_tree(condensed)
+    if method == "eom":
+        selected = extract_eom_clusters(condensed, ctree, max_cluster_size=np.inf, allow_single_cluster=allow_single_cluster)
+    elif method == "leaf":
+        selected = np.empty(0, dtype=np.int64) if ctree.parent.shape[0] == 0 else cluster_tree_leaves(ctree, n)
+    else:
+        raise ValueError(f"cluster_selection_method {method!r}: expected eom or leaf")
+    if len(selected) > 1 and epsilon > 0.0:
+        from fast_hdbscan.cluster_trees import cluster_epsilon_search
+
+        selected = cluster_epsilon_search(selected, ctree, min_epsilon=epsilon)
+    labels = get_cluster_label_vector(condensed, selected, epsilon, n_samples=n)
+    probs = get_point_membership_strength_vector(condensed, selected, labels)
+    return np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float32), condensed
 
 
 def _one_cluster(n: int, p: HdbscanParams, t0: float) -> Clustering:

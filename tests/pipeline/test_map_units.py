@@ -113,6 +113,26 @@ def test_hdbscan_outputs_on_blobs_with_outliers():
     np.testing.assert_array_equal(assigned.labels[~was_noise], res.labels[~was_noise])
 
 
+@pytest.mark.parametrize("dims", [2, 10])
+def test_shared_linkage_cuts_equal_fast_hdbscans_own(dims):
+    """Cuts share one sorted tree and linkage tree; each must equal fast_hdbscan's own cut."""
+    from fast_hdbscan.hdbscan import clusters_from_spanning_tree, compute_minimum_spanning_tree
+
+    from pipeline.cluster import cut_linkage, linkage_of
+
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(0, 10, (12, dims))
+    x = centres[rng.integers(0, 12, 3000)] + rng.normal(scale=0.5, size=(3000, dims))
+    mst, _, _ = compute_minimum_spanning_tree(x, min_samples=5)
+    linkage = linkage_of(mst)
+    for mcs in (5, 60):
+        for method in ("eom", "leaf"):
+            for single, eps in ((False, 0.0), (True, 0.3)):
+                want = clusters_from_spanning_tree(mst, min_cluster_size=mcs, cluster_selection_method=method, allow_single_cluster=single, cluster_selection_epsilon=eps)
+                got = cut_linkage(linkage, 3000, min_cluster_size=mcs, method=method, allow_single_cluster=single, epsilon=eps)
+                assert np.array_equal(np.asarray(want[0]), got[0]) and np.array_equal(np.asarray(want[1], np.float32), got[1])
+
+
 def test_chosen_cut_beats_a_random_partition_on_modularity():
     x, truth = blobs(n_per=50, k=5, dim=2, spread=0.05)
     res = cluster_points(x * 10)
