@@ -15,16 +15,20 @@ the index (leave-one-out, on up to ``baseline_items`` items). The best label is 
 
 The threshold is calibrated on the labelled data itself: some labels are held out entirely (their
 items play the unknowns) and a share of every other label's items is held out as known queries;
-both are answered from an exact index of the rest. The chosen threshold maximises
-``(recall + unknown rejection) / 2``; a stricter one, the lowest reaching ``suggest_precision``,
-is what ``corral suggest`` uses to pre-label.
+both are answered from an exact index of the rest. This is repeated over ``folds`` different
+splits and the answers pooled, so that a collection with few labels (40 people, 6 held out per
+split) does not hang its threshold on a handful of queries. The chosen threshold maximises
+``(recall + unknown rejection) / 2``; with ``recall_target`` set it is lowered, when needed, until
+that share of the correctly named known queries is kept, but never below the margin at which
+``min_rejection`` of the unknown queries would still be rejected. A stricter one, the lowest
+reaching ``suggest_precision``, is what ``corral suggest`` uses to pre-label.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,7 +50,10 @@ class RuleConfig:
     max_queries: int = 2000  # most known (and most unknown) queries used to calibrate
     suggest_precision: float = 0.99  # precision the pre-labelling threshold must reach
     baseline_items: int = 20  # items per label whose leave-one-out scores give its typical score
-    seed: int = 0  # the held-out split
+    seed: int = 0  # the held-out split (fold f uses seed + 1000 f)
+    folds: int = 5  # held-out splits whose answers are pooled to calibrate
+    recall_target: float | None = 0.97  # keep at least this share of correct known answers (None: balanced objective only)
+    min_rejection: float = 0.8  # ... but the recall target never lowers unknown rejection below this
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field."""
@@ -66,6 +73,12 @@ class RuleConfig:
             raise ValueError(f"max_queries={self.max_queries!r}: must be >= 1")
         if self.baseline_items < 1:
             raise ValueError(f"baseline_items={self.baseline_items!r}: must be >= 1")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or not 1 <= self.folds <= 50:
+            raise ValueError(f"folds={self.folds!r}: expected a whole number from 1 to 50")
+        if self.recall_target is not None and not 0 < float(self.recall_target) <= 1:
+            raise ValueError(f"recall_target={self.recall_target!r}: expected a share in (0, 1] or None")
+        if not 0 <= float(self.min_rejection) <= 1:
+            raise ValueError(f"min_rejection={self.min_rejection!r}: expected a share in [0, 1]")
 
 
 @dataclass
@@ -270,8 +283,49 @@ def calibrate(vectors: np.ndarray, labels: Sequence[str | None], not_labels: Seq
     names = sorted({lb for lb in labels if lb})
     code_of = {n: i for i, n in enumerate(names)}
     codes = np.array([code_of[lb] if lb else -1 for lb in labels], dtype=np.int32)
-    ref, known, unknown = split_for_calibration(codes, holdout=rule.holdout, class_holdout=rule.class_holdout, seed=rule.seed)
-    rng = np.random.default_rng(rule.seed + 1)
+    ks_all: list[np.ndarray] = []
+    ok_all: list[np.ndarray] = []
+    us_all: list[np.ndarray] = []
+    n_ref: list[int] = []
+    n_out: list[int] = []
+    for fold in range(rule.folds):
+        got = _calibration_fold(faiss, vectors, codes, not_labels, code_of, rule=rule, seed=rule.seed + 1000 * fold, max_reference=max_reference)
+        if got is None:
+            break  # no label has two items: no split will have known queries
+        ks_all.append(got[0])
+        ok_all.append(got[1])
+        us_all.append(got[2])
+        n_ref.append(got[3])
+        n_out.append(got[4])
+    if not ks_all:
+        return {"threshold": 0.0, "suggest_threshold": None, "report": {"note": "too few labelled items to calibrate (need a label with 2 or more items); every best label is accepted", "known_queries": 0, "unknown_queries": 0}}
+    ks, correct, us = np.concatenate(ks_all), np.concatenate(ok_all), np.concatenate(us_all)
+    balanced = choose_threshold(ks, correct, us)
+    chosen = apply_recall_target(balanced, ks, correct, us, rule.recall_target, rule.min_rejection)
+    # the pre-labelling threshold stays on the first split: pooled over folds, one confident mistake
+    # among more unknowns pushes "precision from here on" much higher (measured: suggestions halved)
+    suggest = precision_threshold(ks_all[0], ok_all[0], us_all[0], rule.suggest_precision)
+    report = {
+        "folds": len(ks_all),
+        "known_queries": int(len(ks)),
+        "unknown_queries": int(len(us)),
+        "reference_rows": int(n_ref[0]),
+        "labels_held_out": int(n_out[0]),
+        "top1_accuracy": round(float(correct.mean()), 4),
+        "balanced_threshold": round(balanced, 6),
+        "recall_target": rule.recall_target,
+        "at_threshold": rates(ks, correct, us, chosen),
+        "at_suggest_threshold": rates(ks_all[0], ok_all[0], us_all[0], suggest) if suggest is not None else None,
+    }
+    logger.info("calibrated threshold %.4f: %s", chosen, report["at_threshold"])
+    return {"threshold": round(chosen, 6), "suggest_threshold": None if suggest is None else round(suggest, 6), "report": report}
+
+
+def _calibration_fold(faiss: Any, vectors: np.ndarray, codes: np.ndarray, not_labels: Sequence[Sequence[str]], code_of: Mapping[str, int], *, rule: RuleConfig, seed: int, max_reference: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int] | None:
+    """One held-out split: (known margins, known named right, unknown margins, reference rows,
+    labels held out), or None when it has no known queries."""
+    ref, known, unknown = split_for_calibration(codes, holdout=rule.holdout, class_holdout=rule.class_holdout, seed=seed)
+    rng = np.random.default_rng(seed + 1)
 
     def cap(mask: np.ndarray, n: int) -> np.ndarray:
         idx = np.flatnonzero(mask)
@@ -280,12 +334,12 @@ def calibrate(vectors: np.ndarray, labels: Sequence[str | None], not_labels: Seq
     ref_rows = cap(ref, max_reference)
     kq, uq = cap(known, rule.max_queries), cap(unknown, rule.max_queries)
     if len(kq) == 0:
-        return {"threshold": 0.0, "suggest_threshold": None, "report": {"note": "too few labelled items to calibrate (need a label with 2 or more items); every best label is accepted", "known_queries": 0, "unknown_queries": 0}}
+        return None
     flat = faiss.IndexFlatIP(vectors.shape[1])
     flat.add(np.ascontiguousarray(vectors[ref_rows], dtype=np.float32))
     sub_neg = {i: frozenset(code_of[n] for n in not_labels[r] if n in code_of) for i, r in enumerate(ref_rows.tolist()) if not_labels[r]}
     ref_codes = codes[ref_rows]
-    base, _ = label_baselines(flat.search, vectors[ref_rows], ref_codes, sub_neg, rule=rule, n_labels=len(names))
+    base, _ = label_baselines(flat.search, vectors[ref_rows], ref_codes, sub_neg, rule=replace(rule, seed=seed), n_labels=len(code_of))
 
     def answer(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(score - typical, best code) per query row."""
@@ -299,20 +353,27 @@ def calibrate(vectors: np.ndarray, labels: Sequence[str | None], not_labels: Seq
 
     ks, kp = answer(kq)
     us, _ = answer(uq)
-    correct = kp == codes[kq]
-    chosen = choose_threshold(ks, correct, us)
-    suggest = precision_threshold(ks, correct, us, rule.suggest_precision)
-    report = {
-        "known_queries": int(len(kq)),
-        "unknown_queries": int(len(uq)),
-        "reference_rows": int(len(ref_rows)),
-        "labels_held_out": int(len(np.unique(codes[uq]))) if len(uq) else 0,
-        "top1_accuracy": round(float(correct.mean()), 4),
-        "at_threshold": rates(ks, correct, us, chosen),
-        "at_suggest_threshold": rates(ks, correct, us, suggest) if suggest is not None else None,
-    }
-    logger.info("calibrated threshold %.4f: %s", chosen, report["at_threshold"])
-    return {"threshold": round(chosen, 6), "suggest_threshold": None if suggest is None else round(suggest, 6), "report": report}
+    return ks, kp == codes[kq], us, int(len(ref_rows)), int(len(np.unique(codes[uq]))) if len(uq) else 0
+
+
+def apply_recall_target(threshold: float, known_scores: np.ndarray, correct: np.ndarray, unknown_scores: np.ndarray, recall_target: float | None, min_rejection: float) -> float:
+    """Lower ``threshold`` until ``recall_target`` of the correctly named known queries pass it,
+    but not below the margin that still rejects ``min_rejection`` of the unknown queries."""
+    ok = known_scores[correct]
+    if recall_target is None or len(ok) == 0:
+        return threshold
+    # the largest t with share(ok >= t) >= target, just below that sample
+    need = int(np.ceil(recall_target * len(ok) - 1e-9))
+    t = float(np.sort(ok)[::-1][max(need, 1) - 1]) - 1e-6
+    if t >= threshold:
+        return threshold
+    if len(unknown_scores):
+        # the lowest t with share(unknown < t) >= min_rejection, just above that sample
+        us = np.sort(unknown_scores)
+        j = int(np.ceil(min_rejection * len(us) - 1e-9))
+        floor = float(us[j - 1]) + 1e-6 if j > 0 else -np.inf
+        t = min(threshold, max(t, floor))
+    return float(max(t, THRESHOLD_RANGE[0]))
 
 
 def rates(known_scores: np.ndarray, correct: np.ndarray, unknown_scores: np.ndarray, t: float) -> dict[str, float | None]:

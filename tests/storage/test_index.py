@@ -10,7 +10,7 @@ import pytest
 from storage.index import LabelIndex, RecognitionIndexError, IndexMeta, create_index, read_manifest, recommend_factory, train_index, tune_search
 from storage.index_build import IndexConfig, build_index, update_index
 from storage.labels import LabelStore
-from storage.recognizer import Recognizer, RuleConfig, choose_threshold, precision_threshold, split_for_calibration
+from storage.recognizer import Recognizer, RuleConfig, apply_recall_target, choose_threshold, precision_threshold, split_for_calibration
 from tests.storage.labelled_space import MODEL, WEIGHTS, clustered, write_set
 
 
@@ -134,6 +134,20 @@ def test_calibration_split_and_threshold_choice():
     assert -0.1 < t < -0.02  # names all correct knowns and rejects every unknown
     assert -0.5 <= choose_threshold(ks, ok, us - 5) < -0.02  # a huge empty gap still gives a sane threshold
     assert precision_threshold(ks, ok, us, 1.0) == pytest.approx(t, abs=0.1)
+
+
+def test_recall_target_lowers_the_threshold_but_keeps_a_rejection_floor():
+    ks = np.linspace(-0.4, 0.1, 51)  # margins of 51 correctly named known queries
+    ok = np.ones(51, bool)
+    us = np.linspace(-0.6, -0.2, 41)  # unknown margins overlapping the known ones
+    balanced = choose_threshold(ks, ok, us)
+    assert apply_recall_target(balanced, ks, ok, us, None, 0.8) == balanced
+    t = apply_recall_target(balanced, ks, ok, us, 0.97, 0.0)
+    assert t < balanced and (ks >= t).mean() >= 0.97  # the target is reached
+    floored = apply_recall_target(balanced, ks, ok, us, 0.97, 0.9)
+    assert t < floored <= balanced and (us < floored).mean() >= 0.9  # but unknown rejection stays >= 0.9
+    assert apply_recall_target(0.5, ks, ok, us, 0.5, 0.0) < 0.5
+    assert apply_recall_target(-0.45, ks, ok, us, 0.5, 0.0) == -0.45  # never stricter than the balanced choice
 
 
 def test_build_from_the_label_store_calibrates_and_recognises(tmp_path, space):
