@@ -52,7 +52,7 @@ class RuleConfig:
     baseline_items: int = 20  # items per label whose leave-one-out scores give its typical score
     seed: int = 0  # the held-out split (fold f uses seed + 1000 f)
     folds: int = 5  # held-out splits whose answers are pooled to calibrate
-    recall_target: float | None = 0.97  # keep at least this share of correct known answers (None: balanced objective only)
+    recall_target: float | None = None  # opt in: keep at least this share of correct known answers (e.g. 0.97), paid in unknown rejection
     min_rejection: float = 0.8  # ... but the recall target never lowers unknown rejection below this
 
     def validate(self) -> None:
