@@ -208,6 +208,7 @@ class IndexMeta:
     updated_at: str = ""  # last save (UTC)
     build_seconds: float = 0.0
     device: str = "cpu"  # where it was built
+    detection: dict[str, Any] = field(default_factory=dict)  # crops index: detector and crop options (queries are detected the same way)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "IndexMeta":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from api.cli import CliError, emit, register
 
@@ -92,6 +93,7 @@ def _add_recognize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images embedded together (default 32)")
     p.add_argument("--weights", default=None, help="weight file or folder of the index's embedder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--detector", default=None, help="name every box this detector finds (default: the detector the index's crops were cut with, if any); 'none' names whole images")
 
 
 def _run_recognize(args: argparse.Namespace) -> int:
@@ -101,6 +103,11 @@ def _run_recognize(args: argparse.Namespace) -> int:
 
     src = open_source(args.source or args.workspace, endpoint_url=args.endpoint_url)
     rec = Recognizer(src.load(src.latest()))
+    detection = dict(rec.index.meta.detection or {})
+    if args.detector is not None:
+        detection = {} if args.detector.lower() == "none" else {**detection, "detector": args.detector}
+    if detection.get("detector"):
+        return _recognize_boxes(args, rec, detection)
     enc = ImageEncoder(model=rec.index.meta.model, weights_hash=rec.index.meta.weights_hash, weights=args.weights, device=args.device)
     results = recognize_paths(args.files, recognizer=rec, encoder=enc, k=args.k, threshold=args.threshold, batch_size=args.batch_size)
     if not results:
@@ -112,6 +119,32 @@ def _run_recognize(args: argparse.Namespace) -> int:
             sys.stderr.write(f"{r.input}\t{what}\n")
         sys.stderr.write(f"{len(results) - failed} recognised, {failed} failed; threshold {rec.threshold:.4f}\n")
     emit({"results": [r.as_dict() for r in results]})
+    return 0 if failed < len(results) else 1
+
+
+def _recognize_boxes(args: argparse.Namespace, rec: Any, detection: dict[str, Any]) -> int:
+    """``corral recognize`` for an index of detector crops: a name (or unknown) per box."""
+    from pipeline.recognize import expand_paths
+    from pipeline.regions import RegionEncoder, recognize_regions
+
+    files = expand_paths(args.files)
+    if not files:
+        raise CliError(f"no image files in {' '.join(args.files)}")
+    meta = rec.index.meta
+    opts = {k: detection[k] for k in ("min_size", "pad") if detection.get(k) is not None}
+    enc = RegionEncoder(detector=detection["detector"], model=meta.model, weights_hash=meta.weights_hash, weights=args.weights, device=args.device, **opts)
+    results = recognize_regions(files, recognizer=rec, encoder=enc, k=args.k, threshold=args.threshold)
+    failed = sum(1 for r in results if r.get("error"))
+    if not args.quiet:
+        for r in results:
+            if r.get("error"):
+                sys.stderr.write(f"{r['input']}\terror: {r['error']}\n")
+                continue
+            names = ", ".join(f"{g['label'] if g['label'] is not None else 'unknown'} ({g['score']:.3f}) at {g['bbox']}" for g in r["regions"]) or "no boxes"
+            sys.stderr.write(f"{r['input']}\t{names}\n")
+        boxes = sum(len(r["regions"]) for r in results)
+        sys.stderr.write(f"{boxes} boxes in {len(results) - failed} images ({enc.detector.name}), {failed} failed; threshold {rec.threshold:.4f}\n")
+    emit({"detector": enc.detector.name, "results": results})
     return 0 if failed < len(results) else 1
 
 

@@ -208,6 +208,17 @@ def test_new_group_photo_comes_back_with_names_at_the_boxes(groups, tmp_path):
         hits += best is not None and iou(best["bbox"], f.box) >= 0.5 and best["label"] == f.person
     assert hits >= 7, f"{hits} of {len(new_faces)} faces named at their boxes: {results}"
 
+    # The same through the command line: the index remembers its crops' detector, so `corral
+    # recognize` names every face in a photo without being told how the crops were cut.
+    assert LabelIndex.load(ws.index_dir).meta.detection["detector"].endswith("face")
+    out = cli("recognize", str(tmp_path / "new"), "--workspace", str(ws.root))
+    assert out["detector"] and len(out["results"]) == 2
+    by_box = {(Path(r["input"]).name, tuple(g["bbox"])): g["label"] for r in out["results"] for g in r["regions"]}
+    got = {(r["input"], tuple(g["bbox"]), g["label"]) for r in results for g in r["regions"]}
+    assert {(Path(i).name, b): label for i, b, label in got} == by_box  # the CLI answers what the library does
+    whole = cli("recognize", str(tmp_path / "new"), "--workspace", str(ws.root), "--detector", "none")
+    assert "detector" not in whole and all("regions" not in r for r in whole["results"])
+
 
 def test_whole_face_photos_embed_without_a_detector(tmp_path):
     """dlib:face-resnet on plain face photos (one face each): the nearest photo is the same person."""
