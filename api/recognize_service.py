@@ -37,6 +37,7 @@ class Loaded:
     encoder: Any = None  # pipeline.recognize.ImageEncoder, or None when images cannot be embedded
     encoder_error: str | None = None  # why there is no encoder
     loaded_at: float = field(default_factory=time.time)
+    regions: Any = None  # pipeline.regions.RegionEncoder for an index of detector crops (a name per box)
 
     def info(self) -> dict[str, Any]:
         idx = self.recognizer.index
@@ -51,6 +52,7 @@ class Loaded:
             "labels_version": idx.meta.labels_version,
             **idx.row_state(),
             "images": self.encoder is not None,
+            "regions": self.regions.detector.name if self.regions is not None else None,
             "images_error": self.encoder_error,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
         }
@@ -177,6 +179,7 @@ class RecognitionService:
         self.batcher = MicroBatcher(self._embed_and_recognize, max_batch=max_batch, max_wait_ms=max_wait_ms)
         self._reload_task: asyncio.Task | None = None
         self._load_lock = threading.Lock()
+        self._regions_lock = threading.Lock()
         self._decode_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="corral-decode")
 
     # -- loading ----------------------------------------------------------------------------
@@ -187,6 +190,7 @@ class RecognitionService:
             meta = rec.index.meta
             enc, err = None, None
             cur = self.current
+            regions = None
             if cur is not None and cur.encoder is not None and (cur.encoder.model, cur.encoder.weights_hash) == (meta.model, meta.weights_hash):
                 enc = cur.encoder
             elif self.images:
@@ -197,7 +201,20 @@ class RecognitionService:
                 except (ValueError, OSError, RuntimeError) as e:  # missing or different weights: vectors still work
                     err = str(e).splitlines()[0][:300]
                     logger.warning("images cannot be recognised with version %s: %s", version, err)
-            return Loaded(version, rec, enc, err)
+            det = dict(meta.detection or {})
+            if self.images and enc is not None and det.get("detector"):
+                same = cur is not None and cur.regions is not None and cur.recognizer.index.meta.detection == meta.detection and cur.regions.model == meta.model and cur.regions.weights_hash == meta.weights_hash
+                if same:
+                    regions = cur.regions
+                else:
+                    from pipeline.regions import RegionEncoder
+
+                    try:
+                        opts = {k: det[k] for k in ("min_size", "pad") if det.get(k) is not None}
+                        regions = RegionEncoder(detector=det["detector"], model=meta.model, weights_hash=meta.weights_hash, weights=self.weights, device=self.device, **opts)
+                    except (ValueError, OSError, RuntimeError, ImportError) as e:  # no detector here: whole images still work
+                        logger.warning("boxes cannot be recognised with version %s: %s", version, str(e).splitlines()[0][:300])
+            return Loaded(version, rec, enc, err, regions=regions)
 
     def refresh(self) -> bool:
         """Load the source's newest version if it is not the current one; True when swapped."""
@@ -291,6 +308,24 @@ class RecognitionService:
             for pos, d in zip(rows, cur.recognizer.recognize(vecs[rows], k=k, threshold=t, top=top)):
                 out[live[pos]] = (d, cur.version)
         return out
+
+    def recognize_regions(self, data: bytes, *, k: int | None, threshold: float | None, top: int) -> tuple[dict[str, Any], str]:
+        """Detect the boxes in one image and name each (called from a worker thread); raises
+        SkipItem for an image that does not decode, NotReady without a crops index."""
+        cur = self.require()
+        if cur.regions is None:
+            raise NotReady("this index does not hold detector crops (or no detector is installed here): send whole images without regions=true")
+        enc = cur.regions
+        with self._regions_lock:  # one detector and embedder: one image at a time
+            r = enc.encode(data)
+        decisions = cur.recognizer.recognize(r.vectors, k=k, threshold=threshold, top=top) if r.bboxes else []
+        boxes = []
+        for box, score, cat, d in zip(r.bboxes, r.scores, r.categories, decisions):
+            g = {"bbox": [int(v) for v in box], "detector_score": round(float(score), 4), "label": d.label, "score": round(float(d.score), 6), "top": [[n, round(float(v), 6)] for n, v in d.top]}
+            if cat:
+                g["category"] = cat
+            boxes.append(g)
+        return {"detector": enc.detector.name, "width": r.width, "height": r.height, "regions": boxes, "dropped": r.dropped}, cur.version
 
     def recognize_vectors(self, vectors: np.ndarray, *, k: int | None, threshold: float | None, top: int, model: str | None = None, weights_hash: str | None = None) -> tuple[list[Decision], str]:
         """Recognise already-embedded vectors (called from a worker thread)."""

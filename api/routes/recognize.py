@@ -8,7 +8,9 @@ own answer with its own ``status``: a corrupt upload, an oversized file or a NaN
 for that input while the others are answered. The HTTP status is 200 when at least one input was
 answered, otherwise that of the first failure. Options go in the query string (``k``,
 ``threshold``, ``top``, and ``model`` / ``weights_hash`` to have vectors from another embedder
-refused) or, for JSON, in the body.
+refused) or, for JSON, in the body. When the index was built from detector crops (faces, say),
+each image is answered per box: ``{"detector", "width", "height", "regions": [{"bbox", "label",
+"score", "top", ...}]}``; ``regions=false`` names whole images instead.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def _ok(inp: Any, decision: Any, version: str) -> dict[str, Any]:
 _SKIP_STATUS = {"empty": 400, "too_large": 413}
 
 
-async def _images(request: Request, svc: RecognitionService, *, k: int | None, threshold: float | None, top: int) -> list[dict[str, Any]]:
+async def _images(request: Request, svc: RecognitionService, *, k: int | None, threshold: float | None, top: int, regions: bool | None = None) -> list[dict[str, Any]]:
     try:
         form = await request.form(max_files=MAX_IMAGES, max_fields=MAX_IMAGES + 20)
     except Exception as e:  # starlette raises its own types for malformed or excessive multipart bodies
@@ -95,11 +97,19 @@ async def _images(request: Request, svc: RecognitionService, *, k: int | None, t
         from pipeline.decode import SkipItem
 
         try:
+            if per_box:
+                found, version = await asyncio.to_thread(svc.recognize_regions, data, k=k, threshold=threshold, top=top)
+                return {"input": name, "status": 200, **found, "version": version}
             image = await svc.decode(data)
             decision, version = await svc.recognize_image(image, k=k, threshold=threshold, top=top)
         except SkipItem as e:
             return _fail(name, _SKIP_STATUS.get(e.reason, 422), f"{e.reason}: {e.detail}"[:300] if e.detail else e.reason)
         return _ok(name, decision, version)
+
+    cur = svc.require()
+    per_box = cur.regions is not None if regions is None else regions
+    if per_box and cur.regions is None:
+        raise ApiError("regions=true needs an index built from detector crops (with its detector installed here)", status=409)
 
     return list(await asyncio.gather(*(one(i, u) for i, (_, u) in enumerate(uploads))))
 
@@ -175,12 +185,13 @@ async def recognize(
     top: int = Query(default=5, ge=1, le=100, description="labels listed per input"),
     model: str | None = Query(default=None, max_length=200, description="embedder the vectors came from; refused when not the index's"),
     weights_hash: str | None = Query(default=None, max_length=200, description="weights hash of that embedder"),
+    regions: bool | None = Query(default=None, description="images: name every box the index's detector finds (default: yes when the index holds detector crops)"),
 ) -> JSONResponse:
     svc = await get_service(request)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if ctype == "multipart/form-data":
-            results = await _images(request, svc, k=k, threshold=threshold, top=top)
+            results = await _images(request, svc, k=k, threshold=threshold, top=top, regions=regions)
         elif ctype == "application/json":
             try:
                 body = await request.json()

@@ -219,6 +219,26 @@ def test_new_group_photo_comes_back_with_names_at_the_boxes(groups, tmp_path):
     whole = cli("recognize", str(tmp_path / "new"), "--workspace", str(ws.root), "--detector", "none")
     assert "detector" not in whole and all("regions" not in r for r in whole["results"])
 
+    # And through the HTTP API: a crops index answers per box, the same boxes and names.
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.auth import UserStore
+    from api.settings import Settings
+
+    token = UserStore(ws.root).add("svc", role="service")
+    pngs = sorted((tmp_path / "new").glob("*.png"))
+    with TestClient(create_app(Settings(workspace=ws.root))) as c:
+        files = [("images", (p.name, p.read_bytes(), "image/png")) for p in pngs] + [("images", ("junk.png", b"not an image", "image/png"))]
+        r = c.post("/api/recognize", files=files, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        answers = r.json()["results"]
+        assert [a["status"] for a in answers] == [200, 200, 422]
+        api_boxes = {(a["input"], tuple(g["bbox"])): g["label"] for a in answers[:2] for g in a["regions"]}
+        assert api_boxes == by_box
+        r = c.post("/api/recognize?regions=false", files=files[:1], headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200 and "regions" not in r.json()["results"][0]
+
 
 def test_whole_face_photos_embed_without_a_detector(tmp_path):
     """dlib:face-resnet on plain face photos (one face each): the nearest photo is the same person."""
