@@ -80,7 +80,7 @@ def device_decode_only(paths: list[Path], pre, device: str, batch: int, seconds:
     """JPEG bytes already in memory, decoded + oriented + resized on the device (no model)."""
     import torch
 
-    from pipeline.embed import decode_jpegs_on_device
+    from pipeline.feed import decode_jpegs_on_device
 
     datas = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths[:batch]]
     decode_jpegs_on_device(datas, [1] * len(datas), pre, device)

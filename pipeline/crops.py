@@ -39,7 +39,8 @@ import numpy as np
 
 from pipeline.decode import SkipItem, content_id, open_image
 from pipeline.detect import Detections, Detector, create_detector
-from pipeline.ingest import SourceItem, read_bytes
+from pipeline.feed import read_record
+from pipeline.ingest import SourceItem
 
 logger = logging.getLogger(__name__)
 
@@ -201,13 +202,10 @@ class CropDataset:
 
         it = self.items[i]
         t0 = time.perf_counter()
-        rec: dict[str, Any] = {"pos": i, "uri": it.uri, "status": "ok", "reason": "", "detail": "", "id": "", "bytes": 0, "width": 0, "height": 0}
-        try:
-            data = read_bytes(it.uri, endpoint_url=self.endpoint_url)
-        except (OSError, ValueError) as e:
-            rec.update(status="skipped", reason="unreadable", detail=str(e)[:200], decode_s=time.perf_counter() - t0)
+        rec, data = read_record(it, i, self.endpoint_url)
+        if data is None:
+            rec["decode_s"] = time.perf_counter() - t0
             return rec
-        rec["bytes"] = len(data)
         try:
             rec["id"] = content_id(data) if data else ""
             img = np.array(open_image(data, max_pixels=self.max_pixels))

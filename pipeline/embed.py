@@ -29,18 +29,10 @@ import numpy as np
 
 from pipeline import crops as cropping
 from pipeline import registry
-from pipeline.decode import (
-    DEFAULT_MAX_PIXELS,
-    Preprocess,
-    SkipItem,
-    content_id,
-    decode_for_model,
-    is_jpeg,
-    jpeg_orientation,
-    open_image,
-)
+from pipeline.decode import DEFAULT_MAX_PIXELS
 from pipeline.device import cpu_count, pick_device
-from pipeline.ingest import SourceItem, list_source, read_bytes
+from pipeline.feed import DecodeDataset, collate, decode_ahead, shard_batches, worker_init
+from pipeline.ingest import SourceItem, list_source
 from storage.workspace import (
     EmbeddingSet,
     Workspace,
@@ -129,269 +121,6 @@ class EmbedResult:
         if self.detection:
             out["detection"] = self.detection
         return out
-
-
-# --------------------------------------------------------------------------------------------
-# Decode workers
-
-
-class _DecodeDataset:
-    """Map-style dataset over source items; runs inside DataLoader worker processes."""
-
-    def __init__(self, items: list[SourceItem], pre: Preprocess, *, max_pixels: int, endpoint_url: str | None, raw_jpeg: bool):
-        self.items = items
-        self.pre = pre
-        self.max_pixels = max_pixels
-        self.endpoint_url = endpoint_url
-        self.raw_jpeg = raw_jpeg
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        import torch
-
-        it = self.items[i]
-        t0 = time.perf_counter()
-        rec: dict[str, Any] = {"pos": i, "uri": it.uri, "status": "ok", "reason": "", "detail": "", "id": "", "bytes": 0, "width": 0, "height": 0}
-        try:
-            data = read_bytes(it.uri, endpoint_url=self.endpoint_url)
-        except (OSError, ValueError) as e:
-            rec.update(status="skipped", reason="unreadable", detail=str(e)[:200])
-            rec["decode_s"] = time.perf_counter() - t0
-            return rec
-        rec["bytes"] = len(data)
-        try:
-            if not data:
-                raise SkipItem("empty", "zero-byte file")
-            rec["id"] = content_id(data)
-            if self.raw_jpeg and is_jpeg(data):
-                w, h = _jpeg_header_size(data, self.max_pixels)
-                orient = jpeg_orientation(data)
-                rec.update(width=h if orient in (5, 6, 7, 8) else w, height=w if orient in (5, 6, 7, 8) else h)
-                rec["jpeg"] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-                rec["orientation"] = orient
-            else:
-                arr, w, h = decode_for_model(data, self.pre, max_pixels=self.max_pixels)
-                rec.update(width=w, height=h)
-                rec["pixels"] = torch.from_numpy(arr)
-        except SkipItem as e:
-            rec.update(status="skipped", reason=e.reason, detail=e.detail)
-        rec["decode_s"] = time.perf_counter() - t0
-        return rec
-
-
-def _jpeg_header_size(data: bytes, max_pixels: int) -> tuple[int, int]:
-    from PIL import Image
-
-    try:
-        w, h = Image.open(io.BytesIO(data)).size
-    except Exception:
-        open_image(data, max_pixels=max_pixels)  # raises the CPU decoder's reason, so both paths agree
-        raise SkipItem("decode_error", "unreadable JPEG header") from None
-    if w * h > max_pixels:
-        raise SkipItem("too_large", f"{w}x{h} pixels is over the limit of {max_pixels}")
-    return w, h
-
-
-def _collate(recs: list[dict[str, Any]]) -> dict[str, Any]:
-    import torch
-
-    px = [r.pop("pixels") for r in recs if "pixels" in r]
-    # A batch's JPEG bytes travel as one tensor (one shared-memory block between processes, not
-    # one per image); ``jpeg_sizes`` cuts it back into images.
-    jpegs = [r.pop("jpeg") for r in recs if "jpeg" in r]
-    return {
-        "records": recs,
-        "pixels": torch.stack(px) if px else None,
-        "jpeg": torch.cat(jpegs) if jpegs else None,
-        "jpeg_sizes": [int(j.numel()) for j in jpegs],
-    }
-
-
-def _jpeg_list(b: dict[str, Any]) -> list:
-    """The batch's JPEG byte tensors (views into the one collated tensor)."""
-    if b.get("jpeg") is None:
-        return []
-    return list(b["jpeg"].split(b["jpeg_sizes"]))
-
-
-def _worker_init(_: int, nice: int = 0) -> None:
-    import os
-
-    import torch
-
-    torch.set_num_threads(1)
-    if nice:
-        # On a CPU-only run the model's threads own the cores; decoding fills the gaps between
-        # them instead of stalling their synchronised parallel regions.
-        try:
-            os.nice(nice)
-        except OSError:
-            pass
-
-
-def _shard_batches(n: int, shard_size: int, batch_size: int) -> list[list[int]]:
-    """Index batches that never cross a shard boundary."""
-    out = []
-    for s in range(0, n, shard_size):
-        end = min(s + shard_size, n)
-        for b in range(s, end, batch_size):
-            out.append(list(range(b, min(b + batch_size, end))))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# On-device JPEG decoding (nvJPEG on CUDA; also runs on the CPU, which is how it is tested)
-
-
-def decode_jpegs_on_device(datas: list, orientations: list[int], pre: Preprocess, device: Any) -> list:
-    """Decode JPEG byte tensors on ``device`` into ``size x size x 3`` uint8 tensors.
-
-    Returns one entry per input: a tensor, or ``None`` when that JPEG could not be decoded there
-    (the caller falls back to the CPU decoder, which records the reason). Images that share a
-    size and orientation are resized together, in one call.
-    """
-    import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    dev = torch.device(device)
-    try:
-        imgs = decode_jpeg(datas, mode=ImageReadMode.RGB, device=dev)
-    except Exception:
-        imgs = []
-        for d in datas:
-            try:
-                imgs.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=dev))
-            except Exception:
-                imgs.append(None)
-    out: list = [None] * len(imgs)
-    groups: dict[tuple, list[int]] = {}
-    for i, (img, orient) in enumerate(zip(imgs, orientations)):
-        if img is not None:
-            groups.setdefault((tuple(img.shape), int(orient)), []).append(i)
-    for (_, orient), idx in groups.items():
-        batch = torch.stack([imgs[i] for i in idx]) if len(idx) > 1 else imgs[idx[0]].unsqueeze(0)
-        for i, x in zip(idx, _orient_resize_crop(batch, orient, pre)):
-            out[i] = x
-    return out
-
-
-def _orient_resize_crop(img, orientation: int, pre: Preprocess):
-    """``[B, 3, H, W]`` uint8 -> ``[B, size, size, 3]`` uint8: EXIF orientation, resize, centre crop."""
-    import torch
-    import torch.nn.functional as F
-
-    # EXIF orientations as flips / quarter turns of the (H, W) axes.
-    if orientation == 2:
-        img = img.flip(-1)
-    elif orientation == 3:
-        img = img.rot90(2, (2, 3))
-    elif orientation == 4:
-        img = img.flip(-2)
-    elif orientation == 5:
-        img = img.transpose(2, 3)
-    elif orientation == 6:
-        img = img.rot90(-1, (2, 3))
-    elif orientation == 7:
-        img = img.rot90(1, (2, 3)).flip(-2)
-    elif orientation == 8:
-        img = img.rot90(1, (2, 3))
-    _, _, h, w = img.shape
-    scale = pre.resize / min(h, w)
-    nh, nw = max(pre.size, round(h * scale)), max(pre.size, round(w * scale))
-    mode = "bicubic" if pre.interpolation == "bicubic" else "bilinear"
-    x = F.interpolate(img.float(), size=(nh, nw), mode=mode, antialias=True, align_corners=False)
-    top, left = (nh - pre.size) // 2, (nw - pre.size) // 2
-    x = x[:, :, top : top + pre.size, left : left + pre.size]
-    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-
-
-def _device_pixels(b: dict[str, Any], pre: Preprocess, device: str, max_pixels: int) -> dict[int, Any]:
-    """Decode a batch's raw JPEGs on the device: ``{record position: [size, size, 3] uint8}``.
-
-    A JPEG the device decoder refuses goes through the CPU decoder, which either manages or marks
-    the record skipped with the reason.
-    """
-    import torch
-
-    jpeg_recs = [r for r in b["records"] if "orientation" in r]
-    dev_px: dict[int, Any] = {}
-    if not jpeg_recs:
-        return dev_px
-    datas = _jpeg_list(b)
-    decoded = decode_jpegs_on_device(datas, [r["orientation"] for r in jpeg_recs], pre, device)
-    for r, img, data in zip(jpeg_recs, decoded, datas):
-        if img is None:
-            try:
-                arr, _, _ = decode_for_model(data.numpy().tobytes(), pre, max_pixels=max_pixels)
-                img = torch.from_numpy(arr).to(device)
-            except SkipItem as e:
-                r.update(status="skipped", reason=e.reason, detail=e.detail)
-                continue
-        dev_px[r["pos"]] = img
-    return dev_px
-
-
-def _decode_ahead(loader: Any, pre: Preprocess, device: str, max_pixels: int, timings: dict[str, float], depth: int = 2, ahead: bool = True):
-    """Yield ``(batch, device pixels)``; on CUDA (and ``ahead``) the next batches decode on a side
-    stream, in a thread, while the model runs on the current one (nvJPEG and the model overlap)."""
-    import queue
-    import threading
-
-    import torch
-
-    if not (ahead and device.startswith("cuda")):
-        for b in loader:
-            t0 = time.perf_counter()
-            px = _device_pixels(b, pre, device, max_pixels)
-            timings["device_decode_s"] += time.perf_counter() - t0
-            yield b, px, None
-        return
-    side = torch.cuda.Stream(device=device)
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def work() -> None:
-        try:
-            with torch.cuda.stream(side):
-                for b in loader:
-                    t0 = time.perf_counter()
-                    px = _device_pixels(b, pre, device, max_pixels)
-                    ev = torch.cuda.Event()
-                    ev.record(side)
-                    timings["device_decode_s"] += time.perf_counter() - t0
-                    while not stop.is_set():
-                        try:
-                            q.put((b, px, ev), timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-            q.put(done)
-        except BaseException as e:  # re-raised in the consumer
-            q.put(e)
-
-    th = threading.Thread(target=work, name="corral-decode-ahead", daemon=True)
-    th.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            b, px, ev = item
-            cur = torch.cuda.current_stream(device)
-            cur.wait_event(ev)
-            for t in px.values():
-                t.record_stream(cur)  # freed memory is not reused until the model stream is done with it
-            yield b, px, ev
-    finally:
-        stop.set()
-        th.join(timeout=10)
 
 
 # --------------------------------------------------------------------------------------------
@@ -509,7 +238,7 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
 
     if todo:
         if detector is None:
-            ds: Any = _DecodeDataset(todo, pre, max_pixels=cfg.max_pixels, endpoint_url=cfg.endpoint_url, raw_jpeg=gpu_decode)
+            ds: Any = DecodeDataset(todo, pre, max_pixels=cfg.max_pixels, endpoint_url=cfg.endpoint_url, raw_jpeg=gpu_decode)
         else:
             # CPU detectors (and every detector on a CPU run) work in the decode workers; GPU ones batch here.
             detect_here = not (device.startswith("cuda") and detector.uses_gpu)
@@ -521,11 +250,11 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
             ds,
             # With a detector ``batch`` counts crops per model call; photos hold several, so they are
             # read a quarter batch at a time and detection overlaps embedding sooner.
-            batch_sampler=_shard_batches(len(todo), cfg.shard_size, batch if detector is None else max(1, batch // 4)),
+            batch_sampler=shard_batches(len(todo), cfg.shard_size, batch if detector is None else max(1, batch // 4)),
             num_workers=workers,
-            collate_fn=_collate if detector is None else cropping.collate,
+            collate_fn=collate if detector is None else cropping.collate,
             pin_memory=device.startswith("cuda"),
-            worker_init_fn=functools.partial(_worker_init, nice=0 if device.startswith("cuda") else 10) if workers else None,
+            worker_init_fn=functools.partial(worker_init, nice=0 if device.startswith("cuda") else 10) if workers else None,
             prefetch_factor=4 if workers else None,
             persistent_workers=False,
         )
@@ -537,7 +266,7 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
         shard_k = 0
         shard_items = 0  # source items in the open shard (a crop run writes more rows than that)
         t_wait = time.perf_counter()
-        batches = _decode_ahead(loader, pre, device, cfg.max_pixels, timings, ahead=cfg.decode_ahead is not False) if detector is None else ((b, None, None) for b in loader)
+        batches = decode_ahead(loader, pre, device, cfg.max_pixels, timings, ahead=cfg.decode_ahead is not False) if detector is None else ((b, None, None) for b in loader)
         for b, dev_px, _ in batches:
             timings["wait_s"] += time.perf_counter() - t_wait
             recs = b["records"]
@@ -633,7 +362,7 @@ def _build_detector(cfg: EmbedConfig, embedder: Any, device: str) -> tuple[Any, 
 def _embed_batch(b: dict[str, Any], recs: list[dict[str, Any]], dev_px: dict[int, Any], embedder: Any, device: str, seen: dict[str, str], sources: dict[str, SourceItem]):
     """Decide duplicates and run the model; returns (vectors, item rows, embedded ids).
 
-    ``dev_px`` holds the pixels decoded on the device (:func:`_device_pixels`); CPU-decoded ones
+    ``dev_px`` holds the pixels decoded on the device (:func:`pipeline.feed.decode_ahead`); CPU-decoded ones
     arrive stacked in ``b["pixels"]``.
     """
     import torch
