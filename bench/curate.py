@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
-import resource
 import sys
 import time
 from collections import Counter
@@ -53,6 +51,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.common import emit_result, peak_rss_mib  # noqa: E402
 
 #: name -> (kind, images, labels, embedder)
 DATASETS = {
@@ -503,12 +503,9 @@ def main(argv=None) -> dict:
         "spare_cost": args.spare_cost,
         "pace_seconds": PACE,
         "datasets": {k: {kk: vv for kk, vv in v.items() if kk != "curve"} for k, v in results.items()},
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": peak_rss_mib(),
     }
-    line = json.dumps(summary)
-    if args.out:
-        Path(args.out).write_text(line + "\n")
-    print(line)
+    emit_result(summary, args.out)
     return summary
 
 

@@ -23,9 +23,7 @@ and the best of each is kept. Last stdout line is JSON: ``{"detector", "model", 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -37,6 +35,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.common import emit_result, peak_rss_mib  # noqa: E402
 
 
 def make_photos(folder: Path, count: int, *, seed: int = 0) -> int:
@@ -177,15 +177,12 @@ def main(argv=None) -> dict:
         "rounds_pipeline": [round(x, 2) for x in pipe],
         "rounds_baseline": [round(x, 2) for x in base],
         "stage_seconds_last_round": timings[-1],
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_rss_children_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_children_mib": peak_rss_mib(children=True),
         "peak_gpu_mib": round(peak_gpu, 1),
         "generate_s": round(gen_s, 1),
     }
-    line = json.dumps(out)
-    if args.out:
-        Path(args.out).write_text(line + "\n")
-    print(line)
+    emit_result(out, args.out)
     return out
 
 

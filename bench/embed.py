@@ -18,8 +18,6 @@ load on a shared machine hurts neither side more than the other. Last stdout lin
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import shutil
 import sys
 import tempfile
@@ -29,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import emit_result, peak_rss_mib  # noqa: E402
 
 
 def _make_jpeg(args) -> str:
@@ -185,14 +185,11 @@ def main(argv=None) -> dict:
         "rounds_model_only": [round(x, 1) for x in mo],
         "rounds_end_to_end": [round(x, 1) for x in e2e],
         "stage_seconds_last_round": timings[-1],
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": peak_rss_mib(),
         "peak_gpu_mib": round(peak_gpu, 1),
         "generate_s": round(gen_s, 1),
     }
-    line = json.dumps(out)
-    if args.out:
-        Path(args.out).write_text(line + "\n")
-    print(line)
+    emit_result(out, args.out)
     return out
 
 

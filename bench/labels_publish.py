@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import random
-import resource
 import shutil
 import sqlite3
 import statistics
@@ -37,6 +36,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import emit_result, peak_rss_mib  # noqa: E402
 
 from storage.labels import LabelStore  # noqa: E402
 from storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table  # noqa: E402
@@ -228,11 +229,8 @@ def main() -> dict:
         print(f"publish: {json.dumps(res)}", file=sys.stderr)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    line = json.dumps(out)
-    if args.out:
-        Path(args.out).write_text(line + "\n")
-    print(line)
+    out["peak_rss_mib"] = peak_rss_mib()
+    emit_result(out, args.out)
     return out
 
 

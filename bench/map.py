@@ -32,7 +32,6 @@ import gzip
 import json
 import os
 import platform
-import resource
 import sys
 import time
 import tracemalloc
@@ -44,6 +43,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.common import emit_result, peak_rss_mib  # noqa: E402
 DATA = Path(os.environ.get("CORRAL_SHARED", REPO.parent / "shared")) / "data"
 CACHE = REPO / "bench" / "out" / "cache"
 IMAGE_SETS = {"coil20": "coil20/images", "coil100_subset": "coil100_subset/images", "orl_faces": "orl_faces/images"}
@@ -287,12 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "mnist_test_pixels":
             result["split_10k"] = time_split(ws)
         result["datasets"][name] = entry
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    line = json.dumps(result)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(line + "\n")
-    print(line)
+    result["peak_rss_mb"] = peak_rss_mib()
+    emit_result(result, args.out)
     return 0
 
 

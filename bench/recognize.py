@@ -28,9 +28,7 @@ Last stdout line: one JSON object (also written to ``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -47,6 +45,8 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.common import emit_result, peak_rss_mib  # noqa: E402
 DATA = Path(os.environ.get("CORRAL_SHARED", REPO.parent / "shared")) / "data"
 
 
@@ -56,10 +56,6 @@ def rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-def peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def log(msg: str) -> None:
@@ -395,13 +391,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["index"] = part_index([int(s) for s in args.sizes.split(",") if s], args.dim, cache)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["machine"]["load_avg_end"] = os.getloadavg()
-    result["peak_rss_mib"] = round(peak_mib(), 1)
-    result["peak_rss_server_mib"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
-    line = json.dumps(result, default=float)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(line + "\n")
-    sys.stdout.write(line + "\n")
+    result["peak_rss_mib"] = peak_rss_mib()
+    result["peak_rss_server_mib"] = peak_rss_mib(children=True)
+    emit_result(result, args.out)
     return result
 
 

@@ -46,6 +46,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import emit_result  # noqa: E402
+
 from api.binpack import unpack  # noqa: E402
 from api.jobs import CLI_BOOT  # noqa: E402
 from viewer_data import write_synthetic_map  # noqa: E402  (bench/viewer_data.py)
@@ -530,10 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets(big),
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    line = json.dumps(out)
-    if args.out:
-        Path(args.out).write_text(line + "\n")
-    print(line)
+    emit_result(out, args.out)
     return 0
 
 
