@@ -203,15 +203,15 @@ class RecognitionService:
                     logger.warning("images cannot be recognised with version %s: %s", version, err)
             det = dict(meta.detection or {})
             if self.images and enc is not None and det.get("detector"):
-                same = cur is not None and cur.regions is not None and cur.recognizer.index.meta.detection == meta.detection and cur.regions.model == meta.model and cur.regions.weights_hash == meta.weights_hash
-                if same:
+                # the same embedder (so the same model and weights) and the same crop rules: keep it
+                if cur is not None and cur.regions is not None and cur.regions.embedder is enc.embedder and cur.recognizer.index.meta.detection == meta.detection:
                     regions = cur.regions
                 else:
                     from pipeline.regions import RegionEncoder
 
                     try:
                         opts = {k: det[k] for k in ("min_size", "pad") if det.get(k) is not None}
-                        regions = RegionEncoder(detector=det["detector"], model=meta.model, weights_hash=meta.weights_hash, weights=self.weights, device=self.device, **opts)
+                        regions = RegionEncoder(detector=det["detector"], model=meta.model, weights_hash=meta.weights_hash, device=self.device, embedder=enc.embedder, **opts)
                     except (ValueError, OSError, RuntimeError, ImportError) as e:  # no detector here: whole images still work
                         logger.warning("boxes cannot be recognised with version %s: %s", version, str(e).splitlines()[0][:300])
             return Loaded(version, rec, enc, err, regions=regions)
