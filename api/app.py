@@ -1,7 +1,7 @@
 """The web app: the viewer at ``/``, the API under ``/api``, OpenAPI at ``/docs``.
 
-``create_app(settings)`` builds everything from one :class:`~api.settings.Settings`; nothing
-happens at import time. Routes live one module per resource in :mod:`api.routes`.
+``create_app(settings)`` builds everything from one :class:`~corral.api.settings.Settings`; nothing
+happens at import time. Routes live one module per resource in :mod:`corral.api.routes`.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.gzip import GZipMiddleware
 
-from api.auth import UserStore
-from api.deps import AppContext
-from api.errors import BodySizeLimit, install_error_handlers
-from api.itemindex import ItemIndex
-from api.jobs import JobManager
-from api.labelstate import LabelService
-from api.mapdata import MapRegistry
-from api.settings import Settings
-from api.thumbs import ThumbCache
-from storage.workspace import Workspace
+from corral.api.auth import UserStore
+from corral.api.deps import AppContext
+from corral.api.errors import BodySizeLimit, install_error_handlers
+from corral.api.itemindex import ItemIndex
+from corral.api.jobs import JobManager
+from corral.api.labelstate import LabelService
+from corral.api.mapdata import MapRegistry
+from corral.api.settings import Settings
+from corral.api.thumbs import ThumbCache
+from corral.storage.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +38,12 @@ ROUTE_MODULES = ("maps", "suggest", "items", "labels", "events", "jobs", "users"
 
 
 def viewer_dir() -> Path:
-    """Where the built viewer lives (inside the installed ``viewer`` package)."""
-    import viewer
+    """Where the built viewer lives (inside the installed ``corral.viewer`` package)."""
+    import corral.viewer
 
     # __path__ rather than __file__: an editable install made before viewer/__init__.py existed
     # sees a namespace package.
-    return Path(next(iter(viewer.__path__))).resolve()
+    return Path(next(iter(corral.viewer.__path__))).resolve()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -86,7 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
     import importlib
 
     for name in ROUTE_MODULES:
-        app.include_router(importlib.import_module(f"api.routes.{name}").router)
+        app.include_router(importlib.import_module(f"corral.api.routes.{name}").router)
 
     @app.get("/api/health", tags=["meta"], summary="Liveness (no sign-in needed)")
     def health() -> dict:
@@ -105,9 +105,9 @@ def _mount_viewer(app: FastAPI, vdir: Path) -> None:
     the modules themselves under ``/src``. Versioned URLs let browsers cache them for good."""
     import hashlib
 
-    from api.binpack import gzip_bytes
-    from api.bundle import build_bundle
-    from api.routes.common import IMMUTABLE, REVALIDATE, gzip_response
+    from corral.api.binpack import gzip_bytes
+    from corral.api.bundle import build_bundle
+    from corral.api.routes.common import IMMUTABLE, REVALIDATE, gzip_response
 
     bundle = build_bundle(vdir / "src")
     bundle_gz = gzip_bytes(bundle.code.encode(), level=9)
@@ -130,7 +130,7 @@ def _mount_viewer(app: FastAPI, vdir: Path) -> None:
 def _warm_split() -> None:
     """Compile the re-clustering code once, off the request path."""
     try:
-        from pipeline.recluster import warm_up
+        from corral.pipeline.recluster import warm_up
 
         logger.info("re-clustering compiled in %.1fs", warm_up())
     except Exception as e:  # warming is an optimisation: log and carry on

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storage.workspace import atomic_write_json
+from corral.storage.workspace import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from api import commands  # noqa: F401  (registers the subcommands)
+    from corral.api import commands  # noqa: F401  (registers the subcommands)
 
     p = argparse.ArgumentParser(
         prog="corral",
@@ -60,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING if args.quiet else (logging.INFO if args.verbose == 1 else logging.DEBUG if args.verbose > 1 else logging.WARNING)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.verbose == 0 and not args.quiet:
-        logging.getLogger("pipeline").setLevel(logging.INFO)
-        logging.getLogger("storage").setLevel(logging.INFO)
-        logging.getLogger("api").setLevel(logging.INFO)
+        logging.getLogger("corral").setLevel(logging.INFO)
     _, _, run = COMMANDS[args.command]
     try:
         return int(run(args) or 0)

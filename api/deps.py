@@ -14,13 +14,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from api.auth import User, UserStore
-from api.errors import Forbidden, Unauthorized
-from api.itemindex import ItemIndex
-from api.mapdata import MapRegistry, MapView
-from api.settings import Settings
-from api.thumbs import ThumbCache
-from storage.workspace import Workspace
+from corral.api.auth import User, UserStore
+from corral.api.errors import Forbidden, Unauthorized
+from corral.api.itemindex import ItemIndex
+from corral.api.mapdata import MapRegistry, MapView
+from corral.api.settings import Settings
+from corral.api.thumbs import ThumbCache
+from corral.storage.workspace import Workspace
 
 COOKIE = "corral_token"
 CSRF_HEADER = "x-corral-request"
@@ -36,8 +36,8 @@ class AppContext:
     maps: MapRegistry
     items: ItemIndex
     thumbs: ThumbCache
-    labels: Any = None  # api.labelstate.LabelService, opened on first use
-    jobs: Any = None  # api.jobs.JobManager
+    labels: Any = None  # corral.api.labelstate.LabelService, opened on first use
+    jobs: Any = None  # corral.api.jobs.JobManager
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -58,13 +58,13 @@ def _body(message: str, status: int) -> JSONResponse:
 
 def _domain_errors() -> dict[type[Exception], int]:
     """Errors of ``storage`` and ``pipeline`` that mean bad input, with their HTTP codes."""
-    from api.auth import AuthError
-    from storage.events import LabelError
-    from storage.workspace import WorkspaceError
+    from corral.api.auth import AuthError
+    from corral.storage.events import LabelError
+    from corral.storage.workspace import WorkspaceError
 
     out: dict[type[Exception], int] = {LabelError: 400, WorkspaceError: 404, AuthError: 400}
     try:
-        from pipeline.ingest import SourceError
+        from corral.pipeline.ingest import SourceError
 
         out[SourceError] = 400
     except ImportError:  # pragma: no cover - pipeline without its optional parts

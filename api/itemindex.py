@@ -10,8 +10,8 @@ from pathlib import PurePosixPath
 import numpy as np
 import pyarrow as pa
 
-from api.errors import ApiError, NotFound
-from storage.workspace import Workspace
+from corral.api.errors import ApiError, NotFound
+from corral.storage.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 

@@ -20,17 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from api.errors import ApiError, Forbidden, NotFound
-from storage.workspace import Workspace
+from corral.api.errors import ApiError, Forbidden, NotFound
+from corral.storage.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("embed", "map")
 _PROGRESS = re.compile(r"(\d+)/(\d+)\s*\[")
 _TAIL = 4000
-#: runs the ``corral`` command line in a fresh interpreter (``-m api.cli`` would load the module
+#: runs the ``corral`` command line in a fresh interpreter (``-m corral.api.cli`` would load the module
 #: twice: once as __main__ without the registered commands)
-CLI_BOOT = "import sys; from api.cli import main; sys.exit(main(sys.argv[1:]))"
+CLI_BOOT = "import sys; from corral.api.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Labels as the viewer sees them: one label id and one state byte per point of a map.
 
-The label store (``storage.labels``) is the truth: every action is one of its events, durable
+The label store (``corral.storage.labels``) is the truth: every action is one of its events, durable
 before it returns. This module keeps, per map, the current label of each point as an array,
 updates it from each action's ``changed`` items, and remembers which points changed at which
 store version, so a viewer that knows version ``v`` gets just the points changed since (its own
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from api.binpack import gzip_bytes, pack
-from api.mapdata import MapView
-from storage.workspace import Workspace
+from corral.api.binpack import gzip_bytes, pack
+from corral.api.mapdata import MapView
+from corral.storage.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class LabelService:
     def store(self) -> Any:
         with self._lock:
             if self._store is None:
-                from storage.labels import LabelStore
+                from corral.storage.labels import LabelStore
 
                 self._store = LabelStore.open(self.workspace)
             return self._store

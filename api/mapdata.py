@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from api.binpack import gzip_bytes, pack
-from api.errors import ApiError, Conflict, NotFound
-from storage.workspace import Workspace, safe_name
+from corral.api.binpack import gzip_bytes, pack
+from corral.api.errors import ApiError, Conflict, NotFound
+from corral.storage.workspace import Workspace, safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class MapRegistry:
         self._views: dict[str, MapView] = {}
 
     def names(self) -> list[str]:
-        from storage.maps import list_maps
+        from corral.storage.maps import list_maps
 
         return list_maps(self.workspace)
 
@@ -251,7 +251,7 @@ class MapRegistry:
             v = self._views.get(name)
             if v is not None and v.etag == etag:
                 return v
-        from storage.maps import read_map
+        from corral.storage.maps import read_map
 
         data = read_map(self.workspace, name)
         keep = [c for c in ("id", "x", "y", "cluster", "probability", "outlier_score", "is_new") if c in data.points.column_names]

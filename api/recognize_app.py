@@ -20,11 +20,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from api.auth import User, UserStore
-from api.deps import current_user
-from api.errors import BodySizeLimit, install_error_handlers
-from api.recognize_service import RecognitionService
-from storage.index_source import IndexSource
+from corral.api.auth import User, UserStore
+from corral.api.deps import current_user
+from corral.api.errors import BodySizeLimit, install_error_handlers
+from corral.api.recognize_service import RecognitionService
+from corral.storage.index_source import IndexSource
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def create_recognize_app(
     app.add_middleware(BodySizeLimit, limit=max_request_bytes)
     if users is None:
         app.dependency_overrides[current_user] = lambda: User("anonymous", "service")
-    from api.routes.recognize import recognize, recognize_status
+    from corral.api.routes.recognize import recognize, recognize_status
 
     app.add_api_route("/api/recognize", recognize, methods=["POST"], summary="Name images or vectors (top-k labels with scores, or unknown)", tags=["recognize"])
     app.add_api_route("/api/recognize/status", recognize_status, methods=["GET"], summary="The loaded index version and counts", tags=["recognize"])

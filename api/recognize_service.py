@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from storage.index_source import IndexSource
-from storage.recognizer import Decision, Recognizer
+from corral.storage.index_source import IndexSource
+from corral.storage.recognizer import Decision, Recognizer
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +34,10 @@ class Loaded:
 
     version: str
     recognizer: Recognizer
-    encoder: Any = None  # pipeline.recognize.ImageEncoder, or None when images cannot be embedded
+    encoder: Any = None  # corral.pipeline.recognize.ImageEncoder, or None when images cannot be embedded
     encoder_error: str | None = None  # why there is no encoder
     loaded_at: float = field(default_factory=time.time)
-    regions: Any = None  # pipeline.regions.RegionEncoder for an index of detector crops (a name per box)
+    regions: Any = None  # corral.pipeline.regions.RegionEncoder for an index of detector crops (a name per box)
 
     def info(self) -> dict[str, Any]:
         idx = self.recognizer.index
@@ -156,7 +156,7 @@ class RecognitionService:
     """Serves one index source; see the module docstring.
 
     Args:
-        source: where versions come from (:func:`storage.index_source.open_source`).
+        source: where versions come from (:func:`corral.storage.index_source.open_source`).
         images: build the encoder so images can be recognised (vectors work without it).
         weights: weight file or folder for the encoder when the default lookup would not find them.
         device: auto, cpu, cuda or cuda:N for the encoder.
@@ -194,7 +194,7 @@ class RecognitionService:
             if cur is not None and cur.encoder is not None and (cur.encoder.model, cur.encoder.weights_hash) == (meta.model, meta.weights_hash):
                 enc = cur.encoder
             elif self.images:
-                from pipeline.recognize import ImageEncoder
+                from corral.pipeline.recognize import ImageEncoder
 
                 try:
                     enc = ImageEncoder(model=meta.model, weights_hash=meta.weights_hash, weights=self.weights, device=self.device)
@@ -207,7 +207,7 @@ class RecognitionService:
                 if cur is not None and cur.regions is not None and cur.regions.embedder is enc.embedder and cur.recognizer.index.meta.detection == meta.detection:
                     regions = cur.regions
                 else:
-                    from pipeline.regions import RegionEncoder
+                    from corral.pipeline.regions import RegionEncoder
 
                     try:
                         opts = {k: det[k] for k in ("min_size", "pad") if det.get(k) is not None}

@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Everything :func:`api.app.create_app` needs. Each field can be set as ``CORRAL_<NAME>``."""
+    """Everything :func:`corral.api.app.create_app` needs. Each field can be set as ``CORRAL_<NAME>``."""
 
     model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="forbid")
 

@@ -14,11 +14,11 @@ import logging
 import threading
 from pathlib import Path
 
-from api.errors import ApiError, NotFound
-from api.itemindex import ItemIndex, check_item_id
-from api.mapdata import MapView
-from storage.crops import split_crop_uri
-from storage.workspace import Workspace, atomic_write_bytes
+from corral.api.errors import ApiError, NotFound
+from corral.api.itemindex import ItemIndex, check_item_id
+from corral.api.mapdata import MapView
+from corral.storage.crops import split_crop_uri
+from corral.storage.workspace import Workspace, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class ThumbCache:
     # -- originals ---------------------------------------------------------------------------
     def original_bytes(self, item_id: str) -> bytes:
         """The original image's bytes (local file or S3 object)."""
-        from pipeline.ingest import read_bytes
+        from corral.pipeline.ingest import read_bytes
 
         uri = self.items.uri(check_item_id(item_id))
         crop = split_crop_uri(uri)

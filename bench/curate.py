@@ -11,7 +11,7 @@ lets a person do in one go:
 * mark a tile (1 per item) and "exclude marked" (E, 1), or "exclude this one and every less sure
   member" (1) when the wrong ones lead the panel;
 * name the selection minus its exclusions (1), through ``LabelStore.assign``, the call the API's
-  name route makes; split (1, ``pipeline.recluster.recluster``, the API's split);
+  name route makes; split (1, ``corral.pipeline.recluster.recluster``, the API's split);
 * the "only unlabelled" filter goes on once (1), so clicks and lassos then catch only what is
   still unlabelled. Pan and zoom are not counted.
 
@@ -89,10 +89,10 @@ def prepare(name: str, data: Path, out: Path, *, rebuild_map: bool) -> tuple[Pat
     """Embed (cached) and map a data set; returns (workspace, truth by item id, timings)."""
     from PIL import Image
 
-    from pipeline.embed import EmbedConfig, embed
-    from pipeline.mapping import MapConfig, build_map
-    from storage.maps import list_maps
-    from storage.workspace import Workspace
+    from corral.pipeline.embed import EmbedConfig, embed
+    from corral.pipeline.mapping import MapConfig, build_map
+    from corral.storage.maps import list_maps
+    from corral.storage.workspace import Workspace
 
     kind, images, labels, model = DATASETS[name]
     ws = out / name
@@ -162,10 +162,10 @@ class Curator:
     def __init__(self, ws: Path, truth: dict[str, str], *, spare_cost: float, tolerance: float = 0.0, user: str = "oracle", lasso: bool = True):
         from scipy.spatial import cKDTree
 
-        from pipeline.recluster import recluster
-        from storage.labels import LabelStore
-        from storage.maps import read_map
-        from storage.workspace import Workspace
+        from corral.pipeline.recluster import recluster
+        from corral.storage.labels import LabelStore
+        from corral.storage.maps import read_map
+        from corral.storage.workspace import Workspace
 
         self.ws = ws
         self.truth = truth

@@ -2,7 +2,7 @@
 
 In one run on one machine, with the same detector, embedder and group photos:
 
-* pipeline: ``pipeline.embed.embed_items`` with ``detector`` set (decode and, for CPU detectors,
+* pipeline: ``corral.pipeline.embed.embed_items`` with ``detector`` set (decode and, for CPU detectors,
   detection in worker processes; crops embedded in batches; shards written);
 * baseline: the loop one would write first, one photo at a time in one process: read, decode,
   detect, cut the crops, embed them (no writing);
@@ -54,8 +54,8 @@ def baseline(paths: list[Path], *, detector, embedder, opts, device: str) -> tup
     """The serial loop: one photo at a time, everything in this process."""
     import torch
 
-    from pipeline import crops as cropping
-    from pipeline.decode import open_image
+    from corral.pipeline import crops as cropping
+    from corral.pipeline.decode import open_image
 
     n, t0 = 0, time.perf_counter()
     for p in paths:
@@ -75,8 +75,8 @@ def parts(paths: list[Path], *, detector, embedder, opts, device: str) -> tuple[
     """Detector alone (img/s on decoded photos) and embedder alone (crops/s on ready crops)."""
     import torch
 
-    from pipeline import crops as cropping
-    from pipeline.decode import open_image
+    from corral.pipeline import crops as cropping
+    from corral.pipeline.decode import open_image
 
     imgs = [np.array(open_image(p.read_bytes())) for p in paths]
     t0 = time.perf_counter()
@@ -114,13 +114,13 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from pipeline.crops import CropOptions
-    from pipeline.detect import create_detector, resolve_name
-    from pipeline.device import pick_device
-    from pipeline.embed import EmbedConfig, _resolve, embed_items
-    from pipeline.ingest import list_source
-    from pipeline.registry import create_embedder
-    from storage.workspace import Workspace
+    from corral.pipeline.crops import CropOptions
+    from corral.pipeline.detect import create_detector, resolve_name
+    from corral.pipeline.device import pick_device
+    from corral.pipeline.embed import EmbedConfig, _resolve, embed_items
+    from corral.pipeline.ingest import list_source
+    from corral.pipeline.registry import create_embedder
+    from corral.storage.workspace import Workspace
 
     device, why = pick_device(args.device)
     det_name, det_why = resolve_name(args.detector)

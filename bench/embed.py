@@ -4,7 +4,7 @@ In one run on one machine, with the same model and batch size:
 
 * model-only: synthetic uint8 batches already on the device, through normalisation + model
   (the ceiling the pipeline can reach);
-* end-to-end: ``pipeline.embed.embed_items`` over generated ~640x480 JPEG files on disk (read,
+* end-to-end: ``corral.pipeline.embed.embed_items`` over generated ~640x480 JPEG files on disk (read,
   hash, decode in worker processes, transfer, model, write shards).
 
 Both are measured in alternating rounds and the best round of each is kept, so a burst of other
@@ -50,7 +50,7 @@ def make_jpegs(folder: Path, count: int, *, size=(640, 480), seed: int = 0) -> l
     """
     from concurrent.futures import ProcessPoolExecutor
 
-    from pipeline.device import cpu_count
+    from corral.pipeline.device import cpu_count
 
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [(str(folder / f"img_{i:06d}.jpg"), (seed, i), size) for i in range(count)]
@@ -80,7 +80,7 @@ def device_decode_only(paths: list[Path], pre, device: str, batch: int, seconds:
     """JPEG bytes already in memory, decoded + oriented + resized on the device (no model)."""
     import torch
 
-    from pipeline.feed import decode_jpegs_on_device
+    from corral.pipeline.feed import decode_jpegs_on_device
 
     datas = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths[:batch]]
     decode_jpegs_on_device(datas, [1] * len(datas), pre, device)
@@ -97,8 +97,8 @@ def device_decode_only(paths: list[Path], pre, device: str, batch: int, seconds:
 
 
 def end_to_end(embedder, items, cfg, work: Path) -> tuple[float, dict]:
-    from pipeline.embed import embed_items
-    from storage.workspace import Workspace
+    from corral.pipeline.embed import embed_items
+    from corral.storage.workspace import Workspace
 
     ws = work / f"ws-{time.monotonic_ns()}"
     t0 = time.perf_counter()
@@ -126,10 +126,10 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from pipeline.device import pick_device
-    from pipeline.embed import EmbedConfig, _resolve
-    from pipeline.ingest import list_source
-    from pipeline.registry import create_embedder
+    from corral.pipeline.device import pick_device
+    from corral.pipeline.embed import EmbedConfig, _resolve
+    from corral.pipeline.ingest import list_source
+    from corral.pipeline.registry import create_embedder
 
     device, why = pick_device(args.device)
     cfg = EmbedConfig(

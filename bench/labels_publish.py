@@ -6,7 +6,7 @@ In one run on one machine:
   against a baseline that only upserts ``item -> label`` rows in a plain SQLite table with the
   same ``synchronous`` setting; for a small selection (a lasso) and a large one (a cluster);
 * reads: ``LabelStore.item_labels()`` against a plain ``SELECT`` of the baseline table;
-* publish and pull: ``storage.publish.publish`` / ``pull`` (label snapshot and exports, sha256 of
+* publish and pull: ``corral.storage.publish.publish`` / ``pull`` (label snapshot and exports, sha256 of
   every file, manifest, LATEST, verification) against raw ``boto3`` ``upload_file`` /
   ``download_file`` of the embeddings and the label store file with the same transfer settings,
   to moto's S3 server on 127.0.0.1.
@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import emit_result, peak_rss_mib  # noqa: E402
 
-from storage.labels import LabelStore  # noqa: E402
-from storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table  # noqa: E402
+from corral.storage.labels import LabelStore  # noqa: E402
+from corral.storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table  # noqa: E402
 
 
 class PlainTable:
@@ -143,8 +143,8 @@ def bench_publish(root: Path, *, vectors: int, dim: int, rounds: int, part_size:
     from boto3.s3.transfer import TransferConfig
     from moto.server import ThreadedMotoServer
 
-    from storage import s3 as s3util
-    from storage.publish import publish, pull
+    from corral.storage import s3 as s3util
+    from corral.storage.publish import publish, pull
 
     import socket
 

@@ -2,7 +2,7 @@
 
 For each data set, in one process and on the same vectors:
 
-* ours: ``pipeline.mapping.build_map`` with its defaults (FAISS kNN graph, UMAP to 10-D for
+* ours: ``corral.pipeline.mapping.build_map`` with its defaults (FAISS kNN graph, UMAP to 10-D for
   clustering and to 2-D for the map, HDBSCAN with the cut chosen by modularity, noise handed to
   the nearest cluster);
 * baseline: ``umap.UMAP().fit_transform(X)`` then ``hdbscan.HDBSCAN().fit_predict`` on the 2-D
@@ -84,8 +84,8 @@ def synthetic(n: int, dim: int, k: int = 50, seed: int = 0) -> tuple[np.ndarray,
 
 def embedded(name: str) -> tuple[np.ndarray, np.ndarray, Path]:
     """Vectors and labels of an image set embedded with the default model (cached)."""
-    from pipeline.embed import EmbedConfig, embed
-    from storage.workspace import Workspace
+    from corral.pipeline.embed import EmbedConfig, embed
+    from corral.storage.workspace import Workspace
 
     ws = CACHE / name
     src = DATA / IMAGE_SETS[name]
@@ -103,7 +103,7 @@ def embedded(name: str) -> tuple[np.ndarray, np.ndarray, Path]:
 
 def as_workspace(name: str, x: np.ndarray, root: Path = CACHE) -> Path:
     """A workspace holding ``x`` as an embedding set (for sets that are not images)."""
-    from storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table
+    from corral.storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table
 
     ws = root / name
     es = Workspace(ws).embedding_set("vectors")
@@ -125,7 +125,7 @@ def knn_preservation(x: np.ndarray, xy: np.ndarray, k: int = 15, sample: int = 2
     """Mean share of each point's ``k`` nearest input neighbours that stay among its ``k`` nearest in 2-D."""
     import faiss
 
-    from pipeline.knn import FaissParams, knn_query
+    from corral.pipeline.knn import FaissParams, knn_query
 
     n = len(x)
     rows = np.random.default_rng(0).choice(n, min(n, sample), replace=False)
@@ -151,8 +151,8 @@ def scores(y: np.ndarray, labels: np.ndarray, x: np.ndarray, xy: np.ndarray) -> 
 
 
 def run_ours(ws: Path, x: np.ndarray, y: np.ndarray, *, device: str, layout: str = "auto", knn: str = "auto", seed: int | None = 0) -> dict[str, Any]:
-    from pipeline.mapping import MapConfig, build_map
-    from storage.maps import read_map
+    from corral.pipeline.mapping import MapConfig, build_map
+    from corral.storage.maps import read_map
 
     cfg = MapConfig(device=device, layout=layout, knn=knn, seed=seed)
     gc.collect()
@@ -163,7 +163,7 @@ def run_ours(ws: Path, x: np.ndarray, y: np.ndarray, *, device: str, layout: str
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     m = read_map(ws, res.name)
-    from storage.workspace import Workspace
+    from corral.storage.workspace import Workspace
 
     ids, _ = Workspace(ws).default_embedding_set().load()
     order = {i: r for r, i in enumerate(m.points.column("id").to_pylist())}
@@ -200,7 +200,7 @@ def warm_up() -> float:
     import hdbscan
     import umap
 
-    from pipeline.recluster import warm_up as warm_split
+    from corral.pipeline.recluster import warm_up as warm_split
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
@@ -210,7 +210,7 @@ def warm_up() -> float:
     hdbscan.HDBSCAN().fit_predict(x[:, :2])
     import tempfile
 
-    from pipeline.mapping import MapConfig, build_map
+    from corral.pipeline.mapping import MapConfig, build_map
 
     with tempfile.TemporaryDirectory() as d:
         ws = as_workspace("warm", x, root=Path(d))
@@ -223,8 +223,8 @@ def warm_up() -> float:
 
 def time_split(ws: Path, n: int = 10000) -> dict[str, Any]:
     """Seconds to split ``n`` items of a map (numba already compiled), best of three."""
-    from pipeline.recluster import split
-    from storage.maps import read_map
+    from corral.pipeline.recluster import split
+    from corral.storage.maps import read_map
 
     m = read_map(ws)
     ids = m.points.column("id").to_pylist()[:n]
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cpus() -> int:
-    from pipeline.device import cpu_count
+    from corral.pipeline.device import cpu_count
 
     return cpu_count()
 

@@ -109,7 +109,7 @@ def bench_index(x: np.ndarray, *, near: np.ndarray, near_truth: np.ndarray | Non
     """Our chosen index vs exact search over ``x`` (freed by the caller)."""
     import faiss
 
-    from storage.index import create_index, recommend_factory, train_index, tune_search
+    from corral.storage.index import create_index, recommend_factory, train_index, tune_search
 
     n, dim = x.shape
     chosen = factory or recommend_factory(n, dim)
@@ -165,7 +165,7 @@ def bench_index(x: np.ndarray, *, near: np.ndarray, near_truth: np.ndarray | Non
 
 
 def part_index(sizes: list[int], dim: int, cache: Path) -> dict[str, Any]:
-    from storage.index import perturb
+    from corral.storage.index import perturb
 
     out: dict[str, Any] = {"random": []}
     for n in sizes:
@@ -179,7 +179,7 @@ def part_index(sizes: list[int], dim: int, cache: Path) -> dict[str, Any]:
     # a real labelled set: held-out COIL-100 images against the rest
     ws = cache / "coil100_subset"
     if (ws / "embeddings").is_dir():
-        from storage.workspace import Workspace
+        from corral.storage.workspace import Workspace
 
         ids, vecs = Workspace(ws).default_embedding_set().load()
         rng = np.random.default_rng(0)
@@ -219,7 +219,7 @@ def dataset_split(root: Path, *, seed: int = 0, left_out: float = 0.2, held_back
 def start_server(ws: Path, port: int) -> subprocess.Popen:
     import httpx
 
-    cmd = [sys.executable, "-m", "api", "-q", "serve", "--recognize-only", "--from", str(ws), "--port", str(port), "--reload-interval", "0", "--device", "cpu", "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "corral", "-q", "serve", "--recognize-only", "--from", str(ws), "--port", str(port), "--reload-interval", "0", "--device", "cpu", "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -287,11 +287,11 @@ def vector_load(url: str, vectors: np.ndarray, *, count: int, seconds: float, co
 
 
 def part_e2e(name: str, model: str, cache: Path, port: int) -> dict[str, Any]:
-    from pipeline.embed import EmbedConfig, embed
-    from pipeline.recognize import ImageEncoder
-    from storage.index_build import build_index
-    from storage.labels import LabelStore
-    from storage.workspace import Workspace
+    from corral.pipeline.embed import EmbedConfig, embed
+    from corral.pipeline.recognize import ImageEncoder
+    from corral.storage.index_build import build_index
+    from corral.storage.labels import LabelStore
+    from corral.storage.workspace import Workspace
 
     root = DATA / name / "images"
     lab, back, out = dataset_split(root)

@@ -48,8 +48,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import emit_result  # noqa: E402
 
-from api.binpack import unpack  # noqa: E402
-from api.jobs import CLI_BOOT  # noqa: E402
+from corral.api.binpack import unpack  # noqa: E402
+from corral.api.jobs import CLI_BOOT  # noqa: E402
 from viewer_data import write_synthetic_map  # noqa: E402  (bench/viewer_data.py)
 
 CHROMIUM = "/usr/bin/chromium"
@@ -404,8 +404,8 @@ def measure_regl(p, base: str, *, w: int, h: int, zoom: float, polygon: list | N
 
 def label_some(ws: Path, ids: list[str], cluster: np.ndarray, share: float = 0.3) -> dict:
     """Label whole clusters until about ``share`` of the points carry a label (one import event)."""
-    from storage.labels import LabelStore
-    from storage.workspace import Workspace
+    from corral.storage.labels import LabelStore
+    from corral.storage.workspace import Workspace
 
     t0 = time.perf_counter()
     sizes = np.bincount(cluster[cluster >= 0])

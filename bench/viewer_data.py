@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.maps import clusters_table, points_table, write_map
-from storage.workspace import Workspace
+from corral.storage.maps import clusters_table, points_table, write_map
+from corral.storage.workspace import Workspace
 
 
 def synthetic_points(n: int, *, blobs: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

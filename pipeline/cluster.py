@@ -3,7 +3,7 @@
 HDBSCAN runs in the clustering space (a UMAP layout of a few dimensions, or the 2-D map) through
 fast_hdbscan. Its minimum spanning tree depends only on ``min_samples``, so it is built once
 and every candidate ``min_cluster_size`` / ``cluster_selection_method`` is a cheap cut of the
-same tree. When those two are left unset, :mod:`pipeline.cutselect` chooses: the cut with the
+same tree. When those two are left unset, :mod:`corral.pipeline.cutselect` chooses: the cut with the
 best modularity on the neighbour graph (cuts within 0.005 of the best are ties, the one with
 fewest clusters wins), unless the embeddings' silhouette prefers HDBSCAN's finest cut
 (``min_cluster_size`` 5, ``min_samples`` 5), which happens where the classes are small.
@@ -46,7 +46,7 @@ ASSIGNED_MAX_PROBABILITY = 0.5
 class HdbscanParams:
     """HDBSCAN settings under HDBSCAN's own names (see the hdbscan / fast_hdbscan docs)."""
 
-    min_cluster_size: int | None = None  # smallest cluster; None: chosen (see pipeline.cutselect)
+    min_cluster_size: int | None = None  # smallest cluster; None: chosen (see corral.pipeline.cutselect)
     min_samples: int | None = None  # neighbours that define density; None: 10 (5 for the finest candidate cuts)
     cluster_selection_method: str | None = None  # "eom" or "leaf"; None: chosen with min_cluster_size
     cluster_selection_epsilon: float = 0.0  # merge clusters closer than this distance
@@ -104,7 +104,7 @@ def cluster_points(
     """
     from fast_hdbscan.hdbscan import compute_minimum_spanning_tree
 
-    from pipeline.cutselect import candidate_sizes, coords_graph, modularity, silhouette_judge
+    from corral.pipeline.cutselect import candidate_sizes, coords_graph, modularity, silhouette_judge
 
     p = params or HdbscanParams()
     p.validate()

@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.decode import SkipItem, content_id, open_image
-from pipeline.detect import Detections, Detector, create_detector
-from pipeline.feed import read_record
-from pipeline.ingest import SourceItem
+from corral.pipeline.decode import SkipItem, content_id, open_image
+from corral.pipeline.detect import Detections, Detector, create_detector
+from corral.pipeline.feed import read_record
+from corral.pipeline.ingest import SourceItem
 
 logger = logging.getLogger(__name__)
 

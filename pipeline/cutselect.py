@@ -1,6 +1,6 @@
 """Scoring candidate partitions: which cut of HDBSCAN's tree to keep.
 
-Two judges, used in turn by :func:`pipeline.cluster.cluster_points`:
+Two judges, used in turn by :func:`corral.pipeline.cluster.cluster_points`:
 
 - **modularity** on the neighbour graph ranks the cuts of one tree (``min_cluster_size`` from 5
   to n/4, ``eom`` and ``leaf``). It finds the level where the graph falls apart into groups

@@ -51,7 +51,7 @@ def content_id(data: bytes) -> str:
 class Preprocess:
     """How a model wants its input: resize the short side, centre-crop, normalise.
 
-    Normalisation happens on the model's device (see ``pipeline.embed``); decoding produces uint8.
+    Normalisation happens on the model's device (see ``corral.pipeline.embed``); decoding produces uint8.
     """
 
     size: int  # output side (square crop), e.g. 224

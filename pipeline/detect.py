@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.weights import WeightsNotFound, file_sha256
+from corral.pipeline.weights import WeightsNotFound, file_sha256
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ items (what a distributed engine would call per partition); :func:`embed` is tha
 whole source.
 
 With a ``detector`` the stage embeds detector crops instead of whole images: see
-:mod:`pipeline.crops` for what becomes an item and how boxes are cleaned and cut.
+:mod:`corral.pipeline.crops` for what becomes an item and how boxes are cleaned and cut.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import crops as cropping
-from pipeline import registry
-from pipeline.decode import DEFAULT_MAX_PIXELS
-from pipeline.device import cpu_count, pick_device
-from pipeline.feed import DecodeDataset, collate, decode_ahead, shard_batches, worker_init
-from pipeline.ingest import SourceItem, list_source
-from storage.workspace import (
+from corral.pipeline import crops as cropping
+from corral.pipeline import registry
+from corral.pipeline.decode import DEFAULT_MAX_PIXELS
+from corral.pipeline.device import cpu_count, pick_device
+from corral.pipeline.feed import DecodeDataset, collate, decode_ahead, shard_batches, worker_init
+from corral.pipeline.ingest import SourceItem, list_source
+from corral.storage.workspace import (
     EmbeddingSet,
     Workspace,
     atomic_write_bytes,
@@ -66,7 +66,7 @@ class EmbedConfig:
     endpoint_url: str | None = None  # S3-compatible endpoint for s3:// sources
     name: str | None = None  # embedding set name (default: from the model name)
     progress: bool = True  # show a progress bar on stderr
-    # Detection (see pipeline.crops): with a detector, crops are the embedded items.
+    # Detection (see corral.pipeline.crops): with a detector, crops are the embedded items.
     detector: str | None = None  # detector name (`corral detectors`), or "face" for the best face detector here
     detector_weights: str | None = None  # weight file for detectors that need one (torchvision)
     min_score: float | None = None  # drop boxes scoring below this (default: the detector's own threshold)
@@ -111,7 +111,7 @@ class EmbedResult:
     embeddings: str  # the embedding set folder
     timings: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
-    detection: dict[str, Any] = field(default_factory=dict)  # with a detector: its counts (see pipeline.crops)
+    detection: dict[str, Any] = field(default_factory=dict)  # with a detector: its counts (see corral.pipeline.crops)
 
     def summary(self) -> dict[str, Any]:
         """The CLI's last-line JSON."""
@@ -171,7 +171,7 @@ def embed(source: str, *, workspace: str | Path | Workspace, config: EmbedConfig
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     registry.check_name(cfg.model)  # fail on a bad name before listing a million files
     if cfg.detector:
-        from pipeline.detect import resolve_name
+        from corral.pipeline.detect import resolve_name
 
         resolve_name(cfg.detector)
     items = list_source(source, endpoint_url=cfg.endpoint_url)
@@ -341,7 +341,7 @@ def _build_detector(cfg: EmbedConfig, embedder: Any, device: str) -> tuple[Any, 
     """``(detector, crop options, why this detector)``, or ``(None, None, "")`` without one."""
     if not cfg.detector:
         return None, None, ""
-    from pipeline.detect import create_detector, resolve_name
+    from corral.pipeline.detect import create_detector, resolve_name
 
     name, why = resolve_name(cfg.detector)
     detector = create_detector(name, **_detector_options(cfg))
@@ -362,7 +362,7 @@ def _build_detector(cfg: EmbedConfig, embedder: Any, device: str) -> tuple[Any, 
 def _embed_batch(b: dict[str, Any], recs: list[dict[str, Any]], dev_px: dict[int, Any], embedder: Any, device: str, seen: dict[str, str], sources: dict[str, SourceItem]):
     """Decide duplicates and run the model; returns (vectors, item rows, embedded ids).
 
-    ``dev_px`` holds the pixels decoded on the device (:func:`pipeline.feed.decode_ahead`); CPU-decoded ones
+    ``dev_px`` holds the pixels decoded on the device (:func:`corral.pipeline.feed.decode_ahead`); CPU-decoded ones
     arrive stacked in ``b["pixels"]``.
     """
     import torch

@@ -1,4 +1,4 @@
-"""Built-in embedder families. Imported lazily by :mod:`pipeline.registry`."""
+"""Built-in embedder families. Imported lazily by :mod:`corral.pipeline.registry`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline import registry, weights
-from pipeline.decode import Preprocess
+from corral.pipeline import registry, weights
+from corral.pipeline.decode import Preprocess
 
 logger = logging.getLogger(__name__)
 

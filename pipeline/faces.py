@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import registry
-from pipeline.decode import Preprocess
-from pipeline.detect import dlib_model_file
-from pipeline.weights import WeightsNotFound, file_sha256
+from corral.pipeline import registry
+from corral.pipeline.decode import Preprocess
+from corral.pipeline.detect import dlib_model_file
+from corral.pipeline.weights import WeightsNotFound, file_sha256
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Feeding the model: decode workers, batches, and JPEG decoding on the model's device.
 
-The embed stage (:mod:`pipeline.embed`) reads items through a torch ``DataLoader`` over
+The embed stage (:mod:`corral.pipeline.embed`) reads items through a torch ``DataLoader`` over
 :class:`DecodeDataset`: worker processes read and hash each file and either decode it to the
 model's input size (CPU path) or, with on-device decoding, pass JPEG bytes through untouched.
 :func:`collate` packs a batch (a batch's JPEG bytes travel as one tensor), and
@@ -15,7 +15,7 @@ import io
 import time
 from typing import Any
 
-from pipeline.decode import (
+from corral.pipeline.decode import (
     Preprocess,
     SkipItem,
     content_id,
@@ -24,7 +24,7 @@ from pipeline.decode import (
     jpeg_orientation,
     open_image,
 )
-from pipeline.ingest import SourceItem, read_bytes
+from corral.pipeline.ingest import SourceItem, read_bytes
 
 
 def read_record(item: SourceItem, pos: int, endpoint_url: str | None) -> tuple[dict[str, Any], bytes | None]:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storage import s3 as s3util
-from storage.tables import read_table_rows
+from corral.storage import s3 as s3util
+from corral.storage.tables import read_table_rows
 
 logger = logging.getLogger(__name__)
 

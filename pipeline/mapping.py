@@ -1,12 +1,12 @@
 """The map stage: embeddings in, a 2-D map with clusters out (``corral map``).
 
-kNN graph (:mod:`pipeline.knn`) -> umap-learn's fuzzy graph -> a UMAP layout in ``cluster_dims``
-dimensions for clustering and a 2-D one for display (:mod:`pipeline.project`) -> HDBSCAN on the
-clustering layout (:mod:`pipeline.cluster`) -> per-cluster size, exemplars and cohesion. The map
-folder's format is :mod:`storage.maps`.
+kNN graph (:mod:`corral.pipeline.knn`) -> umap-learn's fuzzy graph -> a UMAP layout in ``cluster_dims``
+dimensions for clustering and a 2-D one for display (:mod:`corral.pipeline.project`) -> HDBSCAN on the
+clustering layout (:mod:`corral.pipeline.cluster`) -> per-cluster size, exemplars and cohesion. The map
+folder's format is :mod:`corral.storage.maps`.
 
 :func:`build_map` makes a map from scratch; :func:`update_map` places items embedded since then
-onto it without moving any existing point; :func:`pipeline.recluster.recluster` splits a subset.
+onto it without moving any existing point; :func:`corral.pipeline.recluster.recluster` splits a subset.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.cluster import Clustering, HdbscanParams, cluster_points, extend_state, predict
-from pipeline.knn import FaissParams, knn_graph, knn_query
-from pipeline.project import UmapParams, fuzzy_graph, initial_layout, layout, place
-from pipeline.recluster import SubCluster, recluster
-from storage.maps import clusters_table, points_table, read_map, read_state, write_map
-from storage.workspace import EmbeddingSet, Workspace, WorkspaceError
+from corral.pipeline.cluster import Clustering, HdbscanParams, cluster_points, extend_state, predict
+from corral.pipeline.knn import FaissParams, knn_graph, knn_query
+from corral.pipeline.project import UmapParams, fuzzy_graph, initial_layout, layout, place
+from corral.pipeline.recluster import SubCluster, recluster
+from corral.storage.maps import clusters_table, points_table, read_map, read_state, write_map
+from corral.storage.workspace import EmbeddingSet, Workspace, WorkspaceError
 
 logger = logging.getLogger(__name__)
 

@@ -1,12 +1,12 @@
 """Projection: UMAP layouts from a precomputed kNN graph, and placing new items on a layout.
 
-The neighbour graph comes from :mod:`pipeline.knn`; umap-learn turns it into its fuzzy graph
+The neighbour graph comes from :mod:`corral.pipeline.knn`; umap-learn turns it into its fuzzy graph
 (``fuzzy_simplicial_set``) once, and each layout (the 2-D map, the clustering space) optimises
 UMAP's objective over that graph. ``backend`` picks the optimiser:
 
 - ``"umap"``: umap-learn's own (numba, CPU).
 - ``"torch"``: the same objective, edges and negative samples in batches on a torch device
-  (:mod:`pipeline.layout_torch`); the GPU path for collections of millions.
+  (:mod:`corral.pipeline.layout_torch`); the GPU path for collections of millions.
 - ``"cuml"``: RAPIDS cuML's UMAP given our kNN graph, where RAPIDS is installed.
 - ``"auto"``: cuML if importable with a GPU, else torch on CUDA, else umap-learn.
 
@@ -114,7 +114,7 @@ def resolve_backend(backend: str, *, device: str = "auto") -> str:
         return backend
     if device == "cpu":
         return "umap"
-    from pipeline.knn import cuda_available
+    from corral.pipeline.knn import cuda_available
 
     if not cuda_available():
         return "umap"
@@ -156,7 +156,7 @@ def layout(
     if used == "cuml":
         out = _cuml_layout(data, knn, n_components=n_components, params=params, min_dist=md, seed=seed, epochs=epochs, init=init)
     elif used == "torch":
-        from pipeline.layout_torch import optimize_layout
+        from corral.pipeline.layout_torch import optimize_layout
 
         start = _first_columns(start, n_components) if start is not None else initial_layout(graph, data=data, n_components=n_components, init=init, seed=seed)
         dev = "cuda" if device == "auto" else device

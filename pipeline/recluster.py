@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.cluster import HdbscanParams, cluster_points
-from storage.maps import cluster_columns, read_map
-from storage.workspace import Workspace
+from corral.pipeline.cluster import HdbscanParams, cluster_points
+from corral.storage.maps import cluster_columns, read_map
+from corral.storage.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 

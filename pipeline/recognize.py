@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import registry
-from pipeline.decode import DEFAULT_MAX_PIXELS, SkipItem, decode_for_model
-from pipeline.device import pick_device
-from storage.index import LabelIndex, RecognitionIndexError
-from storage.recognizer import Recognizer
+from corral.pipeline import registry
+from corral.pipeline.decode import DEFAULT_MAX_PIXELS, SkipItem, decode_for_model
+from corral.pipeline.device import pick_device
+from corral.storage.index import LabelIndex, RecognitionIndexError
+from corral.storage.recognizer import Recognizer
 
 logger = logging.getLogger(__name__)
 

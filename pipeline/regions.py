@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import crops as cropping
-from pipeline import registry
-from pipeline.decode import DEFAULT_MAX_PIXELS, SkipItem, open_image
-from pipeline.detect import create_detector, resolve_name
-from pipeline.device import pick_device
+from corral.pipeline import crops as cropping
+from corral.pipeline import registry
+from corral.pipeline.decode import DEFAULT_MAX_PIXELS, SkipItem, open_image
+from corral.pipeline.detect import create_detector, resolve_name
+from corral.pipeline.device import pick_device
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def recognize_regions(
 ) -> list[dict[str, Any]]:
     """Per image file: its boxes, each with a label (or None for unknown), score and top labels.
 
-    ``recognizer`` is a :class:`storage.recognizer.Recognizer` over an index of crops made with the
+    ``recognizer`` is a :class:`corral.storage.recognizer.Recognizer` over an index of crops made with the
     encoder's model. A file that cannot be read or decoded gets an ``error``, never an exception.
     """
     recognizer.check_model(encoder.model, encoder.weights_hash)

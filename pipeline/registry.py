@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pipeline.decode import Preprocess
+from corral.pipeline.decode import Preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +62,9 @@ def families() -> dict[str, Family]:
 
 def _load_builtin() -> None:
     if "timm" not in _FAMILIES:
-        from pipeline import embedders  # noqa: F401  (registers the built-in families)
+        from corral.pipeline import embedders  # noqa: F401  (registers the built-in families)
     if "dlib" not in _FAMILIES:
-        from pipeline import faces  # noqa: F401  (dlib:face-resnet; imports dlib only when built)
+        from corral.pipeline import faces  # noqa: F401  (dlib:face-resnet; imports dlib only when built)
 
 
 def split_name(name: str) -> tuple[str, str]:

@@ -2,6 +2,6 @@
 
 Imports none of Corral's other packages."""
 
-from storage.workspace import EmbeddingSet, Workspace, WorkspaceError
+from corral.storage.workspace import EmbeddingSet, Workspace, WorkspaceError
 
 __all__ = ["EmbeddingSet", "Workspace", "WorkspaceError"]

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from storage.events import LabelRow, Txn, load_labels, name_key
+from corral.storage.events import LabelRow, Txn, load_labels, name_key
 
 
 def invert(tx: Txn, target: int, *, redo: bool) -> int:

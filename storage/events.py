@@ -1,12 +1,12 @@
-"""The event engine under :class:`storage.labels.LabelStore`.
+"""The event engine under :class:`corral.storage.labels.LabelStore`.
 
 Every curator action is one row in ``events`` plus the exact changes it made, in three change
 tables (items, exclusions, label objects). The current state (``item_state``, ``exclusions``,
 ``labels``) is a materialised view of those changes, updated in the same transaction; :func:`replay`
-(in :mod:`storage.event_replay`) rebuilds it from the change tables alone and ``check`` compares
+(in :mod:`corral.storage.event_replay`) rebuilds it from the change tables alone and ``check`` compares
 the two, so "derived from the events" is something a test can verify rather than a promise.
 
-Undo and redo, and the replay, are in :mod:`storage.event_replay`.
+Undo and redo, and the replay, are in :mod:`corral.storage.event_replay`.
 
 The SQL is plain (``?`` parameters, ``ON CONFLICT`` upserts, no SQLite-only statements outside
 :func:`connect` and :func:`create_schema`), so a server database can sit behind the same

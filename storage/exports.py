@@ -37,9 +37,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.crops import parse_bbox, rolled_up_labels
-from storage.labels import LabelStore, StoreSnapshot
-from storage.workspace import Workspace, WorkspaceError
+from corral.storage.crops import parse_bbox, rolled_up_labels
+from corral.storage.labels import LabelStore, StoreSnapshot
+from corral.storage.workspace import Workspace, WorkspaceError
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def folder_name(label: str) -> str:
 
 def _read_source(uri: str, endpoint_url: str | None) -> bytes:
     if uri.startswith("s3://"):
-        from storage import s3
+        from corral.storage import s3
 
         u = s3.S3Url.parse(uri)
         return s3.client(endpoint_url).get_object(Bucket=u.bucket, Key=u.key)["Body"].read()

@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.workspace import WorkspaceError, atomic_write_json, atomic_write_table
+from corral.storage.workspace import WorkspaceError, atomic_write_json, atomic_write_table
 
 logger = logging.getLogger(__name__)
 

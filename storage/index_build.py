@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from storage.index import EXACT_LIMIT, IndexMeta, LabelIndex, RecognitionIndexError, create_index, recommend_factory, set_search_params, train_index, tune_search, utc_now
-from storage.recognizer import RuleConfig, calibrate, label_baselines
-from storage.workspace import EmbeddingSet, Workspace
+from corral.storage.index import EXACT_LIMIT, IndexMeta, LabelIndex, RecognitionIndexError, create_index, recommend_factory, set_search_params, train_index, tune_search, utc_now
+from corral.storage.recognizer import RuleConfig, calibrate, label_baselines
+from corral.storage.workspace import EmbeddingSet, Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class BuildResult:
 
 
 def _label_state(ws: Workspace) -> tuple[int, dict[str, str], dict[str, list[str]]]:
-    from storage.labels import LabelStore
+    from corral.storage.labels import LabelStore
 
     store = LabelStore.open(ws)
     try:

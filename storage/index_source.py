@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from storage import s3 as s3util
-from storage.index import MANIFEST, LabelIndex, RecognitionIndexError, resolve_folder
+from corral.storage import s3 as s3util
+from corral.storage.index import MANIFEST, LabelIndex, RecognitionIndexError, resolve_folder
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
-from storage.events import LabelError, LabelRow, Txn
+from corral.storage.events import LabelError, LabelRow, Txn
 
 MAX_NAME = 200  # characters in a label or user name
 MAX_ITEM_ID = 256  # characters in an item id

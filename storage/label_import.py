@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storage.tables import read_table_rows
-from storage.labels import LabelError, LabelStore, check_name
-from storage.workspace import Workspace
+from corral.storage.tables import read_table_rows
+from corral.storage.labels import LabelError, LabelStore, check_name
+from corral.storage.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 

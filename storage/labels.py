@@ -13,8 +13,8 @@ exact changes each event made, and the current state derived from those changes:
 Every action is one transaction, committed (and by default fsynced) before the call returns;
 threads and processes may write at once (SQLite serialises writers; ``timeout_s`` bounds the
 wait). Bad input raises :class:`LabelError` before anything is written (the checks are in
-:mod:`storage.label_checks`). The engine lives in :mod:`storage.events` and
-:mod:`storage.event_replay`; import files are read by :mod:`storage.label_import`.
+:mod:`corral.storage.label_checks`). The engine lives in :mod:`corral.storage.events` and
+:mod:`corral.storage.event_replay`; import files are read by :mod:`corral.storage.label_import`.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from storage import event_replay
-from storage import events as ev
-from storage.events import ActionResult, Event, LabelError, LabelInfo, Txn, name_key
-from storage.label_checks import check_duration, check_ids, check_name, require_known, require_label
+from corral.storage import event_replay
+from corral.storage import events as ev
+from corral.storage.events import ActionResult, Event, LabelError, LabelInfo, Txn, name_key
+from corral.storage.label_checks import check_duration, check_ids, check_name, require_known, require_label
 
 if TYPE_CHECKING:
-    from storage.workspace import Workspace
+    from corral.storage.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class LabelStore:
     @classmethod
     def open(cls, workspace: "Workspace | str | os.PathLike[str]", **kwargs: Any) -> "LabelStore":
         """The workspace's store, with the workspace's items (status ok) registered as known ids."""
-        from storage.workspace import Workspace
+        from corral.storage.workspace import Workspace
 
         ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
         store = cls(ws.labels_db, **kwargs)

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.workspace import Workspace, WorkspaceError, atomic_write_bytes, atomic_write_json, atomic_write_table
+from corral.storage.workspace import Workspace, WorkspaceError, atomic_write_bytes, atomic_write_json, atomic_write_table
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Layout under ``s3://bucket/prefix``::
     LATEST                               the newest complete version id (text), written last
     versions/<version>/manifest.json     counts, models and the sha256 of every file; written
                                          after every other file of the version
-    versions/<version>/labels.parquet    items with their label state (see storage.exports)
+    versions/<version>/labels.parquet    items with their label state (see corral.storage.exports)
     versions/<version>/labels.json       the label objects (id, name, aliases, count, ...)
     versions/<version>/labels.sqlite     the label store with its full history
     versions/<version>/embeddings/<set>/ embeddings.json + part-NNNNN.parquet + part-NNNNN.items.parquet
@@ -35,10 +35,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from storage import s3 as s3util
-from storage.exports import label_table
-from storage.labels import LabelStore
-from storage.workspace import Workspace, WorkspaceError, atomic_write_bytes, atomic_write_json
+from corral.storage import s3 as s3util
+from corral.storage.exports import label_table
+from corral.storage.labels import LabelStore
+from corral.storage.workspace import Workspace, WorkspaceError, atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The decision rule of recognition and its calibration.
 
-Given a query vector, the ``k`` nearest rows of the :class:`~storage.index.LabelIndex` vote. Each
+Given a query vector, the ``k`` nearest rows of the :class:`~corral.storage.index.LabelIndex` vote. Each
 neighbour's weight is a softmax of its similarity (temperature ``tau``), so the nearest ones
 dominate, and it votes with ``weight x similarity``: for its label when it is labelled, against
 every label it was excluded from when a curator excluded it. A label's score is the sum of its
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from storage.index import LabelIndex, RecognitionIndexError
+from corral.storage.index import LabelIndex, RecognitionIndexError
 
 logger = logging.getLogger(__name__)
 

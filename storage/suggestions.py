@@ -30,10 +30,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.index import LabelIndex
-from storage.maps import read_map
-from storage.recognizer import Recognizer
-from storage.workspace import Workspace, WorkspaceError, atomic_write_json, atomic_write_table, safe_name
+from corral.storage.index import LabelIndex
+from corral.storage.maps import read_map
+from corral.storage.recognizer import Recognizer
+from corral.storage.workspace import Workspace, WorkspaceError, atomic_write_json, atomic_write_table, safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ def suggest(*, workspace: str | os.PathLike[str] | Workspace, map_name: str | No
         include_all: consider every unlabelled point, not only those ``corral map --update`` placed.
         batch_size: queries per index search.
     """
-    from storage.index_build import read_vectors
-    from storage.labels import LabelStore
+    from corral.storage.index_build import read_vectors
+    from corral.storage.labels import LabelStore
 
     if min_margin is not None and not -2 <= min_margin <= 2:
         raise ValueError(f"min_margin={min_margin!r}: expected a margin from -2 to 2")
@@ -168,7 +168,7 @@ def pending_suggestions(workspace: str | os.PathLike[str] | Workspace, map_name:
         return sug
     own = store is None
     if own:
-        from storage.labels import LabelStore
+        from corral.storage.labels import LabelStore
 
         store = LabelStore.open(workspace)
     try:

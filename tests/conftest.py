@@ -48,7 +48,7 @@ def s3_server():
 @pytest.fixture(scope="session")
 def coil20_workspace(tmp_path_factory) -> Path:
     """COIL-20 (1,440 real images, 20 objects) embedded once with the pretrained default model."""
-    from pipeline.embed import EmbedConfig, embed
+    from corral.pipeline.embed import EmbedConfig, embed
 
     ws = tmp_path_factory.mktemp("coil20-ws")
     embed(str(shared_data("coil20", "images")), workspace=ws, config=EmbedConfig(progress=False))
@@ -63,7 +63,7 @@ def coil20_map(coil20_workspace, tmp_path_factory) -> Path:
     """A copy of the embedded COIL-20 workspace with its map built once (``build_map`` defaults)."""
     import shutil
 
-    from pipeline.mapping import build_map
+    from corral.pipeline.mapping import build_map
 
     ws = tmp_path_factory.mktemp("coil20-map") / "ws"
     shutil.copytree(coil20_workspace, ws, ignore=shutil.ignore_patterns("labels.sqlite*", "users.json", "cache", "maps"))

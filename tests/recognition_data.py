@@ -31,10 +31,10 @@ def _images(root: Path, cls: str) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def recognition_setup(tmp_path_factory) -> RecognitionSetup:
-    from pipeline.embed import EmbedConfig, embed
-    from storage.index_build import build_index
-    from storage.labels import LabelStore
-    from storage.workspace import Workspace
+    from corral.pipeline.embed import EmbedConfig, embed
+    from corral.storage.index_build import build_index
+    from corral.storage.labels import LabelStore
+    from corral.storage.workspace import Workspace
     from tests.conftest import shared_data
 
     root = shared_data("coil100_subset", "images")

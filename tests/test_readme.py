@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from api import clidoc
+from corral.api import clidoc
 from tests.conftest import REPO
 
 
 def test_cli_reference_matches_the_parsers():
     readme = (REPO / "README.md").read_text()
-    assert clidoc.readme_section(readme) == clidoc.reference(), "run `python -m api.clidoc --write`"
+    assert clidoc.readme_section(readme) == clidoc.reference(), "run `python -m corral.api.clidoc --write`"
 
 
 def test_readme_opens_with_the_two_setup_commands():

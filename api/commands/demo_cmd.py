@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from api.cli import emit, register
+from corral.api.cli import emit, register
 
 
 def _add_sample(p: argparse.ArgumentParser) -> None:
@@ -15,7 +15,7 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    from pipeline.sample import write_sample
+    from corral.pipeline.sample import write_sample
 
     out = write_sample(args.folder, count=args.count)
     if not args.quiet:
@@ -32,9 +32,9 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from pipeline.embed import EmbedConfig, embed
-    from pipeline.mapping import build_map
-    from pipeline.sample import write_sample
+    from corral.pipeline.embed import EmbedConfig, embed
+    from corral.pipeline.mapping import build_map
+    from corral.pipeline.sample import write_sample
 
     ws = Path(args.workspace).resolve()
     sample = write_sample(ws / "sample", count=args.count)
@@ -52,7 +52,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     emit(summary)
     if args.no_serve:
         return 0
-    from api.cli import main as corral
+    from corral.api.cli import main as corral
 
     return corral(["serve", "--workspace", str(ws), "--port", str(args.port)])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from api.cli import emit, register
+from corral.api.cli import emit, register
 
 
 def _add_embed(p: argparse.ArgumentParser) -> None:
@@ -34,8 +34,8 @@ def _add_embed(p: argparse.ArgumentParser) -> None:
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    from pipeline.embed import EmbedConfig, embed
-    from pipeline.registry import DEFAULT_MODEL
+    from corral.pipeline.embed import EmbedConfig, embed
+    from corral.pipeline.registry import DEFAULT_MODEL
 
     cfg = EmbedConfig(
         model=args.model or DEFAULT_MODEL,
@@ -92,7 +92,7 @@ def _add_models(p: argparse.ArgumentParser) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from pipeline import registry, weights
+    from corral.pipeline import registry, weights
 
     fams = registry.families()
     lines = [f"{name}: {fam.doc}" for name, fam in sorted(fams.items())]
@@ -116,7 +116,7 @@ def _add_detectors(p: argparse.ArgumentParser) -> None:
 
 
 def _run_detectors(args: argparse.Namespace) -> int:
-    from pipeline import detect
+    from corral.pipeline import detect
 
     rows = [r for r in detect.describe() if args.kind is None or r["kind"] == args.kind]
     try:

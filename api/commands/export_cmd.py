@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from api.cli import emit, register
+from corral.api.cli import emit, register
 
 
 def _add(p: argparse.ArgumentParser) -> None:
-    from storage.exports import FORMATS, LINK_MODES
+    from corral.storage.exports import FORMATS, LINK_MODES
 
     p.add_argument("--workspace", "-w", required=True, help="workspace folder")
     p.add_argument("--format", "-f", required=True, choices=FORMATS, help="parquet, csv, jsonl (items with label state), embeddings (Parquet), coco (crops), imagefolder, curators")
@@ -21,7 +21,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from storage.exports import export
+    from corral.storage.exports import export
 
     res = export(args.workspace, format=args.format, out=args.out, embeddings=args.embeddings, mode=args.mode, overwrite=args.overwrite, endpoint_url=args.endpoint_url)
     if not args.quiet:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from api.cli import CliError, emit, register
+from corral.api.cli import CliError, emit, register
 
 
 def _rule_args(p: argparse.ArgumentParser) -> None:
@@ -37,8 +37,8 @@ def _add_index(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from storage.index_build import IndexConfig
-    from storage.recognizer import RuleConfig
+    from corral.storage.index_build import IndexConfig
+    from corral.storage.recognizer import RuleConfig
 
     rule = RuleConfig()
     if args.k is not None:
@@ -57,12 +57,12 @@ def _config(args: argparse.Namespace):
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    from storage.index import read_manifest
+    from corral.storage.index import read_manifest
 
     if args.index_command == "info":
         emit(read_manifest(args.workspace))
         return 0
-    from storage.index_build import build_index, update_index
+    from corral.storage.index_build import build_index, update_index
 
     cfg = _config(args)
     if args.index_command == "build":
@@ -97,9 +97,9 @@ def _add_recognize(p: argparse.ArgumentParser) -> None:
 
 
 def _run_recognize(args: argparse.Namespace) -> int:
-    from pipeline.recognize import ImageEncoder, recognize_paths
-    from storage.index_source import open_source
-    from storage.recognizer import Recognizer
+    from corral.pipeline.recognize import ImageEncoder, recognize_paths
+    from corral.storage.index_source import open_source
+    from corral.storage.recognizer import Recognizer
 
     src = open_source(args.source or args.workspace, endpoint_url=args.endpoint_url)
     rec = Recognizer(src.load(src.latest()))
@@ -124,8 +124,8 @@ def _run_recognize(args: argparse.Namespace) -> int:
 
 def _recognize_boxes(args: argparse.Namespace, rec: Any, detection: dict[str, Any]) -> int:
     """``corral recognize`` for an index of detector crops: a name (or unknown) per box."""
-    from pipeline.recognize import expand_paths
-    from pipeline.regions import RegionEncoder, recognize_regions
+    from corral.pipeline.recognize import expand_paths
+    from corral.pipeline.regions import RegionEncoder, recognize_regions
 
     files = expand_paths(args.files)
     if not files:
@@ -156,7 +156,7 @@ def _add_suggest(p: argparse.ArgumentParser) -> None:
 
 
 def _run_suggest(args: argparse.Namespace) -> int:
-    from storage.suggestions import suggest
+    from corral.storage.suggestions import suggest
 
     res = suggest(workspace=args.workspace, map_name=args.map, min_margin=args.min_margin, include_all=args.all)
     if not args.quiet:
@@ -185,8 +185,8 @@ def run_recognize_only(args: argparse.Namespace) -> int:
     """``corral serve --recognize-only``: the recognition service alone."""
     import uvicorn
 
-    from api.recognize_app import create_recognize_app
-    from storage.index_source import open_source
+    from corral.api.recognize_app import create_recognize_app
+    from corral.storage.index_source import open_source
 
     spec = args.source or args.workspace
     if not spec:

@@ -8,7 +8,7 @@ import os
 import sys
 from dataclasses import asdict
 
-from api.cli import CliError, emit, register
+from corral.api.cli import CliError, emit, register
 
 
 def default_user() -> str:
@@ -43,8 +43,8 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from storage.labels import LabelStore
-    from storage.workspace import Workspace
+    from corral.storage.labels import LabelStore
+    from corral.storage.workspace import Workspace
 
     cmd = args.labels_command
     if cmd is None:
@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(f"workspace {ws.root} does not exist")
     user = args.user or default_user()
     if cmd == "import":
-        from storage.label_import import import_labels
+        from corral.storage.label_import import import_labels
 
         if (args.file is None) == (not args.from_workspace):
             raise CliError("give a label FILE or --from-workspace (one of them)")

@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any
 
-from api.cli import CliError, emit, register
+from corral.api.cli import CliError, emit, register
 
 
 def _add_map(p: argparse.ArgumentParser) -> None:
@@ -78,7 +78,7 @@ def apply_pairs(obj: Any, pairs: list[str], *, what: str) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The :class:`MapConfig` the flags describe (flags override KEY=VALUE pairs)."""
-    from pipeline.mapping import MapConfig
+    from corral.pipeline.mapping import MapConfig
 
     cfg = MapConfig()
     apply_pairs(cfg.umap, args.umap, what="umap")
@@ -111,7 +111,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def _run_map(args: argparse.Namespace) -> int:
-    from pipeline.mapping import build_map, update_map
+    from corral.pipeline.mapping import build_map, update_map
 
     cfg = config_from_args(args)
     if args.update:

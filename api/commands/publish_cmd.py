@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from api.cli import CliError, emit, register
+from corral.api.cli import CliError, emit, register
 
 
 def _bar(enabled: bool, what: str) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
@@ -28,7 +28,7 @@ def _add_publish(p: argparse.ArgumentParser) -> None:
 
 
 def _run_publish(args: argparse.Namespace) -> int:
-    from storage.publish import PublishError, publish
+    from corral.storage.publish import PublishError, publish
 
     update, close = _bar(not args.quiet, "publish")
     try:
@@ -52,7 +52,7 @@ def _add_pull(p: argparse.ArgumentParser) -> None:
 
 
 def _run_pull(args: argparse.Namespace) -> int:
-    from storage.publish import PublishError, pull
+    from corral.storage.publish import PublishError, pull
 
     update, close = _bar(not args.quiet, "pull")
     try:

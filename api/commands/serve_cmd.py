@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from api.cli import CliError, emit, register
-from api.commands.index_cmd import add_recognize_only_args, run_recognize_only
+from corral.api.cli import CliError, emit, register
+from corral.api.commands.index_cmd import add_recognize_only_args, run_recognize_only
 
 
 def _add_serve(p: argparse.ArgumentParser) -> None:
@@ -28,9 +28,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     if not args.workspace:
         raise CliError("--workspace DIR is required (or --recognize-only --from SOURCE)")
 
-    from api.app import create_app
-    from api.auth import LOCAL_USER, UserStore
-    from api.settings import Settings
+    from corral.api.app import create_app
+    from corral.api.auth import LOCAL_USER, UserStore
+    from corral.api.settings import Settings
 
     ws = Path(args.workspace).expanduser().resolve()
     if not ws.is_dir():
@@ -76,7 +76,7 @@ def _add_users(p: argparse.ArgumentParser) -> None:
 
 
 def _run_users(args: argparse.Namespace) -> int:
-    from api.auth import AuthError, UserStore
+    from corral.api.auth import AuthError, UserStore
 
     ws = Path(args.workspace).expanduser().resolve()
     if not ws.is_dir():

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Ctx, Reader, label_service
+from corral.api.deps import Ctx, Reader, label_service
 
 router = APIRouter(prefix="/api/events", tags=["events"])
 

@@ -12,9 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 
-from api.deps import Ctx, Reader
-from api.itemindex import check_item_id
-from api.routes.common import IMMUTABLE
+from corral.api.deps import Ctx, Reader
+from corral.api.itemindex import check_item_id
+from corral.api.routes.common import IMMUTABLE
 
 router = APIRouter(prefix="/api/items", tags=["items"])
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.deps import Ctx, Reader, Writer
+from corral.api.deps import Ctx, Reader, Writer
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 

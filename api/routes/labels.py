@@ -13,9 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from api.deps import Ctx, Map, Reader, Writer, label_service
-from api.errors import ApiError
-from api.routes.common import REVALIDATE, gzip_response
+from corral.api.deps import Ctx, Map, Reader, Writer, label_service
+from corral.api.errors import ApiError
+from corral.api.routes.common import REVALIDATE, gzip_response
 
 router = APIRouter(tags=["labels"])
 

@@ -13,12 +13,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from api.deps import Ctx, Map, Reader, Writer, label_service
-from api.errors import ApiError
-from api.itemindex import names_array
-from api.mapdata import MapView
-from api.routes.common import IMMUTABLE, REVALIDATE, gzip_response
-from api.thumbs import atlas_layout
+from corral.api.deps import Ctx, Map, Reader, Writer, label_service
+from corral.api.errors import ApiError
+from corral.api.itemindex import names_array
+from corral.api.mapdata import MapView
+from corral.api.routes.common import IMMUTABLE, REVALIDATE, gzip_response
+from corral.api.thumbs import atlas_layout
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/maps", tags=["maps"])
@@ -95,7 +95,7 @@ def points(body: Indices, view: Map, ctx: Ctx, user: Reader) -> dict[str, Any]:
     uris = ctx.items.uris(ids)
     ml = label_service(ctx).for_map(view)
     names = {lab["id"]: lab["name"] for lab in label_service(ctx).labels()}
-    from api.itemindex import file_name
+    from corral.api.itemindex import file_name
 
     out = []
     for i, item_id, uri in zip(idx.tolist(), ids, uris):
@@ -156,9 +156,9 @@ def split(body: SplitRequest, view: Map, ctx: Ctx, user: Writer) -> dict[str, An
     if idx.size < 4:
         raise ApiError(f"indices: select at least 4 points to split, got {idx.size}")
     try:
-        from pipeline.mapping import recluster
+        from corral.pipeline.mapping import recluster
     except ImportError:
-        raise ApiError("splitting needs pipeline.mapping, which this installation lacks", status=501) from None
+        raise ApiError("splitting needs corral.pipeline.mapping, which this installation lacks", status=501) from None
 
     t0 = time.perf_counter()
     try:

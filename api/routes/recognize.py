@@ -25,11 +25,11 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import Map, Reader
-from api.deps import Recognizer as ServiceUser
-from api.errors import ApiError
-from api.recognize_service import NotReady, RecognitionService
-from storage.index import RecognitionIndexError
+from corral.api.deps import Map, Reader
+from corral.api.deps import Recognizer as ServiceUser
+from corral.api.errors import ApiError
+from corral.api.recognize_service import NotReady, RecognitionService
+from corral.storage.index import RecognitionIndexError
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ async def get_service(request: Request) -> RecognitionService:
     async with ctx.extra.setdefault("recognition_lock", asyncio.Lock()):
         svc = ctx.extra.get("recognition")
         if svc is None:
-            from storage.index_source import WorkspaceSource
+            from corral.storage.index_source import WorkspaceSource
 
             svc = RecognitionService(WorkspaceSource(ctx.workspace.root), reload_interval_s=5.0)
             await svc.start()
@@ -94,7 +94,7 @@ async def _images(request: Request, svc: RecognitionService, *, k: int | None, t
             return _fail(name, 413, f"file is over the upload limit of {limit} bytes")
         if not data:
             return _fail(name, 400, "empty file")
-        from pipeline.decode import SkipItem
+        from corral.pipeline.decode import SkipItem
 
         try:
             if per_box:
@@ -248,7 +248,7 @@ async def recognize_status(request: Request, user: ServiceUser) -> dict[str, Any
 
 @router.get("/api/maps/{name}/suggestions", summary="Labels the index proposes for a map's new points, by label")
 def suggestions(view: Map, request: Request, user: Reader) -> dict[str, Any]:
-    from storage.suggestions import pending_suggestions
+    from corral.storage.suggestions import pending_suggestions
 
     ctx = request.app.state.ctx
     store = ctx.labels.store if ctx.labels is not None else None

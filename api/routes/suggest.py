@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.deps import Ctx, Map, Reader
+from corral.api.deps import Ctx, Map, Reader
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/maps", tags=["maps"])
@@ -38,9 +38,9 @@ def _recognizer(ctx: Ctx) -> Any | None:
         cached = ctx.extra.get("recognizer")
         if cached and cached[0] == stamp:
             return cached[1]
-        from storage.index import LabelIndex
-        from storage.recognizer import Recognizer
-        from storage.workspace import WorkspaceError
+        from corral.storage.index import LabelIndex
+        from corral.storage.recognizer import Recognizer
+        from corral.storage.workspace import WorkspaceError
 
         try:
             rec = Recognizer(LabelIndex.load(folder))
@@ -58,7 +58,7 @@ def suggest(body: SuggestRequest, view: Map, ctx: Ctx, user: Reader) -> dict[str
     rec = _recognizer(ctx)
     if rec is None:
         return {"available": False, "reason": "this workspace has no recognition index yet", "suggestions": []}
-    from storage.index_build import read_vectors
+    from corral.storage.index_build import read_vectors
 
     es = ctx.workspace.default_embedding_set(rec.index.meta.embedding_set or None)
     ids, vecs = read_vectors(es, set(view.ids_at(idx)))

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from api.auth import AuthError, check_role
-from api.deps import COOKIE, Admin, Ctx, CurrentUser
-from api.errors import ApiError, Unauthorized
+from corral.api.auth import AuthError, check_role
+from corral.api.deps import COOKIE, Admin, Ctx, CurrentUser
+from corral.api.errors import ApiError, Unauthorized
 
 router = APIRouter(prefix="/api", tags=["users"])
 

@@ -39,11 +39,11 @@ class Curation:
 
 
 def build_curation_ws(root: Path, *, extra_points: int = 3000, seed: int = 0) -> Curation:
-    from api.auth import UserStore
-    from pipeline.decode import content_id
-    from storage.labels import LabelStore
-    from storage.maps import clusters_table, points_table, write_map
-    from storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table
+    from corral.api.auth import UserStore
+    from corral.pipeline.decode import content_id
+    from corral.storage.labels import LabelStore
+    from corral.storage.maps import clusters_table, points_table, write_map
+    from corral.storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table
 
     rng = np.random.default_rng(seed)
     ws = Workspace(root).ensure()
@@ -108,8 +108,8 @@ def curation_ws(tmp_path) -> Curation:
 def client(curation_ws):
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
-    from api.settings import Settings
+    from corral.api.app import create_app
+    from corral.api.settings import Settings
 
     app = create_app(Settings(workspace=curation_ws.root, max_request_bytes=2 * 1024 * 1024))
     with TestClient(app) as c:
@@ -128,8 +128,8 @@ class LiveServer:
     def __init__(self, root: Path, **settings):
         import uvicorn
 
-        from api.app import create_app
-        from api.settings import Settings
+        from corral.api.app import create_app
+        from corral.api.settings import Settings
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

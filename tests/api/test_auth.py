@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from api.auth import AuthError, UserStore
-from api.jobs import CLI_BOOT
+from corral.api.auth import AuthError, UserStore
+from corral.api.jobs import CLI_BOOT
 
 
 def test_tokens_are_stored_hashed_and_work(tmp_path):

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from api.errors import NotFound
-from api.itemindex import ItemIndex
-from api.thumbs import ThumbCache
-from pipeline.embed import EmbedConfig, embed
-from storage.crops import split_crop_uri
-from storage.workspace import Workspace
+from corral.api.errors import NotFound
+from corral.api.itemindex import ItemIndex
+from corral.api.thumbs import ThumbCache
+from corral.pipeline.embed import EmbedConfig, embed
+from corral.storage.crops import split_crop_uri
+from corral.storage.workspace import Workspace
 from tests.conftest import shared_data
 from tests.pipeline.groups import compose, orl_photos
 

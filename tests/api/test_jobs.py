@@ -35,9 +35,9 @@ def test_a_failing_job_reports_why(client, tmp_path):
     """A real `corral map` subprocess on a workspace with no embeddings fails with its own message."""
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
-    from api.auth import UserStore
-    from api.settings import Settings
+    from corral.api.app import create_app
+    from corral.api.auth import UserStore
+    from corral.api.settings import Settings
 
     ws = tmp_path / "empty"
     ws.mkdir()
@@ -58,9 +58,9 @@ def test_embed_job_runs_and_reports_progress(tmp_path):
 
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
-    from api.auth import UserStore
-    from api.settings import Settings
+    from corral.api.app import create_app
+    from corral.api.auth import UserStore
+    from corral.api.settings import Settings
     from tests.conftest import shared_data
 
     src = tmp_path / "imgs"

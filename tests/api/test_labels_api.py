@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from api.binpack import unpack
-from storage.labels import LabelStore
-from storage.workspace import Workspace
+from corral.api.binpack import unpack
+from corral.storage.labels import LabelStore
+from corral.storage.workspace import Workspace
 
 
 def _labels(client, auth):

@@ -7,7 +7,7 @@ import gzip
 import numpy as np
 import pyarrow.parquet as pq
 
-from api.binpack import unpack
+from corral.api.binpack import unpack
 
 
 def _points(client, auth):
@@ -131,7 +131,7 @@ def test_unknown_map_is_404_with_hint(client, curation_ws):
 
 
 def test_suggestions_need_an_index_then_name_the_selection(client, curation_ws):
-    from storage.index_build import build_index
+    from corral.storage.index_build import build_index
 
     auth = curation_ws.auth("curator")
     by_obj = {o: client.get("/api/maps/main/search", params={"q": f"obj{o}__"}, headers=auth).json()["indices"] for o in (1, 2, 3, 4)}

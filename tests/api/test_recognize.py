@@ -17,12 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from api.app import create_app
-from api.auth import UserStore
-from api.settings import Settings
-from storage.index import LabelIndex
-from storage.maps import clusters_table, points_table, write_map
-from storage.workspace import Workspace
+from corral.api.app import create_app
+from corral.api.auth import UserStore
+from corral.api.settings import Settings
+from corral.storage.index import LabelIndex
+from corral.storage.maps import clusters_table, points_table, write_map
+from corral.storage.workspace import Workspace
 from tests.conftest import free_port
 
 
@@ -165,8 +165,8 @@ def test_roles_service_recognises_but_cannot_label(client, tokens, ws):
 
 
 def test_suggestions_are_listed_by_label_and_accepting_one_removes_it(client, tokens, ws):
-    from storage.labels import LabelStore
-    from storage.suggestions import suggest
+    from corral.storage.labels import LabelStore
+    from corral.storage.suggestions import suggest
 
     store = LabelStore.open(ws)
     obj010 = [i for i, lb in store.item_labels().items() if lb == "obj010"][:3]
@@ -243,8 +243,8 @@ def load_test(url: str, make_request, *, count: int, seconds: float, concurrency
 
 
 def test_concurrent_image_requests_are_micro_batched_on_a_real_server(ws, tokens, recognition_setup):
-    from api.recognize_app import create_recognize_app
-    from storage.index_source import open_source
+    from corral.api.recognize_app import create_recognize_app
+    from corral.storage.index_source import open_source
 
     app = create_recognize_app(open_source(ws), users_dir=ws, device="cpu", max_batch=16, max_wait_ms=20)
     imgs = [p.read_bytes() for ps in recognition_setup.queries.values() for p in ps]
@@ -262,11 +262,11 @@ def test_concurrent_image_requests_are_micro_batched_on_a_real_server(ws, tokens
 def test_hot_reload_from_s3_without_dropping_requests(ws, s3_server, tmp_path):
     import boto3
 
-    from api.recognize_app import create_recognize_app
-    from storage.index_build import update_index
-    from storage.index_source import open_source
-    from storage.labels import LabelStore
-    from storage.publish import publish
+    from corral.api.recognize_app import create_recognize_app
+    from corral.storage.index_build import update_index
+    from corral.storage.index_source import open_source
+    from corral.storage.labels import LabelStore
+    from corral.storage.publish import publish
 
     work = tmp_path / "ws"
     shutil.copytree(ws, work, ignore=shutil.ignore_patterns("cache", "users.json"))
@@ -322,8 +322,8 @@ def test_hot_reload_from_s3_without_dropping_requests(ws, s3_server, tmp_path):
 def test_recognize_only_service_refuses_to_start_without_an_index(tmp_path, s3_server):
     import boto3
 
-    from api.recognize_app import create_recognize_app
-    from storage.index_source import open_source
+    from corral.api.recognize_app import create_recognize_app
+    from corral.storage.index_source import open_source
 
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="empty-recog")
     app = create_recognize_app(open_source("s3://empty-recog/none", endpoint_url=s3_server, cache_dir=tmp_path), device="cpu")
@@ -333,7 +333,7 @@ def test_recognize_only_service_refuses_to_start_without_an_index(tmp_path, s3_s
 
 
 def test_serve_recognize_only_needs_a_source(capsys, tmp_path):
-    from api.cli import main
+    from corral.api.cli import main
 
     assert main(["serve", "--recognize-only"]) == 2
     assert "--from" in capsys.readouterr().err
@@ -344,7 +344,7 @@ def test_serve_recognize_only_needs_a_source(capsys, tmp_path):
 def test_micro_batcher_groups_concurrent_items_and_keeps_failures_apart():
     import asyncio
 
-    from api.recognize_service import MicroBatcher
+    from corral.api.recognize_service import MicroBatcher
 
     sizes: list[int] = []
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from api.jobs import CLI_BOOT
+from corral.api.jobs import CLI_BOOT
 from tests.api.conftest import free_port
 
 VIEWER = Path(__file__).resolve().parents[2] / "viewer"
@@ -88,7 +88,7 @@ def test_viewer_is_one_cached_script_and_ships_in_the_wheel(tmp_path, live_serve
     wheel of the package carries the viewer, so `pip install corral` users get it without Node."""
     import zipfile
 
-    from api.bundle import build_bundle
+    from corral.api.bundle import build_bundle
 
     modules = {p.name for p in (VIEWER / "src").glob("*.js")}
     bundle = build_bundle(VIEWER / "src")
@@ -109,7 +109,7 @@ def test_viewer_is_one_cached_script_and_ships_in_the_wheel(tmp_path, live_serve
 def test_bundle_refuses_what_it_cannot_join(tmp_path):
     import pytest
 
-    from api.bundle import BundleError, build_bundle
+    from corral.api.bundle import BundleError, build_bundle
 
     (tmp_path / "main.js").write_text("import { a } from './a.js';\nconsole.log(a);\n")
     (tmp_path / "a.js").write_text("import * as b from './b.js';\nexport const a = 1;\n")

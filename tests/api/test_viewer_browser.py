@@ -44,7 +44,7 @@ def shot(page, name: str) -> None:
 def coil20_viewer(coil20_map, tmp_path_factory):
     """A private copy of the embedded and mapped COIL-20 workspace (our labels stay ours), served
     by the real app under uvicorn, with a user per role."""
-    from api.auth import UserStore
+    from corral.api.auth import UserStore
 
     root = tmp_path_factory.mktemp("viewer") / "ws"
     shutil.copytree(coil20_map, root, ignore=shutil.ignore_patterns("labels.sqlite*", "users.json", "cache"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.workspace import EmbeddingSet, Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table
+from corral.storage.workspace import EmbeddingSet, Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table
 
 
 def blobs(n_per: int = 60, k: int = 4, dim: int = 24, spread: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

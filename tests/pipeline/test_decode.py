@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.decode import Preprocess, SkipItem, decode_for_model, open_image
+from corral.pipeline.decode import Preprocess, SkipItem, decode_for_model, open_image
 from tests.pipeline.hostile import halves, jpeg_with_orientation, make_corpus
 
 PRE = Preprocess(size=32, resize=36)

@@ -19,12 +19,12 @@ import pytest
 import torch
 from PIL import Image
 
-from api.cli import main
-from pipeline import crops as cropping
-from pipeline import detect
-from pipeline.embed import EmbedConfig, embed
-from pipeline.weights import WeightsNotFound
-from storage.workspace import Workspace
+from corral.api.cli import main
+from corral.pipeline import crops as cropping
+from corral.pipeline import detect
+from corral.pipeline.embed import EmbedConfig, embed
+from corral.pipeline.weights import WeightsNotFound
+from corral.storage.workspace import Workspace
 from tests.conftest import shared_data
 from tests.pipeline.groups import compose, face_box, iou, orl_photos
 from tests.pipeline.hostile import make_corpus
@@ -162,7 +162,7 @@ def test_boxes_on_huge_photos_are_cut_without_huge_buffers():
 
 def test_main_process_path_gives_the_worker_path_crops(two_faces):
     """The CUDA path (detect in the main process, cut on the device), run here on the CPU."""
-    from pipeline.ingest import SourceItem
+    from corral.pipeline.ingest import SourceItem
 
     path, _ = two_faces
     opts = cropping.CropOptions(detector="dlib:hog-face", min_score=0.0, min_size=40, pad=0.3, crop_size=64, detect_max_side=2048)

@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.embed import EmbedConfig, embed
-from pipeline.registry import UnknownName, check_name, create_embedder
-from pipeline.weights import WeightsNotFound
-from storage.workspace import Workspace
+from corral.pipeline.embed import EmbedConfig, embed
+from corral.pipeline.registry import UnknownName, check_name, create_embedder
+from corral.pipeline.weights import WeightsNotFound
+from corral.storage.workspace import Workspace
 from tests.conftest import REPO, shared_data
 from tests.pipeline.hostile import make_corpus
 
@@ -83,7 +83,7 @@ def test_sidecar_and_shards_readable_without_corral(tmp_path):
 
 def test_kill_and_resume_gives_identical_output(tmp_path):
     _coil_subset(tmp_path / "src", per_class=5, classes=8)  # 40 images, shards of 8
-    args = [sys.executable, "-m", "api", "-q", "embed", str(tmp_path / "src"), "--shard-size", "8", "--batch-size", "4", "--workers", "1"]
+    args = [sys.executable, "-m", "corral", "-q", "embed", str(tmp_path / "src"), "--shard-size", "8", "--batch-size", "4", "--workers", "1"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # Uninterrupted reference run.
     subprocess.run([*args, "--workspace", str(tmp_path / "ref")], check=True, env=env, capture_output=True, timeout=600)
@@ -186,7 +186,7 @@ def test_cli_summary_line(tmp_path):
     _coil_subset(tmp_path / "src", per_class=1, classes=3)
     (tmp_path / "src" / "junk.jpg").write_bytes(b"")
     out = subprocess.run(
-        [sys.executable, "-m", "api", "embed", str(tmp_path / "src"), "--workspace", str(tmp_path / "ws")],
+        [sys.executable, "-m", "corral", "embed", str(tmp_path / "src"), "--workspace", str(tmp_path / "ws")],
         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True,
     )
     summary = json.loads(out.stdout.strip().splitlines()[-1])
@@ -206,7 +206,7 @@ def test_names_and_weights_fail_clearly(tmp_path):
     emb = create_embedder("timm:resnet18", allow_random=True)
     assert emb.weights_hash == "random" and emb.dim == 512
     # A weights file for another architecture is refused with the reason.
-    from pipeline.weights import PACKAGED, _package_file
+    from corral.pipeline.weights import PACKAGED, _package_file
 
     lite = _package_file("tf_efficientnet_lite0")
     assert lite is not None, PACKAGED

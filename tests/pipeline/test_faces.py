@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from api.cli import main
-from storage.labels import LabelStore
-from storage.workspace import Workspace
+from corral.api.cli import main
+from corral.storage.labels import LabelStore
+from corral.storage.workspace import Workspace
 from tests.conftest import shared_data
 from tests.pipeline.groups import Face, compose, iou, orl_photos
 
@@ -55,7 +55,7 @@ def match(faces: list[Face], crops: list[dict], parents: dict[str, str]) -> dict
 
 def map_clusters(ws: Path, *options: str) -> dict[str, int]:
     """``corral map`` on the crops; item id -> cluster (-1 = noise)."""
-    from storage.maps import read_map
+    from corral.storage.maps import read_map
 
     summary = cli("map", "--workspace", str(ws), *options)
     assert summary["points"] > 0, summary
@@ -151,7 +151,7 @@ def test_same_person_crops_cluster_together(groups):
 
 
 def test_coco_and_parquet_exports_hold_the_named_boxes(groups, tmp_path):
-    from storage.exports import export
+    from corral.storage.exports import export
 
     faces, crops, ws = groups["faces"], groups["crops"], groups["ws"]
     matched = match(faces, crops, groups["parents"])
@@ -183,10 +183,10 @@ def test_coco_and_parquet_exports_hold_the_named_boxes(groups, tmp_path):
 
 
 def test_new_group_photo_comes_back_with_names_at_the_boxes(groups, tmp_path):
-    from pipeline.regions import RegionEncoder, recognize_regions
-    from storage.index_build import build_index
-    from storage.recognizer import Recognizer
-    from storage.index import LabelIndex
+    from corral.pipeline.regions import RegionEncoder, recognize_regions
+    from corral.storage.index_build import build_index
+    from corral.storage.recognizer import Recognizer
+    from corral.storage.index import LabelIndex
 
     ws, faces = groups["ws"], groups["faces"]
     with LabelStore.open(ws) as store:
@@ -222,9 +222,9 @@ def test_new_group_photo_comes_back_with_names_at_the_boxes(groups, tmp_path):
     # And through the HTTP API: a crops index answers per box, the same boxes and names.
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
-    from api.auth import UserStore
-    from api.settings import Settings
+    from corral.api.app import create_app
+    from corral.api.auth import UserStore
+    from corral.api.settings import Settings
 
     token = UserStore(ws.root).add("svc", role="service")
     pngs = sorted((tmp_path / "new").glob("*.png"))

@@ -33,10 +33,10 @@ def _photos(folder, count: int = 70):
 
 
 def test_device_decode_ahead_matches_cpu_decode(tmp_path):
-    from pipeline.embed import EmbedConfig, embed_items
-    from pipeline.ingest import list_source
-    from pipeline.registry import create_embedder
-    from storage.workspace import Workspace
+    from corral.pipeline.embed import EmbedConfig, embed_items
+    from corral.pipeline.ingest import list_source
+    from corral.pipeline.registry import create_embedder
+    from corral.storage.workspace import Workspace
 
     _photos(tmp_path / "src")
     items = list_source(tmp_path / "src")
@@ -62,9 +62,9 @@ def test_device_decode_ahead_matches_cpu_decode(tmp_path):
 def test_gpu_map_matches_classes(tmp_path):
     from sklearn.metrics import adjusted_rand_score
 
-    from pipeline.mapping import MapConfig, build_map
-    from storage.maps import read_map
-    from storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table
+    from corral.pipeline.mapping import MapConfig, build_map
+    from corral.storage.maps import read_map
+    from corral.storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table
 
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(8, 64)).astype(np.float32)

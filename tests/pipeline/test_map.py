@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from pipeline.mapping import MapConfig, build_map, recluster, update_map
-from storage.maps import POINT_SCHEMA, read_map
-from storage.workspace import Workspace, atomic_write_table, embedding_table
+from corral.pipeline.mapping import MapConfig, build_map, recluster, update_map
+from corral.storage.maps import POINT_SCHEMA, read_map
+from corral.storage.workspace import Workspace, atomic_write_table, embedding_table
 from tests.conftest import shared_data
 
 #: Held out of the first map and embedded later: (object, pose numbers).
@@ -121,7 +121,7 @@ def test_split_separates_two_merged_objects(coil20_map, coil20_workspace):
 
 
 def test_update_places_new_poses_without_moving_anything(partial_workspace, tmp_path):
-    from pipeline.embed import EmbedConfig, embed
+    from corral.pipeline.embed import EmbedConfig, embed
 
     before = read_map(partial_workspace)
     n0 = before.points.num_rows

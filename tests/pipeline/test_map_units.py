@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.cluster import HdbscanParams, cluster_points, predict
-from pipeline.cutselect import coords_graph, modularity, silhouette_judge
-from pipeline.knn import FaissParams, knn_graph, knn_query, torch_knn
-from pipeline.mapping import MapConfig, build_map, update_map
-from storage.maps import read_map
-from storage.workspace import WorkspaceError
+from corral.pipeline.cluster import HdbscanParams, cluster_points, predict
+from corral.pipeline.cutselect import coords_graph, modularity, silhouette_judge
+from corral.pipeline.knn import FaissParams, knn_graph, knn_query, torch_knn
+from corral.pipeline.mapping import MapConfig, build_map, update_map
+from corral.storage.maps import read_map
+from corral.storage.workspace import WorkspaceError
 from tests.conftest import REPO
 from tests.pipeline.map_helpers import blobs, write_set
 
@@ -118,7 +118,7 @@ def test_shared_linkage_cuts_equal_fast_hdbscans_own(dims):
     """Cuts share one sorted tree and linkage tree; each must equal fast_hdbscan's own cut."""
     from fast_hdbscan.hdbscan import clusters_from_spanning_tree, compute_minimum_spanning_tree
 
-    from pipeline.cluster import cut_linkage, linkage_of
+    from corral.pipeline.cluster import cut_linkage, linkage_of
 
     rng = np.random.default_rng(3)
     centres = rng.uniform(0, 10, (12, dims))
@@ -269,7 +269,7 @@ def test_bad_workspaces_fail_with_a_clear_message(tmp_path):
 
 def test_cli_errors_are_one_line_and_help_is_light(tmp_path):
     env_code = (
-        "import sys; from api.cli import main; rc = main(sys.argv[1:]); "
+        "import sys; from corral.api.cli import main; rc = main(sys.argv[1:]); "
         "heavy = [m for m in ('umap', 'numba', 'fast_hdbscan', 'faiss', 'torch') if m in sys.modules]; "
         "print('HEAVY', heavy); sys.exit(rc)"
     )
@@ -284,7 +284,7 @@ def test_cli_errors_are_one_line_and_help_is_light(tmp_path):
 
 
 def test_cli_map_and_update_in_process(tmp_path, capsys):
-    from api.cli import main
+    from corral.api.cli import main
 
     x, _ = blobs(n_per=40, k=3)
     write_set(tmp_path, x[:100], ids=[f"a{i:03d}" for i in range(120)])

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from api.cli import main
-from pipeline.recognize import ImageEncoder, load_recognizer, recognize_paths
-from storage.index import RecognitionIndexError
+from corral.api.cli import main
+from corral.pipeline.recognize import ImageEncoder, load_recognizer, recognize_paths
+from corral.storage.index import RecognitionIndexError
 
 
 @pytest.fixture(scope="module")

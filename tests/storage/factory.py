@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table
+from corral.storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table
 
 
 def content_id(data: bytes) -> str:

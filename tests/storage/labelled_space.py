@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table
+from corral.storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table
 
 MODEL = "timm:toy-model"
 WEIGHTS = "sha256:" + "1" * 64

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from api.cli import main
-from storage.exports import ExportError, export, folder_name
-from storage.labels import LabelStore
+from corral.api.cli import main
+from corral.storage.exports import ExportError, export, folder_name
+from corral.storage.labels import LabelStore
 from tests.conftest import shared_data
 from tests.storage.factory import build_workspace, crop_id, pick_images
 

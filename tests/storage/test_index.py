@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from storage.index import LabelIndex, RecognitionIndexError, IndexMeta, create_index, read_manifest, recommend_factory, train_index, tune_search
-from storage.index_build import IndexConfig, build_index, update_index
-from storage.labels import LabelStore
-from storage.recognizer import Recognizer, RuleConfig, apply_recall_target, choose_threshold, precision_threshold, split_for_calibration
+from corral.storage.index import LabelIndex, RecognitionIndexError, IndexMeta, create_index, read_manifest, recommend_factory, train_index, tune_search
+from corral.storage.index_build import IndexConfig, build_index, update_index
+from corral.storage.labels import LabelStore
+from corral.storage.recognizer import Recognizer, RuleConfig, apply_recall_target, choose_threshold, precision_threshold, split_for_calibration
 from tests.storage.labelled_space import MODEL, WEIGHTS, clustered, write_set
 
 

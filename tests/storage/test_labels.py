@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from storage.labels import LabelError, LabelStore
+from corral.storage.labels import LabelError, LabelStore
 from tests.conftest import shared_data
 from tests.storage.factory import build_workspace, pick_images
 

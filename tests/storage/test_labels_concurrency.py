@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # when run as a writer process
     sys.path.insert(0, str(REPO))
 
-from storage.labels import LabelError, LabelStore  # noqa: E402
+from corral.storage.labels import LabelError, LabelStore  # noqa: E402
 
 ITEMS = [f"item-{k:04d}" for k in range(300)]
 LABELS = [f"L{k}" for k in range(8)]

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from api.cli import main
-from storage.label_import import import_labels
-from storage.labels import LabelError, LabelStore
+from corral.api.cli import main
+from corral.storage.label_import import import_labels
+from corral.storage.labels import LabelError, LabelStore
 from tests.conftest import shared_data
 from tests.storage.factory import build_workspace, pick_images
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage.maps import (
+from corral.storage.maps import (
     CLUSTER_SCHEMA,
     POINT_SCHEMA,
     clusters_table,
@@ -22,7 +22,7 @@ from storage.maps import (
     read_state,
     write_map,
 )
-from storage.workspace import Workspace, WorkspaceError
+from corral.storage.workspace import Workspace, WorkspaceError
 from tests.conftest import REPO
 
 
@@ -92,6 +92,6 @@ def test_missing_map_errors_name_the_fix(tmp_path):
 
 
 def test_storage_maps_imports_nothing_of_the_pipeline():
-    code = "import sys, storage.maps; bad = [m for m in sys.modules if m.split('.')[0] in ('pipeline', 'api', 'umap', 'torch', 'faiss')]; print(bad); sys.exit(1 if bad else 0)"
+    code = "import sys, corral.storage.maps; bad = [m for m in sys.modules if (m.split('.')[0] in ('umap', 'torch', 'faiss') or m.split('.')[:2] in (['corral', 'pipeline'], ['corral', 'api']))]; print(bad); sys.exit(1 if bad else 0)"
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

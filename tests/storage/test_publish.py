@@ -15,11 +15,11 @@ from contextlib import redirect_stdout
 import numpy as np
 import pytest
 
-from api.cli import main
-from storage import s3 as s3util
-from storage.labels import LabelStore
-from storage.publish import PublishError, publish, pull, versions
-from storage.workspace import Workspace
+from corral.api.cli import main
+from corral.storage import s3 as s3util
+from corral.storage.labels import LabelStore
+from corral.storage.publish import PublishError, publish, pull, versions
+from corral.storage.workspace import Workspace
 from tests.conftest import free_port, shared_data
 from tests.storage.factory import build_workspace, pick_images
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from storage.index_build import build_index
-from storage.labels import LabelStore
-from storage.maps import clusters_table, points_table, write_map
-from storage.suggestions import pending_suggestions, read_suggestions, suggest
+from corral.storage.index_build import build_index
+from corral.storage.labels import LabelStore
+from corral.storage.maps import clusters_table, points_table, write_map
+from corral.storage.suggestions import pending_suggestions, read_suggestions, suggest
 from tests.storage.labelled_space import clustered, write_set
 
 
@@ -69,7 +69,7 @@ def test_accepted_and_rejected_suggestions_drop_out(ws):
 def test_suggest_errors(ws, tmp_path):
     with pytest.raises(ValueError, match="min_margin"):
         suggest(workspace=ws, min_margin=3.0)
-    from storage.workspace import WorkspaceError
+    from corral.storage.workspace import WorkspaceError
 
     with pytest.raises(WorkspaceError, match="no map"):
         suggest(workspace=write_set(tmp_path / "empty", ["a" * 32], np.ones((1, 4), np.float32)))
