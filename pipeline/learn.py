@@ -1,0 +1,335 @@
+"""The learning loop: labels so far -> a light model on the embeddings -> what to name next.
+
+After curators have named the clean clusters, what is left lies in mixed regions of the map. This
+stage learns from every label so far and proposes where to go next:
+
+* a **model** on the embeddings, chosen each round by held-out measurement between multinomial
+  logistic regression on PCA features and label spreading over the kNN graph (both
+  scikit-learn);
+* **out-of-fold** probabilities for every labelled item from *group-wise* folds: each label's items
+  are cut into runs of neighbours (k-means inside the label) and a run is held out whole, so a held-out
+  item never has its near-twin in training and the estimates are not flattered;
+* a **calibrated confidence** for every unlabelled item: the held-out share of right answers among
+  labelled items the model was as sure of (isotonic, each step shrunk towards one half by its count),
+  so "0.98" means about 98 of 100 right;
+* **suggested groups**: per label, the unlabelled items predicted for it at or above a confidence bar,
+  largest groups first and least sure first inside. The bar starts strict and relaxes as the held-out
+  accuracy rises: ``bar = 1 - (1 - aim) * heldout_accuracy`` (never below ``aim``, the precision the team
+  aims for), so an unproven model only proposes what it is very sure of;
+* the **queues** of :mod:`corral.pipeline.queues`: the hard items, the named items whose label looks
+  wrong, near-duplicates.
+
+Nothing here labels anything: accepting a group is an ordinary ``assign`` minus exclusions, and each
+acceptance or exclusion changes the label store's version, which retrains the model next round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+MODELS = ("auto", "logreg", "spreading")
+
+
+class LearnError(ValueError):
+    """The labels so far cannot teach a model (too few labels or items); says what is needed."""
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Options of the learning loop. Each is validated when the config is made."""
+
+    aim: float = 0.97  # precision a suggested group aims for; the bar never drops below it
+    model: str = "auto"  # "auto" (chosen by held-out log loss each round), "logreg" or "spreading"
+    folds: int = 5  # group-wise folds for the out-of-fold estimates
+    min_per_label: int = 3  # a label with fewer items is not learnt (and not suggested)
+    max_group: int = 200  # largest suggested group (the most confident members are kept)
+    min_group: int = 2  # smaller suggested groups are left to the other queues
+    dims: int = 128  # PCA dimensions of the features (the embeddings' own when smaller)
+    n_neighbors: int = 10  # kNN graph for label spreading, density and near-duplicates
+    C: float = 1.0  # logistic regression's inverse regularisation (scikit-learn's name)
+    alpha: float = 0.2  # label spreading's clamping factor (scikit-learn's name)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.aim < 1.0:
+            raise ValueError(f"aim={self.aim!r}: must be in [0.5, 1), the precision a suggested group aims for")
+        if self.model not in MODELS:
+            raise ValueError(f"model={self.model!r}: must be one of {', '.join(MODELS)}")
+        for name, lo in (("folds", 2), ("min_per_label", 2), ("max_group", 1), ("min_group", 1), ("dims", 2), ("n_neighbors", 2)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name}={v!r}: must be an integer >= {lo}")
+        if not self.C > 0:
+            raise ValueError(f"C={self.C!r}: must be > 0")
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"alpha={self.alpha!r}: must be in (0, 1)")
+
+
+@dataclass
+class Calibrator:
+    """A step map from the model's top probability to the held-out chance that it is right."""
+
+    edges: np.ndarray  # lower bound of each step's raw confidence, increasing
+    values: np.ndarray  # the calibrated confidence of each step, non-decreasing
+
+    @classmethod
+    def fit(cls, raw: np.ndarray, correct: np.ndarray) -> "Calibrator":
+        from sklearn.isotonic import IsotonicRegression
+
+        order = np.argsort(raw, kind="stable")
+        r, c = raw[order], correct[order].astype(np.float64)
+        fitted = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True).fit_transform(r, c)
+        # Steps of equal fitted value; each step's value is its right answers shrunk by its count,
+        # so a step of three right answers says 0.875, not 1.0.
+        starts = np.flatnonzero(np.r_[True, np.diff(fitted) != 0])
+        ends = np.r_[starts[1:], len(r)]
+        vals = np.array([(c[s:e].sum() + 0.5) / (e - s + 1.0) for s, e in zip(starts, ends)])
+        return cls(edges=r[starts], values=np.maximum.accumulate(vals))
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        k = np.searchsorted(self.edges, raw, side="right") - 1
+        return self.values[np.clip(k, 0, len(self.values) - 1)]
+
+
+@dataclass
+class Group:
+    """A suggested group: unlabelled rows predicted ``label``, least sure first."""
+
+    label: str
+    rows: np.ndarray
+    confidence: np.ndarray
+
+    @property
+    def expected_precision(self) -> float:
+        return float(self.confidence.mean()) if len(self.confidence) else 0.0
+
+
+@dataclass
+class LearnResult:
+    """One round of the loop over ``n`` rows (the caller's order)."""
+
+    classes: list[str]
+    proba: np.ndarray  # [n, classes] for every row (labelled rows: out-of-fold)
+    predicted: np.ndarray  # [n] class index (argmax of proba, exclusions respected)
+    confidence: np.ndarray  # [n] calibrated chance the prediction is right
+    labelled: np.ndarray  # [n] bool: rows whose label was learnt from
+    y: np.ndarray  # [n] class index of the labelled rows, -1 elsewhere
+    model: str
+    heldout_accuracy: float
+    heldout_log_loss: dict[str, float]
+    bar: float
+    groups: list[Group]
+    knn: Any  # the kNN graph of the features (indices, distances)
+    ignored_labels: dict[str, int] = field(default_factory=dict)  # labels with too few items
+    seconds: float = 0.0
+    config: LearnConfig = field(default_factory=LearnConfig)
+
+    @property
+    def estimated_accuracy_left(self) -> float | None:
+        """The model's expected accuracy on the rows still unlabelled (mean calibrated confidence)."""
+        free = ~self.labelled
+        return float(self.confidence[free].mean()) if free.any() else None
+
+    def summary(self) -> dict[str, Any]:
+        free = int((~self.labelled).sum())
+        return {
+            "model": self.model,
+            "classes": len(self.classes),
+            "labelled": int(self.labelled.sum()),
+            "unlabelled": free,
+            "heldout_accuracy": round(self.heldout_accuracy, 4),
+            "heldout_log_loss": {k: round(v, 4) for k, v in self.heldout_log_loss.items()},
+            "bar": round(self.bar, 4),
+            "estimated_accuracy_left": None if self.estimated_accuracy_left is None else round(self.estimated_accuracy_left, 4),
+            "suggested": int(sum(len(g.rows) for g in self.groups)),
+            "groups": len(self.groups),
+            "ignored_labels": self.ignored_labels,
+            "seconds": round(self.seconds, 2),
+            "config": asdict(self.config),
+        }
+
+
+def features(vectors: np.ndarray, *, dims: int, seed: int = 0) -> np.ndarray:
+    """PCA of the (L2-normalised) embeddings to ``dims`` dimensions, rows L2-normalised again."""
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(vectors, dtype=np.float32)
+    if x.shape[1] > dims and x.shape[0] > dims:
+        x = PCA(n_components=dims, random_state=seed, svd_solver="randomized").fit_transform(x).astype(np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def group_folds(z: np.ndarray, y: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
+    """A fold per labelled row: each label's rows in runs of neighbours, a run held out whole.
+
+    A label's rows are cut into ``folds`` runs with k-means (fewer when the label is small) and the
+    runs go to different folds, so every fold holds out part of every label that has enough rows.
+    """
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        k = int(min(folds, len(rows)))
+        if k <= 1:
+            out[rows] = rng.integers(folds)
+            continue
+        part = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=50).fit_predict(z[rows]) if len(rows) > k else np.arange(k)
+        offset = int(rng.integers(folds))
+        out[rows] = (part + offset) % folds
+    return out
+
+
+def _logreg(z: np.ndarray, y: np.ndarray, train: np.ndarray, n_classes: int, cfg: LearnConfig) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+
+    present = np.unique(y[train])
+    clf = LogisticRegression(C=cfg.C, max_iter=300)
+    # Standardising with the training rows' spread keeps C meaningful whatever the embedder.
+    mu, sd = z[train].mean(0), z[train].std(0) + 1e-6
+    clf.fit((z[train] - mu) / sd, y[train])
+    p = np.zeros((len(z), n_classes))
+    p[:, present] = clf.predict_proba((z - mu) / sd)
+    return p
+
+
+def _spreading(graph: Any, y: np.ndarray, train: np.ndarray, n_classes: int, cfg: LearnConfig) -> np.ndarray:
+    from sklearn.semi_supervised import LabelSpreading
+
+    target = np.full(len(y), -1)
+    target[train] = y[train]
+    model = LabelSpreading(kernel=lambda a, b: graph, alpha=cfg.alpha, max_iter=60, tol=1e-4)
+    model.fit(np.zeros((len(target), 1)), target)
+    p = np.zeros((len(target), n_classes))
+    p[:, model.classes_] = model.label_distributions_
+    rowsum = p.sum(1, keepdims=True)
+    return np.where(rowsum > 0, p / np.maximum(rowsum, 1e-12), 1.0 / n_classes)
+
+
+def knn_affinity(knn: Any, n: int) -> Any:
+    """A symmetric sparse affinity over the kNN graph: exp(-d^2 / sigma_i sigma_j), as spreading needs."""
+    import scipy.sparse as sp
+
+    idx, dist = knn.indices, knn.distances.astype(np.float64)
+    sigma = np.maximum(np.median(dist, axis=1), 1e-6)
+    rows = np.repeat(np.arange(n), idx.shape[1])
+    w = np.exp(-(dist.ravel() ** 2) / (sigma[rows] * sigma[idx.ravel()]))
+    a = sp.csr_matrix((w, (rows, idx.ravel())), shape=(n, n))
+    return a.maximum(a.T).tocsr()
+
+
+def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-6, 1.0))))
+
+
+def learn(
+    *,
+    vectors: np.ndarray,
+    labels: list[str | None],
+    exclusions: dict[int, set[str]] | None = None,
+    config: LearnConfig | None = None,
+    knn: Any = None,
+) -> LearnResult:
+    """Learn from the labelled rows and predict every row (see the module docstring).
+
+    ``labels[i]`` is row ``i``'s label or None; ``exclusions`` maps a row to the labels curators said
+    it is not (never suggested for them). ``knn`` may pass a kNN graph of the same rows (an object with
+    ``indices`` and ``distances``) to skip building one. Raises :class:`LearnError` when the labels cannot
+    teach a model yet, saying what is needed.
+    """
+    cfg = config or LearnConfig()
+    t0 = time.perf_counter()
+    x = np.asarray(vectors)
+    n = len(x)
+    if len(labels) != n:
+        raise ValueError(f"labels has {len(labels)} entries for {n} vectors")
+    counts: dict[str, int] = {}
+    for lb in labels:
+        if lb is not None:
+            counts[lb] = counts.get(lb, 0) + 1
+    classes = sorted(lb for lb, c in counts.items() if c >= cfg.min_per_label)
+    ignored = {lb: c for lb, c in counts.items() if c < cfg.min_per_label}
+    if len(classes) < 2:
+        have = ", ".join(f"{lb} ({c})" for lb, c in sorted(counts.items())) or "none"
+        raise LearnError(
+            f"the loop needs at least 2 labels with {cfg.min_per_label} or more items each to learn from; "
+            f"labels so far: {have}. Name a few more clusters first."
+        )
+    cidx = {lb: k for k, lb in enumerate(classes)}
+    y = np.array([cidx.get(lb, -1) if lb is not None else -1 for lb in labels], dtype=np.int64)
+    labelled = y >= 0
+    z = features(x, dims=cfg.dims, seed=cfg.seed)
+    if knn is None:
+        from corral.pipeline.knn import knn_graph
+
+        knn = knn_graph(z, k=min(cfg.n_neighbors, n - 1), method="faiss")
+    graph = knn_affinity(knn, n)
+    rows = np.flatnonzero(labelled)
+    fold = np.full(n, -1)
+    fold[rows] = group_folds(z[rows], y[rows], folds=cfg.folds, seed=cfg.seed)
+
+    fits = {"logreg": lambda tr: _logreg(z, y, tr, len(classes), cfg), "spreading": lambda tr: _spreading(graph, y, tr, len(classes), cfg)}
+    names = list(fits) if cfg.model == "auto" else [cfg.model]
+    oof = {m: np.zeros((n, len(classes))) for m in names}
+    for f in range(cfg.folds):
+        test = rows[fold[rows] == f]
+        if len(test) == 0:
+            continue
+        train = np.zeros(n, bool)
+        train[rows[fold[rows] != f]] = True
+        for m in names:
+            oof[m][test] = fits[m](train)[test]
+    losses = {m: _log_loss(oof[m][rows], y[rows]) for m in names}
+    model = min(losses, key=lambda m: losses[m])
+    full = fits[model](labelled)
+    proba = full.copy()
+    proba[rows] = oof[model][rows]
+    for r, labs in (exclusions or {}).items():
+        ks = [cidx[lb] for lb in labs if lb in cidx]
+        if ks and not labelled[r]:
+            proba[r, ks] = 0.0
+            s = proba[r].sum()
+            if s > 0:
+                proba[r] /= s
+            elif len(ks) < len(classes):  # the model had only excluded labels: even odds over the rest
+                proba[r] = 1.0 / (len(classes) - len(ks))
+                proba[r, ks] = 0.0
+    predicted = proba.argmax(1)
+    raw = proba.max(1)
+    correct = predicted[rows] == y[rows]
+    heldout = float(correct.mean())
+    cal = Calibrator.fit(raw[rows], correct)
+    confidence = cal(raw)
+    confidence[proba.sum(1) == 0] = 0.0  # every learnt label excluded: nothing to say
+    bar = max(cfg.aim, 1.0 - (1.0 - cfg.aim) * heldout)
+    groups = suggest_groups(predicted, confidence, labelled, classes, bar=bar, cfg=cfg)
+    res = LearnResult(
+        classes=classes, proba=proba, predicted=predicted, confidence=confidence, labelled=labelled, y=y,
+        model=model, heldout_accuracy=heldout, heldout_log_loss=losses, bar=bar, groups=groups, knn=knn,
+        ignored_labels=ignored, seconds=time.perf_counter() - t0, config=cfg,
+    )
+    logger.info("learn: %s, held-out accuracy %.3f, bar %.3f, %d groups (%d items) in %.1fs", model, heldout, bar, len(groups), sum(len(g.rows) for g in groups), res.seconds)
+    return res
+
+
+def suggest_groups(predicted: np.ndarray, confidence: np.ndarray, labelled: np.ndarray, classes: list[str], *, bar: float, cfg: LearnConfig) -> list[Group]:
+    """Per label, the unlabelled rows predicted for it at or above ``bar``: the ``max_group`` most
+    confident, shown least sure first; the largest groups first."""
+    out = []
+    for k, lb in enumerate(classes):
+        rows = np.flatnonzero(~labelled & (predicted == k) & (confidence >= bar))
+        if len(rows) < cfg.min_group:
+            continue
+        rows = rows[np.argsort(-confidence[rows], kind="stable")][: cfg.max_group][::-1]
+        out.append(Group(label=lb, rows=rows, confidence=confidence[rows]))
+    out.sort(key=lambda g: (-len(g.rows), g.label.lower()))
+    return out

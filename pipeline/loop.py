@@ -1,0 +1,175 @@
+"""One round of the learning loop on a workspace map: its vectors, the labels so far, the queues.
+
+:mod:`corral.pipeline.learn` works on arrays; this module binds it to a workspace. A round reads
+the map's points, the embedding set the map was made from (aligned to the map's order by item id),
+and one consistent snapshot of the label store, and returns the model's suggestions with the
+store version they were computed for. Whoever accepts a suggestion passes that version back: a
+round computed for an older version is refused (a label deleted or merged since would otherwise
+be re-created by an acceptance).
+
+``corral learn`` writes the round to ``learn/<map>.json`` in the workspace; the API computes it on
+demand and keeps the latest per map (:class:`RoundCache`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corral.pipeline.learn import LearnConfig, LearnResult, learn
+from corral.pipeline.queues import Entry, hard_items, label_issues, near_duplicates
+from corral.storage.maps import read_map
+from corral.storage.workspace import Workspace, WorkspaceError, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+#: The most entries a queue holds in a round's JSON.
+QUEUE_LIMIT = 200
+
+
+@dataclass
+class MapVectors:
+    """A map's item ids in point order and the embeddings they were mapped from, in the same order."""
+
+    map_name: str
+    ids: np.ndarray  # [n] object
+    vectors: np.ndarray  # [n, d] float32
+    embeddings: str  # the embedding set's name
+    stamp: tuple[int, int]  # (map.json mtime_ns, size): the map version these vectors are for
+
+
+def map_vectors(workspace: Workspace | str | Path, map_name: str | None = None) -> MapVectors:
+    """Load the vectors behind a map, aligned to its points. Raises WorkspaceError naming what is missing."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    m = read_map(ws, map_name)
+    es = ws.default_embedding_set(m.meta.get("embeddings"))
+    set_ids, vecs = es.load()
+    pos = {i: k for k, i in enumerate(set_ids.tolist())}
+    ids = np.asarray(m.points.column("id").to_pylist(), dtype=object)
+    missing = [i for i in ids.tolist() if i not in pos]
+    if missing:
+        raise WorkspaceError(
+            f"map {m.name!r} has {len(missing)} points not in embedding set {es.name!r} (e.g. {missing[0]}); "
+            f"rebuild the map with `corral map --workspace {ws.root}`"
+        )
+    st = (m.path / "map.json").stat()
+    return MapVectors(m.name, ids, vecs[[pos[i] for i in ids.tolist()]], es.name, (st.st_mtime_ns, st.st_size))
+
+
+@dataclass
+class Round:
+    """The loop's output for one map at one label-store version."""
+
+    map_name: str
+    labels_version: int
+    ids: np.ndarray
+    result: LearnResult
+    hard: list[Entry]
+    issues: list[Entry]
+    duplicates: list[list[int]]
+    made_at: float = field(default_factory=time.time)
+
+    def to_json(self, *, limit: int = QUEUE_LIMIT) -> dict[str, Any]:
+        """What the API answers and ``corral learn`` writes: point indices of the map, with item ids."""
+        res = self.result
+
+        def entry(e: Entry) -> dict[str, Any]:
+            out: dict[str, Any] = {"index": e.row, "id": str(self.ids[e.row]), "score": round(e.score, 4), "label": e.label}
+            if e.current is not None:
+                out["current"] = e.current
+            return out
+
+        groups = [
+            {
+                "label": g.label,
+                "indices": g.rows.tolist(),
+                "ids": [str(self.ids[r]) for r in g.rows],
+                "confidence": [round(float(c), 4) for c in g.confidence],
+                "expected_precision": round(g.expected_precision, 4),
+            }
+            for g in res.groups
+        ]
+        return {
+            "map": self.map_name,
+            "labels_version": self.labels_version,
+            **res.summary(),
+            "groups": groups,
+            "hard": [entry(e) for e in self.hard[:limit]],
+            "issues": [entry(e) for e in self.issues[:limit]],
+            "duplicates": [{"indices": d, "ids": [str(self.ids[r]) for r in d]} for d in self.duplicates[:limit]],
+        }
+
+
+def store_labels(store: Any, ids: np.ndarray) -> tuple[int, list[str | None], dict[int, set[str]]]:
+    """One consistent read of the store: (version, label per row or None, row -> excluded labels)."""
+    snap = store.snapshot()
+    labels = [snap.items[i][0] if i in snap.items else None for i in ids.tolist()]
+    row = {i: k for k, i in enumerate(ids.tolist())}
+    excl = {row[i]: set(names) for i, names in snap.exclusions.items() if i in row}
+    return snap.version, labels, excl
+
+
+def run_round(mv: MapVectors, store: Any, *, config: LearnConfig | None = None, knn: Any = None) -> Round:
+    """Learn from the store's labels on the map's vectors; raises LearnError when there are too few labels."""
+    version, labels, excl = store_labels(store, mv.ids)
+    res = learn(vectors=mv.vectors, labels=labels, exclusions=excl, config=config, knn=knn)
+    hard = hard_items(res, limit=QUEUE_LIMIT)
+    issues = label_issues(res, limit=QUEUE_LIMIT)
+    dups = near_duplicates(res.knn, limit=QUEUE_LIMIT)
+    return Round(mv.map_name, version, mv.ids, res, hard, issues, dups)
+
+
+def write_round(workspace: Workspace, rnd: Round) -> Path:
+    """``learn/<map>.json`` in the workspace (atomic)."""
+    path = workspace.root / "learn" / f"{rnd.map_name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, rnd.to_json())
+    return path
+
+
+class RoundCache:
+    """The latest round per map, recomputed when the map or the label store's version moves.
+
+    One computation per map at a time; a caller asking while one runs waits for it rather than
+    starting another. The map's vectors and kNN graph are kept across rounds of one map version.
+    """
+
+    def __init__(self, workspace: Workspace, *, config: LearnConfig | None = None):
+        self.workspace = workspace
+        self.config = config or LearnConfig()
+        self._lock = threading.Lock()
+        self._map_locks: dict[str, threading.Lock] = {}
+        self._vectors: dict[str, MapVectors] = {}
+        self._knn: dict[str, Any] = {}
+        self._rounds: dict[str, Round] = {}
+
+    def _vectors_for(self, map_name: str) -> MapVectors:
+        mv = self._vectors.get(map_name)
+        st = (self.workspace.map_dir(map_name) / "map.json").stat()
+        if mv is None or mv.stamp != (st.st_mtime_ns, st.st_size):
+            mv = map_vectors(self.workspace, map_name)
+            self._vectors[map_name] = mv
+            self._knn.pop(map_name, None)
+        return mv
+
+    def get(self, map_name: str, store: Any) -> Round:
+        with self._lock:
+            lock = self._map_locks.setdefault(map_name, threading.Lock())
+        with lock:
+            mv = self._vectors_for(map_name)
+            rnd = self._rounds.get(map_name)
+            if rnd is not None and rnd.labels_version == store.version() and rnd.ids is mv.ids:
+                return rnd
+            rnd = run_round(mv, store, config=self.config, knn=self._knn.get(map_name))
+            self._knn[map_name] = rnd.result.knn
+            self._rounds[map_name] = rnd
+            return rnd
+
+    def latest(self, map_name: str) -> Round | None:
+        return self._rounds.get(map_name)
