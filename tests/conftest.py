@@ -24,6 +24,18 @@ def shared_data(*parts: str) -> Path:
     return p
 
 
+@pytest.fixture(scope="session")
+def corral_wheel(tmp_path_factory) -> Path:
+    """The package's wheel, built once per session from this checkout (no isolation: offline)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q", "-w", str(out)], check=True, timeout=300, capture_output=True)
+    (wheel,) = out.glob("corral-*.whl")
+    return wheel
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
