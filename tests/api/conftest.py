@@ -1,9 +1,9 @@
 """Fixtures for the API and viewer tests: small real workspaces, the app, a live server, a browser.
 
-``curation_ws`` is built in code in a second: 48 real COIL-20 images registered as items the way
+``curation_ws`` is built in code in a second: 48 generated object images (tests/generated.py) registered as items the way
 an embed run records them (content-hash ids, uris), a map of them plus a few thousand synthetic
-points around three blobs, a label store and one user per role. The browser tests use the real
-COIL-20 map (``coil20_map``), embedded and mapped once per session.
+points around three blobs, a label store and one user per role. The browser tests use a real map
+of the generated set (``generated_map``), embedded and mapped once per session.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import shared_data
+from tests.generated import generated_data
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -49,7 +49,7 @@ def build_curation_ws(root: Path, *, extra_points: int = 3000, seed: int = 0) ->
     ws = Workspace(root).ensure()
     classes, paths = [], []
     for obj in ("obj01", "obj02", "obj03", "obj04"):
-        files = sorted(shared_data("coil20", "images", obj).glob("*.png"))[:12]
+        files = sorted(generated_data("images", obj).glob("*.png"))[:12]
         paths += files
         classes += [obj] * len(files)
     ids = [content_id(p.read_bytes()) for p in paths]

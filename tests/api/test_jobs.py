@@ -61,11 +61,11 @@ def test_embed_job_runs_and_reports_progress(tmp_path):
     from corral.api.app import create_app
     from corral.api.auth import UserStore
     from corral.api.settings import Settings
-    from tests.conftest import shared_data
+    from tests.generated import generated_data
 
     src = tmp_path / "imgs"
     src.mkdir()
-    for p in sorted(shared_data("coil20", "images", "obj05").glob("*.png"))[:8]:
+    for p in sorted(generated_data("images", "obj05").glob("*.png"))[:8]:
         shutil.copy(p, src / p.name)
     ws = tmp_path / "ws"
     ws.mkdir()

@@ -1,6 +1,6 @@
 """Small real workspaces for the storage tests, built in code without running a model.
 
-Items are real images from the shared data (ids are their content hashes, as the embed stage
+Items are real image files, usually the generated set (tests/generated.py; ids are their content hashes, as the embed stage
 makes them); vectors are seeded random unit vectors in the on-disk embedding format; crops are
 items with ``parent_id`` and ``bbox`` as the detect stage records them.
 """

@@ -17,7 +17,7 @@ from PIL import Image
 from corral.api.cli import main
 from corral.storage.exports import ExportError, export, folder_name
 from corral.storage.labels import LabelStore
-from tests.conftest import shared_data
+from tests.generated import generated_data
 from tests.storage.factory import build_workspace, crop_id, pick_images
 
 CROPS = [(0, [10.0, 20.0, 40.0, 30.0]), (0, [60.0, 60.0, 50.0, 50.0]), (7, [0.0, 0.0, 64.0, 64.0]), (12, [5.0, 5.0, 20.0, 20.0])]
@@ -26,7 +26,7 @@ CROPS = [(0, [10.0, 20.0, 40.0, 30.0]), (0, [60.0, 60.0, 50.0, 50.0]), (7, [0.0,
 @pytest.fixture
 def labelled(tmp_path):
     """18 COIL-20 images in 3 objects plus 4 crops, mostly labelled by two curators."""
-    images = pick_images(shared_data("coil20", "images"), classes=3, per_class=6)
+    images = pick_images(generated_data("images"), classes=3, per_class=6)
     ws = build_workspace(tmp_path / "ws", images, crops=CROPS)
     items = ws.items().to_pylist()
     whole = [r for r in items if not r["parent_id"]]
@@ -115,7 +115,7 @@ def test_coco_export_puts_labelled_crops_on_their_parents(labelled, tmp_path):
 
 
 def test_coco_without_crops_says_what_to_do(tmp_path):
-    ws = build_workspace(tmp_path / "ws", pick_images(shared_data("coil20", "images"), classes=1, per_class=3))
+    ws = build_workspace(tmp_path / "ws", pick_images(generated_data("images"), classes=1, per_class=3))
     with pytest.raises(ExportError, match="no crop items"):
         export(ws, format="coco", out=tmp_path / "coco.json")
     assert not (tmp_path / "coco.json").exists()

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from corral.storage.labels import LabelError, LabelStore
-from tests.conftest import shared_data
+from tests.generated import generated_data
 from tests.storage.factory import build_workspace, pick_images
 
 IDS = [f"item-{k:03d}" for k in range(40)]
@@ -280,7 +280,7 @@ def test_check_finds_a_state_that_disagrees_with_the_events(store):
 
 
 def test_open_registers_the_workspace_items(tmp_path):
-    images = pick_images(shared_data("coil20", "images"), classes=2, per_class=5)
+    images = pick_images(generated_data("images"), classes=2, per_class=5)
     ws = build_workspace(tmp_path / "ws", images)
     ids = ws.items().column("id").to_pylist()
     with LabelStore.open(ws) as s:

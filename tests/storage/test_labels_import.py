@@ -13,13 +13,16 @@ import pytest
 from corral.api.cli import main
 from corral.storage.label_import import import_labels
 from corral.storage.labels import LabelError, LabelStore
-from tests.conftest import shared_data
+from tests.generated import generated_data
 from tests.storage.factory import build_workspace, pick_images
+
+#: rows of the generated set's manifest; the workspace holds 20 of them (4 objects x 5 poses)
+ROWS = len(generated_data("manifest.csv").read_text().splitlines()) - 1
 
 
 @pytest.fixture
 def ws(tmp_path):
-    images = pick_images(shared_data("coil20", "images"), classes=4, per_class=5)
+    images = pick_images(generated_data("images"), classes=4, per_class=5)
     return build_workspace(tmp_path / "ws", images, manifest_labels=True)
 
 
@@ -36,10 +39,11 @@ def labels_now(ws) -> dict[str, str]:
         return s.item_labels()
 
 
-def test_import_the_real_coil20_manifest_by_path(ws):
-    """The shared data's manifest (relative paths) against a workspace holding 20 of its 1,440 images."""
-    rep = import_labels(shared_data("coil20", "manifest.csv"), workspace=ws, user="importer")
-    assert (rep.rows, rep.imported, rep.unknown, rep.labels) == (1440, 20, 1420, 4)
+def test_import_a_manifest_by_path(ws):
+    """A folder-per-class set's manifest (relative paths) against a workspace holding 20 of its images."""
+    assert ROWS == 288
+    rep = import_labels(generated_data("manifest.csv"), workspace=ws, user="importer")
+    assert (rep.rows, rep.imported, rep.unknown, rep.labels) == (ROWS, 20, ROWS - 20, 4)
     assert sorted(rep.labels_created) == ["obj01", "obj02", "obj03", "obj04"]
     assert len(rep.unknown_examples) == 10 and rep.unknown_examples[0].startswith("images/")
     items = ws.items().to_pylist()
@@ -82,7 +86,7 @@ def test_same_item_twice_the_last_row_wins_and_is_counted(ws, tmp_path):
     ],
 )
 def test_a_bad_file_is_refused_and_nothing_is_written(ws, tmp_path, content, message):
-    src = shared_data("coil20")  # relative paths in the file resolve against its own folder
+    src = generated_data()  # relative paths in the file resolve against its own folder
     path = tmp_path / "copy" / "labels.csv"
     path.parent.mkdir()
     (tmp_path / "copy" / "images").symlink_to(src / "images")
@@ -94,8 +98,8 @@ def test_a_bad_file_is_refused_and_nothing_is_written(ws, tmp_path, content, mes
 
 
 def test_strict_refuses_unknown_items(ws):
-    with pytest.raises(LabelError, match="1,420 row"):
-        import_labels(shared_data("coil20", "manifest.csv"), workspace=ws, user="u", strict=True)
+    with pytest.raises(LabelError, match=f"{ROWS - 20:,} row"):
+        import_labels(generated_data("manifest.csv"), workspace=ws, user="u", strict=True)
     assert labels_now(ws) == {}
 
 
@@ -103,8 +107,8 @@ def test_cli_import_list_history_stats_undo_check(ws, tmp_path, monkeypatch):
     monkeypatch.setenv("CORRAL_USER", "cli-user")
     rc, out = run_cli("labels", "import", "--from-workspace", "--workspace", str(ws.root))
     assert rc == 0 and out["imported"] == 20 and out["labels"] == 4
-    rc, out = run_cli("labels", "import", str(shared_data("coil20", "manifest.csv")), "--workspace", str(ws.root), "--keep-existing")
-    assert rc == 0 and out["unknown"] == 1420 and out["imported"] == 20
+    rc, out = run_cli("labels", "import", str(generated_data("manifest.csv")), "--workspace", str(ws.root), "--keep-existing")
+    assert rc == 0 and out["unknown"] == ROWS - 20 and out["imported"] == 20
     rc, out = run_cli("labels", "list", "--workspace", str(ws.root))
     assert rc == 0 and [(x["name"], x["count"]) for x in out["labels"]] == [("obj01", 5), ("obj02", 5), ("obj03", 5), ("obj04", 5)]
     rc, out = run_cli("labels", "history", "--workspace", str(ws.root))

@@ -20,7 +20,8 @@ from corral.storage import s3 as s3util
 from corral.storage.labels import LabelStore
 from corral.storage.publish import PublishError, publish, pull, versions
 from corral.storage.workspace import Workspace
-from tests.conftest import free_port, shared_data
+from tests.conftest import free_port
+from tests.generated import generated_data
 from tests.storage.factory import build_workspace, pick_images
 
 
@@ -31,7 +32,7 @@ def new_bucket(endpoint: str) -> str:
 
 
 def make_workspace(root, *, extra_vectors: int = 0, dim: int = 32, index: bool = True) -> Workspace:
-    images = pick_images(shared_data("coil20", "images"), classes=2, per_class=6)
+    images = pick_images(generated_data("images"), classes=2, per_class=6)
     ws = build_workspace(root, images, dim=dim, extra_vectors=extra_vectors, shard_size=100_000)
     ids = ws.items().column("id").to_pylist()
     with LabelStore.open(ws) as s:
