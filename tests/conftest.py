@@ -69,6 +69,31 @@ def coil20_workspace(tmp_path_factory) -> Path:
     return ws
 
 
+@pytest.fixture(scope="session")
+def generated_workspace(tmp_path_factory) -> Path:
+    """The generated object set (tests/generated.py: 8 objects x 36 poses) embedded once with the
+    pretrained default model: real files and a real embedder, for tests of the plumbing."""
+    from corral.pipeline.embed import EmbedConfig, embed
+    from tests.generated import generated_data
+
+    ws = tmp_path_factory.mktemp("generated-ws")
+    embed(str(generated_data("images")), workspace=ws, config=EmbedConfig(progress=False))
+    return ws
+
+
+@pytest.fixture(scope="session")
+def generated_map(generated_workspace, tmp_path_factory) -> Path:
+    """A copy of the embedded generated workspace with its map built once (``build_map`` defaults)."""
+    import shutil
+
+    from corral.pipeline.mapping import build_map
+
+    ws = tmp_path_factory.mktemp("generated-map") / "ws"
+    shutil.copytree(generated_workspace, ws, ignore=shutil.ignore_patterns("labels.sqlite*", "users.json", "cache", "maps"))
+    build_map(workspace=ws)
+    return ws
+
+
 from tests.recognition_data import recognition_setup  # noqa: E402,F401  (session fixture of the recognition tests)
 
 

@@ -2,8 +2,9 @@
 
 Lasso a cluster, exclude two items in the grid, name the rest, reload and find the label kept,
 undo it, merge two labels, split a cluster, watch another curator's change arrive, and check
-that a viewer-role user cannot write. Screenshots of the main screens go to ``$CORRAL_SCREENSHOTS``
-when that is set (``docs/`` for the README).
+that a viewer-role user cannot write. The map is a real one of the generated object set
+(tests/generated.py). Screenshots of the main screens go to ``$CORRAL_SCREENSHOTS`` when that is
+set (``docs/`` for the README); they are taken of the COIL-20 map from the shared data.
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ def shot(page, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def coil20_viewer(coil20_map, tmp_path_factory):
-    """A private copy of the embedded and mapped COIL-20 workspace (our labels stay ours), served
-    by the real app under uvicorn, with a user per role."""
+def mapped_viewer(request, tmp_path_factory):
+    """A private copy of an embedded and mapped workspace (our labels stay ours), served by the
+    real app under uvicorn, with a user per role."""
     from corral.api.auth import UserStore
 
+    mapped = request.getfixturevalue("coil20_map" if SHOTS else "generated_map")
     root = tmp_path_factory.mktemp("viewer") / "ws"
-    shutil.copytree(coil20_map, root, ignore=shutil.ignore_patterns("labels.sqlite*", "users.json", "cache"))
+    shutil.copytree(mapped, root, ignore=shutil.ignore_patterns("labels.sqlite*", "users.json", "cache"))
     users = UserStore(root)
     tokens = {name: users.add(name, role=role) for name, role in (("ana", "curator"), ("ben", "curator"), ("vic", "viewer"))}
     with LiveServer(root) as srv:
@@ -67,8 +69,8 @@ def _first_of_cluster(page, cluster: int) -> int:
     return page.evaluate("(c) => window.__corral.store.map.cluster.indexOf(c + 1)", cluster)
 
 
-def test_curate_a_cluster_end_to_end(browser, coil20_viewer):
-    srv, tokens, root = coil20_viewer
+def test_curate_a_cluster_end_to_end(browser, mapped_viewer):
+    srv, tokens, root = mapped_viewer
     with open_viewer(browser, srv.url, tokens["ana"]) as page, open_viewer(browser, srv.url, tokens["ben"]) as other:
         wait_ready(page)
         wait_ready(other)
@@ -134,8 +136,8 @@ def test_curate_a_cluster_end_to_end(browser, coil20_viewer):
         assert label_counts(page)["duck"] == n_sel - 2
 
 
-def test_merge_two_labels(browser, coil20_viewer):
-    srv, tokens, _ = coil20_viewer
+def test_merge_two_labels(browser, mapped_viewer):
+    srv, tokens, _ = mapped_viewer
     with open_viewer(browser, srv.url, tokens["ana"]) as page:
         wait_ready(page)
         a, b = _biggest_clusters(page, 3)[1:3]
@@ -153,8 +155,8 @@ def test_merge_two_labels(browser, coil20_viewer):
         assert label_counts(page)["beta"] == counts["alpha"] + counts["beta"]
 
 
-def test_split_a_cluster(browser, coil20_viewer):
-    srv, tokens, _ = coil20_viewer
+def test_split_a_cluster(browser, mapped_viewer):
+    srv, tokens, _ = mapped_viewer
     with open_viewer(browser, srv.url, tokens["ana"]) as page:
         wait_ready(page)
         c0 = _biggest_clusters(page, 1)[0]
@@ -171,8 +173,8 @@ def test_split_a_cluster(browser, coil20_viewer):
         shot(page, "viewer-split.png")
 
 
-def test_thumbnails_when_zoomed_in(browser, coil20_viewer):
-    srv, tokens, _ = coil20_viewer
+def test_thumbnails_when_zoomed_in(browser, mapped_viewer):
+    srv, tokens, _ = mapped_viewer
     with open_viewer(browser, srv.url, tokens["vic"]) as page:
         wait_ready(page)
         c0 = _biggest_clusters(page, 1)[0]
@@ -200,8 +202,8 @@ def test_thumbnails_when_zoomed_in(browser, coil20_viewer):
         assert page.evaluate("() => window.__corral.view.thumbs.gpuBytes") <= 192 * 1024 * 1024
 
 
-def test_a_viewer_cannot_write(browser, coil20_viewer):
-    srv, tokens, _ = coil20_viewer
+def test_a_viewer_cannot_write(browser, mapped_viewer):
+    srv, tokens, _ = mapped_viewer
     with open_viewer(browser, srv.url, tokens["vic"]) as page:
         wait_ready(page)
         assert page.evaluate("() => document.body.classList.contains('read-only')")
