@@ -16,6 +16,9 @@ from typing import Any
 
 logger = logging.getLogger("corral")
 
+#: Commands that run the map's numba kernels (umap-learn, fast_hdbscan): the CLI caches them on disk.
+JIT_COMMANDS = frozenset({"map", "demo", "serve"})
+
 #: name -> (add_arguments, run) for every subcommand; other modules add theirs with ``command``.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -51,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _cache_compiled_kernels(*, command: str, quiet: bool) -> None:
+    """Keep numba's compiled map kernels on disk across runs (see :mod:`corral.pipeline.jitcache`)."""
+    from corral.pipeline import jitcache
+
+    folder = jitcache.enable()
+    if folder is not None and not quiet and command in ("map", "demo") and not jitcache.is_warm(folder):
+        sys.stderr.write(f"corral: compiling the map's kernels once (~1 min on 2 cores); later runs reuse them from {folder}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -62,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose == 0 and not args.quiet:
         logging.getLogger("corral").setLevel(logging.INFO)
     _, _, run = COMMANDS[args.command]
+    if args.command in JIT_COMMANDS:
+        _cache_compiled_kernels(command=args.command, quiet=args.quiet)
     try:
         return int(run(args) or 0)
     except KeyboardInterrupt:
