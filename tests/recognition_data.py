@@ -1,8 +1,10 @@
 """A small real recognition setup shared by the pipeline and API tests (one per test session).
 
-Real COIL-100 images embedded with the default pretrained model: four objects are labelled
-(their first six poses each), two more poses of each are kept back as known queries, and a fifth
-object is never labelled (its images should come back "unknown").
+Generated object images (tests/generated.py) embedded with the default pretrained model: four
+objects are labelled (12 poses each, 30 degrees apart), three poses in between are kept back as
+known queries, and a fifth object is never labelled (its images should come back "unknown"). The
+objects are named like COIL-100's (``obj001`` ...); recognition quality on the real evaluation
+sets is measured by the benchmarks, not here.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pytest
 
 KNOWN = ("obj001", "obj004", "obj007", "obj010")
 UNKNOWN = "obj013"
+#: the generated object each name stands for
+SOURCE = {"obj001": "obj01", "obj004": "obj02", "obj007": "obj03", "obj010": "obj04", "obj013": "obj05"}
 
 
 @dataclass
@@ -35,14 +39,16 @@ def recognition_setup(tmp_path_factory) -> RecognitionSetup:
     from corral.storage.index_build import build_index
     from corral.storage.labels import LabelStore
     from corral.storage.workspace import Workspace
-    from tests.conftest import shared_data
+    from tests.generated import generated_data
 
-    root = shared_data("coil100_subset", "images")
+    root = tmp_path_factory.mktemp("recog-pool")
+    for name, obj in SOURCE.items():
+        shutil.copytree(generated_data("images", obj), root / name)
     src = tmp_path_factory.mktemp("recog-src")
     labelled, queries = {}, {}
     for cls in KNOWN:
         imgs = _images(root, cls)
-        labelled[cls], queries[cls] = imgs[0:12:2], imgs[1:12:4]  # 6 poses 40 degrees apart; 3 in between
+        labelled[cls], queries[cls] = imgs[0:36:3], imgs[4:36:12]  # 12 poses 30 degrees apart; 3 in between
     unknown = _images(root, UNKNOWN)[:4]
     for p in [p for v in labelled.values() for p in v]:
         (src / p.parent.name).mkdir(exist_ok=True)

@@ -1,4 +1,4 @@
-"""Recognising real image files with a real pretrained embedder and the workspace's index."""
+"""Recognising real image files (generated objects) with a real pretrained embedder and the workspace's index."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_cli_index_build_info_and_errors(recognition_setup, capsys, tmp_path):
     ws = str(recognition_setup.workspace)
     assert main(["-q", "index", "info", "--workspace", ws]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert info["factory"] == "Flat" and info["labelled"] == 24 and info["labels"] == 4
+    assert info["factory"] == "Flat" and info["labelled"] == sum(map(len, recognition_setup.labelled.values())) == 48 and info["labels"] == 4
     assert info["calibration"]["known_queries"] > 0 and "threshold" in info["rule"]
     assert main(["-q", "index", "build", "--workspace", ws, "--factory", "NotAFactory"]) == 2
     assert "NotAFactory" in capsys.readouterr().err
