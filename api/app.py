@@ -34,7 +34,7 @@ CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-
 
 
 #: Route modules under api/routes, one per resource; each exposes ``router``.
-ROUTE_MODULES = ("maps", "suggest", "items", "labels", "events", "jobs", "users", "recognize")
+ROUTE_MODULES = ("maps", "suggest", "items", "labels", "learn", "events", "jobs", "users", "recognize")
 
 
 def viewer_dir() -> Path:

@@ -99,6 +99,46 @@ class Calibrator:
 
 
 @dataclass
+class DistanceCalibrator:
+    """The held-out chance of being right from the model's top probability *and* how far the item lies
+    from the nearest labelled item (Platt scaling on both, never more sure farther away).
+
+    Curators name whole clusters, so labelled items come in clumps while what is left lies elsewhere:
+    a calibration on held-out labelled items alone would read the model's sureness near the clumps as
+    sureness everywhere. The held-out items' distance is to the nearest item of *their* training fold.
+    """
+
+    coef: np.ndarray  # [2]: on logit(raw) and on log(distance)
+    intercept: float
+    reach: float  # distances beyond this are outside what the calibration saw
+
+    @classmethod
+    def fit(cls, raw: np.ndarray, dist: np.ndarray, correct: np.ndarray, *, C: float = 1.0) -> "DistanceCalibrator | None":
+        """None when the held-out answers are all right or all wrong (nothing to fit a slope on)."""
+        from sklearn.linear_model import LogisticRegression
+
+        c = correct.astype(int)
+        if c.min() == c.max() or len(c) < 10:
+            return None
+        f = cls._features(raw, dist)
+        lr = LogisticRegression(C=C).fit(f, c)
+        coef, b = lr.coef_[0].copy(), float(lr.intercept_[0])
+        if coef[1] > 0:  # never more sure farther from the labels: drop the distance term
+            lr = LogisticRegression(C=C).fit(f[:, :1], c)
+            coef, b = np.array([lr.coef_[0][0], 0.0]), float(lr.intercept_[0])
+        return cls(coef=coef, intercept=b, reach=float(np.quantile(dist, 0.95)))
+
+    @staticmethod
+    def _features(raw: np.ndarray, dist: np.ndarray) -> np.ndarray:
+        p = np.clip(raw, 1e-4, 1 - 1e-4)
+        return np.stack([np.log(p / (1 - p)), np.log(np.maximum(dist, 1e-4))], axis=1)
+
+    def __call__(self, raw: np.ndarray, dist: np.ndarray) -> np.ndarray:
+        z = self._features(raw, dist) @ self.coef + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+@dataclass
 class Group:
     """A suggested group: unlabelled rows predicted ``label``, least sure first."""
 
@@ -194,8 +234,10 @@ def _logreg(z: np.ndarray, y: np.ndarray, train: np.ndarray, n_classes: int, cfg
 
     present = np.unique(y[train])
     clf = LogisticRegression(C=cfg.C, max_iter=300)
-    # Standardising with the training rows' spread keeps C meaningful whatever the embedder.
-    mu, sd = z[train].mean(0), z[train].std(0) + 1e-6
+    # One scale for all dimensions (the training rows' overall spread) keeps C meaningful whatever
+    # the embedder; per-dimension standardising would blow the PCA's noise dimensions up.
+    mu = z[train].mean(0)
+    sd = float(np.sqrt(((z[train] - mu) ** 2).sum(1).mean() / z.shape[1])) + 1e-6
     clf.fit((z[train] - mu) / sd, y[train])
     p = np.zeros((len(z), n_classes))
     p[:, present] = clf.predict_proba((z - mu) / sd)
@@ -225,6 +267,23 @@ def knn_affinity(knn: Any, n: int) -> Any:
     w = np.exp(-(dist.ravel() ** 2) / (sigma[rows] * sigma[idx.ravel()]))
     a = sp.csr_matrix((w, (rows, idx.ravel())), shape=(n, n))
     return a.maximum(a.T).tocsr()
+
+
+def _nearest(z: np.ndarray, base: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Distance from each ``query`` row to its nearest ``base`` row (both index arrays into ``z``)."""
+    from corral.pipeline.knn import knn_query
+
+    if len(query) == 0:
+        return np.zeros(0)
+    _, d, _ = knn_query(z[base], z[query], k=1, method="faiss")
+    return d[:, 0].astype(np.float64)
+
+
+def novel_distances(z: np.ndarray, y: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Sorted distances from each labelled item to the nearest item of *another* label: what an item
+    of a label not yet named looks like from the labels there are."""
+    out = [_nearest(z, rows[y[rows] != c], rows[y[rows] == c]) for c in np.unique(y[rows])]
+    return np.sort(np.concatenate(out)) if out else np.zeros(0)
 
 
 def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
@@ -280,14 +339,18 @@ def learn(
     fits = {"logreg": lambda tr: _logreg(z, y, tr, len(classes), cfg), "spreading": lambda tr: _spreading(graph, y, tr, len(classes), cfg)}
     names = list(fits) if cfg.model == "auto" else [cfg.model]
     oof = {m: np.zeros((n, len(classes))) for m in names}
+    dist = np.zeros(n)  # to the nearest labelled item (held-out rows: of their training fold)
     for f in range(cfg.folds):
         test = rows[fold[rows] == f]
         if len(test) == 0:
             continue
         train = np.zeros(n, bool)
         train[rows[fold[rows] != f]] = True
+        dist[test] = _nearest(z, np.flatnonzero(train), test)
         for m in names:
             oof[m][test] = fits[m](train)[test]
+    free = np.flatnonzero(~labelled)
+    dist[free] = _nearest(z, rows, free)
     losses = {m: _log_loss(oof[m][rows], y[rows]) for m in names}
     model = min(losses, key=lambda m: losses[m])
     full = fits[model](labelled)
@@ -307,8 +370,17 @@ def learn(
     raw = proba.max(1)
     correct = predicted[rows] == y[rows]
     heldout = float(correct.mean())
-    cal = Calibrator.fit(raw[rows], correct)
-    confidence = cal(raw)
+    confidence = Calibrator.fit(raw[rows], correct)(raw)
+    dcal = DistanceCalibrator.fit(raw[rows], dist[rows], correct, C=cfg.C)
+    if dcal is not None:  # the more careful of the two readings
+        confidence = np.minimum(confidence, dcal(raw, dist))
+    # An unlabelled item may belong to a label nobody has named yet; the model would still pick a
+    # known one. How far a never-seen label's items lie from the others' (each label held out whole)
+    # tells how likely an item at a given distance is to be new: its confidence is scaled by the
+    # share of those distances that are larger than its own.
+    novel = novel_distances(z, y, rows)
+    known = 1.0 - np.searchsorted(novel, dist, side="left") / max(len(novel), 1)
+    confidence = confidence * np.where(labelled, 1.0, known)
     confidence[proba.sum(1) == 0] = 0.0  # every learnt label excluded: nothing to say
     bar = max(cfg.aim, 1.0 - (1.0 - cfg.aim) * heldout)
     groups = suggest_groups(predicted, confidence, labelled, classes, bar=bar, cfg=cfg)

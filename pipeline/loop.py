@@ -75,12 +75,14 @@ class Round:
     duplicates: list[list[int]]
     made_at: float = field(default_factory=time.time)
 
-    def to_json(self, *, limit: int = QUEUE_LIMIT) -> dict[str, Any]:
-        """What the API answers and ``corral learn`` writes: point indices of the map, with item ids."""
+    def to_json(self, *, limit: int = QUEUE_LIMIT, position: np.ndarray | None = None) -> dict[str, Any]:
+        """What the API answers and ``corral learn`` writes: indices with item ids. An index is the
+        row in the map's points file, or ``position[row]`` when given (the viewer's point order)."""
         res = self.result
+        pos = position if position is not None else np.arange(len(self.ids))
 
         def entry(e: Entry) -> dict[str, Any]:
-            out: dict[str, Any] = {"index": e.row, "id": str(self.ids[e.row]), "score": round(e.score, 4), "label": e.label}
+            out: dict[str, Any] = {"index": int(pos[e.row]), "id": str(self.ids[e.row]), "score": round(e.score, 4), "label": e.label}
             if e.current is not None:
                 out["current"] = e.current
             return out
@@ -88,7 +90,7 @@ class Round:
         groups = [
             {
                 "label": g.label,
-                "indices": g.rows.tolist(),
+                "indices": pos[g.rows].tolist(),
                 "ids": [str(self.ids[r]) for r in g.rows],
                 "confidence": [round(float(c), 4) for c in g.confidence],
                 "expected_precision": round(g.expected_precision, 4),
@@ -102,7 +104,7 @@ class Round:
             "groups": groups,
             "hard": [entry(e) for e in self.hard[:limit]],
             "issues": [entry(e) for e in self.issues[:limit]],
-            "duplicates": [{"indices": d, "ids": [str(self.ids[r]) for r in d]} for d in self.duplicates[:limit]],
+            "duplicates": [{"indices": pos[d].tolist(), "ids": [str(self.ids[r]) for r in d]} for d in self.duplicates[:limit]],
         }
 
 

@@ -1,0 +1,126 @@
+"""The learning loop over HTTP on a real map of real images (scikit-learn's digits, embedded and mapped)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from tests.digits import digits_workspace
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    from corral.api.auth import UserStore
+
+    ws, truth = digits_workspace(tmp_path_factory.mktemp("learn"))
+    users = UserStore(ws)
+    tokens = {role: users.add(role, role=role) for role in ("curator", "viewer")}
+    tokens["curator2"] = users.add("curator2", role="curator")
+    return ws, truth, tokens
+
+
+@pytest.fixture
+def api(digits, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from corral.api.app import create_app
+    from corral.api.settings import Settings
+
+    ws, truth, tokens = digits
+    fresh = tmp_path / "ws"
+    shutil.copytree(ws, fresh, ignore=shutil.ignore_patterns("labels.sqlite*"))
+    with TestClient(create_app(Settings(workspace=fresh))) as c:
+        c.truth, c.tokens = truth, tokens
+        c.hdr = lambda role="curator": {"Authorization": f"Bearer {tokens[role]}"}
+        m = c.get("/api/maps", headers=c.hdr()).json()
+        c.map = (m["maps"][0] if isinstance(m, dict) else m[0])["name"]
+        yield c
+
+
+def _ids(api) -> list[str]:
+    """Item ids in the viewer's point order (the order the API's indices refer to)."""
+    return api.app.state.ctx.maps.get(api.map).ids.to_pylist()
+
+
+def _seed_labels(api, per_class: int = 8) -> list[str]:
+    """Name a random sample of each digit (as a curator labelling a sample would), one action per digit."""
+    import random
+
+    ids = _ids(api)
+    rng = random.Random(0)
+    by_class: dict[str, list[int]] = {}
+    for k, i in enumerate(ids):
+        by_class.setdefault(api.truth[i], []).append(k)
+    for c, idx in sorted(by_class.items()):
+        pick = rng.sample(idx, per_class)
+        r = api.post(f"/api/maps/{api.map}/actions/assign", json={"indices": pick, "label": f"digit {c}"}, headers=api.hdr())
+        assert r.status_code == 200, r.text
+    return ids
+
+
+def test_too_few_labels_says_what_it_needs(api):
+    r = api.get(f"/api/maps/{api.map}/learn", headers=api.hdr("viewer"))
+    assert r.status_code == 200
+    body = r.json()
+    assert body["ready"] is False and "at least 2 labels" in body["reason"] and "labels so far: none" in body["reason"]
+
+
+def test_suggested_group_is_accepted_in_one_action_and_the_model_retrains(api):
+    ids = _seed_labels(api)
+    r = api.get(f"/api/maps/{api.map}/learn", headers=api.hdr("viewer"))
+    assert r.status_code == 200, r.text
+    rnd = r.json()
+    assert rnd["ready"] and rnd["labelled"] == 80 and rnd["unlabelled"] == len(ids) - 80
+    assert 0 < rnd["heldout_accuracy"] <= 1 and rnd["bar"] >= 0.97
+    assert rnd["groups"], rnd
+    g = rnd["groups"][0]
+    assert g["confidence"] == sorted(g["confidence"])  # least sure first
+    assert all(c >= rnd["bar"] for c in g["confidence"]) and [ids[i] for i in g["indices"]] == g["ids"]
+    # The suggestions are mostly right: the model claims its bar, the truth agrees.
+    named = [(i, grp["label"].split()[-1]) for grp in rnd["groups"] for i in grp["ids"]]
+    assert sum(api.truth[i] == c for i, c in named) / len(named) >= 0.95
+    wrong = [k for k, i in zip(g["indices"], g["ids"]) if api.truth[i] != g["label"].split()[-1]]
+    body = {"labels_version": rnd["labels_version"], "label": g["label"], "indices": g["indices"], "exclude": wrong}
+    r = api.post(f"/api/maps/{api.map}/learn/accept", json=body, headers=api.hdr())
+    assert r.status_code == 200, r.text
+    done = r.json()
+    assert done["kind"] == "assign" and done["changed_items"] == len(g["indices"])  # named + excluded, one event
+    # The next round learnt from it: more labelled items, a newer version.
+    nxt = api.get(f"/api/maps/{api.map}/learn", headers=api.hdr()).json()
+    assert nxt["labels_version"] == done["version"] > rnd["labels_version"]
+    assert nxt["labelled"] == 80 + len(g["indices"]) - len(wrong)
+    assert all(i not in set(g["indices"]) - set(wrong) for grp in nxt["groups"] for i in grp["indices"])
+    for e in nxt["hard"][:5]:
+        assert ids[e["index"]] == e["id"] and e["label"].startswith("digit")
+
+
+def test_stale_round_is_refused_with_409(api):
+    _seed_labels(api)
+    rnd = api.get(f"/api/maps/{api.map}/learn", headers=api.hdr()).json()
+    g = rnd["groups"][0]
+    # Another curator deletes the label in between: accepting the old round must not re-create it.
+    r = api.post(f"/api/maps/{api.map}/actions/delete", json={"name": g["label"]}, headers=api.hdr("curator2"))
+    assert r.status_code == 200, r.text
+    body = {"labels_version": rnd["labels_version"], "label": g["label"], "indices": g["indices"]}
+    r = api.post(f"/api/maps/{api.map}/learn/accept", json=body, headers=api.hdr())
+    assert r.status_code == 409 and "fetch the new round" in r.json()["error"]
+    labels = [lb["name"] for lb in api.get("/api/labels", headers=api.hdr()).json()["labels"]]
+    assert g["label"] not in labels
+    again = api.get(f"/api/maps/{api.map}/learn", headers=api.hdr()).json()
+    assert all(grp["label"] != g["label"] for grp in again["groups"])
+
+
+def test_accept_refuses_bad_input_with_a_short_4xx(api):
+    _seed_labels(api)
+    rnd = api.get(f"/api/maps/{api.map}/learn", headers=api.hdr()).json()
+    url = f"/api/maps/{api.map}/learn/accept"
+    v = rnd["labels_version"]
+    assert api.post(url, json={"labels_version": v, "label": "x", "indices": []}, headers=api.hdr()).status_code == 400
+    assert api.post(url, json={"labels_version": v, "label": "x", "indices": [10**9]}, headers=api.hdr()).status_code == 400
+    assert api.post(url, json={"label": "x", "indices": [1]}, headers=api.hdr()).status_code in (400, 422)
+    assert api.post(url, json={"labels_version": v, "label": "x", "indices": [1]}, headers=api.hdr("viewer")).status_code == 403
+    assert api.get(f"/api/maps/{api.map}/learn?limit=0", headers=api.hdr()).status_code == 400
+    assert api.get("/api/maps/nope/learn", headers=api.hdr()).status_code == 404
