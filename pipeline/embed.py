@@ -32,7 +32,7 @@ from corral.pipeline import registry
 from corral.pipeline.decode import DEFAULT_MAX_PIXELS
 from corral.pipeline.device import cpu_count, pick_device
 from corral.pipeline.feed import DecodeDataset, collate, decode_ahead, shard_batches, worker_init
-from corral.pipeline.ingest import SourceItem, list_source
+from corral.pipeline.ingest import SourceError, SourceItem, list_source
 from corral.storage.workspace import (
     EmbeddingSet,
     Workspace,
@@ -52,8 +52,9 @@ class EmbedConfig:
     """Options of the embed stage. ``None`` means "choose for this machine"."""
 
     model: str = registry.DEFAULT_MODEL  # embedder name, e.g. timm:tf_efficientnet_lite0
-    weights: str | None = None  # weight file or folder; default: packaged weights or HF cache
-    random_weights: bool = False  # allow an untrained model when no weights are found
+    weights: str | None = None  # weight file or folder; default: packaged weights, the HF cache, else downloaded
+    random_weights: bool = False  # allow an untrained model when no weights are on this machine (never downloads)
+    offline: bool = False  # never download weights (also when HF_HUB_OFFLINE=1 is set)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int | None = None  # images (with a detector: crops) per model call (default 64 on CPU, 256 on CUDA)
     num_workers: int | None = None  # decode processes (default: all cores on CUDA, half on CPU)
@@ -175,6 +176,8 @@ def embed(source: str, *, workspace: str | Path | Workspace, config: EmbedConfig
 
         resolve_name(cfg.detector)
     items = list_source(source, endpoint_url=cfg.endpoint_url)
+    if not items:
+        raise SourceError(f"{source}: no files to embed (the source is empty, or holds only hidden files); nothing was embedded")
     return embed_items(items, workspace=ws, config=cfg, source=str(source))
 
 
@@ -192,7 +195,7 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
     device, why = pick_device(cfg.device)
     logger.info("device %s (%s)", device, why)
     if embedder is None:
-        embedder = registry.create_embedder(cfg.model, weights=cfg.weights, allow_random=cfg.random_weights, compile=cfg.compile)
+        embedder = registry.create_embedder(cfg.model, weights=cfg.weights, allow_random=cfg.random_weights, compile=cfg.compile, offline=cfg.offline or None)
     embedder = embedder.to(device)
     batch, workers, gpu_decode = _resolve(cfg, device)
     detector, crop_opts, detector_why = _build_detector(cfg, embedder, device)

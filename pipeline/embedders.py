@@ -39,7 +39,15 @@ class TimmEmbedder:
     model (bf16 autocast and channels_last on CUDA) and returns L2-normalised float32 vectors.
     """
 
-    def __init__(self, model_name: str, *, weights_path: str | os.PathLike[str] | None = None, allow_random: bool = False, compile: bool = False):
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        weights_path: str | os.PathLike[str] | None = None,
+        allow_random: bool = False,
+        compile: bool = False,
+        offline: bool | None = None,
+    ):
         import timm
         import torch
 
@@ -47,16 +55,21 @@ class TimmEmbedder:
         arch, _, tag = model_name.partition(".")
         model = timm.create_model(model_name if tag else arch, pretrained=False, num_classes=0)
         cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-        self.source = weights.resolve(arch, weights=weights_path, hf_hub_id=cfg.get("hf_hub_id"), allow_random=allow_random)
+        self.source = weights.resolve(
+            arch,
+            weights=weights_path,
+            hf_hub_id=cfg.get("hf_hub_id"),
+            hf_hub_filename=cfg.get("hf_hub_filename"),
+            allow_random=allow_random,
+            offline=offline,
+        )
         if self.source.kind in ("file", "package"):
             weights.load_into(model, weights.load_state_dict(self.source.path), source=self.source.detail)
-            self.weights_hash = "sha256:" + weights.file_sha256(self.source.path)
-        elif self.source.kind == "hf-cache":
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            model = timm.create_model(model_name, pretrained=True, num_classes=0)
-            self.weights_hash = "hf:" + str(cfg.get("hf_hub_id"))
-        else:
-            self.weights_hash = "random"
+        elif self.source.kind in ("hf-cache", "hub"):
+            # timm loads its own hub files (key filters, head removal) from the file found or fetched,
+            # so it never reaches for the network itself.
+            model = timm.create_model(model_name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(self.source.path)})
+        self.weights_hash = "sha256:" + weights.file_sha256(self.source.path) if self.source.path else "random"
         model.eval()
         data_cfg = timm.data.resolve_model_data_config(model)
         _, h, w = data_cfg["input_size"]
@@ -127,15 +140,15 @@ class TimmEmbedder:
             return self.forward(self.normalise(pixels))
 
 
-def _create_timm(model_name: str, *, weights: str | None = None, allow_random: bool = False, compile: bool = False, **_: Any) -> TimmEmbedder:
-    return TimmEmbedder(model_name, weights_path=weights, allow_random=allow_random, compile=compile)
+def _create_timm(model_name: str, *, weights: str | None = None, allow_random: bool = False, compile: bool = False, offline: bool | None = None, **_: Any) -> TimmEmbedder:
+    return TimmEmbedder(model_name, weights_path=weights, allow_random=allow_random, compile=compile, offline=offline)
 
 
 registry.register(
     "timm",
     _create_timm,
     _timm_names,
-    doc="any timm model, e.g. timm:tf_efficientnet_lite0 (weights offline), timm:vit_base_patch16_224.augreg_in21k",
+    doc="any timm model, e.g. timm:tf_efficientnet_lite0 (weights offline), timm:vit_small_patch14_dinov2.lvd142m (weights downloaded once)",
     is_known=_timm_is_known,
 )
 

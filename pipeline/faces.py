@@ -55,6 +55,19 @@ def _model_files(weights: str | os.PathLike[str] | None) -> tuple[Path, Path]:
         raise WeightsNotFound(f"weights for dlib:face-resnet not found offline: {e}; or pass --weights FOLDER with {RESNET_FILE} and {LANDMARKS_FILE}") from None
 
 
+def available_offline() -> bool:
+    """Whether ``dlib:face-resnet`` runs here with no download: dlib and both model files installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("dlib") is None:
+        return False
+    try:
+        _model_files(None)
+    except WeightsNotFound:
+        return False
+    return True
+
+
 class DlibFaceEmbedder:
     """dlib's face ResNet behind the embedder protocol (see the module docstring).
 

@@ -37,13 +37,14 @@ class ImageEncoder:
         weights: a weight file or folder when the default lookup would not find them.
         device: auto, cpu, cuda or cuda:N.
         max_pixels: larger images are refused as decompression bombs.
+        offline: never download the weights (``None``: as ``HF_HUB_OFFLINE`` says).
     """
 
-    def __init__(self, *, model: str, weights_hash: str | None = None, weights: str | None = None, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, *, model: str, weights_hash: str | None = None, weights: str | None = None, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS, offline: bool | None = None):
         if max_pixels < 1:
             raise ValueError(f"max_pixels={max_pixels}: must be >= 1")
         self.device, why = pick_device(device)
-        self.embedder = registry.create_embedder(model, weights=weights).to(self.device)
+        self.embedder = registry.create_embedder(model, weights=weights, offline=offline).to(self.device)
         got = self.embedder.info.get("weights_hash")
         if weights_hash and got != weights_hash:
             raise RecognitionIndexError(

@@ -54,6 +54,7 @@ class RegionEncoder:
         device: auto, cpu, cuda or cuda:N.
         embedder: an already loaded embedder of ``model`` on that device, to share instead of
             loading the weights a second time (a service that also names whole images has one).
+        offline: never download the embedder's weights (``None``: as ``HF_HUB_OFFLINE`` says).
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class RegionEncoder:
         device: str = "auto",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         embedder: Any = None,
+        offline: bool | None = None,
     ):
         if min_size < 1:
             raise ValueError(f"min_size={min_size}: must be >= 1 pixel")
@@ -83,7 +85,7 @@ class RegionEncoder:
         self.detector = create_detector(name, weights=detector_weights, min_size=min_size)
         if self.device.startswith("cuda") and self.detector.uses_gpu:
             self.detector = self.detector.to(self.device)
-        self.embedder = embedder if embedder is not None else registry.create_embedder(model, weights=weights).to(self.device)
+        self.embedder = embedder if embedder is not None else registry.create_embedder(model, weights=weights, offline=offline).to(self.device)
         got = self.embedder.info.get("weights_hash")
         if weights_hash and got != weights_hash:
             raise ValueError(f"the index was built with {model} weights {weights_hash}, the weights found here hash to {got}; pass the same weights")

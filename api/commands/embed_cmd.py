@@ -12,8 +12,9 @@ def _add_embed(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="a folder (recursive), a manifest (.csv/.jsonl/.parquet with a 'uri' column) or s3://bucket/prefix")
     p.add_argument("--workspace", "-w", required=True, help="workspace folder (created if missing)")
     p.add_argument("--model", default=None, help="embedder name (default timm:tf_efficientnet_lite0; see `corral models`)")
-    p.add_argument("--weights", default=None, help="weight file or folder for the model (default: packaged weights or the Hugging Face cache)")
-    p.add_argument("--random-weights", action="store_true", help="allow an untrained model when no weights are found (for testing only)")
+    p.add_argument("--weights", default=None, help="weight file or folder for the model (default: packaged weights, the Hugging Face cache, else downloaded once from the hub)")
+    p.add_argument("--offline", action="store_true", help="never download weights (as HF_HUB_OFFLINE=1 does); fail if they are not on this machine")
+    p.add_argument("--random-weights", action="store_true", help="allow an untrained model when no weights are on this machine; nothing downloads (for testing only)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=None, help="images (with --detector: crops) per model call (default 64 on CPU, 256 on CUDA)")
     p.add_argument("--workers", type=int, default=None, help="decode worker processes (default: all cores on CUDA, half on CPU)")
@@ -41,6 +42,7 @@ def _run_embed(args: argparse.Namespace) -> int:
         model=args.model or DEFAULT_MODEL,
         weights=args.weights,
         random_weights=args.random_weights,
+        offline=args.offline,
         device=args.device,
         batch_size=args.batch_size,
         num_workers=args.workers,
@@ -84,6 +86,10 @@ def _run_embed(args: argparse.Namespace) -> int:
         if res.skipped:
             sys.stderr.write(f"  the skipped files and reasons are listed in {args.workspace}/skipped.csv\n")
     emit(res.summary())
+    if res.items and not (res.embedded or res.already_done or res.duplicates):
+        reasons = ", ".join(f"{k} {v}" for k, v in res.skipped_by_reason.items()) or "none"
+        sys.stderr.write(f"corral embed: error: nothing was embedded: none of the {res.items} files in {args.source} is an image this can read (skipped: {reasons}; see {args.workspace}/skipped.csv)\n")
+        return 1
     return 0
 
 
@@ -92,11 +98,13 @@ def _add_models(p: argparse.ArgumentParser) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from corral.pipeline import registry, weights
+    from corral.pipeline import faces, registry, weights
 
     fams = registry.families()
     lines = [f"{name}: {fam.doc}" for name, fam in sorted(fams.items())]
     offline = sorted(f"timm:{a}" for a in weights.PACKAGED if weights._package_file(a) is not None)
+    if faces.available_offline():
+        offline.append("dlib:face-resnet")
     matches: list[str] = []
     if args.pattern:
         import fnmatch
@@ -104,7 +112,8 @@ def _run_models(args: argparse.Namespace) -> int:
         matches = [f"timm:{n}" for n in fams["timm"].names() if fnmatch.fnmatch(n, args.pattern)]
     if not args.quiet:
         sys.stderr.write("\n".join(lines) + "\n")
-        sys.stderr.write("weights installed offline: " + (", ".join(offline) or "none") + "\n")
+        sys.stderr.write("usable offline (weights installed): " + (", ".join(offline) or "none") + "\n")
+        sys.stderr.write("other timm models download their weights once on first use (not with --offline or HF_HUB_OFFLINE=1)\n")
         for m in matches[:200]:
             sys.stderr.write(m + "\n")
     emit({"families": sorted(fams), "offline": offline, "matches": matches})
@@ -135,4 +144,4 @@ def _run_detectors(args: argparse.Namespace) -> int:
 
 register("embed", "embed a folder, manifest or S3 prefix into a workspace", _add_embed, _run_embed)
 register("detectors", "list detectors (faces, objects), whether each runs here, and what 'face' picks", _add_detectors, _run_detectors)
-register("models", "list embedder families and the models with weights installed offline", _add_models, _run_models)
+register("models", "list embedder families and the models usable offline (weights installed)", _add_models, _run_models)

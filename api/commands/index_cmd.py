@@ -92,6 +92,7 @@ def _add_recognize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None, help="unknown when the margin (score minus the label's typical score) is below this (default: the calibrated one)")
     p.add_argument("--batch-size", type=int, default=32, help="images embedded together (default 32)")
     p.add_argument("--weights", default=None, help="weight file or folder of the index's embedder")
+    p.add_argument("--offline", action="store_true", help="never download the embedder's weights (as HF_HUB_OFFLINE=1 does)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--detector", default=None, help="name every box this detector finds (default: the detector the index's crops were cut with, if any); 'none' names whole images")
 
@@ -101,6 +102,8 @@ def _run_recognize(args: argparse.Namespace) -> int:
     from corral.storage.index_source import open_source
     from corral.storage.recognizer import Recognizer
 
+    if args.workspace is not None and not Path(args.workspace).expanduser().is_dir():
+        raise CliError(f"--workspace {args.workspace}: no such folder; pass a workspace with an index (`corral index build --workspace DIR`) or --from a published index")
     src = open_source(args.source or args.workspace, endpoint_url=args.endpoint_url)
     rec = Recognizer(src.load(src.latest()))
     detection = dict(rec.index.meta.detection or {})
@@ -108,7 +111,7 @@ def _run_recognize(args: argparse.Namespace) -> int:
         detection = {} if args.detector.lower() == "none" else {**detection, "detector": args.detector}
     if detection.get("detector"):
         return _recognize_boxes(args, rec, detection)
-    enc = ImageEncoder(model=rec.index.meta.model, weights_hash=rec.index.meta.weights_hash, weights=args.weights, device=args.device)
+    enc = ImageEncoder(model=rec.index.meta.model, weights_hash=rec.index.meta.weights_hash, weights=args.weights, device=args.device, offline=args.offline or None)
     results = recognize_paths(args.files, recognizer=rec, encoder=enc, k=args.k, threshold=args.threshold, batch_size=args.batch_size)
     if not results:
         raise CliError(f"no image files in {' '.join(args.files)}")
@@ -132,7 +135,7 @@ def _recognize_boxes(args: argparse.Namespace, rec: Any, detection: dict[str, An
         raise CliError(f"no image files in {' '.join(args.files)}")
     meta = rec.index.meta
     opts = {k: detection[k] for k in ("min_size", "pad") if detection.get(k) is not None}
-    enc = RegionEncoder(detector=detection["detector"], model=meta.model, weights_hash=meta.weights_hash, weights=args.weights, device=args.device, **opts)
+    enc = RegionEncoder(detector=detection["detector"], model=meta.model, weights_hash=meta.weights_hash, weights=args.weights, device=args.device, offline=args.offline or None, **opts)
     results = recognize_regions(files, recognizer=rec, encoder=enc, k=args.k, threshold=args.threshold)
     failed = sum(1 for r in results if r.get("error"))
     if not args.quiet:

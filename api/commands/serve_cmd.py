@@ -9,6 +9,9 @@ from pathlib import Path
 from corral.api.cli import CliError, emit, register
 from corral.api.commands.index_cmd import add_recognize_only_args, run_recognize_only
 
+#: What `corral embed`, `corral map` and the label store leave in a workspace; a folder with none is not one.
+WORKSPACE_PARTS = ("embeddings", "maps", "labels.sqlite", "users.json", "index")
+
 
 def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", "-w", default=None, help="the workspace to curate (made by `corral embed` and `corral map`); required unless --recognize-only --from")
@@ -16,13 +19,19 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
     p.add_argument("--source-root", action="append", default=[], metavar="DIR", help="a folder curators may start embed jobs in (repeatable; default: any folder in single-user mode, none otherwise)")
     p.add_argument("--no-warm-split", dest="warm_split", action="store_false", help="do not compile the re-clustering code in the background at start-up (the first split then waits for it)")
+    p.add_argument("--offline", action="store_true", help="never download model weights (embed jobs, recognition): sets HF_HUB_OFFLINE=1 for the server")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"), help="server log level (default info)")
     add_recognize_only_args(p)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
+    if args.offline:
+        # The server builds embedders in its jobs and its recognition service; all read this.
+        os.environ["HF_HUB_OFFLINE"] = "1"
     if args.recognize_only:
         return run_recognize_only(args)
     if not args.workspace:
@@ -35,6 +44,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     ws = Path(args.workspace).expanduser().resolve()
     if not ws.is_dir():
         raise CliError(f"--workspace {args.workspace}: no such folder; run `corral embed SOURCE --workspace {args.workspace}` first")
+    if not any((ws / part).exists() for part in WORKSPACE_PARTS):
+        raise CliError(
+            f"--workspace {args.workspace}: not a Corral workspace (it holds none of {', '.join(WORKSPACE_PARTS)}); "
+            f"make one with `corral embed SOURCE --workspace {args.workspace}` and `corral map --workspace {args.workspace}` (or try `corral demo`)"
+        )
     if not 0 < args.port < 65536:
         raise CliError(f"--port {args.port}: expected 1 to 65535")
     users = UserStore(ws)
