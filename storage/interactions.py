@@ -318,6 +318,10 @@ class InteractionStore:
         cols = ("page_id", "curator", "label", "map", "source", "shown_at", "submitted_at", "event_id", "labels_version", "tile_count")
         return [dict(zip(cols, r)) for r in self._conn().execute(q, [*args, limit, offset])]
 
+    def has_page(self, page_id: str) -> bool:
+        """Whether a page with this id is stored."""
+        return self._conn().execute("SELECT 1 FROM pages WHERE page_id = ?", (page_id,)).fetchone() is not None
+
     def count(self) -> tuple[int, int]:
         """(pages, tiles) stored."""
         c = self._conn()

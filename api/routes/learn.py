@@ -69,3 +69,84 @@ def accept(body: AcceptBody, view: Map, ctx: Ctx, user: Writer) -> dict[str, Any
         return store.assign(ids, body.label, user=user.name, exclude=ex_ids, duration_ms=body.duration_ms)
 
     return label_service(ctx).act(view, act, since=body.since)
+
+
+class ReviewTileBody(BaseModel):
+    index: int = Field(description="the tile's point index on the map")
+    row: int = Field(ge=0)
+    col: int = Field(ge=0)
+    order: int = Field(ge=0, description="the tile's place in reading order")
+    decision: str = Field(description='"match" (left alone) or "not" (clicked as not this label)')
+    shown_ms: float | None = None
+    hovers: list[tuple[float, float | None]] = Field(default_factory=list, description="(enter, leave) in ms after the page was shown")
+    clicks: list[tuple[float, float, float]] = Field(default_factory=list, description="(t ms, x, y CSS px inside the tile)")
+    decided_ms: float | None = None
+
+
+class ReviewBody(BaseModel):
+    page_id: str = Field(description="the client's id of this page (a page is recorded once)")
+    label: str
+    labels_version: int = Field(description="the labels version the page's candidates came from")
+    source: str = Field(default="suggested", description='"suggested" (the model\'s group) or "members" (a label\'s own items)')
+    shown_at: float = Field(description="Unix seconds when the page appeared")
+    etag: str | None = None
+    since: int | None = None
+    tiles: list[ReviewTileBody] = Field(min_length=1, max_length=200)
+
+
+def _interactions(ctx: AppContext) -> Any:
+    from corral.storage.interactions import InteractionStore
+
+    store = ctx.extra.get("interactions")
+    if store is None:
+        store = ctx.extra.setdefault("interactions", InteractionStore.open(ctx.workspace))
+    return store
+
+
+@router.post("/api/maps/{name}/review", summary="Submit a review page: name its matching tiles, keep every tile's byproducts")
+def review(body: ReviewBody, view: Map, ctx: Ctx, user: Writer) -> dict[str, Any]:
+    """The tiles left alone get the label and the clicked ones are excluded from it, in one assign;
+    the page's per-tile traces (place, hovers, clicks, time to decision) go to the interactions store
+    with the event id. A page whose candidates came from older labels is refused with 409."""
+    import time
+
+    from corral.storage.interactions import DuplicatePage, InteractionError, ReviewPage, ReviewTile, check_page
+
+    view.require_etag(body.etag)
+    idx = view.check_indices([t.index for t in body.tiles])
+    if len(idx) != len(body.tiles):
+        raise ApiError("tiles: each point may appear once on a page")
+    ids = dict(zip((t.index for t in body.tiles), view.ids_at(np.asarray([t.index for t in body.tiles]))))
+    tiles = tuple(
+        ReviewTile(item_id=ids[t.index], row=t.row, col=t.col, order=t.order, decision=t.decision, shown_ms=t.shown_ms,
+                   hovers=tuple(t.hovers), clicks=tuple(t.clicks), decided_ms=t.decided_ms, point_index=t.index)
+        for t in body.tiles
+    )
+    page = ReviewPage(page_id=body.page_id, label=body.label, map=view.name, source=body.source, shown_at=body.shown_at, submitted_at=time.time(), tiles=tiles)
+    try:
+        check_page(page)  # refuse a bad page before anything is labelled
+    except InteractionError as e:
+        raise ApiError(str(e)) from None
+    store = _interactions(ctx)
+    if store.has_page(body.page_id):
+        raise Conflict(f"page {body.page_id!r} is already stored; a page is recorded once")
+    keep = [ids[t.index] for t in body.tiles if t.decision == "match"]
+    drop = [ids[t.index] for t in body.tiles if t.decision == "not"]
+
+    def act(labels: Any) -> Any:
+        now = int(labels.version())
+        if now != body.labels_version:
+            raise Conflict(f"the page was made for labels version {body.labels_version}; the labels are at {now} now: fetch a new page")
+        if keep:  # one assign of the page minus the clicked tiles
+            return labels.assign(keep + drop, body.label, user=user.name, exclude=drop)
+        return labels.exclude(drop, body.label, user=user.name)
+
+    out = label_service(ctx).act(view, act, since=body.since)
+    from dataclasses import replace
+
+    try:
+        stored = store.record_page(replace(page, event_id=out["event_id"], labels_version=out["version"]), curator=user.name)
+    except DuplicatePage as e:
+        raise Conflict(str(e)) from None
+    out["review"] = {"page_id": body.page_id, "tiles": stored, "named": len(keep), "excluded": len(drop)}
+    return out

@@ -124,3 +124,48 @@ def test_accept_refuses_bad_input_with_a_short_4xx(api):
     assert api.post(url, json={"labels_version": v, "label": "x", "indices": [1]}, headers=api.hdr("viewer")).status_code == 403
     assert api.get(f"/api/maps/{api.map}/learn?limit=0", headers=api.hdr()).status_code == 400
     assert api.get("/api/maps/nope/learn", headers=api.hdr()).status_code == 404
+
+
+def test_review_page_names_the_matches_and_keeps_every_tiles_byproducts(api, tmp_path):
+    from corral.storage.exports import export
+
+    ids = _seed_labels(api)
+    rnd = api.get(f"/api/maps/{api.map}/learn", headers=api.hdr()).json()
+    g = rnd["groups"][0]
+    page = g["indices"][:48]
+    digit = g["label"].split()[-1]
+    tiles = []
+    for k, i in enumerate(page):
+        wrong = api.truth[ids[i]] != digit
+        not_this = wrong or k == 0  # the curator also clicks one right tile away
+        tiles.append({
+            "index": i, "row": k // 8, "col": k % 8, "order": k, "decision": "not" if not_this else "match",
+            "shown_ms": 40.0 + k, "hovers": [[500.0 + 10 * k, 650.0 + 10 * k]],
+            "clicks": [[600.0 + 10 * k, 12.5, 30.0]] if not_this else [], "decided_ms": 600.0 + 10 * k if not_this else 4000.0,
+        })
+    body = {"page_id": "page-1", "label": g["label"], "labels_version": rnd["labels_version"], "shown_at": 1_790_000_000.0, "tiles": tiles}
+    r = api.post(f"/api/maps/{api.map}/review", json=body, headers=api.hdr())
+    assert r.status_code == 200, r.text
+    out = r.json()
+    n_not = sum(t["decision"] == "not" for t in tiles)
+    assert out["kind"] == "assign" and out["review"] == {"page_id": "page-1", "tiles": len(tiles), "named": len(tiles) - n_not, "excluded": n_not}
+    # Sent twice (a retry): refused, nothing labelled twice.
+    again = api.post(f"/api/maps/{api.map}/review", json={**body, "labels_version": out["version"]}, headers=api.hdr())
+    assert again.status_code == 409 and "recorded once" in again.json()["error"]
+    # A page from older labels: refused.
+    stale = api.post(f"/api/maps/{api.map}/review", json={**body, "page_id": "page-2"}, headers=api.hdr())
+    assert stale.status_code == 409
+    # Hostile input: a short 4xx, nothing stored.
+    bad = {**body, "page_id": "page-3", "labels_version": out["version"], "tiles": [{**tiles[0], "decision": "maybe"}]}
+    assert api.post(f"/api/maps/{api.map}/review", json=bad, headers=api.hdr()).status_code == 400
+    dup = {**body, "page_id": "page-4", "labels_version": out["version"], "tiles": [tiles[0], tiles[0]]}
+    assert api.post(f"/api/maps/{api.map}/review", json=dup, headers=api.hdr()).status_code == 400
+    # The byproducts export: one row per tile with its place, hovers, clicks and time to decision.
+    res = export(api.app.state.ctx.workspace, format="interactions", out=tmp_path / "tiles.csv")
+    assert res.rows == len(tiles)
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "tiles.csv").open()))
+    assert rows[0]["curator"] == "curator" and rows[0]["event_id"] == str(out["event_id"]) and rows[0]["decision"] == "not"
+    assert {r["item_id"] for r in rows} == {ids[i] for i in page}
+    assert float(rows[1]["hover_ms"]) == 150.0 and rows[1]["row"] == "0" and rows[1]["col"] == "1"
