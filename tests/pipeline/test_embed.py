@@ -20,14 +20,15 @@ from corral.pipeline.registry import UnknownName, check_name, create_embedder
 from corral.pipeline.weights import WeightsNotFound
 from corral.storage.workspace import Workspace
 from tests.conftest import REPO, shared_data
+from tests.generated import generated_data
 from tests.pipeline.hostile import make_corpus
 
 CFG = dict(progress=False, batch_size=16)
 
 
-def _coil_subset(dest: Path, per_class: int = 3, classes: int = 6) -> list[Path]:
-    """A few real COIL-100 images (copied, so tests can grow or damage the folder)."""
-    src = shared_data("coil100_subset", "images")
+def _object_subset(dest: Path, per_class: int = 3, classes: int = 6) -> list[Path]:
+    """A few generated object images (copied, so tests can grow or damage the folder)."""
+    src = generated_data("images")
     out = []
     for cls in sorted(p for p in src.iterdir() if p.is_dir())[:classes]:
         for f in sorted(cls.iterdir())[:per_class]:
@@ -69,7 +70,7 @@ def test_hostile_corpus_never_stops_the_job(tmp_path):
 
 
 def test_sidecar_and_shards_readable_without_corral(tmp_path):
-    _coil_subset(tmp_path / "src", per_class=2, classes=3)
+    _object_subset(tmp_path / "src", per_class=2, classes=3)
     res = embed(str(tmp_path / "src"), workspace=tmp_path / "ws", config=EmbedConfig(dtype="float16", **CFG))
     side = json.loads((Path(res.embeddings) / "embeddings.json").read_text())
     assert side["model"] == "timm:tf_efficientnet_lite0"
@@ -82,7 +83,7 @@ def test_sidecar_and_shards_readable_without_corral(tmp_path):
 
 
 def test_kill_and_resume_gives_identical_output(tmp_path):
-    _coil_subset(tmp_path / "src", per_class=5, classes=8)  # 40 images, shards of 8
+    _object_subset(tmp_path / "src", per_class=5, classes=8)  # 40 images, shards of 8
     args = [sys.executable, "-m", "corral", "-q", "embed", str(tmp_path / "src"), "--shard-size", "8", "--batch-size", "4", "--workers", "1"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # Uninterrupted reference run.
@@ -111,12 +112,12 @@ def test_kill_and_resume_gives_identical_output(tmp_path):
 
 
 def test_rerun_on_grown_folder_embeds_only_new_items(tmp_path):
-    files = _coil_subset(tmp_path / "src", per_class=2, classes=4)
+    files = _object_subset(tmp_path / "src", per_class=2, classes=4)
     first = embed(str(tmp_path / "src"), workspace=tmp_path / "ws", config=EmbedConfig(**CFG))
     assert first.embedded == len(files)
     again = embed(str(tmp_path / "src"), workspace=tmp_path / "ws", config=EmbedConfig(**CFG))
     assert again.embedded == 0 and again.already_done == len(files)
-    _coil_subset(tmp_path / "more", per_class=3, classes=5)
+    _object_subset(tmp_path / "more", per_class=3, classes=5)
     shutil.copytree(tmp_path / "more", tmp_path / "src", dirs_exist_ok=True)
     grown = embed(str(tmp_path / "src"), workspace=tmp_path / "ws", config=EmbedConfig(**CFG))
     # 5 classes x 3 now, of which 4 x 2 were there before.
@@ -126,7 +127,7 @@ def test_rerun_on_grown_folder_embeds_only_new_items(tmp_path):
 
 
 def test_manifest_with_labels_and_metadata(tmp_path):
-    files = _coil_subset(tmp_path / "src", per_class=2, classes=2)
+    files = _object_subset(tmp_path / "src", per_class=2, classes=2)
     man = tmp_path / "manifest.csv"
     rows = ["uri,label,photographer"] + [f"{f.relative_to(tmp_path)},{f.parent.name},ann" for f in files] + ["src/missing.png,ghost,bob"]
     man.write_text("\n".join(rows) + "\n")
@@ -142,7 +143,7 @@ def test_s3_prefix_against_a_real_server(tmp_path, s3_server):
 
     s3 = boto3.client("s3", endpoint_url=s3_server)
     s3.create_bucket(Bucket="photos")
-    files = _coil_subset(tmp_path / "src", per_class=2, classes=3)
+    files = _object_subset(tmp_path / "src", per_class=2, classes=3)
     for f in files:
         s3.upload_file(str(f), "photos", f"set1/{f.parent.name}/{f.name}")
     s3.put_object(Bucket="photos", Key="set1/broken.jpg", Body=b"not an image at all")
@@ -168,7 +169,7 @@ def test_device_jpeg_decoder_matches_cpu_decoder(tmp_path):
 
     src = tmp_path / "src"
     src.mkdir()
-    for i, f in enumerate(_coil_subset(tmp_path / "raw", per_class=1, classes=4)):
+    for i, f in enumerate(_object_subset(tmp_path / "raw", per_class=1, classes=4)):
         img = Image.open(f).convert("RGB").resize((300, 220))
         (src / f"{i}.jpg").write_bytes(jpeg_with_orientation(img, 6 if i % 2 else 1))
     a = embed(str(src), workspace=tmp_path / "a", config=EmbedConfig(gpu_decode=False, **CFG))
@@ -183,7 +184,7 @@ def test_device_jpeg_decoder_matches_cpu_decoder(tmp_path):
 
 
 def test_cli_summary_line(tmp_path):
-    _coil_subset(tmp_path / "src", per_class=1, classes=3)
+    _object_subset(tmp_path / "src", per_class=1, classes=3)
     (tmp_path / "src" / "junk.jpg").write_bytes(b"")
     out = subprocess.run(
         [sys.executable, "-m", "corral", "embed", str(tmp_path / "src"), "--workspace", str(tmp_path / "ws")],
