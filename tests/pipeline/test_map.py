@@ -1,4 +1,6 @@
-"""The map on real data: COIL-20 embedded with the pretrained model, mapped once per session."""
+"""The map on real data: COIL-20 embedded with the pretrained model, mapped once per session
+(quality; skipped without the evaluation set), and the generated object set (the map's contract
+and splitting, which run everywhere)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,15 @@ def coil20_map(coil20_workspace):
 
 
 @pytest.fixture(scope="session")
+def objects_map(generated_workspace, tmp_path_factory):
+    """The default map of the generated object set (8 objects x 36 poses), in its own copy."""
+    ws = tmp_path_factory.mktemp("objects-map") / "ws"
+    shutil.copytree(generated_workspace, ws, ignore=shutil.ignore_patterns("maps", "cache", "labels.sqlite*", "users.json"))
+    res = build_map(workspace=ws)
+    return ws, res, read_map(ws, res.name)
+
+
+@pytest.fixture(scope="session")
 def partial_workspace(coil20_workspace, tmp_path_factory) -> Path:
     """COIL-20 minus a few poses of two objects, mapped; the poses are embedded later by a test."""
     src = Workspace(coil20_workspace).default_embedding_set()
@@ -73,12 +84,12 @@ def test_coil20_clusters_match_the_objects(coil20_map, coil20_workspace):
     assert 15 <= res.clusters <= 30
 
 
-def test_map_folder_follows_the_contract(coil20_map, coil20_workspace):
-    res, m = coil20_map
+def test_map_folder_follows_the_contract(objects_map):
+    _, res, m = objects_map
     for f in POINT_SCHEMA:
         assert m.points.schema.field(f.name).type == f.type
     dims = m.meta["params"]["cluster_dims"]
-    assert dims == 10 and m.cluster_coords().shape == (1440, 10)
+    assert res.points == 288 and dims == 10 and m.cluster_coords().shape == (288, 10)
     assert not m.points.column("is_new").to_numpy(zero_copy_only=False).any()
     p = m.points.column("probability").to_numpy()
     o = m.points.column("outlier_score").to_numpy()
@@ -100,14 +111,14 @@ def test_map_folder_follows_the_contract(coil20_map, coil20_workspace):
     assert set(res.summary()["seconds"]) == {"knn", "umap", "cluster"}
 
 
-def test_split_separates_two_merged_objects(coil20_map, coil20_workspace):
-    _, m = coil20_map
-    obj = _object_of(coil20_workspace)
+def test_split_separates_two_merged_objects(objects_map):
+    ws, _, m = objects_map
+    obj = _object_of(ws)
     ids = np.array(m.points.column("id").to_pylist(), dtype=object)
     labels = m.points.column("cluster").to_numpy()
     # Two whole clusters thrown together must come apart again, each part (nearly) one object.
     sel = ids[(labels == 1) | (labels == 2)]
-    parts = recluster(workspace=coil20_workspace, map_name=m.name, ids=list(sel))
+    parts = recluster(workspace=ws, map_name=m.name, ids=list(sel))
     assert len(parts) >= 2
     assert sum(p.size for p in parts) == len(sel)
     for p in parts[:2]:
@@ -115,8 +126,8 @@ def test_split_separates_two_merged_objects(coil20_map, coil20_workspace):
         assert max(names.count(n) for n in set(names)) / len(names) >= 0.9
         assert set(p.exemplars) <= set(p.ids)
     with pytest.raises(ValueError, match="not on map"):
-        recluster(workspace=coil20_workspace, map_name=m.name, ids=["nope", *sel[:5]])
-    three = recluster(workspace=coil20_workspace, map_name=m.name, ids=list(sel[:3]))
+        recluster(workspace=ws, map_name=m.name, ids=["nope", *sel[:5]])
+    three = recluster(workspace=ws, map_name=m.name, ids=list(sel[:3]))
     assert len(three) == 1 and three[0].size == 3
 
 
