@@ -6,7 +6,8 @@ on two cores), because almost none of their ``@njit`` functions ask for ``cache=
 cache a function whose dispatcher was created with ``cache=True``, so :func:`enable` makes that
 the default for every ``numba.njit`` / ``numba.jit`` decorated *after* it is called, and points
 ``NUMBA_CACHE_DIR`` at the user cache folder unless the user chose one. It must therefore run
-before those libraries are imported; the ``corral`` command calls it first thing.
+before those libraries are imported; the ``corral`` command calls it before running ``map``,
+``demo`` or ``serve`` (the commands whose work reaches them; ``python -m corral`` is the same entry).
 
 A function numba cannot cache (one that closes over dynamic globals, say) is compiled as before
 with a warning numba itself silences to debug level; nothing changes for it.
