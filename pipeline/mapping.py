@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +25,7 @@ import pyarrow as pa
 
 from corral.pipeline.cluster import Clustering, HdbscanParams, cluster_points, extend_state, predict
 from corral.pipeline.knn import FaissParams, knn_graph, knn_query
-from corral.pipeline.project import UmapParams, fuzzy_graph, initial_layout, layout, place
+from corral.pipeline.project import UmapParams, fuzzy_graph, initial_layout, label_target, layout, place
 from corral.pipeline.recluster import SubCluster, recluster
 from corral.storage.maps import clusters_table, points_table, read_map, read_state, write_map
 from corral.storage.workspace import EmbeddingSet, Workspace, WorkspaceError
@@ -141,8 +142,13 @@ def _now() -> str:
 # Building
 
 
-def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = None, config: MapConfig | None = None) -> MapResult:
-    """Make (or remake) the map of one embedding set; see the module docstring."""
+def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = None, config: MapConfig | None = None, labels: Mapping[str, str] | None = None, target_weight: float = 0.5) -> MapResult:
+    """Make (or remake) the map of one embedding set; see the module docstring.
+
+    ``labels`` (item id -> label) lays the map out with them as a partial target (umap-learn's
+    semi-supervised mode: unlabelled items stay -1), so what is left separates from what is named;
+    ``target_weight`` is umap-learn's weight of the labels against the embeddings.
+    """
     cfg = config or MapConfig()
     cfg.validate()
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
@@ -170,6 +176,10 @@ def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = Non
         knn_info = {"method": g.method, "k": k}
         t0 = time.perf_counter()
         graph = fuzzy_graph(g.indices, g.distances, params=cfg.umap, seed=cfg.seed)
+        if labels:
+            codes = {lb: k for k, lb in enumerate(sorted(set(labels.values())))}
+            target = np.fromiter((codes.get(labels.get(i), -1) for i in ids.tolist()), np.int64, n)
+            graph = label_target(graph, target, target_weight=target_weight)
         parts["fuzzy_graph"] = time.perf_counter() - t0
         cc, start = None, None
         if dims:
@@ -213,6 +223,8 @@ def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = Non
         "created_at": _now(),
         "updates": [],
     }
+    if labels:
+        meta["target"] = {"labelled": int(sum(1 for i in ids.tolist() if i in labels)), "labels": len(set(labels.values())), "target_weight": target_weight}
     path = ws.map_dir(name)
     write_map(path, points=points, clusters=clusters, meta=meta, state=clu.state)
     return MapResult(name=path.name, path=path, points=n, clusters=clu.n_clusters, noise_fraction=noise, seconds=seconds, skipped=skipped, meta=meta)

@@ -106,6 +106,19 @@ def fuzzy_graph(indices: np.ndarray, distances: np.ndarray, *, params: UmapParam
     return graph.tocoo()
 
 
+def label_target(graph: Any, target: np.ndarray, *, target_weight: float = 0.5) -> Any:
+    """umap-learn's semi-supervised step on a fuzzy graph: edges between items of different labels are
+    weakened (by ``far_dist = 2.5 / (1 - target_weight)``, umap-learn's rule), edges touching an
+    unlabelled item (``target`` -1) are left as the embeddings made them. Returns the new graph (COO)."""
+    from umap.umap_ import discrete_metric_simplicial_set_intersection
+
+    if not 0.0 <= target_weight <= 1.0:
+        raise ValueError(f"target_weight={target_weight!r}: must be in [0, 1] (0: the labels barely count, 1: fully)")
+    far = 2.5 * (1.0 / (1.0 - target_weight)) if target_weight < 1.0 else 1.0e12
+    g = graph.tocoo(copy=True)
+    return discrete_metric_simplicial_set_intersection(g, np.ascontiguousarray(target, np.int64), far_dist=far).tocoo()
+
+
 def resolve_backend(backend: str, *, device: str = "auto") -> str:
     """The optimiser ``backend`` stands for on this machine."""
     if backend not in LAYOUT_BACKENDS:

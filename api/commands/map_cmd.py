@@ -16,6 +16,8 @@ def _add_map(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", "-w", required=True, help="workspace folder holding the embeddings")
     p.add_argument("--embeddings", default=None, help="embedding set name (default: the most recent one)")
     p.add_argument("--name", default=None, help="map name (default: the embedding set's name)")
+    p.add_argument("--with-labels", action="store_true", help="lay the map out with the labels so far as a partial target (UMAP's semi-supervised mode), so what is left separates; writes a new map (default name <set>-labels-v<store version>), the old one stays")
+    p.add_argument("--target-weight", type=float, default=0.5, help="with --with-labels: weight of the labels against the embeddings, 0..1 (default 0.5, umap-learn's)")
     p.add_argument("--update", action="store_true", help="place items embedded since the map was made onto it, moving no existing point")
     p.add_argument("--n-neighbors", type=int, default=None, help="UMAP n_neighbors, also the k of the kNN graph (default 15)")
     p.add_argument("--min-dist", type=float, default=None, help="UMAP min_dist of the 2-D map (default 0.1)")
@@ -114,8 +116,25 @@ def _run_map(args: argparse.Namespace) -> int:
     from corral.pipeline.mapping import build_map, update_map
 
     cfg = config_from_args(args)
+    if args.update and args.with_labels:
+        raise CliError("--update places new items on a map as it is; --with-labels makes a new map: use one of them")
     if args.update:
         res = update_map(workspace=args.workspace, embeddings=args.embeddings, map_name=args.name, config=cfg)
+    elif args.with_labels:
+        from dataclasses import replace
+
+        from corral.storage.labels import LabelStore
+        from corral.storage.workspace import Workspace
+
+        ws = Workspace(args.workspace)
+        with LabelStore.open(ws) as store:
+            snap = store.snapshot()
+        labels = {i: v[0] for i, v in snap.items.items()}
+        if len({*labels.values()}) < 2:
+            raise CliError(f"--with-labels needs at least 2 labels to lay the map out by; the store has {len({*labels.values()})}")
+        if not args.name:
+            cfg = replace(cfg, name=f"{ws.default_embedding_set(args.embeddings).name}-labels-v{snap.version}")
+        res = build_map(workspace=ws, embeddings=args.embeddings, config=cfg, labels=labels, target_weight=args.target_weight)
     else:
         res = build_map(workspace=args.workspace, embeddings=args.embeddings, config=cfg)
     if not args.quiet:
