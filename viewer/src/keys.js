@@ -16,6 +16,9 @@ export const SHORTCUTS = [
   ['M', 'merge the selection\'s label into another'],
   ['D', 'remove (delete) the selection\'s label'],
   ['A', 'accept the top suggestion'],
+  ['G', 'the learning loop: suggested groups, hard items, possible label errors'],
+  ['Enter / A (Learn)', 'accept the suggested group minus the tiles marked "not this"'],
+  ['N (Learn)', 'skip to the next suggested group'],
   ['C', 'colour by cluster / by label'],
   ['U', 'show only unlabelled items'],
   ['T', 'thumbnails on / off'],
@@ -37,11 +40,13 @@ export function bindKeys(handlers) {
     if (ctrl && (k === 'z' || k === 'Z')) fn = ev.shiftKey ? handlers.redo : handlers.undo;
     else if (ctrl && (k === 'y' || k === 'Y')) fn = handlers.redo;
     else if (ctrl || ev.altKey) return;
-    else {
+    else if (handlers.learnActive && handlers.learnActive() && ['Enter', 'a', 'A', 'n', 'N'].includes(k)) {
+      fn = k === 'Enter' || k.toLowerCase() === 'a' ? handlers.learnAccept : handlers.learnNext; // while a group is shown
+    } else {
       fn = {
         Enter: handlers.name, n: handlers.name, l: handlers.lasso, p: handlers.pan, e: handlers.excludeMarked,
         i: handlers.includeMarked, s: handlers.split, Backspace: handlers.unlabel, Delete: handlers.unlabel,
-        r: handlers.rename, m: handlers.merge, d: handlers.remove, a: handlers.accept, c: handlers.colour,
+        r: handlers.rename, m: handlers.merge, d: handlers.remove, a: handlers.accept, c: handlers.colour, g: handlers.learn,
         u: handlers.onlyUnlabelled, t: handlers.thumbnails, z: handlers.zoom, '/': handlers.search,
         Escape: handlers.escape, '?': handlers.help, ArrowLeft: handlers.prev, ArrowRight: handlers.next,
       }[k.length === 1 ? k.toLowerCase() : k];

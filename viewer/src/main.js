@@ -13,6 +13,7 @@ import { Search } from './search.js';
 import { Sync } from './sync.js';
 import { JobsPanel } from './jobs.js';
 import { Suggestions } from './suggest.js';
+import { LearnPanel } from './learn.js';
 import { bindKeys, SHORTCUTS } from './keys.js';
 import { $, el, toast } from './ui.js';
 
@@ -109,8 +110,9 @@ function wire(view) {
   const search = new Search(store, view, $('#search'));
   const sugg = new Suggestions(store, actions, $('#suggestions'));
   const sync = new Sync(store, actions);
+  const learn = new LearnPanel(store, actions, $('#learn-panel'));
   new JobsPanel(store, $('#jobs-panel'), { onMapDone: () => toast('the map is rebuilt: reload the page to see it') });
-  Object.assign(hooks, { actions, panel, names, labels, sync, search });
+  Object.assign(hooks, { actions, panel, names, labels, sync, search, learn });
   labels.render();
 
   store.on('selection', () => view.invalidateColors());
@@ -138,6 +140,7 @@ function wire(view) {
   $('#undo').onclick = () => actions.undo();
   $('#redo').onclick = () => actions.redo();
   $('#fit').onclick = () => { view.camera.fit(); view.requestRender(); };
+  $('#learn-button').onclick = () => learn.toggle();
   $('#help-button').onclick = () => $('#help').showModal();
   $('#lightbox-prev').onclick = () => panel.step(-1);
   $('#lightbox-next').onclick = () => panel.step(1);
@@ -157,6 +160,10 @@ function wire(view) {
     merge: () => labels.merge(),
     remove: () => labels.remove(),
     accept: () => sugg.acceptTop(),
+    learn: () => learn.toggle(),
+    learnActive: () => learn.active,
+    learnAccept: () => learn.accept(),
+    learnNext: () => learn.next(),
     colour: () => setMode(store.mode === 'cluster' ? 'label' : 'cluster'),
     onlyUnlabelled: () => setOnlyUnlabelled(!store.onlyUnlabelled),
     thumbnails: () => { store.thumbnails = !store.thumbnails; view.requestRender(); },

@@ -1,0 +1,127 @@
+"""The learning loop in the viewer, in headless Chromium against the real server, on a real map of
+scikit-learn's digits: open the Learn panel, read the model's figures, mark one tile of the suggested
+group as "not this", accept the rest with the keyboard, and find them named in one event; the panel
+says what it named and moves on to the next group; the label-errors queue shows its tiles."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.conftest import LiveServer
+from tests.api.viewer_helpers import open_viewer, wait_ready
+from tests.digits import digits_workspace
+
+pytestmark = pytest.mark.browser
+
+SHOTS = os.environ.get("CORRAL_SCREENSHOTS")
+
+
+def shot(page, name: str) -> None:
+    """A screenshot of the page to ``$CORRAL_SCREENSHOTS`` when that is set."""
+    if SHOTS:
+        page.wait_for_timeout(300)
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / name))
+
+
+@pytest.fixture(scope="module")
+def digits_viewer(tmp_path_factory):
+    """The digits mapped, served by the real app, with 8 random items of each digit named."""
+    from corral.api.auth import UserStore
+
+    built, truth = digits_workspace(tmp_path_factory.mktemp("learn-digits"))
+    root = tmp_path_factory.mktemp("learn-viewer") / "ws"
+    shutil.copytree(built, root, ignore=shutil.ignore_patterns("labels.sqlite*", "users.json"))
+    users = UserStore(root)
+    token = users.add("ana", role="curator")
+    with LiveServer(root) as srv:
+        api = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        name = api.get("/api/maps").json()["maps"][0]["name"]
+        ids = srv.server.config.app.state.ctx.maps.get(name).ids.to_pylist()  # the viewer's point order
+        by_class: dict[str, list[int]] = {}
+        for k, i in enumerate(ids):
+            by_class.setdefault(truth[i], []).append(k)
+        rng = random.Random(0)
+        for c, idx in sorted(by_class.items()):
+            r = api.post(f"/api/maps/{name}/actions/assign", json={"indices": rng.sample(idx, 8), "label": f"digit {c}"})
+            assert r.status_code == 200, r.text
+        yield srv, token, api, name, ids
+        api.close()
+
+
+def test_accept_a_suggested_group_minus_a_marked_tile(browser, digits_viewer):
+    from corral.api.deps import label_service
+
+    srv, token, api, name, ids = digits_viewer
+    with open_viewer(browser, srv.url, token) as page:
+        wait_ready(page)
+        page.keyboard.press("g")
+        page.wait_for_function("() => document.querySelectorAll('#learn-grid .tile').length > 1", timeout=60_000)
+        figures = page.locator("#learn-figures").inner_text()
+        assert "held-out accuracy" in figures and "estimated on what is left" in figures and "unlabelled" in figures
+        assert "80" in figures  # labelled so far
+        rnd = api.get(f"/api/maps/{name}/learn").json()
+        group = page.evaluate("() => ({ label: window.__corral.learn.group.label, indices: window.__corral.learn.group.indices })")
+        assert group["label"] == rnd["groups"][0]["label"] and group["indices"] == rnd["groups"][0]["indices"]
+        # least sure first: the first tile is the group's least sure item; mark the second as "not this"
+        marked = group["indices"][1]
+        page.locator(f'#learn-grid .tile[data-i="{marked}"]').click()
+        assert page.locator("#learn-grid .tile.marked").count() == 1
+        shot(page, "viewer-learn.png")
+        version = rnd["labels_version"]
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('#learn-message').textContent.startsWith('named')", timeout=60_000)
+        n = len(group["indices"]) - 1
+        assert page.locator("#learn-message").inner_text().startswith(f'named {n:,} as "{group["label"]}"')
+        # one event named the group minus the marked tile (and recorded the mark as an exclusion)
+        events = api.get("/api/events", params={"since": version}).json()["events"]
+        assert len(events) == 1 and events[0]["kind"] == "assign", events
+        snap = label_service(srv.server.config.app.state.ctx).store.snapshot()
+        named = {ids[i] for i in group["indices"] if i != marked}
+        assert all(snap.items[i][0] == group["label"] for i in named)
+        assert snap.items.get(ids[marked], (None,))[0] != group["label"]
+        assert group["label"] in snap.exclusions.get(ids[marked], [])
+        # the panel fetched the new round and shows its best group, without the items just named
+        page.wait_for_function(
+            "(v) => { const l = window.__corral.learn; return l.round && l.round.labels_version > v && l.group; }", arg=version, timeout=60_000
+        )
+        now = page.evaluate("() => window.__corral.learn.group.indices")
+        assert now != group["indices"] and not set(now) & {i for i in group["indices"] if i != marked}
+        assert page.locator("#learn-figures").inner_text().count(f"{80 + n}") >= 1
+        assert f"{float(n):.1f} items labelled per action" in page.locator("#learn-session").inner_text()
+        shot(page, "viewer-learn-next.png")
+        # N skips to another group
+        before = page.evaluate("() => window.__corral.learn.pos")
+        if page.evaluate("() => window.__corral.learn.round.groups.length") > 1:
+            page.keyboard.press("n")
+            assert page.evaluate("() => window.__corral.learn.pos") != before
+        # the label-errors queue renders its tiles, with the model's and the current label
+        page.locator("#learn-tab-issues").click()
+        issues = page.evaluate("() => window.__corral.learn.round.issues")
+        assert page.locator("#learn-grid .tile").count() == len(issues)
+        if issues:
+            tile = page.locator("#learn-grid .tile").first
+            assert f"model: {issues[0]['label']}" in tile.inner_text() and f"now: {issues[0]['current']}" in tile.inner_text()
+            shot(page, "viewer-learn-issues.png")
+            tile.click()
+            page.wait_for_function("() => window.__corral.selectedCount() === 1")
+            assert page.evaluate("() => window.__corral.store.selection.list()[0]") == issues[0]["index"]
+        # a round made old by another change is refused: the panel says so and fetches the new round
+        page.locator("#learn-tab-groups").click()
+        old = page.evaluate("() => window.__corral.learn.round.labels_version")
+        free = next(k for k, i in enumerate(ids) if i not in snap.items and k not in now)
+        assert api.post(f"/api/maps/{name}/actions/assign", json={"indices": [free], "label": "digit 0"}).status_code == 200
+        page.keyboard.press("a")
+        page.wait_for_function("() => document.querySelector('#learn-message').textContent.includes('labels changed')", timeout=30_000)
+        page.wait_for_function("(v) => window.__corral.learn.round.labels_version > v", arg=old, timeout=60_000)
+        # the help lists the loop's keys
+        page.keyboard.press("?")
+        help_text = page.locator("#help-list").inner_text()
+        assert "learning loop" in help_text and "next suggested group" in help_text
+        assert not [e for e in page.errors if "409 (Conflict)" not in e], page.errors  # the refused old round is expected
