@@ -85,13 +85,40 @@ def enable() -> Path | None:
     early = [name for name in LIBRARIES if name in sys.modules]
     if early:
         logger.info("%s imported before the numba cache was enabled; their kernels compile this run", ", ".join(early))
-    import numba
+    if "numba" in sys.modules:
+        _patch(sys.modules["numba"])
+    else:  # patch numba when something imports it, so a command that never compiles never loads it
+        sys.meta_path.insert(0, _PatchOnImport())
+    _ENABLED = True
+    return folder
 
+
+def _patch(numba: Any) -> None:
     if not getattr(numba.njit, "__corral_cached__", False):
         numba.njit = _with_cache(numba.njit)
         numba.jit = _with_cache(numba.jit)
-    _ENABLED = True
-    return folder
+
+
+class _PatchOnImport:
+    """A one-shot import hook: numba's own loader runs, then :func:`_patch` on the fresh module."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "numba":
+            return None
+        import importlib.machinery
+
+        sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            run(module)
+            _patch(module)
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
 
 
 def is_warm(folder: Path | None = None) -> bool:
