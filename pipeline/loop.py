@@ -175,3 +175,20 @@ class RoundCache:
 
     def latest(self, map_name: str) -> Round | None:
         return self._rounds.get(map_name)
+
+
+def next_groups(cluster: np.ndarray, labelled: np.ndarray, suggested: list[np.ndarray] | None = None, labels: list[str] | None = None, *, limit: int = 20) -> list[dict[str, Any]]:
+    """What to name next, best first: the round's suggested groups (largest first), then the map's
+    clusters by how many unlabelled points they still hold (their unlabelled points). Rows index the
+    same arrays as ``cluster`` and ``labelled``; the viewer offers ``[0]`` after every naming."""
+    out: list[dict[str, Any]] = []
+    for rows, lb in zip(suggested or [], labels or []):
+        if len(rows):
+            out.append({"kind": "suggested", "label": lb, "rows": np.asarray(rows)})
+    free = ~np.asarray(labelled, bool) & (cluster >= 0)
+    counts = np.bincount(cluster[free], minlength=int(cluster.max()) + 1 if len(cluster) else 0)
+    for c in np.lexsort((np.arange(len(counts)), -counts)):
+        if counts[c] == 0 or len(out) >= limit:
+            break
+        out.append({"kind": "cluster", "cluster": int(c), "rows": np.flatnonzero(free & (cluster == c))})
+    return out[:limit]

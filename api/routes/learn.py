@@ -29,6 +29,12 @@ class AcceptBody(ActionBase):
     exclude: list[int] = Field(default_factory=list, description="points of the group that are not this label")
 
 
+def next_groups(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    from corral.pipeline.loop import next_groups as rule
+
+    return rule(*args, **kwargs)
+
+
 def _cache(ctx: AppContext) -> Any:
     from corral.pipeline.loop import RoundCache
 
@@ -44,16 +50,25 @@ def learn_round(view: Map, ctx: Ctx, user: Reader, limit: int = 200) -> dict[str
 
     if not 1 <= limit <= 1000:
         raise ApiError("limit: must be between 1 and 1000")
-    store = label_service(ctx).store
+    svc = label_service(ctx)
+    store = svc.store
+    labelled = svc.for_map(view).label > 0
     try:
         rnd = _cache(ctx).get(view.name, store)
     except LearnError as e:
-        return {"map": view.name, "ready": False, "reason": str(e), "labels_version": int(store.version())}
+        nxt = next_groups(view.cluster, labelled)
+        return {"map": view.name, "ready": False, "reason": str(e), "labels_version": int(store.version()), "next": _next_json(nxt)}
     if len(rnd.ids) != view.n:
         raise Conflict(f"map {view.name!r} changed while the round was computed; ask again")
     position = np.empty(view.n, dtype=np.int64)
     position[view.order] = np.arange(view.n)  # points-file row -> the viewer's point index
-    return {"ready": True, "etag": view.etag, **rnd.to_json(limit=limit, position=position)}
+    groups = rnd.result.groups
+    nxt = next_groups(view.cluster, labelled, [position[g.rows] for g in groups], [g.label for g in groups])
+    return {"ready": True, "etag": view.etag, **rnd.to_json(limit=limit, position=position), "next": _next_json(nxt)}
+
+
+def _next_json(nxt: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**{k: v for k, v in e.items() if k != "rows"}, "indices": np.asarray(e["rows"]).tolist()} for e in nxt]
 
 
 @router.post("/api/maps/{name}/learn/accept", summary="Accept a suggested group (minus exclusions): an ordinary assign")

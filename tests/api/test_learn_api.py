@@ -66,6 +66,12 @@ def test_too_few_labels_says_what_it_needs(api):
     assert r.status_code == 200
     body = r.json()
     assert body["ready"] is False and "at least 2 labels" in body["reason"] and "labels so far: none" in body["reason"]
+    # Even without a model the viewer knows what to offer next: the map's biggest unlabelled cluster.
+    view = api.app.state.ctx.maps.get(api.map)
+    first = body["next"][0]
+    assert first["kind"] == "cluster" and sorted(first["indices"]) == sorted(int(i) for i in (view.cluster == first["cluster"]).nonzero()[0])
+    sizes = [len(e["indices"]) for e in body["next"]]
+    assert sizes == sorted(sizes, reverse=True)
 
 
 def test_suggested_group_is_accepted_in_one_action_and_the_model_retrains(api):
@@ -79,6 +85,8 @@ def test_suggested_group_is_accepted_in_one_action_and_the_model_retrains(api):
     g = rnd["groups"][0]
     assert g["confidence"] == sorted(g["confidence"])  # least sure first
     assert all(c >= rnd["bar"] for c in g["confidence"]) and [ids[i] for i in g["indices"]] == g["ids"]
+    assert rnd["next"][0] == {"kind": "suggested", "label": g["label"], "indices": g["indices"]}
+    assert {e["kind"] for e in rnd["next"]} == {"suggested", "cluster"}
     # The suggestions are mostly right: the model claims its bar, the truth agrees.
     named = [(i, grp["label"].split()[-1]) for grp in rnd["groups"] for i in grp["ids"]]
     assert sum(api.truth[i] == c for i, c in named) / len(named) >= 0.95
