@@ -177,18 +177,34 @@ class RoundCache:
         return self._rounds.get(map_name)
 
 
-def next_groups(cluster: np.ndarray, labelled: np.ndarray, suggested: list[np.ndarray] | None = None, labels: list[str] | None = None, *, limit: int = 20) -> list[dict[str, Any]]:
+def next_groups(cluster: np.ndarray, labelled: np.ndarray, suggested: list[np.ndarray] | None = None, labels: list[str] | None = None, *, cohesion: np.ndarray | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """What to name next, best first: the round's suggested groups (largest first), then the map's
-    clusters by how many unlabelled points they still hold (their unlabelled points). Rows index the
-    same arrays as ``cluster`` and ``labelled``; the viewer offers ``[0]`` after every naming."""
+    clusters by how many unlabelled points they still hold times their cohesion (``cohesion[c]``,
+    the clusters table's mean cosine to the cluster's direction: a clean cluster names in one go,
+    a mixed one needs work), with their unlabelled points. Rows index the same arrays as
+    ``cluster`` and ``labelled``; the viewer offers ``[0]`` after every naming."""
     out: list[dict[str, Any]] = []
     for rows, lb in zip(suggested or [], labels or []):
         if len(rows):
             out.append({"kind": "suggested", "label": lb, "rows": np.asarray(rows)})
     free = ~np.asarray(labelled, bool) & (cluster >= 0)
     counts = np.bincount(cluster[free], minlength=int(cluster.max()) + 1 if len(cluster) else 0)
-    for c in np.lexsort((np.arange(len(counts)), -counts)):
+    weight = np.ones(len(counts)) if cohesion is None else np.clip(np.resize(np.asarray(cohesion, np.float64), len(counts)), 0.0, 1.0)
+    value = counts * weight
+    for c in np.lexsort((np.arange(len(counts)), -value)):
         if counts[c] == 0 or len(out) >= limit:
-            break
+            continue
         out.append({"kind": "cluster", "cluster": int(c), "rows": np.flatnonzero(free & (cluster == c))})
     return out[:limit]
+
+
+def cohesion_by_cluster(clusters: Any) -> np.ndarray:
+    """A map's clusters table -> cohesion indexed by cluster id (1.0 where the table has none)."""
+    ids = np.asarray(clusters.column("cluster").to_pylist(), dtype=np.int64)
+    out = np.ones(int(ids.max()) + 1 if len(ids) else 0)
+    if "cohesion" in clusters.column_names:
+        vals = clusters.column("cohesion").to_pylist()
+        for c, v in zip(ids.tolist(), vals):
+            if c >= 0 and v is not None:
+                out[c] = float(v)
+    return out

@@ -35,6 +35,12 @@ def next_groups(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
     return rule(*args, **kwargs)
 
 
+def _cohesion(view: Any) -> np.ndarray:
+    from corral.pipeline.loop import cohesion_by_cluster
+
+    return cohesion_by_cluster(view.clusters)
+
+
 def _cache(ctx: AppContext) -> Any:
     from corral.pipeline.loop import RoundCache
 
@@ -56,14 +62,14 @@ def learn_round(view: Map, ctx: Ctx, user: Reader, limit: int = 200) -> dict[str
     try:
         rnd = _cache(ctx).get(view.name, store)
     except LearnError as e:
-        nxt = next_groups(view.cluster, labelled)
+        nxt = next_groups(view.cluster, labelled, cohesion=_cohesion(view))
         return {"map": view.name, "ready": False, "reason": str(e), "labels_version": int(store.version()), "next": _next_json(nxt)}
     if len(rnd.ids) != view.n:
         raise Conflict(f"map {view.name!r} changed while the round was computed; ask again")
     position = np.empty(view.n, dtype=np.int64)
     position[view.order] = np.arange(view.n)  # points-file row -> the viewer's point index
     groups = rnd.result.groups
-    nxt = next_groups(view.cluster, labelled, [position[g.rows] for g in groups], [g.label for g in groups])
+    nxt = next_groups(view.cluster, labelled, [position[g.rows] for g in groups], [g.label for g in groups], cohesion=_cohesion(view))
     return {"ready": True, "etag": view.etag, **rnd.to_json(limit=limit, position=position), "next": _next_json(nxt)}
 
 
