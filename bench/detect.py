@@ -41,7 +41,7 @@ from bench.common import emit_result, peak_rss_mib  # noqa: E402
 
 def make_photos(folder: Path, count: int, *, seed: int = 0) -> int:
     """``count`` group photos of 4 ORL faces each; returns the number of faces pasted."""
-    from tests.pipeline.groups import compose, orl_photos
+    from bench.groups import compose, orl_photos
 
     data = Path(os.environ.get("CORRAL_SHARED", REPO.parent / "shared")) / "data" / "orl_faces" / "images"
     photos = orl_photos(data, people=40, photos=range(10), seed=seed)

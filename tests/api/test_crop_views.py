@@ -16,7 +16,7 @@ from corral.pipeline.embed import EmbedConfig, embed
 from corral.storage.crops import split_crop_uri
 from corral.storage.workspace import Workspace
 from tests.conftest import shared_data
-from tests.pipeline.groups import compose, orl_photos
+from bench.groups import compose, orl_photos
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from corral.pipeline.embed import EmbedConfig, embed
 from corral.pipeline.weights import WeightsNotFound
 from corral.storage.workspace import Workspace
 from tests.conftest import shared_data
-from tests.pipeline.groups import compose, face_box, iou, orl_photos
+from bench.groups import compose, face_box, iou, orl_photos
 from tests.pipeline.hostile import make_corpus
 
 FACE_CFG = dict(progress=False, batch_size=8, model="dlib:face-resnet")
