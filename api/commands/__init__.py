@@ -6,3 +6,4 @@ from corral.api.commands import export_cmd, labels_cmd, publish_cmd  # noqa: F40
 from corral.api.commands import index_cmd  # noqa: F401
 from corral.api.commands import map_cmd  # noqa: F401
 from corral.api.commands import learn_cmd  # noqa: F401
+from corral.api.commands import evaluate_cmd  # noqa: F401
