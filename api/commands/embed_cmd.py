@@ -85,6 +85,13 @@ def _run_embed(args: argparse.Namespace) -> int:
             )
         if res.skipped:
             sys.stderr.write(f"  the skipped files and reasons are listed in {args.workspace}/skipped.csv\n")
+        if res.embedded and not res.detection:
+            from corral.pipeline.facehint import face_hint
+            from corral.storage.workspace import Workspace
+
+            hint = face_hint(Workspace(args.workspace), res.model)
+            if hint:
+                sys.stderr.write(f"  hint: {hint}\n")
     emit(res.summary())
     if res.items and not (res.embedded or res.already_done or res.duplicates):
         reasons = ", ".join(f"{k} {v}" for k, v in res.skipped_by_reason.items()) or "none"
