@@ -179,9 +179,9 @@ class RoundCache:
 
 def next_groups(cluster: np.ndarray, labelled: np.ndarray, suggested: list[np.ndarray] | None = None, labels: list[str] | None = None, *, cohesion: np.ndarray | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """What to name next, best first: the round's suggested groups (largest first), then the map's
-    clusters by how many unlabelled points they still hold times their cohesion (``cohesion[c]``,
-    the clusters table's mean cosine to the cluster's direction: a clean cluster names in one go,
-    a mixed one needs work), with their unlabelled points. Rows index the same arrays as
+    clusters by how many unlabelled points they still hold (counted up to the median cluster size)
+    times their cohesion (``cohesion[c]``, the clusters table's mean cosine to the cluster's
+    direction: a clean cluster names in one go, a mixed one needs work), with their unlabelled points. Rows index the same arrays as
     ``cluster`` and ``labelled``; the viewer offers ``[0]`` after every naming."""
     out: list[dict[str, Any]] = []
     for rows, lb in zip(suggested or [], labels or []):
@@ -190,7 +190,11 @@ def next_groups(cluster: np.ndarray, labelled: np.ndarray, suggested: list[np.nd
     free = ~np.asarray(labelled, bool) & (cluster >= 0)
     counts = np.bincount(cluster[free], minlength=int(cluster.max()) + 1 if len(cluster) else 0)
     weight = np.ones(len(counts)) if cohesion is None else np.clip(np.resize(np.asarray(cohesion, np.float64), len(counts)), 0.0, 1.0)
-    value = counts * weight
+    # A cluster far larger than the typical one is more likely several classes than one (on the
+    # labelled sets purity falls with size): its size counts only up to the median's.
+    sizes = np.bincount(cluster[cluster >= 0]) if (cluster >= 0).any() else np.zeros(0, np.int64)
+    typical = float(np.median(sizes[sizes > 0])) if (sizes > 0).any() else 1.0
+    value = np.minimum(counts, typical) * weight
     for c in np.lexsort((np.arange(len(counts)), -value)):
         if counts[c] == 0 or len(out) >= limit:
             continue
