@@ -35,6 +35,7 @@ class ItemIndex:
         self._ids = np.empty(0, dtype="S1")
         self._uris: list[str] = []
         self._size: np.ndarray = np.empty((0, 2), dtype=np.int64)
+        self._parents: list[str | None] = []
 
     def _files_stamp(self) -> tuple:
         out = []
@@ -54,11 +55,13 @@ class ItemIndex:
         status = t.column("status").to_pylist()
         w = t.column("width").to_pylist()
         h = t.column("height").to_pylist()
+        parents = t.column("parent_id").to_pylist() if "parent_id" in t.column_names else [None] * t.num_rows
         keep = [i for i, s in enumerate(status) if s == "ok" and ids[i]]
         arr = np.array([ids[i] for i in keep], dtype=np.bytes_) if keep else np.empty(0, dtype="S1")
         order = np.argsort(arr, kind="stable")
         self._ids = arr[order]
         self._uris = [uris[keep[i]] for i in order]
+        self._parents = [parents[keep[i]] for i in order]
         self._size = np.array([[w[keep[i]], h[keep[i]]] for i in order], dtype=np.int64).reshape(-1, 2)
         self._stamp = stamp
         logger.info("item index: %d items", len(self._uris))
@@ -85,6 +88,15 @@ class ItemIndex:
         if u is None:
             raise NotFound(f"no item {item_id!r} in this workspace")
         return u
+
+    def content_id(self, item_id: str) -> str:
+        """The content hash the item's file must still have: its own id, or its parent's for a crop."""
+        check_item_id(item_id)
+        pos = int(self._find([item_id])[0])
+        if pos < 0:
+            raise NotFound(f"no item {item_id!r} in this workspace")
+        with self._lock:
+            return self._parents[pos] or item_id
 
     def info(self, item_id: str) -> dict:
         check_item_id(item_id)

@@ -28,6 +28,29 @@ BACKGROUND = (24, 24, 27)
 MISSING = (70, 70, 76)
 
 
+#: The largest original the server reads into memory.
+MAX_ORIGINAL_BYTES = 256 << 20
+
+
+def read_local(path: Path) -> bytes:
+    """A local file's bytes, refused (``OSError``) when any part of its path is a symbolic link, when it
+    is not a regular file, or when it is larger than :data:`MAX_ORIGINAL_BYTES`."""
+    import os
+    import stat
+
+    absolute = Path(os.path.abspath(path))
+    if Path(os.path.realpath(absolute)) != absolute:
+        raise OSError("its path goes through a symbolic link")
+    fd = os.open(absolute, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError("it is not a regular file")
+        if st.st_size > MAX_ORIGINAL_BYTES:
+            raise OSError("it is larger than the server serves")
+        return fh.read(MAX_ORIGINAL_BYTES + 1)
+
+
 def atlas_layout() -> list[dict[str, int]]:
     """What the viewer needs to address atlases: per level, cell size, atlas size, cells per atlas."""
     return [{"lod": k, "cell": c, "size": s, "per": (s // c) ** 2} for k, (c, s) in LODS.items()]
@@ -52,7 +75,11 @@ class ThumbCache:
 
     # -- originals ---------------------------------------------------------------------------
     def original_bytes(self, item_id: str) -> bytes:
-        """The original image's bytes (local file or S3 object)."""
+        """The original image's bytes (local file or S3 object), only while they are still the bytes
+        that were embedded: a local file must be a regular file reached without any symlink, and the
+        bytes must hash to the item's id (its parent's for a crop). Otherwise 404 or 410 with why; a
+        thumbnail already cached still serves."""
+        from corral.pipeline.decode import content_id
         from corral.pipeline.ingest import read_bytes
 
         uri = self.items.uri(check_item_id(item_id))
@@ -60,19 +87,13 @@ class ThumbCache:
         if crop is not None:  # a crop's bytes are its parent image's
             uri = crop[0]
         try:
-            return read_bytes(uri)
+            data = read_bytes(uri) if uri.startswith("s3://") else read_local(Path(uri))
         except (OSError, ValueError) as e:
             raise NotFound(f"the original of item {item_id} is not readable now ({type(e).__name__})") from None
+        if content_id(data) != self.items.content_id(item_id):
+            raise ApiError(f"the original of item {item_id} changed since it was embedded (its bytes no longer match); re-embed the folder to see the new file", status=410)
+        return data
 
-    def original_path(self, item_id: str) -> Path | None:
-        """The original's local path, when it is a local file."""
-        uri = self.items.uri(check_item_id(item_id))
-        if uri.startswith("s3://") or split_crop_uri(uri) is not None:
-            return None
-        p = Path(uri)
-        if not p.is_file():
-            raise NotFound(f"the original of item {item_id} is gone from {p.parent}")
-        return p
 
     # -- per item thumbnails -----------------------------------------------------------------
     def thumb(self, item_id: str, size: int | None = None) -> Path:

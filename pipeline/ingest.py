@@ -56,17 +56,27 @@ def list_source(source: str | os.PathLike[str], *, endpoint_url: str | None = No
 def _list_folder(root: Path) -> list[SourceItem]:
     items: list[SourceItem] = []
     root = root.resolve()
+    escaped = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if name.startswith("."):
                 continue
             p = Path(dirpath) / name
+            if p.is_symlink():
+                target = p.resolve()
+                if root not in target.parents:
+                    escaped += 1
+                    continue  # a link out of the folder: whoever can write here could point it anywhere
+                if target.exists():
+                    p = target  # a link inside the folder: recorded (and served) as the file it names
             try:
                 size = p.stat().st_size
             except OSError:
                 size = -1  # a dangling link or a vanished file: the worker records why
             items.append(SourceItem(str(p), size))
+    if escaped:
+        logger.warning("%s: left out %d symbolic link(s) pointing outside the folder", root, escaped)
     items.sort(key=lambda it: it.uri)
     return items
 
@@ -89,7 +99,7 @@ def _list_manifest(path: Path) -> list[SourceItem]:
         raw = str(row.get(key) or "").strip()
         if not raw:
             continue
-        uri = raw if raw.startswith("s3://") else str((base / raw).resolve() if not os.path.isabs(raw) else Path(raw))
+        uri = raw if raw.startswith("s3://") else str((base / raw).resolve() if not os.path.isabs(raw) else Path(raw).resolve())
         label = row.get("label")
         meta = {k: v for k, v in row.items() if k not in (key, "label") and v not in (None, "")}
         items.append(SourceItem(uri, -1, "" if label is None else str(label), meta))
