@@ -242,14 +242,11 @@ def label_baselines(search: Any, vectors: np.ndarray, codes: np.ndarray, not_lab
 # Calibration
 
 
-def split_for_calibration(codes: np.ndarray, *, holdout: float, class_holdout: float, seed: int, vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_for_calibration(codes: np.ndarray, *, holdout: float, class_holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boolean masks (reference, known queries, unknown queries) over rows with codes >= 0.
 
     Rows with code -1 (negatives) always stay in the reference set. Labels with one item are
     never held out; at least one label is held out as unknown when there are three or more.
-    With ``vectors``, a label's known queries are a *run of neighbours* (a random member and its
-    nearest fellow members), not random members: a collection of near-identical shots would
-    otherwise leave each query's twin in the reference and tune the threshold on easy queries.
     """
     rng = np.random.default_rng(seed)
     ref = np.ones(len(codes), dtype=bool)
@@ -268,11 +265,7 @@ def split_for_calibration(codes: np.ndarray, *, holdout: float, class_holdout: f
         if len(members) < 2 or holdout <= 0:
             continue
         n_q = min(len(members) - 1, max(1, int(round(holdout * len(members)))))
-        if vectors is None:
-            q = rng.choice(members, size=n_q, replace=False)
-        else:
-            centre = vectors[rng.choice(members)].astype(np.float32)
-            q = members[np.argsort(-(vectors[members].astype(np.float32) @ centre), kind="stable")[:n_q]]
+        q = rng.choice(members, size=n_q, replace=False)
         known[q] = True
         ref[q] = False
     return ref, known, unknown
@@ -331,7 +324,7 @@ def calibrate(vectors: np.ndarray, labels: Sequence[str | None], not_labels: Seq
 def _calibration_fold(faiss: Any, vectors: np.ndarray, codes: np.ndarray, not_labels: Sequence[Sequence[str]], code_of: Mapping[str, int], *, rule: RuleConfig, seed: int, max_reference: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int] | None:
     """One held-out split: (known margins, known named right, unknown margins, reference rows,
     labels held out), or None when it has no known queries."""
-    ref, known, unknown = split_for_calibration(codes, holdout=rule.holdout, class_holdout=rule.class_holdout, seed=seed, vectors=vectors)
+    ref, known, unknown = split_for_calibration(codes, holdout=rule.holdout, class_holdout=rule.class_holdout, seed=seed)
     rng = np.random.default_rng(seed + 1)
 
     def cap(mask: np.ndarray, n: int) -> np.ndarray:
