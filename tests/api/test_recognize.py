@@ -341,6 +341,15 @@ def test_serve_recognize_only_needs_a_source(capsys, tmp_path):
     assert "not an s3:// URL" in capsys.readouterr().err
 
 
+def _run_in_thread(coro):
+    """asyncio.run in a thread of its own: a browser test's Playwright keeps an event loop in the main thread."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def test_micro_batcher_groups_concurrent_items_and_keeps_failures_apart():
     import asyncio
 
@@ -361,7 +370,7 @@ def test_micro_batcher_groups_concurrent_items_and_keeps_failures_apart():
         finally:
             await b.close()
 
-    out = asyncio.run(run())
+    out = _run_in_thread(run())
     assert [o for i, o in enumerate(out) if i != 13] == [i * 2 for i in range(20) if i != 13]
     assert isinstance(out[13], ValueError)  # one item's error stays with that item
     assert max(sizes) == 8 and len(sizes) <= 4  # 20 concurrent items went in a few batches
@@ -373,4 +382,4 @@ def test_micro_batcher_groups_concurrent_items_and_keeps_failures_apart():
         finally:
             await b.close()
 
-    assert all(isinstance(o, RuntimeError) for o in asyncio.run(failing()))
+    assert all(isinstance(o, RuntimeError) for o in _run_in_thread(failing()))
