@@ -125,3 +125,61 @@ def test_accept_a_suggested_group_minus_a_marked_tile(browser, digits_viewer):
         help_text = page.locator("#help-list").inner_text()
         assert "learning loop" in help_text and "next suggested group" in help_text
         assert not [e for e in page.errors if "409 (Conflict)" not in e], page.errors  # the refused old round is expected
+
+
+def test_name_then_the_next_proposal_is_selected(browser, digits_viewer):
+    """Name a selection with the name box: the server's next proposal becomes the selection and the
+    panel says so, with the name box ready; typing a name + Enter names exactly those points in one
+    event; ] moves on to the following proposal."""
+    from corral.api.deps import label_service
+
+    srv, token, api, name, ids = digits_viewer
+    snap = label_service(srv.server.config.app.state.ctx).store.snapshot()
+    with open_viewer(browser, srv.url, token) as page:
+        wait_ready(page)
+        # a handful of unlabelled points, selected and named with the name box
+        first = [k for k, i in enumerate(ids) if i not in snap.items][:5]
+        page.evaluate("(idx) => window.__corral.store.select(idx, 'replace')", first)
+        page.locator("#name-input").click()
+        page.keyboard.type("first pick")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('#next-line').textContent.includes('next:')", timeout=60_000)
+        rnd = api.get(f"/api/maps/{name}/learn").json()
+        nxt = rnd["next"][0]
+        selected = page.evaluate("() => Array.from(window.__corral.store.selection.list())")
+        assert selected == sorted(nxt["indices"]) and selected, (nxt["kind"], len(selected))
+        line = page.locator("#next-line").inner_text()
+        what = f"cluster {nxt['cluster']}, {len(selected):,} unlabelled" if nxt["kind"] == "cluster" else f'"{nxt["label"]}", {len(selected):,} suggested'
+        assert line == f'named 5 as "first pick" — next: {what}', line
+        shot(page, "viewer-next.png")
+        # the name box has the focus: type the next name right away
+        assert page.evaluate("() => document.activeElement.id") == "name-input"
+        version = rnd["labels_version"]
+        page.keyboard.type("second pick")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('#next-line').textContent.startsWith('named') && document.querySelector('#next-line').textContent.includes('\"second pick\" — next:')", timeout=60_000)
+        events = api.get("/api/events", params={"since": version}).json()["events"]
+        assert len(events) == 1 and events[0]["kind"] == "assign", events
+        snap = label_service(srv.server.config.app.state.ctx).store.snapshot()
+        assert {i for i, v in snap.items.items() if v[0] == "second pick"} == {ids[k] for k in selected}
+        # ] goes to the following proposal of the fresh round
+        rnd = api.get(f"/api/maps/{name}/learn").json()
+        page.keyboard.press("Escape")  # out of the name box
+        assert page.evaluate("() => Array.from(window.__corral.store.selection.list())") == sorted(rnd["next"][0]["indices"])
+        if len(rnd["next"]) > 1:
+            page.keyboard.press("]")
+            page.wait_for_function("(n) => window.__corral.proposal.pos === 1", arg=1, timeout=30_000)
+            assert page.evaluate("() => Array.from(window.__corral.store.selection.list())") == sorted(rnd["next"][1]["indices"])
+        # a selection made while the naming is on its way is the curator's: it is left alone
+        snap = label_service(srv.server.config.app.state.ctx).store.snapshot()
+        free = [k for k, i in enumerate(ids) if i not in snap.items][:3]
+        page.evaluate(
+            "async (f) => { const h = window.__corral; h.store.select([f[0]], 'replace');"
+            " const p = h.actions.assign('third pick'); h.store.select([f[1], f[2]], 'replace'); await p; }", free
+        )
+        page.wait_for_function("() => document.querySelector('#next-line').textContent.includes('\"third pick\" — next:')", timeout=60_000)
+        assert "press ] to go there" in page.locator("#next-line").inner_text()
+        assert page.evaluate("() => Array.from(window.__corral.store.selection.list())") == sorted(free[1:])
+        page.keyboard.press("?")
+        assert "following proposal" in page.locator("#help-list").inner_text()
+        assert not page.errors, page.errors

@@ -14,16 +14,17 @@ export class Actions {
 
   _url(kind) { return `/api/maps/${encodeURIComponent(this.store.map.name)}/actions/${kind}`; }
 
-  async _do(kind, body, okMessage) {
+  async _do(kind, body, okMessage, detail = {}) {
     const s = this.store;
     if (!s.canWrite) { toast(`your role (${s.user.role}) may not change labels`, 'error'); return null; }
     this.busy = true;
+    const sentAt = performance.now(); // a selection made after this is the curator's, not ours to replace
     try {
       const res = await postJSON(this._url(kind), { ...body, since: s.labels.version, etag: s.map.etag });
       if (res.full) await this.reloadLabels();
       else s.applyChanges(res);
       if (okMessage) toast(okMessage(res));
-      s.emit('action', { kind, res });
+      s.emit('action', { kind, res, sentAt, ...detail });
       return res;
     } catch (e) {
       toast(e instanceof ApiError ? e.message : `failed: ${e.message}`, 'error');
@@ -49,7 +50,8 @@ export class Actions {
     if (!indices.length) { toast('select some points first', 'error'); return Promise.resolve(null); }
     const exclude = Array.from(sel.excluded);
     return this._do('assign', { indices, exclude, label, duration_ms: this._duration() },
-      (r) => `named ${(indices.length - exclude.length).toLocaleString()} items "${label}"` + (exclude.length ? `, ${exclude.length} excluded` : ''));
+      (r) => `named ${(indices.length - exclude.length).toLocaleString()} items "${label}"` + (exclude.length ? `, ${exclude.length} excluded` : ''),
+      { label, named: indices.length - exclude.length });
   }
 
   unlabel() {

@@ -19,6 +19,7 @@ export const SHORTCUTS = [
   ['G', 'the learning loop: suggested groups, hard items, possible label errors'],
   ['Enter / A (Learn)', 'accept the suggested group minus the tiles marked "not this"'],
   ['N (Learn)', 'skip to the next suggested group'],
+  [']', 'skip to the following proposal of what to name next'],
   ['C', 'colour by cluster / by label'],
   ['U', 'show only unlabelled items'],
   ['T', 'thumbnails on / off'],
@@ -48,7 +49,7 @@ export function bindKeys(handlers) {
         i: handlers.includeMarked, s: handlers.split, Backspace: handlers.unlabel, Delete: handlers.unlabel,
         r: handlers.rename, m: handlers.merge, d: handlers.remove, a: handlers.accept, c: handlers.colour, g: handlers.learn,
         u: handlers.onlyUnlabelled, t: handlers.thumbnails, z: handlers.zoom, '/': handlers.search,
-        Escape: handlers.escape, '?': handlers.help, ArrowLeft: handlers.prev, ArrowRight: handlers.next,
+        Escape: handlers.escape, '?': handlers.help, ']': handlers.skipProposal, ArrowLeft: handlers.prev, ArrowRight: handlers.next,
       }[k.length === 1 ? k.toLowerCase() : k];
     }
     if (fn) { ev.preventDefault(); fn(); }

@@ -28,6 +28,7 @@ export class LearnPanel {
     this._serial = 0;
     this._stale = null;
     this.session = { actions: 0, items: 0 }; // labelling actions this session, items they named
+    this.nextFollows = false; // true: the next proposal (next.js) fetches the round after an accept
     $('#learn-accept', root).addEventListener('click', () => this.accept());
     $('#learn-next', root).addEventListener('click', () => this.next());
     $('#learn-show', root).addEventListener('click', () => this.showOnMap());
@@ -38,7 +39,9 @@ export class LearnPanel {
     store.on('labels', () => {
       if (!this.open || this.busy || !this.round || this.store.labels.version === this.round.labels_version) return;
       clearTimeout(this._stale);
-      this._stale = setTimeout(() => { if (this.open && !this.busy) this.load({ keep: true }); }, 1500);
+      this._stale = setTimeout(() => {
+        if (this.open && !this.busy && this.round && this.round.labels_version !== this.store.labels.version) this.load({ keep: true });
+      }, 1500);
     });
   }
 
@@ -68,6 +71,17 @@ export class LearnPanel {
       return;
     }
     if (serial !== this._serial) return;
+    this._use(rnd, label);
+  }
+
+  /** A round fetched elsewhere (after a naming): show it, on the group of ``label`` if given. */
+  useRound(rnd, label = null) {
+    clearTimeout(this._stale);
+    ++this._serial; // a fetch still on its way is older
+    this._use(rnd, label);
+  }
+
+  _use(rnd, label) {
     this.round = rnd;
     $('#learn-status', this.root).textContent = '';
     this._figures();
@@ -76,6 +90,17 @@ export class LearnPanel {
     if (at < 0) at = this._firstFrom(0);
     this._showGroup(at);
     this._tabs();
+  }
+
+  /** Show the round's group of ``label`` (on the groups tab); false when the round has none. */
+  showLabel(label) {
+    const groups = this.round && this.round.ready ? this.round.groups : [];
+    const at = groups.findIndex((g) => g.label === label);
+    if (at < 0) return false;
+    this.tab = 'groups';
+    this._showGroup(at);
+    this._tabs();
+    return true;
   }
 
   /** The first group not skipped, looking from ``from`` round to the start; when every group
@@ -235,12 +260,16 @@ export class LearnPanel {
     this.actions.busy = true; // the change poller waits for this answer
     $('#learn-accept', this.root).disabled = true;
     let msg;
+    let followed = false;
+    const sentAt = performance.now();
     try {
       const res = await postJSON(this._url('/accept'), body);
       if (res.full) await this.actions.reloadLabels(); else s.applyChanges(res);
       msg = `named ${fmt(named)} as "${g.label}"${exclude.length ? ` · ${fmt(exclude.length)} marked not this` : ''}`;
       this.skipped.clear();
-      s.emit('action', { kind: 'learn-accept', res, named });
+      $('#learn-message', this.root).textContent = msg;
+      followed = this.nextFollows;
+      s.emit('action', { kind: 'learn-accept', res, named, label: g.label, sentAt, message: msg });
     } catch (e) {
       if (e instanceof ApiError && e.status === 409) msg = 'the labels changed since this round: here is the new one';
       else { toast(e.message, 'error'); return; }
@@ -249,6 +278,7 @@ export class LearnPanel {
       this.busy = false;
       $('#learn-accept', this.root).disabled = false;
     }
+    if (followed) { this.group = null; return; } // the next proposal brings the fresh round
     $('#learn-message', this.root).textContent = msg;
     this.group = null;
     await this.load();

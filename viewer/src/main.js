@@ -14,6 +14,7 @@ import { Sync } from './sync.js';
 import { JobsPanel } from './jobs.js';
 import { Suggestions } from './suggest.js';
 import { LearnPanel } from './learn.js';
+import { NextProposal } from './next.js';
 import { bindKeys, SHORTCUTS } from './keys.js';
 import { $, el, toast } from './ui.js';
 
@@ -111,8 +112,10 @@ function wire(view) {
   const sugg = new Suggestions(store, actions, $('#suggestions'));
   const sync = new Sync(store, actions);
   const learn = new LearnPanel(store, actions, $('#learn-panel'));
+  const proposal = new NextProposal(store, { learn, names, root: $('#selection-panel') });
+  learn.nextFollows = true;
   new JobsPanel(store, $('#jobs-panel'), { onMapDone: () => toast('the map is rebuilt: reload the page to see it') });
-  Object.assign(hooks, { actions, panel, names, labels, sync, search, learn });
+  Object.assign(hooks, { actions, panel, names, labels, sync, search, learn, proposal });
   labels.render();
 
   store.on('selection', () => view.invalidateColors());
@@ -164,6 +167,7 @@ function wire(view) {
     learnActive: () => learn.active,
     learnAccept: () => learn.accept(),
     learnNext: () => learn.next(),
+    skipProposal: () => proposal.skip(),
     colour: () => setMode(store.mode === 'cluster' ? 'label' : 'cluster'),
     onlyUnlabelled: () => setOnlyUnlabelled(!store.onlyUnlabelled),
     thumbnails: () => { store.thumbnails = !store.thumbnails; view.requestRender(); },

@@ -1,0 +1,111 @@
+// Name -> next -> name: after every naming action the server's proposal of what to name next
+// (``next`` of GET .../learn: suggested groups largest first, then the clusters by unlabelled
+// points left) becomes the selection, so the curator types the next name without hunting on the
+// map. ] skips to the following proposal. A selection the curator made while the action was on
+// its way is never overridden, and a text box being typed in keeps its focus.
+
+import { getJSON } from './api.js';
+import { $, fmt } from './ui.js';
+
+function typing(node) {
+  return !!node && (node.tagName === 'INPUT' || node.tagName === 'TEXTAREA' || node.tagName === 'SELECT' || node.isContentEditable);
+}
+
+export class NextProposal {
+  constructor(store, { learn, names, root }) {
+    this.store = store;
+    this.learn = learn;
+    this.names = names;
+    this.line = $('#next-line', root);
+    this.list = []; // the latest round's ``next``
+    this.pos = -1; // the proposal shown
+    this.version = -1; // the labels version the list was made for
+    this._serial = 0;
+    store.on('action', (d) => this._after(d));
+  }
+
+  _url() { return `/api/maps/${encodeURIComponent(this.store.map.name)}/learn`; }
+
+  /** A naming action succeeded: fetch the round and offer its first proposal. */
+  async _after({ kind, label, named, sentAt, message }) {
+    if (kind !== 'assign' && kind !== 'learn-accept') return;
+    const done = message || `named ${fmt(named ?? 0)} as "${label}"`;
+    const serial = ++this._serial;
+    const rnd = await this._fetch(serial, done);
+    if (!rnd) return;
+    // the curator picked something else while the action was on its way: leave it alone
+    const moved = this.store.selectedAt > (sentAt ?? Infinity);
+    this._take(rnd);
+    this._offer(0, { done, select: !moved });
+  }
+
+  /** ]: the proposal after the one shown (fetching the round first if there is none yet). */
+  async skip() {
+    if (!this.list.length || this.version !== this.store.labels.version) {
+      const serial = ++this._serial;
+      const rnd = await this._fetch(serial, '');
+      if (!rnd) return;
+      const shown = this.list[this.pos];
+      this._take(rnd);
+      // stay in step: move past the proposal shown before the refresh when it is still there
+      const at = shown ? this.list.findIndex((e) => same(e, shown)) : -1;
+      this._offer(at < 0 ? 0 : at + 1);
+      return;
+    }
+    this._offer(this.pos + 1);
+  }
+
+  async _fetch(serial, done) {
+    this._say(done ? `${done} — finding what to name next…` : 'finding what to name next…');
+    let rnd;
+    try {
+      rnd = await getJSON(this._url());
+    } catch (e) {
+      if (serial === this._serial) this._say(`${done ? `${done} — ` : ''}could not fetch the next proposal: ${e.message}`);
+      return null;
+    }
+    return serial === this._serial ? rnd : null; // a newer action asked since
+  }
+
+  _take(rnd) {
+    this.list = rnd.next || [];
+    this.version = rnd.labels_version;
+    this.pos = -1;
+    if (this.learn.open) this.learn.useRound(rnd);
+  }
+
+  /** Show proposal ``at`` (wrapping round); ``select`` false only writes the line. */
+  _offer(at, { done = '', select = true } = {}) {
+    const n = this.list.length;
+    const head = done ? `${done} — ` : '';
+    if (!n) { this.pos = -1; this._say(`${head}nothing left to propose: every cluster is named`); return; }
+    this.pos = ((at % n) + n) % n;
+    const e = this.list[this.pos];
+    const idx = this._indices(e);
+    const what = e.kind === 'suggested'
+      ? `next: "${e.label}", ${fmt(idx.length)} suggested`
+      : `next: cluster ${e.cluster}, ${fmt(idx.length)} unlabelled`;
+    this._say(`${head}${what}${select ? '' : ' (press ] to go there)'}`);
+    if (!select) { this.pos -= 1; return; } // ] then goes to this very proposal
+    if (e.kind === 'suggested' && this.learn.open && this.learn.showLabel(e.label)) return;
+    this.store.select(idx, 'replace');
+    const active = document.activeElement;
+    if (!typing(active) && !document.querySelector('dialog[open]')) this.names.focus('');
+  }
+
+  /** The proposal's points; a cluster's only while still unlabelled here (as with "only unlabelled"). */
+  _indices(e) {
+    if (e.kind !== 'cluster') return e.indices;
+    const lab = this.store.labels.label;
+    return e.indices.filter((i) => lab[i] === 0);
+  }
+
+  _say(text) {
+    if (this.line) { this.line.textContent = text; this.line.hidden = !text; }
+    if (this.learn.open && text) $('#learn-message', this.learn.root).textContent = text;
+  }
+}
+
+function same(a, b) {
+  return a.kind === b.kind && (a.kind === 'cluster' ? a.cluster === b.cluster : a.label === b.label);
+}
