@@ -89,20 +89,22 @@ class ItemIndex:
             raise NotFound(f"no item {item_id!r} in this workspace")
         return u
 
-    def content_id(self, item_id: str) -> str:
-        """The content hash the item's file must still have: its own id, or its parent's for a crop."""
+    def _position(self, item_id: str) -> int:
+        """The item's row in the sorted arrays (404 when the workspace has no such usable item)."""
         check_item_id(item_id)
         pos = int(self._find([item_id])[0])
         if pos < 0:
             raise NotFound(f"no item {item_id!r} in this workspace")
+        return pos
+
+    def content_id(self, item_id: str) -> str:
+        """The content hash the item's file must still have: its own id, or its parent's for a crop."""
+        pos = self._position(item_id)
         with self._lock:
             return self._parents[pos] or item_id
 
     def info(self, item_id: str) -> dict:
-        check_item_id(item_id)
-        pos = int(self._find([item_id])[0])
-        if pos < 0:
-            raise NotFound(f"no item {item_id!r} in this workspace")
+        pos = self._position(item_id)
         with self._lock:
             uri = self._uris[pos]
             w, h = (int(v) for v in self._size[pos])

@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import emit_result, peak_rss_mib  # noqa: E402
+from corral.pipeline.device import cpu_count  # noqa: E402
 from bench.map_cut_data import LABELLED, cluster_space, generated, labelled, log, plain  # noqa: E402
 
 #: A held-out set counts as "worse than the floor" when its ARI is this far below plain's.
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "map_cut",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": _commit(),
-        "device": {"kind": "cpu", "cpus": _cpus(), "python": platform.python_version(), "platform": platform.platform()},
+        "device": {"kind": "cpu", "cpus": cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "margin": MARGIN,
         "summary": {r: table[r]["summary"] for r in rules},
         "rules": table,
@@ -294,12 +295,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     emit_result(result, args.out)
     return 0
-
-
-def _cpus() -> int:
-    from corral.pipeline.device import cpu_count
-
-    return cpu_count()
 
 
 if __name__ == "__main__":

@@ -29,12 +29,6 @@ class AcceptBody(ActionBase):
     exclude: list[int] = Field(default_factory=list, description="points of the group that are not this label")
 
 
-def next_groups(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-    from corral.pipeline.loop import next_groups as rule
-
-    return rule(*args, **kwargs)
-
-
 def _cohesion(view: Any) -> np.ndarray:
     from corral.pipeline.loop import cohesion_by_cluster
 
@@ -53,6 +47,7 @@ def _cache(ctx: AppContext) -> Any:
 @router.get("/api/maps/{name}/learn", summary="The learning loop's round for the current labels: suggested groups and queues")
 def learn_round(view: Map, ctx: Ctx, user: Reader, limit: int = 200) -> dict[str, Any]:
     from corral.pipeline.learn import LearnError
+    from corral.pipeline.loop import next_groups
 
     if not 1 <= limit <= 1000:
         raise ApiError("limit: must be between 1 and 1000")
