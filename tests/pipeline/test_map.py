@@ -84,6 +84,15 @@ def test_coil20_clusters_match_the_objects(coil20_map, coil20_workspace):
     assert 15 <= res.clusters <= 30
 
 
+def test_the_generated_objects_are_the_clusters(objects_map):
+    """The generated set keeps its promise to the tests built on it: each drawn object is one
+    cluster to the pretrained model."""
+    ws, res, m = objects_map
+    obj = _object_of(ws)
+    truth = [obj[i] for i in m.points.column("id").to_pylist()]
+    assert res.clusters == 8 and adjusted_rand_score(truth, m.points.column("cluster").to_numpy()) >= 0.9
+
+
 def test_map_folder_follows_the_contract(objects_map):
     _, res, m = objects_map
     for f in POINT_SCHEMA:
