@@ -65,8 +65,12 @@ DATASETS = {
 }
 
 #: Seconds a person takes per kind of action (a planning model, not a measurement). "suggest" opens
-#: the learning loop's next suggested group (one key, N, in the viewer's panel).
-PACE = {"suggest": 1.0, "select": 1.5, "name": 3.0, "mark": 1.0, "exclude": 1.0, "exclude_below": 2.0, "split": 2.0, "lasso": 4.0, "filter": 1.0}
+#: the learning loop's next suggested group (one key, N, in the viewer's panel); "next" goes to
+#: the product's following proposal (one key, ]).
+PACE = {"suggest": 1.0, "next": 1.0, "select": 1.5, "name": 3.0, "mark": 1.0, "exclude": 1.0, "exclude_below": 2.0, "split": 2.0, "lasso": 4.0, "filter": 1.0}
+
+#: How many of the product's next proposals the curator looks through (] goes to the following one).
+PROPOSALS = 8
 
 #: A lasso is drawn this many map steps (median nearest-neighbour distance in 2-D) around the
 #: convex hull of the points it is meant to catch.
@@ -358,15 +362,17 @@ class Curator:
         that do not belong or exclude the least sure ones (the grid is least sure first), accept (1).
         Accepting is an ordinary assign minus exclusions; the model retrains on it next round."""
         from corral.pipeline.learn import LearnError, learn
-        from corral.pipeline.loop import store_labels
+        from corral.pipeline.loop import regroup_rest, store_labels
 
         version, labels, excl = store_labels(self.store, self.ids)
         try:
             res = learn(vectors=self.vectors, labels=labels, exclusions=excl, knn=self._knn)
         except LearnError:
             self._groups = []
+            self._regrouping = None
             return []
         self._knn = res.knn
+        self._regrouping = regroup_rest(res)  # keeps the suggestions of known labels only
         self._groups = res.groups
         truth = np.asarray([self.truth[i] for i in self.ids], dtype=object)
         sugg = sum(len(g.rows) for g in res.groups)
@@ -378,6 +384,8 @@ class Curator:
             "bar": round(res.bar, 4), "suggested": sugg, "suggested_precision": round(right / sugg, 4) if sugg else None,
             "estimated_accuracy_left": None if res.estimated_accuracy_left is None else round(res.estimated_accuracy_left, 4),
             "realised_accuracy_left": None if real is None else round(real, 4), "seconds": round(res.seconds, 2),
+            "regrouped": None if self._regrouping is None else {**self._regrouping.summary(), "pure_groups": sum(
+                Counter(truth[g].tolist()).most_common(1)[0][1] >= 0.95 * len(g) for g in self._regrouping.groups)},
         })
         out = []
         for g in res.groups:
@@ -394,13 +402,20 @@ class Curator:
         if len(self.curve) < 2:
             return []  # nothing named yet: the first selection is a click
         groups = getattr(self, "_groups", [])
-        nxt = next_groups(self.cluster, self.labelled, [g.rows for g in groups], [g.label for g in groups], cohesion=self.cohesion, limit=1)
-        if not nxt:
-            return []
-        ids = list(self.ids[nxt[0]["rows"]])
-        if nxt[0]["kind"] == "suggested":
-            return [[self.plan(ids, [], order=ids)]]
-        return [self.cached(("next", tuple(nxt[0]["rows"])), lambda: self.plan_cluster(ids, []))]
+        rg = getattr(self, "_regrouping", None)
+        nxt = next_groups(self.cluster, self.labelled, [g.rows for g in groups], [g.label for g in groups], regrouped=rg.groups if rg else None, cohesion=self.cohesion, limit=PROPOSALS)
+        out = []
+        for j, e in enumerate(nxt):  # proposal j is j presses of ] away
+            ids = list(self.ids[e["rows"]])
+            skips = ["next"] * j
+            if e["kind"] == "suggested":
+                out.append([self.plan(ids, skips, order=ids)])
+            else:
+                plans = self.cached(("next", tuple(e["rows"])), lambda ids=ids: self.plan_cluster(ids, []))
+                if j:  # the ] presses go before the first plan's actions
+                    plans = [Plan(plans[0].label, plans[0].keep, plans[0].exclude, skips + plans[0].actions, plans[0].lost), *plans[1:]]
+                out.append(plans)
+        return out
 
     def wrong_cluster_members(self) -> int:
         """The issue's count: members of each map cluster whose true class is not the cluster's

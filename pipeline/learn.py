@@ -170,6 +170,7 @@ class LearnResult:
     ignored_labels: dict[str, int] = field(default_factory=dict)  # labels with too few items
     seconds: float = 0.0
     config: LearnConfig = field(default_factory=LearnConfig)
+    features: np.ndarray | None = None  # [n, dims] the features the model learnt on (rows L2-normalised)
 
     @property
     def estimated_accuracy_left(self) -> float | None:
@@ -387,7 +388,7 @@ def learn(
     res = LearnResult(
         classes=classes, proba=proba, predicted=predicted, confidence=confidence, labelled=labelled, y=y,
         model=model, heldout_accuracy=heldout, heldout_log_loss=losses, bar=bar, groups=groups, knn=knn,
-        ignored_labels=ignored, seconds=time.perf_counter() - t0, config=cfg,
+        ignored_labels=ignored, seconds=time.perf_counter() - t0, config=cfg, features=z,
     )
     logger.info("learn: %s, held-out accuracy %.3f, bar %.3f, %d groups (%d items) in %.1fs", model, heldout, bar, len(groups), sum(len(g.rows) for g in groups), res.seconds)
     return res

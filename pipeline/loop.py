@@ -24,6 +24,7 @@ import numpy as np
 
 from corral.pipeline.learn import LearnConfig, LearnResult, learn
 from corral.pipeline.queues import Entry, hard_items, label_issues, near_duplicates
+from corral.pipeline.regroup import RegroupConfig, Regrouping, regroup
 from corral.storage.maps import read_map
 from corral.storage.workspace import Workspace, WorkspaceError, atomic_write_json
 
@@ -73,6 +74,7 @@ class Round:
     hard: list[Entry]
     issues: list[Entry]
     duplicates: list[list[int]]
+    regrouping: Regrouping | None = None  # the unlabelled rows outside the suggestions, regrouped
     made_at: float = field(default_factory=time.time)
 
     def to_json(self, *, limit: int = QUEUE_LIMIT, position: np.ndarray | None = None) -> dict[str, Any]:
@@ -105,6 +107,10 @@ class Round:
             "hard": [entry(e) for e in self.hard[:limit]],
             "issues": [entry(e) for e in self.issues[:limit]],
             "duplicates": [{"indices": pos[d].tolist(), "ids": [str(self.ids[r]) for r in d]} for d in self.duplicates[:limit]],
+            "regrouped": None if self.regrouping is None else {
+                **self.regrouping.summary(),
+                "groups": [{"indices": pos[g].tolist()} for g in self.regrouping.groups[:limit]],
+            },
         }
 
 
@@ -121,10 +127,34 @@ def run_round(mv: MapVectors, store: Any, *, config: LearnConfig | None = None, 
     """Learn from the store's labels on the map's vectors; raises LearnError when there are too few labels."""
     version, labels, excl = store_labels(store, mv.ids)
     res = learn(vectors=mv.vectors, labels=labels, exclusions=excl, config=config, knn=knn)
+    rg = regroup_rest(res)
     hard = hard_items(res, limit=QUEUE_LIMIT)
     issues = label_issues(res, limit=QUEUE_LIMIT)
     dups = near_duplicates(res.knn, limit=QUEUE_LIMIT)
-    return Round(mv.map_name, version, mv.ids, res, hard, issues, dups)
+    return Round(mv.map_name, version, mv.ids, res, hard, issues, dups, rg)
+
+
+def regroup_rest(res: LearnResult) -> Regrouping | None:
+    """Regroup the unlabelled rows in the metric the labels teach (:mod:`corral.pipeline.regroup`)
+    and keep, of the model's suggested groups, only the rows whose regrouped group continues the
+    suggested label: the model picks among the labels it knows, the regrouping says whether an
+    item is of a known label at all. With fewer labels than the regrouping needs to tell new
+    classes from known ones, nothing is suggested yet. Changes ``res.groups`` in place; returns
+    the regrouping (None when there is none)."""
+    rg = regroup(res.features, res.y) if res.features is not None else None
+    if rg is None:
+        if len(res.classes) < RegroupConfig().min_labels:
+            res.groups = []
+        return rg
+    cls = {lb: k for k, lb in enumerate(res.classes)}
+    kept = []
+    for g in res.groups:
+        keep = np.isin(g.rows, rg.continuing(g.rows, cls[g.label]))
+        if keep.sum() >= res.config.min_group:
+            kept.append(type(g)(label=g.label, rows=g.rows[keep], confidence=g.confidence[keep]))
+    kept.sort(key=lambda g: (-len(g.rows), g.label.lower()))
+    res.groups = kept
+    return rg
 
 
 def write_round(workspace: Workspace, rnd: Round) -> Path:
@@ -177,8 +207,9 @@ class RoundCache:
         return self._rounds.get(map_name)
 
 
-def next_groups(cluster: np.ndarray, labelled: np.ndarray, suggested: list[np.ndarray] | None = None, labels: list[str] | None = None, *, cohesion: np.ndarray | None = None, limit: int = 20) -> list[dict[str, Any]]:
-    """What to name next, best first: the round's suggested groups (largest first), then the map's
+def next_groups(cluster: np.ndarray, labelled: np.ndarray, suggested: list[np.ndarray] | None = None, labels: list[str] | None = None, *, regrouped: list[np.ndarray] | None = None, cohesion: np.ndarray | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """What to name next, best first: the round's suggested groups (largest first), the unlabelled
+    rows the labels regrouped (``regrouped``, :func:`regroup_rest`; largest first), then the map's
     clusters by how many unlabelled points they still hold (counted up to the median cluster size)
     times their cohesion (``cohesion[c]``, the clusters table's mean cosine to the cluster's
     direction: a clean cluster names in one go, a mixed one needs work), with their unlabelled points. Rows index the same arrays as
@@ -187,6 +218,11 @@ def next_groups(cluster: np.ndarray, labelled: np.ndarray, suggested: list[np.nd
     for rows, lb in zip(suggested or [], labels or []):
         if len(rows):
             out.append({"kind": "suggested", "label": lb, "rows": np.asarray(rows)})
+    for rows in regrouped or []:
+        rows = np.asarray(rows)
+        rows = rows[~np.asarray(labelled, bool)[rows]]
+        if len(rows):
+            out.append({"kind": "group", "rows": rows})
     free = ~np.asarray(labelled, bool) & (cluster >= 0)
     counts = np.bincount(cluster[free], minlength=int(cluster.max()) + 1 if len(cluster) else 0)
     weight = np.ones(len(counts)) if cohesion is None else np.clip(np.resize(np.asarray(cohesion, np.float64), len(counts)), 0.0, 1.0)

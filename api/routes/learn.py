@@ -64,7 +64,8 @@ def learn_round(view: Map, ctx: Ctx, user: Reader, limit: int = 200) -> dict[str
     position = np.empty(view.n, dtype=np.int64)
     position[view.order] = np.arange(view.n)  # points-file row -> the viewer's point index
     groups = rnd.result.groups
-    nxt = next_groups(view.cluster, labelled, [position[g.rows] for g in groups], [g.label for g in groups], cohesion=_cohesion(view))
+    regrouped = [position[g] for g in rnd.regrouping.groups] if rnd.regrouping is not None else None
+    nxt = next_groups(view.cluster, labelled, [position[g.rows] for g in groups], [g.label for g in groups], regrouped=regrouped, cohesion=_cohesion(view))
     return {"ready": True, "etag": view.etag, **rnd.to_json(limit=limit, position=position), "next": _next_json(nxt)}
 
 

@@ -45,7 +45,7 @@ def _ids(api) -> list[str]:
     return api.app.state.ctx.maps.get(api.map).ids.to_pylist()
 
 
-def _seed_labels(api, per_class: int = 8) -> list[str]:
+def _seed_labels(api, per_class: int = 8, classes: set[str] | None = None) -> list[str]:
     """Name a random sample of each digit (as a curator labelling a sample would), one action per digit."""
     import random
 
@@ -55,6 +55,8 @@ def _seed_labels(api, per_class: int = 8) -> list[str]:
     for k, i in enumerate(ids):
         by_class.setdefault(api.truth[i], []).append(k)
     for c, idx in sorted(by_class.items()):
+        if classes is not None and c not in classes:
+            continue
         pick = rng.sample(idx, per_class)
         r = api.post(f"/api/maps/{api.map}/actions/assign", json={"indices": pick, "label": f"digit {c}"}, headers=api.hdr())
         assert r.status_code == 200, r.text
@@ -103,6 +105,26 @@ def test_suggested_group_is_accepted_in_one_action_and_the_model_retrains(api):
     assert all(i not in set(g["indices"]) - set(wrong) for grp in nxt["groups"] for i in grp["indices"])
     for e in nxt["hard"][:5]:
         assert ids[e["index"]] == e["id"] and e["label"].startswith("digit")
+
+
+def test_classes_nobody_named_are_regrouped_and_not_suggested_as_known_ones(api):
+    """Half the digits named: the loop's suggestions stay with the named digits, and the unnamed
+    ones come back as regrouped groups (kind "group" in ``next``), each mostly one digit."""
+    named = {"0", "1", "2", "3", "4"}
+    ids = _seed_labels(api, per_class=12, classes=named)
+    rnd = api.get(f"/api/maps/{api.map}/learn", headers=api.hdr("viewer")).json()
+    assert rnd["ready"], rnd
+    rg = rnd["regrouped"]
+    assert rg is not None and len(rg["groups"]) >= 3 and rg["items"] >= sum(len(g["indices"]) for g in rg["groups"]) and 0.0 <= rg["heldout_ari"] <= 1.0, rg
+    suggested = [ids[i] for g in rnd["groups"] for i in g["indices"]]
+    if suggested:
+        assert sum(api.truth[i] not in named for i in suggested) / len(suggested) <= 0.05
+    groups = [e for e in rnd["next"] if e["kind"] == "group"]
+    assert groups and [e["kind"] for e in rnd["next"]].index("group") > max((k for k, e in enumerate(rnd["next"]) if e["kind"] == "suggested"), default=-1)
+    new = [api.truth[ids[i]] for e in groups for i in e["indices"]]
+    assert sum(c not in named for c in new) / len(new) >= 0.9
+    purity = [Counter(api.truth[ids[i]] for i in e["indices"]).most_common(1)[0][1] / len(e["indices"]) for e in groups]
+    assert sum(purity) / len(purity) >= 0.8, purity
 
 
 def test_stale_round_is_refused_with_409(api):

@@ -84,7 +84,9 @@ export class NextProposal {
     const idx = this._indices(e);
     const what = e.kind === 'suggested'
       ? `next: "${e.label}", ${fmt(idx.length)} suggested`
-      : `next: cluster ${e.cluster}, ${fmt(idx.length)} unlabelled`;
+      : e.kind === 'group'
+        ? `next: ${fmt(idx.length)} unlabelled that look alike (regrouped by what the labels taught)`
+        : `next: cluster ${e.cluster}, ${fmt(idx.length)} unlabelled`;
     this._say(`${head}${what}${select ? '' : ' (press ] to go there)'}`);
     if (!select) { this.pos -= 1; return; } // ] then goes to this very proposal
     if (e.kind === 'suggested' && this.learn.open && this.learn.showLabel(e.label)) return;
@@ -93,9 +95,10 @@ export class NextProposal {
     if (!typing(active) && !document.querySelector('dialog[open]')) this.names.focus('');
   }
 
-  /** The proposal's points; a cluster's only while still unlabelled here (as with "only unlabelled"). */
+  /** The proposal's points; a cluster's or a regrouped group's only while still unlabelled here
+   * (as with "only unlabelled"). */
   _indices(e) {
-    if (e.kind !== 'cluster') return e.indices;
+    if (e.kind === 'suggested') return e.indices;
     const lab = this.store.labels.label;
     return e.indices.filter((i) => lab[i] === 0);
   }
@@ -107,5 +110,8 @@ export class NextProposal {
 }
 
 function same(a, b) {
-  return a.kind === b.kind && (a.kind === 'cluster' ? a.cluster === b.cluster : a.label === b.label);
+  if (a.kind !== b.kind) return false;
+  if (a.kind === 'cluster') return a.cluster === b.cluster;
+  if (a.kind === 'group') return a.indices[0] === b.indices[0];
+  return a.label === b.label;
 }

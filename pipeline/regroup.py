@@ -1,0 +1,194 @@
+"""Labels teach the map: the unlabelled items regrouped in a metric that the labels so far have learnt.
+
+The model of :mod:`corral.pipeline.learn` can only suggest labels somebody has already named. On a
+collection of many classes most of the work is naming the classes nobody has named yet, and there
+the map's clusters are all the curator has. The labels still carry something that holds for those
+classes too: how items of *one* class vary (pose, light, background, expression). This module
+learns that variation from the labelled items and regroups the unlabelled ones with it.
+
+* **The metric.** Within-class whitening: the scatter of labelled items around their label's mean,
+  shrunk towards its average variance, is inverted (``x -> x S_w^{-1/2}``, rows L2-normalised
+  again), so the directions along which one class varies count for less when two items are
+  compared. With ``shrink`` 1 the metric is the plain cosine of the embeddings.
+* **The cut.** Average-linkage clustering under that metric, cut at a merge distance.
+* **Both chosen by the labels, held out.** The labelled classes are split in two halves; the
+  metric is fitted on one half and the cut chosen (and scored, by adjusted Rand index) on the other
+  half's items, which the metric has not seen; then the halves swap. The shrinkage with the best
+  mean held-out score wins, plain cosine included, so the whitening is used only where it helps on
+  classes it was not fitted on, which is the situation of the unlabelled classes.
+
+The same cut tells known from new: an unlabelled item that falls in a group with labelled items of
+a label continues that label (the loop's suggestions for it are kept); one in a group with no
+labelled items belongs, as far as the labels can tell, to a class nobody has named yet, so it is
+not suggested for any known label. Those groups are the proposals, largest first (a proposal names
+the most items per action). A few thousand
+unlabelled items are regrouped at once (the clustering holds all their pairwise distances); beyond
+``max_items`` the regrouping is skipped and the map's clusters serve as before.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RegroupConfig:
+    """Options of the regrouping. Each is validated when the config is made."""
+
+    shrinks: tuple[float, ...] = (0.1, 0.3, 0.6, 1.0)  # candidate shrinkages; 1.0 is the plain cosine
+    min_labels: int = 4  # labelled classes needed (each half of the split holds at least two)
+    min_per_label: int = 3  # a label with fewer items does not teach the metric
+    max_fit_per_label: int = 40  # labelled items per label used to fit (a sample of the larger ones)
+    max_items: int = 6000  # most unlabelled items regrouped at once
+    min_group: int = 3  # smaller groups are left to the map
+    cuts: int = 41  # merge distances tried (quantiles of the merge heights)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.shrinks or not all(0.0 < s <= 1.0 for s in self.shrinks):
+            raise ValueError(f"shrinks={self.shrinks!r}: each must be in (0, 1]")
+        for name, lo in (("min_labels", 4), ("min_per_label", 2), ("max_fit_per_label", 2), ("max_items", 2), ("min_group", 1), ("cuts", 3)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name}={v!r}: must be an integer >= {lo}")
+
+
+@dataclass
+class Regrouping:
+    """The unlabelled rows regrouped, largest group first, and how the choice was made."""
+
+    groups: list[np.ndarray]  # row indices into the arrays given, one array per group
+    shrink: float  # the chosen shrinkage (1.0: plain cosine)
+    threshold: float  # the chosen merge distance
+    heldout_ari: float  # the chosen setting's mean ARI on the held-out half of the labelled classes
+    plain_ari: float  # the plain cosine's, for comparison
+    scores: dict[float, float] = field(default_factory=dict)  # shrink -> mean held-out ARI
+    seconds: float = 0.0
+    continues: np.ndarray | None = None  # per row: the label whose labelled items share its group, -1 if none
+
+    def continuing(self, rows: np.ndarray, label: int) -> np.ndarray:
+        """The ``rows`` whose group holds labelled items of ``label`` (mostly): their label goes on."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return rows if self.continues is None else rows[self.continues[rows] == label]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "groups": len(self.groups),
+            "items": int(sum(len(g) for g in self.groups)),
+            "shrink": self.shrink,
+            "threshold": round(self.threshold, 4),
+            "heldout_ari": round(self.heldout_ari, 4),
+            "plain_ari": round(self.plain_ari, 4),
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def whitening(z: np.ndarray, y: np.ndarray, shrink: float) -> np.ndarray | None:
+    """``S_w^{-1/2}`` of the labelled rows ``z`` with labels ``y``, the within-class scatter shrunk
+    towards its mean variance by ``shrink``; None for the plain cosine (``shrink`` 1)."""
+    if shrink >= 1.0:
+        return None
+    classes, inv = np.unique(y, return_inverse=True)
+    means = np.zeros((len(classes), z.shape[1]))
+    np.add.at(means, inv, z)
+    means /= np.bincount(inv)[:, None]
+    r = z - means[inv]
+    sw = r.T @ r / max(len(r) - len(classes), 1)
+    sw = (1.0 - shrink) * sw + shrink * (np.trace(sw) / sw.shape[0]) * np.eye(sw.shape[0])
+    w, v = np.linalg.eigh(sw)
+    return (v / np.sqrt(np.maximum(w, 1e-12))) @ v.T
+
+
+def transform(z: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    q = z if w is None else z @ w
+    return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+
+
+def _tree(q: np.ndarray) -> np.ndarray:
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import pdist
+
+    return linkage(np.maximum(pdist(q, "cosine"), 0.0), "average")
+
+
+def _best_cut(tree: np.ndarray, y: np.ndarray, cuts: int, *, keep: int | None = None) -> tuple[float, float]:
+    """(ARI, merge distance) of the best cut of ``tree`` against the labels ``y`` of its first
+    ``keep`` leaves (all by default); on a tie, the finer cut."""
+    from scipy.cluster.hierarchy import fcluster
+    from sklearn.metrics import adjusted_rand_score
+
+    best = (-1.0, float(tree[-1, 2]))
+    for t in np.unique(np.quantile(tree[:, 2], np.linspace(0.0, 1.0, cuts))):
+        s = float(adjusted_rand_score(y, fcluster(tree, t, "distance")[: keep if keep is not None else len(y)]))
+        if s > best[0]:
+            best = (s, float(t))
+    return best
+
+
+def _scored_cut(z: np.ndarray, y: np.ndarray, ra: np.ndarray, rb: np.ndarray, free: np.ndarray, shrink: float, cuts: int) -> tuple[float, float]:
+    """Fit the metric on rows ``ra``; cluster rows ``rb`` together with the unlabelled ``free`` (so
+    the held-out classes sit among as many others as the real remainder does); return the best
+    (ARI on ``rb``'s labels, merge distance)."""
+    both = np.concatenate([rb, free])
+    tree = _tree(transform(z[both], whitening(z[ra], y[ra], shrink)))
+    return _best_cut(tree, y[rb], cuts, keep=len(rb))
+
+
+def _fit_rows(y: np.ndarray, labelled: np.ndarray, cfg: RegroupConfig, rng: np.random.Generator) -> np.ndarray:
+    """The labelled rows that teach the metric: labels with enough items, at most a sample of each."""
+    rows = []
+    for c in np.unique(y[labelled]):
+        r = np.flatnonzero(labelled & (y == c))
+        if len(r) >= cfg.min_per_label:
+            rows.append(rng.choice(r, cfg.max_fit_per_label, replace=False) if len(r) > cfg.max_fit_per_label else r)
+    return np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+
+
+def regroup(z: np.ndarray, labels: np.ndarray, *, rows: np.ndarray | None = None, config: RegroupConfig | None = None) -> Regrouping | None:
+    """Regroup the unlabelled rows of ``z`` (features, rows L2-normalised) in a metric learnt from the
+    labelled ones. ``labels``: an integer label per row, -1 where there is none. ``rows``: the
+    unlabelled rows to regroup (default: all of them). None when the labels are too few to choose
+    a metric (fewer than ``min_labels`` labels with ``min_per_label`` items) or there are too many
+    or too few rows to regroup."""
+    from scipy.cluster.hierarchy import fcluster
+
+    cfg = config or RegroupConfig()
+    t0 = time.perf_counter()
+    y = np.asarray(labels, dtype=np.int64)
+    labelled = y >= 0
+    free = np.flatnonzero(~labelled) if rows is None else np.asarray(rows, dtype=np.int64)
+    if not cfg.min_group <= len(free) <= cfg.max_items:
+        return None
+    rng = np.random.default_rng(cfg.seed)
+    fit = _fit_rows(y, labelled, cfg, rng)
+    names = np.unique(y[fit])
+    if len(names) < cfg.min_labels:
+        return None
+    halves = np.array_split(rng.permutation(names), 2)
+    scores: dict[float, float] = {}
+    cuts: dict[float, float] = {}
+    for s in (*cfg.shrinks, *(() if 1.0 in cfg.shrinks else (1.0,))):
+        got = []
+        for a, b in ((halves[0], halves[1]), (halves[1], halves[0])):
+            ra, rb = fit[np.isin(y[fit], a)], fit[np.isin(y[fit], b)]
+            got.append(_scored_cut(z, y, ra, rb, free, s, cfg.cuts))
+        scores[s] = float(np.mean([g[0] for g in got]))
+        cuts[s] = float(np.mean([g[1] for g in got]))
+    shrink = max(cfg.shrinks, key=lambda s: (scores[s], s))  # on a tie, the plainer metric
+    # The cut is applied as it was chosen: over the labelled rows and the unlabelled ones together.
+    # A group that holds labelled items continues a label (the model's suggestions serve it); the
+    # groups made of unlabelled items only are the proposals.
+    both = np.concatenate([fit, free])
+    part = fcluster(_tree(transform(z[both], whitening(z[fit], y[fit], shrink))), cuts[shrink], "distance")
+    taken = set(part[: len(fit)].tolist())
+    pf = part[len(fit):]
+    continues = np.full(len(y), -1, dtype=np.int64)
+    for k in taken:
+        continues[free[pf == k]] = np.bincount(y[fit][part[: len(fit)] == k]).argmax()
+    groups = [free[pf == k] for k in np.unique(pf) if k not in taken]
+    groups = sorted((g for g in groups if len(g) >= cfg.min_group), key=lambda g: (-len(g), int(g[0])))
+    return Regrouping(groups, shrink, cuts[shrink], scores[shrink], scores[1.0], scores, time.perf_counter() - t0, continues)

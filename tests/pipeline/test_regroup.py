@@ -1,0 +1,102 @@
+"""The unlabelled items regrouped in a metric the labels taught (corral.pipeline.regroup)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from corral.pipeline.regroup import RegroupConfig, regroup, transform, whitening
+
+
+def nuisance_classes(n_classes: int = 16, per: int = 30, dim: int = 24, seed: int = 0):
+    """Classes that differ a little in every direction and vary a lot along a few directions that
+    all of them share (as one object varies with pose or light): on the plain cosine two items of
+    one class can be farther apart than items of two classes."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(n_classes, dim))
+    shared = np.linalg.qr(rng.normal(size=(dim, 3)))[0].T  # three directions every class varies along
+    x, y = [], []
+    for c in range(n_classes):
+        coef = rng.normal(scale=4.0, size=(per, 3))
+        x.append(means[c] + coef @ shared + rng.normal(scale=0.3, size=(per, dim)))
+        y += [c] * per
+    x = np.concatenate(x)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), np.asarray(y)
+
+
+def test_the_labels_teach_a_metric_that_separates_classes_nobody_named():
+    z, y = nuisance_classes()
+    labels = np.where(y < 8, y, -1)  # half the classes named, the other half not at all
+    r = regroup(z, labels)
+    assert r is not None and r.shrink < 1.0, r.summary()  # the whitening won on held-out classes
+    assert r.heldout_ari > r.plain_ari + 0.1
+    part = np.full(len(y), -1)
+    for k, g in enumerate(r.groups):
+        assert (labels[g] == -1).all()
+        part[g] = k
+    rest = labels == -1
+    got = adjusted_rand_score(y[rest], part[rest])
+    # the same cut on the plain cosine, for comparison
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
+
+    best_plain = max(adjusted_rand_score(y[rest], fcluster(linkage(pdist(z[rest], "cosine"), "average"), t, "distance")) for t in np.linspace(0.05, 1.5, 30))
+    assert got >= 0.8 and got > best_plain + 0.3, (got, best_plain)
+    assert [len(g) for g in r.groups] == sorted((len(g) for g in r.groups), reverse=True)
+
+
+def test_plain_cosine_is_kept_where_whitening_does_not_help():
+    rng = np.random.default_rng(1)
+    means = rng.normal(size=(12, 16)) * 3
+    z = np.concatenate([m + rng.normal(size=(20, 16)) for m in means])
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    y = np.repeat(np.arange(12), 20)
+    r = regroup(z, np.where(y < 6, y, -1))
+    assert r is not None
+    part = np.full(len(y), -1)
+    for k, g in enumerate(r.groups):
+        part[g] = k
+    assert adjusted_rand_score(y[y >= 6], part[y >= 6]) >= 0.95
+
+
+def test_too_few_labels_give_no_regrouping():
+    z, y = nuisance_classes()
+    assert regroup(z, np.where(y < 3, y, -1)) is None  # 3 labels: the split needs 4
+    assert regroup(z, np.full(len(y), -1)) is None
+    many = np.where(y < 8, y, -1)
+    assert regroup(z, many, config=RegroupConfig(max_items=10)) is None  # too many rows to regroup at once
+
+
+def test_whitening_of_one_shrink_is_the_plain_cosine():
+    z, y = nuisance_classes(n_classes=4, per=10)
+    assert whitening(z, y, 1.0) is None
+    assert np.allclose(transform(z, None), z)
+    w = whitening(z, y, 0.3)
+    assert w.shape == (z.shape[1], z.shape[1]) and np.allclose(w, w.T)
+
+
+@pytest.mark.parametrize("bad", [{"shrinks": ()}, {"shrinks": (0.0,)}, {"min_labels": 3}, {"cuts": 2}, {"max_items": True}])
+def test_bad_config_is_refused(bad):
+    with pytest.raises(ValueError):
+        RegroupConfig(**bad)
+
+
+def test_the_loop_suggests_known_labels_only_and_proposes_the_new_classes():
+    """Eight classes named on two thirds of their items, eight never named: the model's suggestions
+    keep to the leftovers of the named ones, and the regrouping proposes the others."""
+    from corral.pipeline.learn import learn
+    from corral.pipeline.loop import regroup_rest
+
+    z, y = nuisance_classes(n_classes=16, per=30)
+    rng = np.random.default_rng(3)
+    named = (y < 8) & (rng.random(len(y)) < 0.67)
+    labels = [f"c{c}" if n else None for c, n in zip(y, named)]
+    res = learn(vectors=z, labels=labels)
+    rg = regroup_rest(res)
+    assert rg is not None
+    sugg = np.concatenate([g.rows for g in res.groups]) if res.groups else np.zeros(0, np.int64)
+    assert len(sugg) and (y[sugg] < 8).all()  # no item of a class nobody named is suggested
+    assert all((y[g.rows] == int(g.label[1:])).mean() >= 0.95 for g in res.groups)
+    new = np.concatenate(rg.groups)
+    assert (y[new] >= 8).mean() >= 0.9 and len(set(y[new].tolist())) >= 6
