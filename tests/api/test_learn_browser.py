@@ -127,6 +127,60 @@ def test_accept_a_suggested_group_minus_a_marked_tile(browser, digits_viewer):
         assert not [e for e in page.errors if "409 (Conflict)" not in e], page.errors  # the refused old round is expected
 
 
+@pytest.fixture(scope="module")
+def half_named_viewer(tmp_path_factory):
+    """The digits served with 12 items of each of 0-4 named and nothing of 5-9."""
+    from corral.api.auth import UserStore
+
+    built, truth = digits_workspace(tmp_path_factory.mktemp("half-digits"))
+    root = tmp_path_factory.mktemp("half-viewer") / "ws"
+    shutil.copytree(built, root, ignore=shutil.ignore_patterns("labels.sqlite*", "users.json"))
+    token = UserStore(root).add("ana", role="curator")
+    with LiveServer(root) as srv:
+        api = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        name = api.get("/api/maps").json()["maps"][0]["name"]
+        ids = srv.server.config.app.state.ctx.maps.get(name).ids.to_pylist()
+        rng = random.Random(1)
+        for c in "01234":
+            idx = [k for k, i in enumerate(ids) if truth[i] == c]
+            assert api.post(f"/api/maps/{name}/actions/assign", json={"indices": rng.sample(idx, 12), "label": f"digit {c}"}).status_code == 200
+        yield srv, token, api, name, ids, truth
+        api.close()
+
+
+def test_a_group_of_a_class_nobody_named_is_proposed_and_named(browser, half_named_viewer):
+    """With half the digits named, ] reaches a proposal of unlabelled look-alikes (regrouped by the
+    labels, kind "group"); the line says so, the selection is its points, and a typed name names
+    exactly them in one event."""
+    from corral.api.deps import label_service
+
+    srv, token, api, name, ids, truth = half_named_viewer
+    rnd = api.get(f"/api/maps/{name}/learn").json()
+    kinds = [e["kind"] for e in rnd["next"]]
+    assert "group" in kinds, kinds
+    at = kinds.index("group")
+    grp = rnd["next"][at]
+    with open_viewer(browser, srv.url, token) as page:
+        wait_ready(page)
+        for k in range(at + 1):  # the first ] fetches the round and shows proposal 0
+            page.keyboard.press("Escape")  # out of the name box, which each proposal focuses
+            page.keyboard.press("]")
+            page.wait_for_function("(n) => window.__corral.proposal.pos === n", arg=k, timeout=60_000)
+        line = page.locator("#next-line").inner_text()
+        assert line == f"next: {len(grp['indices']):,} unlabelled that look alike (regrouped by what the labels taught)", line
+        selected = page.evaluate("() => Array.from(window.__corral.store.selection.list())")
+        assert selected == sorted(grp["indices"])
+        page.locator("#name-input").click()
+        page.keyboard.type("look-alikes")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('#next-line').textContent.includes('\"look-alikes\" — next:')", timeout=60_000)
+        events = api.get("/api/events", params={"since": rnd["labels_version"]}).json()["events"]
+        assert len(events) == 1 and events[0]["kind"] == "assign", events
+        snap = label_service(srv.server.config.app.state.ctx).store.snapshot()
+        assert {i for i, v in snap.items.items() if v[0] == "look-alikes"} == {ids[k] for k in selected}
+        assert not page.errors, page.errors
+
+
 def test_name_then_the_next_proposal_is_selected(browser, digits_viewer):
     """Name a selection with the name box: the server's next proposal becomes the selection and the
     panel says so, with the name box ready; typing a name + Enter names exactly those points in one

@@ -1,6 +1,6 @@
 // Name -> next -> name: after every naming action the server's proposal of what to name next
-// (``next`` of GET .../learn: suggested groups largest first, then the clusters by unlabelled
-// points left) becomes the selection, so the curator types the next name without hunting on the
+// (``next`` of GET .../learn: suggested groups largest first, then the unlabelled items the labels
+// regrouped, of classes nobody has named, then the clusters by unlabelled points left) becomes the selection, so the curator types the next name without hunting on the
 // map. ] skips to the following proposal. A selection the curator made while the action was on
 // its way is never overridden, and a text box being typed in keeps its focus.
 
