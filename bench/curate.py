@@ -52,7 +52,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import emit_result, peak_rss_mib  # noqa: E402
+from bench.common import emit_result, peak_rss_mib, provenance  # noqa: E402
 from bench.curate_loop import LOOP_GOAL, curator_figures, run_loop  # noqa: E402
 
 #: name -> (kind, images, labels, embedder)
@@ -576,6 +576,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--plot", default=None, help="write the coverage / precision plot (PNG) here")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
+    measured = provenance()
     import logging
 
     logging.basicConfig(level=logging.WARNING)
@@ -599,6 +600,7 @@ def main(argv=None) -> dict:
         plot(results, Path(args.plot))
     summary = {
         "bench": "curate",
+        **measured,
         "spare_cost": args.spare_cost,
         "pace_seconds": PACE,
         "datasets": {k: {kk: ({m: x for m, x in vv.items() if m != "curve"} if kk in ("loop", "no_loop") else vv) for kk, vv in v.items()} for k, v in results.items()},
