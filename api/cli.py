@@ -84,4 +84,3 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ValueError, FileNotFoundError, PermissionError) as e:
         sys.stderr.write(f"corral {args.command}: error: {e}\n")
         return 2
-

@@ -187,9 +187,8 @@ class JobManager:
             text = chunk.decode("utf-8", "replace")
             log.write(text)
             job.tail = (job.tail + text.replace("\r", "\n"))[-_TAIL:]
-            m = None
-            for m in _PROGRESS.finditer(buf[-2000:].decode("utf-8", "replace")):
-                pass
+            found = list(_PROGRESS.finditer(buf[-2000:].decode("utf-8", "replace")))
+            m = found[-1] if found else None  # the latest progress line
             if m:
                 job.done, job.total = int(m.group(1)), int(m.group(2))
             buf = buf[-4000:]

@@ -180,13 +180,15 @@ class LabelService:
             else:  # someone else wrote in between: rebuild and diff
                 self._catch_up(view, ml)
             out = self.changes(view, since)
-            out.update({
-                "event_id": int(res.event_id),
-                "kind": res.kind,
-                "changed_items": len(res.changed),
-                "conflicts": int(getattr(res, "conflicts", 0) or 0),
-                "labels": [label_json(i) for i in res.labels],
-            })
+            out.update(
+                {
+                    "event_id": int(res.event_id),
+                    "kind": res.kind,
+                    "changed_items": len(res.changed),
+                    "conflicts": int(getattr(res, "conflicts", 0) or 0),
+                    "labels": [label_json(i) for i in res.labels],
+                }
+            )
             return out
 
     def _apply(self, view: MapView, ml: MapLabels, res: Any) -> None:

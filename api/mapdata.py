@@ -176,12 +176,14 @@ class MapView:
         for i in range(t.num_rows):
             ex = cols.get("exemplars", [[]] * t.num_rows)[i] or []
             idx = [int(j) for j in self.index_of(list(ex)[:8]) if j >= 0]
-            out.append({
-                "cluster": int(cols["cluster"][i]),
-                "size": int(cols["size"][i]) if "size" in cols else None,
-                "cohesion": None if cols.get("cohesion") is None or cols["cohesion"][i] is None else round(float(cols["cohesion"][i]), 4),
-                "exemplars": idx,
-            })
+            out.append(
+                {
+                    "cluster": int(cols["cluster"][i]),
+                    "size": int(cols["size"][i]) if "size" in cols else None,
+                    "cohesion": None if cols.get("cohesion") is None or cols["cohesion"][i] is None else round(float(cols["cohesion"][i]), 4),
+                    "exemplars": idx,
+                }
+            )
         return out
 
 

@@ -94,7 +94,6 @@ class ThumbCache:
             raise ApiError(f"the original of item {item_id} changed since it was embedded (its bytes no longer match); re-embed the folder to see the new file", status=410)
         return data
 
-
     # -- per item thumbnails -----------------------------------------------------------------
     def thumb(self, item_id: str, size: int | None = None) -> Path:
         """A JPEG thumbnail that fits ``size`` x ``size`` (made on first request)."""

@@ -40,7 +40,6 @@ coverage and precision against actions.
 from __future__ import annotations
 
 import argparse
-import gzip
 import sys
 import time
 from collections import Counter
@@ -53,16 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import emit_result, peak_rss_mib, provenance  # noqa: E402
+from bench.curate_data import DATASETS, prepare  # noqa: E402
 from bench.curate_loop import LOOP_GOAL, curator_figures, run_loop  # noqa: E402
-
-#: name -> (kind, images, labels, embedder)
-DATASETS = {
-    "mnist_test": ("idx", "mnist_test/t10k-images-idx3-ubyte.gz", "mnist_test/t10k-labels-idx1-ubyte.gz", "pixels:28"),
-    "fashion_mnist": ("idx", "fashion_mnist_test_first4443/t10k-first4443-images-idx3-ubyte.gz", "fashion_mnist_test_first4443/t10k-first4443-labels-idx1-ubyte.gz", "pixels:28"),
-    "coil20": ("folder", "coil20/images", None, "timm:tf_efficientnet_lite0"),
-    "coil100_subset": ("folder", "coil100_subset/images", None, "timm:tf_efficientnet_lite0"),
-    "orl_faces": ("folder", "orl_faces/images", None, "timm:tf_efficientnet_lite0"),
-}
 
 #: Seconds a person takes per kind of action (a planning model, not a measurement). "suggest" opens
 #: the learning loop's next suggested group (one key, N, in the viewer's panel); "next" goes to
@@ -82,43 +73,6 @@ LEFTOVER = 2.0
 #: separate groups on the map (single linkage). One lasso goes around one group; groups farther
 #: apart than the largest scale always take a lasso each.
 LASSO_SCALES = (1.5, 3.0, 6.0, 12.0)
-
-
-def read_idx(path: Path) -> np.ndarray:
-    b = gzip.open(path).read()
-    ndim = b[3]
-    shape = [int.from_bytes(b[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(b, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def prepare(name: str, data: Path, out: Path, *, rebuild_map: bool) -> tuple[Path, dict[str, str], dict]:
-    """Embed (cached) and map a data set; returns (workspace, truth by item id, timings)."""
-    from PIL import Image
-
-    from corral.pipeline.embed import EmbedConfig, embed
-    from corral.pipeline.mapping import MapConfig, build_map
-    from corral.storage.maps import list_maps
-    from corral.storage.workspace import Workspace
-
-    kind, images, labels, model = DATASETS[name]
-    ws = out / name
-    src = data / images
-    if kind == "idx":
-        src = out / "images" / name
-        if not src.exists():
-            x, y = read_idx(data / images), read_idx(data / labels)
-            for i, (img, lab) in enumerate(zip(x, y)):
-                (src / str(lab)).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img).save(src / str(lab) / f"{i:05d}.png")
-    t0 = time.perf_counter()
-    res = embed(str(src), workspace=ws, config=EmbedConfig(model=model, progress=False))
-    t_embed = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    if rebuild_map or not list_maps(ws):
-        build_map(workspace=ws, config=MapConfig())
-    t_map = time.perf_counter() - t0
-    truth = {r["id"]: Path(r["uri"]).parent.name for r in Workspace(ws).items().to_pylist() if r["status"] == "ok"}
-    return ws, truth, {"embed_s": round(t_embed, 1), "embedded_now": res.embedded, "map_s": round(t_map, 1), "model": model}
 
 
 @dataclass
@@ -379,14 +333,23 @@ class Curator:
         right = sum(int((truth[g.rows] == g.label).sum()) for g in res.groups)
         free = ~res.labelled
         real = float((np.asarray(res.classes, dtype=object)[res.predicted[free]] == truth[free]).mean()) if free.any() else None
-        self.rounds.append({
-            "actions": self.actions, "version": version, "model": res.model, "heldout_accuracy": round(res.heldout_accuracy, 4),
-            "bar": round(res.bar, 4), "suggested": sugg, "suggested_precision": round(right / sugg, 4) if sugg else None,
-            "estimated_accuracy_left": None if res.estimated_accuracy_left is None else round(res.estimated_accuracy_left, 4),
-            "realised_accuracy_left": None if real is None else round(real, 4), "seconds": round(res.seconds, 2),
-            "regrouped": None if self._regrouping is None else {**self._regrouping.summary(), "pure_groups": sum(
-                Counter(truth[g].tolist()).most_common(1)[0][1] >= 0.95 * len(g) for g in self._regrouping.groups)},
-        })
+        self.rounds.append(
+            {
+                "actions": self.actions,
+                "version": version,
+                "model": res.model,
+                "heldout_accuracy": round(res.heldout_accuracy, 4),
+                "bar": round(res.bar, 4),
+                "suggested": sugg,
+                "suggested_precision": round(right / sugg, 4) if sugg else None,
+                "estimated_accuracy_left": None if res.estimated_accuracy_left is None else round(res.estimated_accuracy_left, 4),
+                "realised_accuracy_left": None if real is None else round(real, 4),
+                "seconds": round(res.seconds, 2),
+                "regrouped": None
+                if self._regrouping is None
+                else {**self._regrouping.summary(), "pure_groups": sum(Counter(truth[g].tolist()).most_common(1)[0][1] >= 0.95 * len(g) for g in self._regrouping.groups)},
+            }
+        )
         out = []
         for g in res.groups:
             ids = list(self.ids[g.rows])  # least sure first, as the panel's grid shows them

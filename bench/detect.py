@@ -124,16 +124,30 @@ def main(argv=None) -> dict:
 
     device, why = pick_device(args.device)
     det_name, det_why = resolve_name(args.detector)
-    cfg = EmbedConfig(model=args.model, random_weights=args.random_weights, device=device, batch_size=args.batch_size, num_workers=args.workers,
-                      detector=det_name, detector_weights=args.detector_weights, progress=False)
+    cfg = EmbedConfig(
+        model=args.model,
+        random_weights=args.random_weights,
+        device=device,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        detector=det_name,
+        detector_weights=args.detector_weights,
+        progress=False,
+    )
     batch, workers, _ = _resolve(cfg, device)
     count = args.count or (2000 if device.startswith("cuda") else 48)
     embedder = create_embedder(args.model, allow_random=args.random_weights).to(device)
     detector = create_detector(det_name, weights=args.detector_weights, min_size=cfg.min_size)
     if device.startswith("cuda") and detector.uses_gpu:
         detector = detector.to(device)
-    opts = CropOptions(detector=det_name, min_score=detector.default_min_score, min_size=cfg.min_size,
-                       pad=max(cfg.pad, float(getattr(embedder, "min_crop_pad", 0.0))), crop_size=int(embedder.preprocess.size), detect_max_side=cfg.detect_max_side)
+    opts = CropOptions(
+        detector=det_name,
+        min_score=detector.default_min_score,
+        min_size=cfg.min_size,
+        pad=max(cfg.pad, float(getattr(embedder, "min_crop_pad", 0.0))),
+        crop_size=int(embedder.preprocess.size),
+        detect_max_side=cfg.detect_max_side,
+    )
     work = Path(tempfile.mkdtemp(prefix="corral-bench-detect-"))
     try:
         t0 = time.perf_counter()

@@ -54,9 +54,7 @@ class PlainTable:
 
     def assign(self, ids: list[str], label: str) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
-        self.conn.executemany(
-            "INSERT INTO labels (item_id, label) VALUES (?, ?) ON CONFLICT (item_id) DO UPDATE SET label = excluded.label", [(i, label) for i in ids]
-        )
+        self.conn.executemany("INSERT INTO labels (item_id, label) VALUES (?, ?) ON CONFLICT (item_id) DO UPDATE SET label = excluded.label", [(i, label) for i in ids])
         self.conn.execute("COMMIT")
 
     def item_labels(self) -> dict[str, str]:
@@ -75,7 +73,7 @@ def bench_actions(root: Path, *, items: int, small: int, big: int, actions: int,
             if who == "ours":
                 store = LabelStore(d / "labels.sqlite", synchronous=synchronous)
                 store.register_items(ids)
-                act = lambda sel, lab: store.assign(sel, lab, user="bench", duration_ms=1000)  # noqa: E731
+                act = lambda sel, lab, store=store: store.assign(sel, lab, user="bench", duration_ms=1000)  # noqa: E731
             else:
                 store = PlainTable(d / "labels.sqlite", synchronous)
                 act = store.assign

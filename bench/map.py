@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import emit_result, peak_rss_mib  # noqa: E402
+
 DATA = Path(os.environ.get("CORRAL_SHARED", REPO.parent / "shared")) / "data"
 CACHE = REPO / "bench" / "out" / "cache"
 IMAGE_SETS = {"coil20": "coil20/images", "coil100_subset": "coil100_subset/images", "orl_faces": "orl_faces/images"}
@@ -174,7 +175,11 @@ def run_ours(ws: Path, x: np.ndarray, y: np.ndarray, *, device: str, layout: str
     out |= scores(y, labels, x, xy)
     out["seconds_parts"] = m.meta.get("seconds_parts", {})
     out["clustered_before_assignment"] = round(1 - m.meta["counts"]["noise_fraction_before_assignment"], 4)
-    out["params"] = {"hdbscan": {k: m.meta["params"]["hdbscan"][k] for k in ("min_cluster_size", "cluster_selection_method")}, "knn": m.meta["params"]["knn"]["method"], "layout": m.meta["params"]["layout"]["used"]}
+    out["params"] = {
+        "hdbscan": {k: m.meta["params"]["hdbscan"][k] for k in ("min_cluster_size", "cluster_selection_method")},
+        "knn": m.meta["params"]["knn"]["method"],
+        "layout": m.meta["params"]["layout"]["used"],
+    }
     return out
 
 

@@ -20,7 +20,6 @@ handed to the nearest cluster, as the map does.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import subprocess
 import sys
@@ -199,7 +198,12 @@ def evaluate(name: str, x: np.ndarray, y: np.ndarray, rules: list[str]) -> dict[
     space = cluster_space(name, x)
     base = plain(name, x)
     cuts = Cuts(space["coords"], space["graph"], x)
-    out: dict[str, Any] = {"n": int(x.shape[0]), "classes": int(len(np.unique(y))), "plain": {"ari": round(float(adjusted_rand_score(y, base["labels"])), 4), "clusters": int(base["labels"].max()) + 1, "noise": round(float(np.mean(base["labels"] < 0)), 4)}, "rules": {}}
+    out: dict[str, Any] = {
+        "n": int(x.shape[0]),
+        "classes": int(len(np.unique(y))),
+        "plain": {"ari": round(float(adjusted_rand_score(y, base["labels"])), 4), "clusters": int(base["labels"].max()) + 1, "noise": round(float(np.mean(base["labels"] < 0)), 4)},
+        "rules": {},
+    }
     t0 = time.perf_counter()
     for r in rules:
         fn, grid = RULES[r]
@@ -207,7 +211,10 @@ def evaluate(name: str, x: np.ndarray, y: np.ndarray, rules: list[str]) -> dict[
         for p in grid:
             lab = fn(cuts, p)
             out["rules"][r][key_of(p)] = {"ari": round(float(adjusted_rand_score(y, lab)), 4), "clusters": int(lab.max()) + 1}
-    log(f"{name}: n={x.shape[0]} classes={out['classes']} plain ARI {out['plain']['ari']} ({out['plain']['clusters']} clusters), rules {time.perf_counter() - t0:.0f} s; today {out['rules'].get('today', {}).get('-')}")
+    log(
+        f"{name}: n={x.shape[0]} classes={out['classes']} plain ARI {out['plain']['ari']} ({out['plain']['clusters']} clusters), "
+        f"rules {time.perf_counter() - t0:.0f} s; today {out['rules'].get('today', {}).get('-')}"
+    )
     return out
 
 
@@ -227,13 +234,27 @@ def loso(per_set: dict[str, Any], rules: list[str], train: list[str], test_gen: 
             k_out, k_in = best_setting(per_set, r, others), best_setting(per_set, r, train)
             k_own = best_setting(per_set, r, [s])
             e = per_set[s]["rules"][r]
-            rows[s] = {"setting": k_out, "ari": e[k_out]["ari"], "clusters": e[k_out]["clusters"], "in_sample_ari": e[k_in]["ari"], "own_best_ari": e[k_own]["ari"], "plain_ari": per_set[s]["plain"]["ari"]}
+            rows[s] = {
+                "setting": k_out,
+                "ari": e[k_out]["ari"],
+                "clusters": e[k_out]["clusters"],
+                "in_sample_ari": e[k_in]["ari"],
+                "own_best_ari": e[k_own]["ari"],
+                "plain_ari": per_set[s]["plain"]["ari"],
+            }
         k_all = best_setting(per_set, r, train)
         gen = {}
         for s in test_gen:
             e = per_set[s]["rules"][r]
             k_own = best_setting(per_set, r, [s])
-            gen[s] = {"setting": k_all, "ari": e[k_all]["ari"], "clusters": e[k_all]["clusters"], "own_best_ari": e[k_own]["ari"], "plain_ari": per_set[s]["plain"]["ari"], "classes": per_set[s]["classes"]}
+            gen[s] = {
+                "setting": k_all,
+                "ari": e[k_all]["ari"],
+                "clusters": e[k_all]["clusters"],
+                "own_best_ari": e[k_own]["ari"],
+                "plain_ari": per_set[s]["plain"]["ari"],
+                "classes": per_set[s]["classes"],
+            }
         summary = {
             "setting_on_all_labelled": k_all,
             "loso_mean_ari": round(float(np.mean([v["ari"] for v in rows.values()])), 4),

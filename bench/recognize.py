@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import emit_result, peak_rss_mib  # noqa: E402
+
 DATA = Path(os.environ.get("CORRAL_SHARED", REPO.parent / "shared")) / "data"
 
 
@@ -160,7 +161,10 @@ def bench_index(x: np.ndarray, *, near: np.ndarray, near_truth: np.ndarray | Non
         "exact_baseline": exact_note,
     }
     out["speedup_single_p50"] = round(out["single"]["exact"]["p50_ms"] / max(out["single"]["ours"]["p50_ms"], 1e-6), 1)
-    log(f"{label}: recall@1 near {out['recall_at_1_near']}, random {out['recall_at_1_random']}; single p50/p99 {out['single']['ours']['p50_ms']}/{out['single']['ours']['p99_ms']} ms (exact {out['single']['exact']['p50_ms']} ms)")
+    log(
+        f"{label}: recall@1 near {out['recall_at_1_near']}, random {out['recall_at_1_random']}; "
+        f"single p50/p99 {out['single']['ours']['p50_ms']}/{out['single']['ours']['p99_ms']} ms (exact {out['single']['exact']['p50_ms']} ms)"
+    )
     return out
 
 
@@ -257,7 +261,16 @@ def post_images(url: str, paths: list[Path], *, concurrency: int = 16, per_reque
         results = [r for rs in pool.map(one, chunks) for r in rs]
     wall = time.perf_counter() - t0
     errors += [r.get("error", "") for r in results if r.get("status") != 200]
-    return results, {"images": len(paths), "requests": len(chunks), "seconds": round(wall, 2), "img_s": round(len(paths) / wall, 2), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "errors": len(errors), "concurrency": concurrency}
+    return results, {
+        "images": len(paths),
+        "requests": len(chunks),
+        "seconds": round(wall, 2),
+        "img_s": round(len(paths) / wall, 2),
+        "p50_ms": pct(lat, 50),
+        "p99_ms": pct(lat, 99),
+        "errors": len(errors),
+        "concurrency": concurrency,
+    }
 
 
 def vector_load(url: str, vectors: np.ndarray, *, count: int, seconds: float, concurrency: int = 8) -> dict[str, Any]:
@@ -283,7 +296,16 @@ def vector_load(url: str, vectors: np.ndarray, *, count: int, seconds: float, co
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(worker, range(concurrency)))
     wall = time.perf_counter() - t0
-    return {"requests": len(lat), "bound": {"count": count, "seconds": seconds}, "seconds": round(wall, 2), "rps": round(len(lat) / wall, 1), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "errors": len(errors), "concurrency": concurrency}
+    return {
+        "requests": len(lat),
+        "bound": {"count": count, "seconds": seconds},
+        "seconds": round(wall, 2),
+        "rps": round(len(lat) / wall, 1),
+        "p50_ms": pct(lat, 50),
+        "p99_ms": pct(lat, 99),
+        "errors": len(errors),
+        "concurrency": concurrency,
+    }
 
 
 def part_e2e(name: str, model: str, cache: Path, port: int) -> dict[str, Any]:

@@ -149,7 +149,10 @@ class CorralServer:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", CLI_BOOT, "serve", "--workspace", str(workspace), "--port", str(self.port), "--log-level", "warning", "--no-warm-split"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=str(REPO),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=str(REPO),
         )
         line = self.proc.stdout.readline()
         if not line:
@@ -341,19 +344,24 @@ def measure_ours(p, server: CorralServer, *, render: str, lasso_share: float, q:
             page.locator("#tool-lasso").click()
             draw_lasso(page, poly, (box["x"], box["y"]))
             page.wait_for_function("() => window.__corral.view.lastLasso && window.__corral.view.lastLasso.frameMs !== null", timeout=120_000)
-            L = page.evaluate("() => { const L = window.__corral.view.lastLasso; return { polygon: L.polygon, selected: L.selected, countMs: L.countMs, pipMs: L.pipMs, frameMs: L.frameMs, shown: document.querySelector('#sel-count').textContent }; }")
+            L = page.evaluate(
+                "() => { const L = window.__corral.view.lastLasso; return { polygon: L.polygon, selected: L.selected, countMs: L.countMs,"
+                " pipMs: L.pipMs, frameMs: L.frameMs, shown: document.querySelector('#sel-count').textContent }; }"
+            )
             qpoly = np.asarray(L["polygon"], dtype=np.float64).reshape(-1, 2)
             brute = int(inside(qpoly, q["qx"], q["qy"]).sum())
-            out.update({
-                "lasso_ms": round(L["countMs"], 1),
-                "lasso_point_in_polygon_ms": round(L["pipMs"], 1),
-                "lasso_to_frame_ms": round(L["frameMs"], 1),
-                "lasso_selected": L["selected"],
-                "lasso_brute_force": brute,
-                "lasso_exact": L["selected"] == brute and L["shown"].replace(",", "").startswith(str(brute)),
-                "lasso_share": round(L["selected"] / len(q["qx"]), 4),
-                "lasso_polygon_screen": poly,
-            })
+            out.update(
+                {
+                    "lasso_ms": round(L["countMs"], 1),
+                    "lasso_point_in_polygon_ms": round(L["pipMs"], 1),
+                    "lasso_to_frame_ms": round(L["frameMs"], 1),
+                    "lasso_selected": L["selected"],
+                    "lasso_brute_force": brute,
+                    "lasso_exact": L["selected"] == brute and L["shown"].replace(",", "").startswith(str(brute)),
+                    "lasso_share": round(L["selected"] / len(q["qx"]), 4),
+                    "lasso_polygon_screen": poly,
+                }
+            )
         out["js_heap_mb"] = round(page.evaluate("() => performance.memory ? performance.memory.usedJSHeapSize : 0") / 2**20, 1)
         page.close()
     finally:
@@ -443,9 +451,14 @@ def run_size(p, n: int, *, tmp: Path, baseline: bool, gpu_mode: bool) -> dict:
             "n": n,
             "clusters": made["clusters"],
             "labelled": labelled,
-            "server": {"points_build_s": round(cold_s, 3), "points_cached_s": round(warm_s, 3), "labels_s": round(labels_s, 3),
-                       "points_gzip_bytes": len(points_gz), "labels_gzip_bytes": len(labels_gz),
-                       "bytes_per_point": round((len(points_gz) + len(labels_gz)) / n, 2)},
+            "server": {
+                "points_build_s": round(cold_s, 3),
+                "points_cached_s": round(warm_s, 3),
+                "labels_s": round(labels_s, 3),
+                "points_gzip_bytes": len(points_gz),
+                "labels_gzip_bytes": len(labels_gz),
+                "bytes_per_point": round((len(points_gz) + len(labels_gz)) / n, 2),
+            },
         }
         ours = measure_ours(p, server, render="auto", lasso_share=0.10, q=q)
         ours["bytes_per_point"] = round(ours["wire_bytes"] / n, 2) if ours["wire_bytes"] else result["server"]["bytes_per_point"]

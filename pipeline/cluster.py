@@ -191,7 +191,16 @@ def cluster_points(
             for mcs in sizes:
                 labels = cut(ms, method, mcs)[0]
                 q = modularity(graph, filled(labels))
-                candidates.append({"min_samples": ms, "cluster_selection_method": method, "min_cluster_size": mcs, "clusters": int(labels.max()) + 1, "noise_fraction": round(float(np.mean(labels < 0)), 4), "modularity": round(q, 5)})
+                candidates.append(
+                    {
+                        "min_samples": ms,
+                        "cluster_selection_method": method,
+                        "min_cluster_size": mcs,
+                        "clusters": int(labels.max()) + 1,
+                        "noise_fraction": round(float(np.mean(labels < 0)), 4),
+                        "modularity": round(q, 5),
+                    }
+                )
         # Cuts within MODULARITY_TOLERANCE of the best are equally good; the one with fewest clusters wins.
         top = max(c["modularity"] for c in candidates)
         near = [c for c in candidates if c["modularity"] >= top - MODULARITY_TOLERANCE and c["clusters"] > 0] or candidates
@@ -236,10 +245,36 @@ def cluster_points(
     if assign_noise and (labels < 0).any() and (labels >= 0).any():
         labels, probs = _assign_noise(x, labels, probs, core)
     timed("noise", t_noise)
-    resolved = {"min_cluster_size": int(mcs), "min_samples": int(ms_c), "cluster_selection_method": method, "cluster_selection_epsilon": float(p.cluster_selection_epsilon), "allow_single_cluster": p.allow_single_cluster, "assign_noise": assign_noise, "chosen_by": chosen_by}
+    resolved = {
+        "min_cluster_size": int(mcs),
+        "min_samples": int(ms_c),
+        "cluster_selection_method": method,
+        "cluster_selection_epsilon": float(p.cluster_selection_epsilon),
+        "allow_single_cluster": p.allow_single_cluster,
+        "assign_noise": assign_noise,
+        "chosen_by": chosen_by,
+    }
     secs = time.perf_counter() - t0
-    logger.info("HDBSCAN: %d clusters (%s, min_cluster_size %d, min_samples %d, by %s), %.1f%% noise before assignment, %.2fs", int(labels.max()) + 1, method, mcs, ms_c, chosen_by, 100 * float(np.mean(raw < 0)), secs)
-    return Clustering(labels=labels.astype(np.int32), probabilities=probs.astype(np.float32), outlier_scores=scores.astype(np.float32), state=state, resolved=resolved, candidates=candidates, seconds=secs, parts={k: round(v, 3) for k, v in parts.items()})
+    logger.info(
+        "HDBSCAN: %d clusters (%s, min_cluster_size %d, min_samples %d, by %s), %.1f%% noise before assignment, %.2fs",
+        int(labels.max()) + 1,
+        method,
+        mcs,
+        ms_c,
+        chosen_by,
+        100 * float(np.mean(raw < 0)),
+        secs,
+    )
+    return Clustering(
+        labels=labels.astype(np.int32),
+        probabilities=probs.astype(np.float32),
+        outlier_scores=scores.astype(np.float32),
+        state=state,
+        resolved=resolved,
+        candidates=candidates,
+        seconds=secs,
+        parts={k: round(v, 3) for k, v in parts.items()},
+    )
 
 
 def linkage_of(mst: np.ndarray) -> np.ndarray:

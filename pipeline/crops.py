@@ -274,7 +274,9 @@ def embed_crops(embedder: Any, pixels: Any, inner: Any, *, batch_size: int) -> n
     return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, int(embedder.dim)), np.float32)
 
 
-def rows_for_batch(recs: list[dict[str, Any]], *, embedder: Any, opts: CropOptions, device: str, seen: dict[str, str], sources: dict[str, SourceItem], counts: Counter, batch_size: int) -> tuple[np.ndarray, list[dict[str, Any]], list[str]]:
+def rows_for_batch(
+    recs: list[dict[str, Any]], *, embedder: Any, opts: CropOptions, device: str, seen: dict[str, str], sources: dict[str, SourceItem], counts: Counter, batch_size: int
+) -> tuple[np.ndarray, list[dict[str, Any]], list[str]]:
     """Item rows (parents and crops) and crop vectors for one batch of worker records."""
     import torch
 

@@ -166,8 +166,12 @@ def _load_builtin() -> None:
     for arch in TORCHVISION_MODELS:
         register_detector(
             DetectorSpec(
-                f"torchvision:{arch}", "object", f"torchvision {arch} (COCO classes); weights from --detector-weights or the torch hub cache",
-                _torchvision_factory(arch), _need_torchvision, needs_weights=True,
+                f"torchvision:{arch}",
+                "object",
+                f"torchvision {arch} (COCO classes); weights from --detector-weights or the torch hub cache",
+                _torchvision_factory(arch),
+                _need_torchvision,
+                needs_weights=True,
             )
         )
 
@@ -219,9 +223,7 @@ def resolve_name(name: str) -> tuple[str, str]:
         raise DetectorUnavailable("detector 'face': no face detector is installed; `pip install dlib-bin face-recognition-models` (or 'opencv-python-headless<5')")
     if name not in known:
         close = difflib.get_close_matches(name, [*known, "face"], n=4, cutoff=0.5)
-        raise ValueError(
-            f"detector {name!r} is not known" + (f"; close matches: {', '.join(close)}" if close else "") + "; `corral detectors` lists them all"
-        )
+        raise ValueError(f"detector {name!r} is not known" + (f"; close matches: {', '.join(close)}" if close else "") + "; `corral detectors` lists them all")
     return name, "requested"
 
 
@@ -320,8 +322,15 @@ class DlibCnnDetector:
         self.batch_size = batch_size
         self._det = dlib.cnn_face_detection_model_v1(str(path))
         self.uses_gpu = bool(getattr(dlib, "DLIB_USE_CUDA", False))
-        self.info = {"name": self.name, "dlib_version": dlib.__version__, "dlib_cuda": self.uses_gpu, "upsample": self.upsample,
-                     "weights": str(path), "weights_hash": "sha256:" + file_sha256(path), "score": "MMOD confidence"}
+        self.info = {
+            "name": self.name,
+            "dlib_version": dlib.__version__,
+            "dlib_cuda": self.uses_gpu,
+            "upsample": self.upsample,
+            "weights": str(path),
+            "weights_hash": "sha256:" + file_sha256(path),
+            "score": "MMOD confidence",
+        }
 
     def to(self, device: Any) -> "DlibCnnDetector":
         return self
@@ -369,9 +378,7 @@ class HaarFaceDetector:
         for img in images:
             gray = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
             gray = cv2.equalizeHist(gray)
-            rects, _, weights = self._clf.detectMultiScale3(
-                gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(self.min_size, self.min_size), outputRejectLevels=True
-            )
+            rects, _, weights = self._clf.detectMultiScale3(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(self.min_size, self.min_size), outputRejectLevels=True)
             if len(rects) == 0:
                 out.append(Detections.empty())
                 continue

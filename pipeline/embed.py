@@ -157,10 +157,7 @@ def _check_sidecar(es: EmbeddingSet, embedder: Any, cfg: EmbedConfig, detector: 
         old = es.sidecar()
         for key in keys:
             if old.get(key) != side[key]:
-                raise ValueError(
-                    f"embedding set {es.path} was made with {key}={old.get(key)!r}, this run has {side[key]!r}; "
-                    "use another --name (or workspace) for a different model"
-                )
+                raise ValueError(f"embedding set {es.path} was made with {key}={old.get(key)!r}, this run has {side[key]!r}; use another --name (or workspace) for a different model")
         side["count"] = old.get("count", 0)
     return side
 
@@ -226,7 +223,17 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
     labels = {it.uri: it for it in todo}
     logger.info("%d items, %d done earlier, %d to embed; batch %d, %d decode workers, gpu_decode=%s", len(items), len(items) - len(todo), len(todo), batch, workers, gpu_decode)
 
-    run_cfg = {**asdict(cfg), "device_resolved": device, "device_reason": why, "batch_size_resolved": batch, "num_workers_resolved": workers, "gpu_decode_resolved": gpu_decode, "source": source, "embedding_set": str(es.path), "embedder": embedder.info}
+    run_cfg = {
+        **asdict(cfg),
+        "device_resolved": device,
+        "device_reason": why,
+        "batch_size_resolved": batch,
+        "num_workers_resolved": workers,
+        "gpu_decode_resolved": gpu_decode,
+        "source": source,
+        "embedding_set": str(es.path),
+        "embedder": embedder.info,
+    }
     if detector is not None:
         run_cfg.update(detector_resolved=detector.name, detector_reason=detector_why, detector_info=detector.info, crop_options=asdict(crop_opts))
     run_path = ws.runs_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-embed.json"

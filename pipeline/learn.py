@@ -320,10 +320,7 @@ def learn(
     ignored = {lb: c for lb, c in counts.items() if c < cfg.min_per_label}
     if len(classes) < 2:
         have = ", ".join(f"{lb} ({c})" for lb, c in sorted(counts.items())) or "none"
-        raise LearnError(
-            f"the loop needs at least 2 labels with {cfg.min_per_label} or more items each to learn from; "
-            f"labels so far: {have}. Name a few more clusters first."
-        )
+        raise LearnError(f"the loop needs at least 2 labels with {cfg.min_per_label} or more items each to learn from; labels so far: {have}. Name a few more clusters first.")
     cidx = {lb: k for k, lb in enumerate(classes)}
     y = np.array([cidx.get(lb, -1) if lb is not None else -1 for lb in labels], dtype=np.int64)
     labelled = y >= 0
@@ -386,9 +383,22 @@ def learn(
     bar = max(cfg.aim, 1.0 - (1.0 - cfg.aim) * heldout)
     groups = suggest_groups(predicted, confidence, labelled, classes, bar=bar, cfg=cfg)
     res = LearnResult(
-        classes=classes, proba=proba, predicted=predicted, confidence=confidence, labelled=labelled, y=y,
-        model=model, heldout_accuracy=heldout, heldout_log_loss=losses, bar=bar, groups=groups, knn=knn,
-        ignored_labels=ignored, seconds=time.perf_counter() - t0, config=cfg, features=z,
+        classes=classes,
+        proba=proba,
+        predicted=predicted,
+        confidence=confidence,
+        labelled=labelled,
+        y=y,
+        model=model,
+        heldout_accuracy=heldout,
+        heldout_log_loss=losses,
+        bar=bar,
+        groups=groups,
+        knn=knn,
+        ignored_labels=ignored,
+        seconds=time.perf_counter() - t0,
+        config=cfg,
+        features=z,
     )
     logger.info("learn: %s, held-out accuracy %.3f, bar %.3f, %d groups (%d items) in %.1fs", model, heldout, bar, len(groups), sum(len(g.rows) for g in groups), res.seconds)
     return res

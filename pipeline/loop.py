@@ -55,10 +55,7 @@ def map_vectors(workspace: Workspace | str | Path, map_name: str | None = None) 
     ids = np.asarray(m.points.column("id").to_pylist(), dtype=object)
     missing = [i for i in ids.tolist() if i not in pos]
     if missing:
-        raise WorkspaceError(
-            f"map {m.name!r} has {len(missing)} points not in embedding set {es.name!r} (e.g. {missing[0]}); "
-            f"rebuild the map with `corral map --workspace {ws.root}`"
-        )
+        raise WorkspaceError(f"map {m.name!r} has {len(missing)} points not in embedding set {es.name!r} (e.g. {missing[0]}); rebuild the map with `corral map --workspace {ws.root}`")
     st = (m.path / "map.json").stat()
     return MapVectors(m.name, ids, vecs[[pos[i] for i in ids.tolist()]], es.name, (st.st_mtime_ns, st.st_size))
 
@@ -107,7 +104,9 @@ class Round:
             "hard": [entry(e) for e in self.hard[:limit]],
             "issues": [entry(e) for e in self.issues[:limit]],
             "duplicates": [{"indices": pos[d].tolist(), "ids": [str(self.ids[r]) for r in d]} for d in self.duplicates[:limit]],
-            "regrouped": None if self.regrouping is None else {
+            "regrouped": None
+            if self.regrouping is None
+            else {
                 **self.regrouping.summary(),
                 "groups": [{"indices": pos[g].tolist()} for g in self.regrouping.groups[:limit]],
             },
@@ -207,7 +206,16 @@ class RoundCache:
         return self._rounds.get(map_name)
 
 
-def next_groups(cluster: np.ndarray, labelled: np.ndarray, suggested: list[np.ndarray] | None = None, labels: list[str] | None = None, *, regrouped: list[np.ndarray] | None = None, cohesion: np.ndarray | None = None, limit: int = 20) -> list[dict[str, Any]]:
+def next_groups(
+    cluster: np.ndarray,
+    labelled: np.ndarray,
+    suggested: list[np.ndarray] | None = None,
+    labels: list[str] | None = None,
+    *,
+    regrouped: list[np.ndarray] | None = None,
+    cohesion: np.ndarray | None = None,
+    limit: int = 20,
+) -> list[dict[str, Any]]:
     """What to name next, best first: the round's suggested groups (largest first), the unlabelled
     rows the labels regrouped (``regrouped``, :func:`regroup_rest`; largest first), then the map's
     clusters by how many unlabelled points they still hold (counted up to the median cluster size)

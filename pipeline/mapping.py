@@ -187,7 +187,9 @@ def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = Non
             t1 = time.perf_counter()
             start = initial_layout(graph, data=vecs, n_components=dims, init=cfg.umap.resolved_init(n, dims), seed=cfg.seed)
             parts["initial_layout"] = time.perf_counter() - t1
-            cc, backend, parts["layout_cluster_space"] = layout(graph, data=vecs, n_components=dims, params=cfg.umap, min_dist=0.0, seed=cfg.seed, backend=cfg.layout, device=cfg.device, knn=(g.indices, g.distances), start=start)
+            cc, backend, parts["layout_cluster_space"] = layout(
+                graph, data=vecs, n_components=dims, params=cfg.umap, min_dist=0.0, seed=cfg.seed, backend=cfg.layout, device=cfg.device, knn=(g.indices, g.distances), start=start
+            )
         xy, backend, parts["layout_map"] = layout(graph, data=vecs, n_components=2, params=cfg.umap, seed=cfg.seed, backend=cfg.layout, device=cfg.device, knn=(g.indices, g.distances), start=start)
         seconds["umap"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -311,7 +313,17 @@ def update_map(*, workspace: str | Path | Workspace, embeddings: str | None = No
     labels_old = old.points.column("cluster").to_numpy()
     if not fresh.any():
         logger.info("map %s: no new items to place", name)
-        return MapResult(name=old.name, path=old.path, points=len(point_ids), clusters=old.clusters.num_rows, noise_fraction=float(np.mean(labels_old < 0)), seconds=seconds, new=0, skipped=skipped, meta=meta | {"updated": True})
+        return MapResult(
+            name=old.name,
+            path=old.path,
+            points=len(point_ids),
+            clusters=old.clusters.num_rows,
+            noise_fraction=float(np.mean(labels_old < 0)),
+            seconds=seconds,
+            new=0,
+            skipped=skipped,
+            meta=meta | {"updated": True},
+        )
     new_ids, new_vecs = ids[fresh], vecs[fresh]
     # The reference items: map points whose vectors are still in the set, in points order.
     row_of = {i: r for r, i in enumerate(ids.tolist())}
@@ -353,11 +365,26 @@ def update_map(*, workspace: str | Path | Workspace, embeddings: str | None = No
     clusters = _summarize_partial(all_ids, vecs, vec_rows, all_labels, all_probs, exemplars=int(params.get("exemplars", 8)))
     noise = float(np.mean(all_labels < 0))
     meta = dict(meta)
-    meta["counts"] = dict(meta.get("counts", {})) | {"points": int(points.num_rows), "clusters": int(clusters.num_rows), "noise_fraction": noise, "new": int(np.sum(points.column("is_new").to_numpy(zero_copy_only=False)))}
+    meta["counts"] = dict(meta.get("counts", {})) | {
+        "points": int(points.num_rows),
+        "clusters": int(clusters.num_rows),
+        "noise_fraction": noise,
+        "new": int(np.sum(points.column("is_new").to_numpy(zero_copy_only=False))),
+    }
     meta["updates"] = list(meta.get("updates", [])) + [{"created_at": _now(), "new": int(new_ids.size), "knn": method, "seconds": {k2: round(v, 3) for k2, v in seconds.items()}}]
     write_map(old.path, points=points, clusters=clusters, meta=meta, state=state)
     logger.info("map %s: placed %d new items in %.1fs", name, new_ids.size, sum(seconds.values()))
-    return MapResult(name=old.name, path=old.path, points=int(points.num_rows), clusters=int(clusters.num_rows), noise_fraction=noise, seconds=seconds, new=int(new_ids.size), skipped=skipped, meta=meta | {"updated": True})
+    return MapResult(
+        name=old.name,
+        path=old.path,
+        points=int(points.num_rows),
+        clusters=int(clusters.num_rows),
+        noise_fraction=noise,
+        seconds=seconds,
+        new=int(new_ids.size),
+        skipped=skipped,
+        meta=meta | {"updated": True},
+    )
 
 
 def _summarize_partial(ids: np.ndarray, vecs: np.ndarray, vec_rows: np.ndarray, labels: np.ndarray, probs: np.ndarray, *, exemplars: int) -> Any:

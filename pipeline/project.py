@@ -173,7 +173,18 @@ def layout(
 
         start = _first_columns(start, n_components) if start is not None else initial_layout(graph, data=data, n_components=n_components, init=init, seed=seed)
         dev = "cuda" if device == "auto" else device
-        out = optimize_layout(graph, start, a=a, b=b, n_epochs=epochs, learning_rate=params.learning_rate, repulsion_strength=params.repulsion_strength, negative_sample_rate=params.negative_sample_rate, seed=seed, device=dev)
+        out = optimize_layout(
+            graph,
+            start,
+            a=a,
+            b=b,
+            n_epochs=epochs,
+            learning_rate=params.learning_rate,
+            repulsion_strength=params.repulsion_strength,
+            negative_sample_rate=params.negative_sample_rate,
+            seed=seed,
+            device=dev,
+        )
     else:
         from umap.umap_ import simplicial_set_embedding
 

@@ -48,8 +48,7 @@ class ImageEncoder:
         got = self.embedder.info.get("weights_hash")
         if weights_hash and got != weights_hash:
             raise RecognitionIndexError(
-                f"the index was built with {model} weights {weights_hash}, but the weights found here hash to {got}; "
-                "pass the same weights (--weights PATH) or rebuild the index with these"
+                f"the index was built with {model} weights {weights_hash}, but the weights found here hash to {got}; pass the same weights (--weights PATH) or rebuild the index with these"
             )
         self.model = model
         self.weights_hash = got

@@ -75,10 +75,7 @@ def split_name(name: str) -> tuple[str, str]:
     prefix, _, rest = name.partition(":")
     if prefix not in _FAMILIES:
         close = difflib.get_close_matches(prefix, list(_FAMILIES), n=3)
-        raise UnknownName(
-            f"unknown embedder family {prefix!r} in {name!r}; known: {', '.join(sorted(_FAMILIES))}"
-            + (f" (did you mean {', '.join(close)}?)" if close else "")
-        )
+        raise UnknownName(f"unknown embedder family {prefix!r} in {name!r}; known: {', '.join(sorted(_FAMILIES))}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
     return prefix, rest
 
 
@@ -89,10 +86,7 @@ def check_name(name: str) -> str:
     known = fam.is_known(rest) if fam.is_known else rest in fam.names()
     if not known:
         close = difflib.get_close_matches(rest, fam.names(), n=5, cutoff=0.6)
-        raise UnknownName(
-            f"unknown {prefix} model {rest!r}"
-            + (f"; close matches: {', '.join(prefix + ':' + c for c in close)}" if close else "")
-        )
+        raise UnknownName(f"unknown {prefix} model {rest!r}" + (f"; close matches: {', '.join(prefix + ':' + c for c in close)}" if close else ""))
     return f"{prefix}:{rest}"
 
 

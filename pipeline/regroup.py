@@ -185,7 +185,7 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, rows: np.ndarray | None = None
     both = np.concatenate([fit, free])
     part = fcluster(_tree(transform(z[both], whitening(z[fit], y[fit], shrink))), cuts[shrink], "distance")
     taken = set(part[: len(fit)].tolist())
-    pf = part[len(fit):]
+    pf = part[len(fit) :]
     continues = np.full(len(y), -1, dtype=np.int64)
     for k in taken:
         continues[free[pf == k]] = np.bincount(y[fit][part[: len(fit)] == k]).argmax()

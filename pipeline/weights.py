@@ -246,7 +246,7 @@ def load_into(model, state: dict, *, source: str) -> None:
     if len(src_items) < len(dst_keys):
         raise WeightsNotFound(f"{source}: {len(src_items)} tensors, model needs {len(dst_keys)}; not weights for this model")
     mapped = {}
-    for (dk, (sk, sv)) in zip(dst_keys, src_items):
+    for dk, (sk, sv) in zip(dst_keys, src_items):
         if tuple(dst[dk].shape) != tuple(sv.shape):
             raise WeightsNotFound(f"{source}: tensor {sk} {tuple(sv.shape)} does not fit {dk} {tuple(dst[dk].shape)}")
         mapped[dk] = sv

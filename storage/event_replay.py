@@ -50,9 +50,7 @@ def invert(tx: Txn, target: int, *, redo: bool) -> int:
                 tx.conflicts += 1
             else:
                 tx.update_label(row, name=goal["name"])
-    item_rows = c.execute(
-        "SELECT item_id, before_label, before_event, after_label, after_event FROM item_changes WHERE event_id = ?", (target,)
-    ).fetchall()
+    item_rows = c.execute("SELECT item_id, before_label, before_event, after_label, after_event FROM item_changes WHERE event_id = ?", (target,)).fetchall()
     tx.states([r[0] for r in item_rows])
     for item_id, bl, be, al, ae in item_rows:  # 4. items
         before = None if bl is None else (bl, be)
@@ -93,9 +91,7 @@ def invert(tx: Txn, target: int, *, redo: bool) -> int:
 def last_action(conn: sqlite3.Connection, user: str, *, redo: bool) -> int | None:
     """The event a user's next undo (or redo) would act on."""
     if not redo:
-        row = conn.execute(
-            "SELECT MAX(event_id) FROM actions WHERE user = ? AND undone = 0", (user,)
-        ).fetchone()
+        row = conn.execute("SELECT MAX(event_id) FROM actions WHERE user = ? AND undone = 0", (user,)).fetchone()
         return row[0]
     newest = conn.execute("SELECT COALESCE(MAX(event_id), 0) FROM actions WHERE user = ?", (user,)).fetchone()[0]
     # a new action since the undo clears the redo stack; the most recently undone comes back first
@@ -152,9 +148,7 @@ def _group(rows: Iterable[tuple[Any, ...]]) -> dict[int, list[tuple[Any, ...]]]:
 def materialised(conn: sqlite3.Connection) -> State:
     items = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT item_id, label_id, event_id FROM item_state")}
     excl = {(r[0], r[1]) for r in conn.execute("SELECT item_id, label_id FROM exclusions")}
-    labels = {
-        row.id: {**row.snapshot(), "count": row.count} for row in load_labels(conn).values()
-    }
+    labels = {row.id: {**row.snapshot(), "count": row.count} for row in load_labels(conn).values()}
     return State(items, excl, labels)
 
 

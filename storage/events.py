@@ -163,9 +163,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
         if row is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
-            raise LabelError(
-                f"label store schema version {row[0]} is newer than this Corral understands ({SCHEMA_VERSION}); upgrade Corral"
-            )
+            raise LabelError(f"label store schema version {row[0]} is newer than this Corral understands ({SCHEMA_VERSION}); upgrade Corral")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -374,8 +372,7 @@ class Txn:
         c.executemany("INSERT INTO item_changes VALUES (?, ?, ?, ?, ?, ?)", rows)
         c.executemany("DELETE FROM item_state WHERE item_id = ?", deletes)
         c.executemany(
-            "INSERT INTO item_state (item_id, label_id, event_id) VALUES (?, ?, ?) "
-            "ON CONFLICT (item_id) DO UPDATE SET label_id = excluded.label_id, event_id = excluded.event_id",
+            "INSERT INTO item_state (item_id, label_id, event_id) VALUES (?, ?, ?) ON CONFLICT (item_id) DO UPDATE SET label_id = excluded.label_id, event_id = excluded.event_id",
             upserts,
         )
         ex_rows, ex_add, ex_del = [], [], []

@@ -251,7 +251,17 @@ def _export_coco(ws: Workspace, snap: StoreSnapshot, out: Path, overwrite: bool,
         except (ValueError, TypeError):
             skipped["bad_bbox"] += 1
             continue
-        ann = {"id": len(annotations) + 1, "image_id": images[crop["parent_id"]]["id"], "category_id": cat_ids[state[0]], "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0, "corral_id": crop["id"], "labelled_by": state[1], "labelled_at": iso(state[2])}
+        ann = {
+            "id": len(annotations) + 1,
+            "image_id": images[crop["parent_id"]]["id"],
+            "category_id": cat_ids[state[0]],
+            "bbox": [x, y, w, h],
+            "area": w * h,
+            "iscrowd": 0,
+            "corral_id": crop["id"],
+            "labelled_by": state[1],
+            "labelled_at": iso(state[2]),
+        }
         annotations.append(ann)
     used = {a["category_id"] for a in annotations}
     doc = {

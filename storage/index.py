@@ -377,12 +377,17 @@ class LabelIndex:
             Path(tmp).unlink(missing_ok=True)
             raise
         names = self.label_names
-        atomic_write_table(folder / rows_name, pa.table({
-            "row": pa.array(np.arange(len(self.ids), dtype=np.int64)),
-            "id": pa.array(self.ids, type=pa.string()),
-            "label": pa.array([names[c] if c >= 0 else None for c in self.row_label.tolist()], type=pa.string()),
-            "not_labels": pa.array([sorted(names[c] for c in self.not_labels.get(r, ())) for r in range(len(self.ids))], type=pa.list_(pa.string())),
-        }))
+        atomic_write_table(
+            folder / rows_name,
+            pa.table(
+                {
+                    "row": pa.array(np.arange(len(self.ids), dtype=np.int64)),
+                    "id": pa.array(self.ids, type=pa.string()),
+                    "label": pa.array([names[c] if c >= 0 else None for c in self.row_label.tolist()], type=pa.string()),
+                    "not_labels": pa.array([sorted(names[c] for c in self.not_labels.get(r, ())) for r in range(len(self.ids))], type=pa.list_(pa.string())),
+                }
+            ),
+        )
         atomic_write_json(folder / MANIFEST, {"format": FORMAT, "files": {"faiss": faiss_name, "rows": rows_name}, **self.row_state(), **asdict(self.meta)})
         for old in list(folder.glob("index-*.faiss")) + list(folder.glob("rows-*.parquet")):
             if old.name not in (faiss_name, rows_name):

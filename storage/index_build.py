@@ -191,7 +191,18 @@ def build_index(*, workspace: str | os.PathLike[str] | Workspace, config: IndexC
     factory = cfg.factory or recommend_factory(len(ids), dim, gpu=gpu)
     index = create_index(factory, dim)
     index, t_train, t_add, device = _train_and_add(index, vectors, gpu=gpu, seed=cfg.seed)
-    meta = IndexMeta(factory=factory, dim=dim, model=str(side.get("model")), weights_hash=side.get("weights_hash"), embedding_set=es.name, labels_version=version, built_at=utc_now(), device=device, center=None if center is None else [float(x) for x in center], detection=_detection_of(side))
+    meta = IndexMeta(
+        factory=factory,
+        dim=dim,
+        model=str(side.get("model")),
+        weights_hash=side.get("weights_hash"),
+        embedding_set=es.name,
+        labels_version=version,
+        built_at=utc_now(),
+        device=device,
+        center=None if center is None else [float(x) for x in center],
+        detection=_detection_of(side),
+    )
     idx = LabelIndex(index, meta, ids, [labels.get(i) for i in ids], [exclusions.get(i, ()) for i in ids])
     t0 = time.perf_counter()
     if cfg.search:

@@ -57,9 +57,29 @@ _ITEM_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 #: The columns of :meth:`InteractionStore.rows`, in order (the export's header).
 ROW_COLUMNS = (
-    "page_id", "curator", "label", "map", "source", "page_shown_at", "submitted_at", "event_id", "labels_version",
-    "item_id", "point_index", "row", "col", "order", "shown_ms", "hovers", "hover_count", "hover_ms", "clicks",
-    "click_count", "decision", "decided_ms", "time_to_decision_ms",
+    "page_id",
+    "curator",
+    "label",
+    "map",
+    "source",
+    "page_shown_at",
+    "submitted_at",
+    "event_id",
+    "labels_version",
+    "item_id",
+    "point_index",
+    "row",
+    "col",
+    "order",
+    "shown_ms",
+    "hovers",
+    "hover_count",
+    "hover_ms",
+    "clicks",
+    "click_count",
+    "decision",
+    "decided_ms",
+    "time_to_decision_ms",
 )
 
 _SCHEMA = """
@@ -351,11 +371,31 @@ class InteractionStore:
         for r in self._conn().execute(q, args):
             hovers, clicks = json.loads(r[15]), json.loads(r[16])
             shown, decided = r[14], r[18]
-            out.append({
-                "page_id": r[0], "curator": r[1], "label": r[2], "map": r[3], "source": r[4], "page_shown_at": r[5], "submitted_at": r[6],
-                "event_id": r[7], "labels_version": r[8], "item_id": r[9], "point_index": r[10], "row": r[11], "col": r[12], "order": r[13],
-                "shown_ms": shown, "hovers": hovers, "hover_count": len(hovers), "hover_ms": round(sum(b - a for a, b in hovers if b is not None), 3),
-                "clicks": [{"t": t, "x": x, "y": y} for t, x, y in clicks], "click_count": len(clicks), "decision": r[17], "decided_ms": decided,
-                "time_to_decision_ms": None if decided is None else round(decided - (shown or 0.0), 3),
-            })
+            out.append(
+                {
+                    "page_id": r[0],
+                    "curator": r[1],
+                    "label": r[2],
+                    "map": r[3],
+                    "source": r[4],
+                    "page_shown_at": r[5],
+                    "submitted_at": r[6],
+                    "event_id": r[7],
+                    "labels_version": r[8],
+                    "item_id": r[9],
+                    "point_index": r[10],
+                    "row": r[11],
+                    "col": r[12],
+                    "order": r[13],
+                    "shown_ms": shown,
+                    "hovers": hovers,
+                    "hover_count": len(hovers),
+                    "hover_ms": round(sum(b - a for a, b in hovers if b is not None), 3),
+                    "clicks": [{"t": t, "x": x, "y": y} for t, x, y in clicks],
+                    "click_count": len(clicks),
+                    "decision": r[17],
+                    "decided_ms": decided,
+                    "time_to_decision_ms": None if decided is None else round(decided - (shown or 0.0), 3),
+                }
+            )
         return out

@@ -134,9 +134,7 @@ def import_labels(
         if path is None:
             items = ws.items()
             assignments = {
-                i: lab
-                for i, lab, status in zip(items.column("id").to_pylist(), items.column("label").to_pylist(), items.column("status").to_pylist())
-                if status == "ok" and lab and lab.strip()
+                i: lab for i, lab, status in zip(items.column("id").to_pylist(), items.column("label").to_pylist(), items.column("status").to_pylist()) if status == "ok" and lab and lab.strip()
             }
             for i, lab in assignments.items():
                 assignments[i] = check_name(lab, f"label of item {i}")

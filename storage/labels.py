@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ActionResult", "Event", "LabelError", "LabelInfo", "LabelStore", "StoreSnapshot", "check_name"]
 
+
 @dataclass(frozen=True)
 class StoreSnapshot:
     """The whole state at one version, read in one transaction (for exports and publishing)."""
@@ -95,11 +96,7 @@ class LabelStore:
 
         ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
         store = cls(ws.labels_db, **kwargs)
-        marks = sorted(
-            f"{p.relative_to(ws.root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-            for s in ws.embedding_sets()
-            for p in s.path.glob("part-*.items.parquet")
-        )
+        marks = sorted(f"{p.relative_to(ws.root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for s in ws.embedding_sets() for p in s.path.glob("part-*.items.parquet"))
         fingerprint = "|".join(marks)
         if store._meta("workspace_items") != fingerprint:
             items = ws.items()

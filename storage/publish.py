@@ -65,7 +65,16 @@ class PublishResult:
     labels_version: int
 
     def summary(self) -> dict[str, Any]:
-        return {"version": self.version, "files": self.files, "bytes": self.bytes, "seconds": round(self.seconds, 3), "url": self.url, "uploaded": self.uploaded, "reused": self.reused, "labels_version": self.labels_version}
+        return {
+            "version": self.version,
+            "files": self.files,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "url": self.url,
+            "uploaded": self.uploaded,
+            "reused": self.reused,
+            "labels_version": self.labels_version,
+        }
 
 
 @dataclass
@@ -232,14 +241,19 @@ def publish(
             raise PublishError(f"{path} changed while publishing ({entry['bytes']} -> {path.stat().st_size} bytes); rerun to publish a fresh version")
         _retry(
             f"uploading {entry['path']} to s3://{u.bucket}/{key}",
-            lambda: client.upload_file(str(path), u.bucket, key, ExtraArgs={"Metadata": {"sha256": entry["sha256"]}}, Config=cfg, Callback=progress),
+            lambda path=path, key=key, entry=entry: client.upload_file(str(path), u.bucket, key, ExtraArgs={"Metadata": {"sha256": entry["sha256"]}}, Config=cfg, Callback=progress),
             retries=retries,
             backoff_s=backoff_s,
         )
         uploaded += 1
     body = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
     mkey = _key(u, "versions", version, "manifest.json")
-    _retry("writing manifest.json", lambda: client.put_object(Bucket=u.bucket, Key=mkey, Body=body, ContentType="application/json", Metadata={"sha256": hashlib.sha256(body).hexdigest()}), retries=retries, backoff_s=backoff_s)
+    _retry(
+        "writing manifest.json",
+        lambda: client.put_object(Bucket=u.bucket, Key=mkey, Body=body, ContentType="application/json", Metadata={"sha256": hashlib.sha256(body).hexdigest()}),
+        retries=retries,
+        backoff_s=backoff_s,
+    )
     _check_complete(client, u, version, manifest, retries=retries, backoff_s=backoff_s)
     lkey = _key(u, "LATEST")
     _retry("writing LATEST", lambda: client.put_object(Bucket=u.bucket, Key=lkey, Body=(version + "\n").encode(), ContentType="text/plain"), retries=retries, backoff_s=backoff_s)
@@ -256,9 +270,7 @@ def _prepare(ws: Workspace, store: LabelStore, u: s3util.S3Url, sources: list[tu
     nothing changed since, else a new one with freshly staged label files."""
     root = ws.cache_dir / "publish"
     pending_path = root / "pending.json"
-    fingerprint = hashlib.sha256(
-        json.dumps([str(u), store.version(), [(rel, p.stat().st_size, p.stat().st_mtime_ns) for rel, p in sources]]).encode()
-    ).hexdigest()
+    fingerprint = hashlib.sha256(json.dumps([str(u), store.version(), [(rel, p.stat().st_size, p.stat().st_mtime_ns) for rel, p in sources]]).encode()).hexdigest()
     if pending_path.exists():
         try:
             pending = json.loads(pending_path.read_text())
@@ -392,7 +404,7 @@ def pull(
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.part")
         key = _key(u, "versions", version, f["path"])
-        _retry(f"downloading s3://{u.bucket}/{key}", lambda: client.download_file(u.bucket, key, str(tmp), Callback=progress), retries=retries, backoff_s=backoff_s)
+        _retry(f"downloading s3://{u.bucket}/{key}", lambda key=key, tmp=tmp: client.download_file(u.bucket, key, str(tmp), Callback=progress), retries=retries, backoff_s=backoff_s)
         got = sha256_file(tmp)
         if got != f["sha256"] or tmp.stat().st_size != f["bytes"]:
             tmp.unlink(missing_ok=True)

@@ -298,7 +298,11 @@ def calibrate(vectors: np.ndarray, labels: Sequence[str | None], not_labels: Seq
         n_ref.append(got[3])
         n_out.append(got[4])
     if not ks_all:
-        return {"threshold": 0.0, "suggest_threshold": None, "report": {"note": "too few labelled items to calibrate (need a label with 2 or more items); every best label is accepted", "known_queries": 0, "unknown_queries": 0}}
+        return {
+            "threshold": 0.0,
+            "suggest_threshold": None,
+            "report": {"note": "too few labelled items to calibrate (need a label with 2 or more items); every best label is accepted", "known_queries": 0, "unknown_queries": 0},
+        }
     ks, correct, us = np.concatenate(ks_all), np.concatenate(ok_all), np.concatenate(us_all)
     balanced = choose_threshold(ks, correct, us)
     chosen = apply_recall_target(balanced, ks, correct, us, rule.recall_target, rule.min_rejection)
@@ -321,7 +325,9 @@ def calibrate(vectors: np.ndarray, labels: Sequence[str | None], not_labels: Seq
     return {"threshold": round(chosen, 6), "suggest_threshold": None if suggest is None else round(suggest, 6), "report": report}
 
 
-def _calibration_fold(faiss: Any, vectors: np.ndarray, codes: np.ndarray, not_labels: Sequence[Sequence[str]], code_of: Mapping[str, int], *, rule: RuleConfig, seed: int, max_reference: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int] | None:
+def _calibration_fold(
+    faiss: Any, vectors: np.ndarray, codes: np.ndarray, not_labels: Sequence[Sequence[str]], code_of: Mapping[str, int], *, rule: RuleConfig, seed: int, max_reference: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int] | None:
     """One held-out split: (known margins, known named right, unknown margins, reference rows,
     labels held out), or None when it has no known queries."""
     ref, known, unknown = split_for_calibration(codes, holdout=rule.holdout, class_holdout=rule.class_holdout, seed=seed)

@@ -115,9 +115,7 @@ def items_table(rows: list[dict[str, Any]]) -> pa.Table:
                 cols[c].append(v if isinstance(v, str) else (json.dumps(v) if v else ""))
             else:
                 cols[c].append("" if v is None else str(v))
-    schema = pa.schema(
-        [(c, pa.int64() if c in ("width", "height", "bytes") else pa.string()) for c in ITEM_COLUMNS]
-    )
+    schema = pa.schema([(c, pa.int64() if c in ("width", "height", "bytes") else pa.string()) for c in ITEM_COLUMNS])
     return pa.table(cols, schema=schema)
 
 
@@ -178,10 +176,7 @@ class EmbeddingSet:
             col = t.column("embedding").combine_chunks()
             d = col.type.list_size
             if dim is not None and d != dim:
-                raise WorkspaceError(
-                    f"embedding set {self.path} mixes dimensions {dim} and {d} (shard {i}); "
-                    "re-embed into a fresh set with one model"
-                )
+                raise WorkspaceError(f"embedding set {self.path} mixes dimensions {dim} and {d} (shard {i}); re-embed into a fresh set with one model")
             dim = d
             ids.append(np.asarray(t.column("id").to_numpy(zero_copy_only=False), dtype=object))
             vecs.append(col.values.to_numpy(zero_copy_only=False).reshape(-1, d).astype(dtype, copy=False))

@@ -45,10 +45,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     m = mapped.summary()
     summary = {"workspace": str(ws), "sample": sample, "embed": res.summary(), "map": m}
     if not args.quiet:
-        sys.stderr.write(
-            f"map {m['map']}: {m['points']} points in {m['clusters']} clusters.\n"
-            f"The true labels are in {sample['manifest']} (try `corral labels import` on it later).\n"
-        )
+        sys.stderr.write(f"map {m['map']}: {m['points']} points in {m['clusters']} clusters.\nThe true labels are in {sample['manifest']} (try `corral labels import` on it later).\n")
     emit(summary)
     if args.no_serve:
         return 0

@@ -95,7 +95,9 @@ def _run_embed(args: argparse.Namespace) -> int:
     emit(res.summary())
     if res.items and not (res.embedded or res.already_done or res.duplicates):
         reasons = ", ".join(f"{k} {v}" for k, v in res.skipped_by_reason.items()) or "none"
-        sys.stderr.write(f"corral embed: error: nothing was embedded: none of the {res.items} files in {args.source} is an image this can read (skipped: {reasons}; see {args.workspace}/skipped.csv)\n")
+        sys.stderr.write(
+            f"corral embed: error: nothing was embedded: none of the {res.items} files in {args.source} is an image this can read (skipped: {reasons}; see {args.workspace}/skipped.csv)\n"
+        )
         return 1
     return 0
 

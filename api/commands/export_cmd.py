@@ -12,7 +12,13 @@ def _add(p: argparse.ArgumentParser) -> None:
     from corral.storage.exports import FORMATS, LINK_MODES
 
     p.add_argument("--workspace", "-w", required=True, help="workspace folder")
-    p.add_argument("--format", "-f", required=True, choices=FORMATS, help="parquet, csv, jsonl (items with label state), embeddings (Parquet), coco (crops), imagefolder, curators, interactions (review pages' per-tile byproducts)")
+    p.add_argument(
+        "--format",
+        "-f",
+        required=True,
+        choices=FORMATS,
+        help="parquet, csv, jsonl (items with label state), embeddings (Parquet), coco (crops), imagefolder, curators, interactions (review pages' per-tile byproducts)",
+    )
     p.add_argument("--out", "-o", required=True, help="file to write (a folder for imagefolder)")
     p.add_argument("--embeddings", default=None, help="embedding set for --format embeddings (default: the only / newest one)")
     p.add_argument("--mode", choices=LINK_MODES, default="copy", help="imagefolder: copy files (default), or symlink / hardlink them")

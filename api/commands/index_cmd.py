@@ -15,7 +15,12 @@ def _rule_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=None, help="neighbours that vote (default 10)")
     p.add_argument("--tau", type=float, default=None, help="softmax temperature of the votes (default 0.05; smaller: the nearest counts more)")
     p.add_argument("--threshold", type=float, default=None, help="fixed unknown threshold on the margin (score minus the label's typical score) instead of the calibrated one")
-    p.add_argument("--recall-target", type=float, default=None, help="lower the threshold until this share of correctly named known items is kept (e.g. 0.97), at the cost of naming more unknown items; default off (balanced threshold)")
+    p.add_argument(
+        "--recall-target",
+        type=float,
+        default=None,
+        help="lower the threshold until this share of correctly named known items is kept (e.g. 0.97), at the cost of naming more unknown items; default off (balanced threshold)",
+    )
 
 
 def _add_index(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,14 @@ def _add_map(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", "-w", required=True, help="workspace folder holding the embeddings")
     p.add_argument("--embeddings", default=None, help="embedding set name (default: the most recent one)")
     p.add_argument("--name", default=None, help="map name (default: the embedding set's name)")
-    p.add_argument("--with-labels", action="store_true", help="lay the map out with the labels so far as a partial target (UMAP's semi-supervised mode), so what is left separates; writes a new map (default name <set>-labels-v<store version>), the old one stays")
+    p.add_argument(
+        "--with-labels",
+        action="store_true",
+        help=(
+            "lay the map out with the labels so far as a partial target (UMAP's semi-supervised mode), so what is left separates; "
+            "writes a new map (default name <set>-labels-v<store version>), the old one stays"
+        ),
+    )
     p.add_argument("--target-weight", type=float, default=0.5, help="with --with-labels: weight of the labels against the embeddings, 0..1 (default 0.5, umap-learn's)")
     p.add_argument("--update", action="store_true", help="place items embedded since the map was made onto it, moving no existing point")
     p.add_argument("--n-neighbors", type=int, default=None, help="UMAP n_neighbors, also the k of the kNN graph (default 15)")

@@ -18,7 +18,6 @@ from corral.api.routes.common import IMMUTABLE
 router = APIRouter(prefix="/api/items", tags=["items"])
 
 
-
 @router.get("/{item_id}", summary="An item's file name, size and source")
 def item(item_id: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
     return ctx.items.info(item_id)

@@ -85,9 +85,7 @@ def assign(body: AssignBody, view: Map, ctx: Ctx, user: Writer) -> dict[str, Any
     view.require_etag(body.etag)
     idx, ex = _check_selection(view, body.indices, body.exclude)
     ids, ex_ids = view.ids_at(idx), view.ids_at(ex)
-    return label_service(ctx).act(
-        view, lambda s: s.assign(ids, body.label, user=user.name, exclude=ex_ids, duration_ms=body.duration_ms), since=body.since
-    )
+    return label_service(ctx).act(view, lambda s: s.assign(ids, body.label, user=user.name, exclude=ex_ids, duration_ms=body.duration_ms), since=body.since)
 
 
 @router.post("/api/maps/{name}/actions/exclude", summary="Mark points as not belonging to a label")

@@ -135,8 +135,18 @@ def review(body: ReviewBody, view: Map, ctx: Ctx, user: Writer) -> dict[str, Any
         raise ApiError("tiles: each point may appear once on a page")
     ids = dict(zip((t.index for t in body.tiles), view.ids_at(np.asarray([t.index for t in body.tiles]))))
     tiles = tuple(
-        ReviewTile(item_id=ids[t.index], row=t.row, col=t.col, order=t.order, decision=t.decision, shown_ms=t.shown_ms,
-                   hovers=tuple(t.hovers), clicks=tuple(t.clicks), decided_ms=t.decided_ms, point_index=t.index)
+        ReviewTile(
+            item_id=ids[t.index],
+            row=t.row,
+            col=t.col,
+            order=t.order,
+            decision=t.decision,
+            shown_ms=t.shown_ms,
+            hovers=tuple(t.hovers),
+            clicks=tuple(t.clicks),
+            decided_ms=t.decided_ms,
+            point_index=t.index,
+        )
         for t in body.tiles
     )
     page = ReviewPage(page_id=body.page_id, label=body.label, map=view.name, source=body.source, shown_at=body.shown_at, submitted_at=time.time(), tiles=tiles)

@@ -100,18 +100,20 @@ def points(body: Indices, view: Map, ctx: Ctx, user: Reader) -> dict[str, Any]:
     out = []
     for i, item_id, uri in zip(idx.tolist(), ids, uris):
         lab = int(ml.label[i])
-        out.append({
-            "index": i,
-            "id": item_id,
-            "name": file_name(uri),
-            "has_image": uri is not None,
-            "cluster": int(view.cluster[i]),
-            "probability": round(float(view.probability[i]), 4),
-            "outlier_score": round(float(view.outlier[i]), 4),
-            "is_new": bool(view.is_new[i]),
-            "label": names.get(lab) if lab else None,
-            "excluded": bool(ml.state[i] & 1),
-        })
+        out.append(
+            {
+                "index": i,
+                "id": item_id,
+                "name": file_name(uri),
+                "has_image": uri is not None,
+                "cluster": int(view.cluster[i]),
+                "probability": round(float(view.probability[i]), 4),
+                "outlier_score": round(float(view.outlier[i]), 4),
+                "is_new": bool(view.is_new[i]),
+                "label": names.get(lab) if lab else None,
+                "excluded": bool(ml.state[i] & 1),
+            }
+        )
     return {"etag": view.etag, "points": out}
 
 

@@ -41,6 +41,7 @@ MAX_VECTORS = 10_000
 #: Largest image file accepted when the app's settings do not say.
 DEFAULT_MAX_UPLOAD = 32 * 1024 * 1024
 
+
 async def get_service(request: Request) -> RecognitionService:
     """The app's recognition service; made (for the app's workspace) on first use."""
     ctx = request.app.state.ctx
@@ -146,7 +147,7 @@ async def _vectors(svc: RecognitionService, raw: Any, *, k: int | None, threshol
     cur = svc.require()
     n = len(raw)
     if n == 0:
-        raise ApiError("no vectors in the request: send {\"vectors\": [[...], ...]}")
+        raise ApiError('no vectors in the request: send {"vectors": [[...], ...]}')
     if n > MAX_VECTORS:
         raise ApiError(f"{n} vectors in one request; send at most {MAX_VECTORS}", status=413)
     rows, fails = _vector_rows(raw, cur.recognizer.index.dim)
@@ -198,7 +199,7 @@ async def recognize(
             except ValueError:
                 raise ApiError("body is not valid JSON") from None
             if not isinstance(body, dict) or not isinstance(body.get("vectors"), list):
-                raise ApiError("JSON body must be an object with \"vectors\": a list of vectors (lists of numbers)")
+                raise ApiError('JSON body must be an object with "vectors": a list of vectors (lists of numbers)')
             opts = _json_options(body, k=k, threshold=threshold, top=top, model=model, weights_hash=weights_hash)
             results = await _vectors(svc, body["vectors"], **opts)
         elif ctype in ("application/octet-stream", "application/x-npy"):
@@ -216,7 +217,9 @@ async def recognize(
     cur = svc.current
     # the version that answered (a reload may have swapped versions since)
     version = next((r["version"] for r in results if r["status"] == 200), cur.version if cur else None)
-    return JSONResponse({"results": results, "answered": answered, "failed": len(results) - answered, "version": version, "model": cur.recognizer.index.meta.model if cur else None}, status_code=status)
+    return JSONResponse(
+        {"results": results, "answered": answered, "failed": len(results) - answered, "version": version, "model": cur.recognizer.index.meta.model if cur else None}, status_code=status
+    )
 
 
 def _json_options(body: dict[str, Any], **defaults: Any) -> dict[str, Any]:

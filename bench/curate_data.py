@@ -1,0 +1,55 @@
+"""The data sets of ``bench/curate.py``: where they are, and each embedded (cached) and mapped."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+
+import numpy as np
+
+#: name -> (kind, images, labels, embedder)
+DATASETS = {
+    "mnist_test": ("idx", "mnist_test/t10k-images-idx3-ubyte.gz", "mnist_test/t10k-labels-idx1-ubyte.gz", "pixels:28"),
+    "fashion_mnist": ("idx", "fashion_mnist_test_first4443/t10k-first4443-images-idx3-ubyte.gz", "fashion_mnist_test_first4443/t10k-first4443-labels-idx1-ubyte.gz", "pixels:28"),
+    "coil20": ("folder", "coil20/images", None, "timm:tf_efficientnet_lite0"),
+    "coil100_subset": ("folder", "coil100_subset/images", None, "timm:tf_efficientnet_lite0"),
+    "orl_faces": ("folder", "orl_faces/images", None, "timm:tf_efficientnet_lite0"),
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    b = gzip.open(path).read()
+    ndim = b[3]
+    shape = [int.from_bytes(b[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(b, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def prepare(name: str, data: Path, out: Path, *, rebuild_map: bool) -> tuple[Path, dict[str, str], dict]:
+    """Embed (cached) and map a data set; returns (workspace, truth by item id, timings)."""
+    from PIL import Image
+
+    from corral.pipeline.embed import EmbedConfig, embed
+    from corral.pipeline.mapping import MapConfig, build_map
+    from corral.storage.maps import list_maps
+    from corral.storage.workspace import Workspace
+
+    kind, images, labels, model = DATASETS[name]
+    ws = out / name
+    src = data / images
+    if kind == "idx":
+        src = out / "images" / name
+        if not src.exists():
+            x, y = read_idx(data / images), read_idx(data / labels)
+            for i, (img, lab) in enumerate(zip(x, y)):
+                (src / str(lab)).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(img).save(src / str(lab) / f"{i:05d}.png")
+    t0 = time.perf_counter()
+    res = embed(str(src), workspace=ws, config=EmbedConfig(model=model, progress=False))
+    t_embed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if rebuild_map or not list_maps(ws):
+        build_map(workspace=ws, config=MapConfig())
+    t_map = time.perf_counter() - t0
+    truth = {r["id"]: Path(r["uri"]).parent.name for r in Workspace(ws).items().to_pylist() if r["status"] == "ok"}
+    return ws, truth, {"embed_s": round(t_embed, 1), "embedded_now": res.embedded, "map_s": round(t_map, 1), "model": model}
