@@ -178,7 +178,9 @@ class JobManager:
 
     def _follow_stderr(self, job: Job, log: Any) -> None:
         buf = b""
-        stream = job.proc.stderr  # type: ignore[union-attr]
+        if job.proc is None or job.proc.stderr is None:
+            raise RuntimeError(f"job {job.id} has no stderr pipe to follow")
+        stream = job.proc.stderr
         while True:
             chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096)
             if not chunk:

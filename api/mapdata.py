@@ -189,9 +189,9 @@ class MapView:
 
 def build_view(name: str, etag: str, points: pa.Table, clusters: pa.Table, meta: dict[str, Any]) -> MapView:
     """Re-order a map's points for the viewer (see the module docstring)."""
-    for col in ("id", "x", "y", "cluster"):
-        if col not in points.column_names:
-            raise ApiError(f"map {name!r}: points.parquet has no {col!r} column; rebuild it with `corral map`", status=500)
+    for required in ("id", "x", "y", "cluster"):
+        if required not in points.column_names:
+            raise ApiError(f"map {name!r}: points.parquet has no {required!r} column; rebuild it with `corral map`", status=500)
     n = points.num_rows
     x = points.column("x").to_numpy().astype(np.float32, copy=False)
     y = points.column("y").to_numpy().astype(np.float32, copy=False)

@@ -121,7 +121,7 @@ class ThumbCache:
         base = self.root / "thumbs" / "128" / item_id[:2] / f"{item_id}.jpg"
         try:
             if size <= 128 and base.is_file():
-                im = Image.open(base)
+                im: Image.Image = Image.open(base)
                 im.load()
             elif (crop := split_crop_uri(self.items.uri(item_id))) is not None:
                 im = crop_region(Image.open(io.BytesIO(self.original_bytes(item_id))), crop[1])
@@ -185,7 +185,7 @@ class ThumbCache:
         for j, item_id in enumerate(ids):
             r, c = divmod(j, cols)
             x0, y0 = c * cell, r * cell
-            im = None
+            im: Image.Image | None = None
             try:
                 im = Image.open(self.thumb(item_id, src))
                 im.load()

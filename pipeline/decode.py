@@ -87,7 +87,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img)
         if arr.dtype != np.uint8:
-            hi = 65535 if mode.startswith("I;16") or arr.max() > 255 else 255
+            hi: float = 65535 if mode.startswith("I;16") or arr.max() > 255 else 255
             arr = np.clip(arr.astype(np.float32) * (255.0 / hi), 0, 255).astype(np.uint8)
         return Image.fromarray(arr).convert("RGB")
     if mode == "F":
@@ -117,7 +117,7 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_to: i
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:
                 raise SkipItem("too_large", f"{w}x{h} pixels is over the limit of {max_pixels}")

@@ -359,7 +359,7 @@ class HaarFaceDetector:
     def __init__(self, *, min_size: int = 40, scale_factor: float = 1.1, min_neighbors: int = 5, cascade: str = "haarcascade_frontalface_default.xml"):
         import cv2
 
-        path = Path(cv2.data.haarcascades) / cascade
+        path = Path(cv2.data.haarcascades) / cascade  # type: ignore[attr-defined]  # opencv's stubs omit the cv2.data submodule
         self._clf = cv2.CascadeClassifier(str(path))
         if self._clf.empty():
             raise WeightsNotFound(f"OpenCV could not load the cascade {path}; reinstall 'opencv-python-headless<5'")

@@ -148,7 +148,7 @@ def _check_sidecar(es: EmbeddingSet, embedder: Any, cfg: EmbedConfig, detector: 
         "format": "parquet shards part-NNNNN.parquet: id (string), embedding (fixed_size_list); items in part-NNNNN.items.parquet",
         "embedder": embedder.info,
     }
-    keys = ("model", "weights_hash", "dim", "dtype")
+    keys: tuple[str, ...] = ("model", "weights_hash", "dim", "dtype")
     if detector is not None:
         side["detector"] = detector.name
         side["detection"] = {"detector": detector.info, "pad": cfg.pad, "min_size": cfg.min_size, "items": "crops; their parent images are items without vectors"}
@@ -283,6 +283,8 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
             timings["decode_worker_s"] += sum(r.pop("decode_s", 0.0) for r in recs)
             t0 = time.perf_counter()
             if detector is None:
+                if dev_px is None:
+                    raise RuntimeError("decode_ahead yielded a batch without its device pixels")
                 vecs, rows, ids = _embed_batch(b, recs, dev_px, embedder, device, seen, labels)
             else:
                 timings["detect_s"] += sum(r.pop("detect_s", 0.0) for r in recs)
@@ -396,6 +398,8 @@ def _embed_batch(b: dict[str, Any], recs: list[dict[str, Any]], dev_px: dict[int
             else:
                 seen[r["id"]] = r["uri"]
                 ids.append(r["id"])
+                if px is None:
+                    raise RuntimeError(f"{r['uri']}: decoded as ok but has no pixels")
                 batch_px.append(px)
         rows.append(row)
     if not ids:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.pipeline import registry, weights
 from corral.pipeline.decode import Preprocess
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +87,12 @@ class TimmEmbedder:
             std=tuple(float(x) for x in data_cfg["std"]),
         )
         self.model = model
-        self.dim = int(model.num_features)
+        self.dim = int(model.num_features)  # type: ignore[arg-type]  # torch types Module.__getattr__ as Tensor | Module; timm sets num_features as an int
         self.device = torch.device("cpu")
         self.compile = compile
-        self._compiled = None
-        self._mean = self._std = None
+        self._compiled: Callable[..., Any] | None = None
+        self._mean: torch.Tensor | None = None
+        self._std: torch.Tensor | None = None
         self.info = {
             "family": "timm",
             "timm_model": model_name,
@@ -101,7 +106,7 @@ class TimmEmbedder:
         import torch
 
         self.device = torch.device(device)
-        self.model = self.model.to(self.device, memory_format=torch.channels_last)
+        self.model = self.model.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks the (device, memory_format=) overload that Module.to accepts
         mean = torch.tensor(self.preprocess.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(self.preprocess.std, device=self.device).view(1, 3, 1, 1) * 255.0
         self._mean, self._std = mean, std

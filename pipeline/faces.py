@@ -116,7 +116,7 @@ class DlibFaceEmbedder:
         """dlib picks its own device when built (CUDA builds use the GPU); nothing moves."""
         return self
 
-    def _chips(self, images: list[np.ndarray], boxes: list[tuple[float, float, float, float]]) -> list[np.ndarray]:
+    def _chips(self, images: list[np.ndarray], boxes: list[tuple[float, ...]]) -> list[np.ndarray]:
         dlib = self._dlib
         chips = []
         for img, (x0, y0, x1, y1) in zip(images, boxes):
@@ -150,7 +150,7 @@ class DlibFaceEmbedder:
         if self._finder is None:
             self._finder = self._dlib.get_frontal_face_detector()
         images = self._numpy(pixels)
-        boxes = []
+        boxes: list[tuple[float, ...]] = []
         for img in images:
             h, w = img.shape[:2]
             found = self._finder(img, 0)

@@ -235,7 +235,7 @@ def _hnsw_of(index: Any) -> Any:
     import faiss
 
     try:
-        return faiss.downcast_index(index).hnsw
+        return faiss.downcast_index(index).hnsw  # type: ignore[attr-defined]  # faiss's SWIG types say Index; the downcast HNSW index has .hnsw
     except (AttributeError, RuntimeError):
         return None
 

@@ -177,7 +177,7 @@ def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = Non
         t0 = time.perf_counter()
         graph = fuzzy_graph(g.indices, g.distances, params=cfg.umap, seed=cfg.seed)
         if labels:
-            codes = {lb: k for k, lb in enumerate(sorted(set(labels.values())))}
+            codes: dict[str | None, int] = {lb: k for k, lb in enumerate(sorted(set(labels.values())))}  # unlabelled items look up None and get -1
             target = np.fromiter((codes.get(labels.get(i), -1) for i in ids.tolist()), np.int64, n)
             graph = label_target(graph, target, target_weight=target_weight)
         parts["fuzzy_graph"] = time.perf_counter() - t0

@@ -212,6 +212,7 @@ def resolve(
 def load_state_dict(path: Path) -> dict:
     import torch
 
+    sd: object
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,7 +160,8 @@ def check(conn: sqlite3.Connection) -> list[str]:
     finally:
         conn.execute("COMMIT")
     problems = []
-    for what, x, y in (("item labels", a.items, b.items), ("labels", a.labels, b.labels)):
+    pairs: tuple[tuple[str, Mapping[Any, Any], Mapping[Any, Any]], ...] = (("item labels", a.items, b.items), ("labels", a.labels, b.labels))
+    for what, x, y in pairs:
         for k in sorted(set(x) | set(y), key=str):
             if x.get(k) != y.get(k):
                 problems.append(f"{what}: {k!r} is {x.get(k)!r} in the store but {y.get(k)!r} in the replay")

@@ -359,29 +359,33 @@ class Txn:
                     "INSERT INTO label_changes (event_id, label_id, before, after) VALUES (?, ?, ?, ?)",
                     (eid, lid, None if before is None else json.dumps(before, ensure_ascii=False), json.dumps(after, ensure_ascii=False)),
                 )
-        rows, upserts, deletes = [], [], []
-        for i, before in self._item_before.items():
-            after = self._items[i]
-            if after == before:
+        rows: list[tuple[Any, ...]] = []
+        upserts: list[tuple[str, int, int]] = []
+        deletes: list[tuple[str]] = []
+        for i, item_before in self._item_before.items():
+            item_after = self._items[i]
+            if item_after == item_before:
                 continue
-            rows.append((eid, i, *(before or (None, None)), *(after or (None, None))))
-            if after is None:
+            rows.append((eid, i, *(item_before or (None, None)), *(item_after or (None, None))))
+            if item_after is None:
                 deletes.append((i,))
             else:
-                upserts.append((i, after[0], after[1]))
+                upserts.append((i, item_after[0], item_after[1]))
         c.executemany("INSERT INTO item_changes VALUES (?, ?, ?, ?, ?, ?)", rows)
         c.executemany("DELETE FROM item_state WHERE item_id = ?", deletes)
         c.executemany(
             "INSERT INTO item_state (item_id, label_id, event_id) VALUES (?, ?, ?) ON CONFLICT (item_id) DO UPDATE SET label_id = excluded.label_id, event_id = excluded.event_id",
             upserts,
         )
-        ex_rows, ex_add, ex_del = [], [], []
-        for (i, lid), before in self._excl_before.items():
-            after = self._excl[(i, lid)]
-            if after == before:
+        ex_rows: list[tuple[Any, str, int, int]] = []
+        ex_add: list[tuple[str, int]] = []
+        ex_del: list[tuple[str, int]] = []
+        for (i, lid), excl_before in self._excl_before.items():
+            excl_after = self._excl[(i, lid)]
+            if excl_after == excl_before:
                 continue
-            ex_rows.append((eid, i, lid, int(after)))
-            (ex_add if after else ex_del).append((i, lid))
+            ex_rows.append((eid, i, lid, int(excl_after)))
+            (ex_add if excl_after else ex_del).append((i, lid))
         c.executemany("INSERT INTO exclusions (item_id, label_id) VALUES (?, ?) ON CONFLICT DO NOTHING", ex_add)
         c.executemany("DELETE FROM exclusions WHERE item_id = ? AND label_id = ?", ex_del)
         c.executemany("INSERT INTO excl_changes VALUES (?, ?, ?, ?)", ex_rows)

@@ -126,7 +126,7 @@ def _replace(tmp: Path, out: Path, *, overwrite: bool) -> None:
         os.replace(tmp, out)
 
 
-def _write_file(out: Path, write: Callable[[Path], None], *, overwrite: bool) -> int:
+def _write_file(out: Path, write: Callable[[Path], object], *, overwrite: bool) -> int:
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists; pass --overwrite (overwrite=True) or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -234,7 +234,7 @@ def _export_coco(ws: Workspace, snap: StoreSnapshot, out: Path, overwrite: bool,
         raise ExportError(f"workspace {ws.root} has no crop items (items with parent_id and bbox); run detection first, or export --format parquet")
     cat_ids = {li.name: li.id for li in snap.labels}
     images: dict[str, dict[str, Any]] = {}
-    annotations = []
+    annotations: list[dict[str, Any]] = []
     for crop in crops:
         parent = by_id.get(crop["parent_id"])
         if parent is None:

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 if TYPE_CHECKING:
     from corral.storage.workspace import Workspace
@@ -165,6 +165,10 @@ class ReviewPage:
     labels_version: int | None = None
 
 
+@overload
+def _ms(value: Any, what: str, *, optional: Literal[False] = False) -> float: ...
+@overload
+def _ms(value: Any, what: str, *, optional: bool) -> float | None: ...
 def _ms(value: Any, what: str, *, optional: bool = False) -> float | None:
     if value is None and optional:
         return None

@@ -82,7 +82,7 @@ class MapData:
 
 def cluster_columns(names: list[str]) -> list[str]:
     """The ``c0..c{k-1}`` column names present, in order."""
-    out = []
+    out: list[str] = []
     while f"c{len(out)}" in names:
         out.append(f"c{len(out)}")
     return out
@@ -179,7 +179,7 @@ def write_map(path: Path, *, points: pa.Table, clusters: pa.Table, meta: dict[st
     atomic_write_table(path / CLUSTERS, clusters)
     if state is not None:
         buf = io.BytesIO()
-        np.savez(buf, **state)
+        np.savez(buf, **state)  # type: ignore[arg-type]  # numpy's stub has allow_pickle: bool beside **kwds, so mypy matches the array dict against it
         atomic_write_bytes(path / STATE, buf.getvalue())
     atomic_write_json(path / META, meta)
     logger.info("map written to %s (%d points, %d clusters)", path, points.num_rows, clusters.num_rows)

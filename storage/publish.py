@@ -239,9 +239,13 @@ def publish(
         path = local[entry["path"]]
         if path.stat().st_size != entry["bytes"]:
             raise PublishError(f"{path} changed while publishing ({entry['bytes']} -> {path.stat().st_size} bytes); rerun to publish a fresh version")
+
+        def upload(path: Path = path, key: str = key, entry: dict[str, Any] = entry) -> Any:
+            return client.upload_file(str(path), u.bucket, key, ExtraArgs={"Metadata": {"sha256": entry["sha256"]}}, Config=cfg, Callback=progress)
+
         _retry(
             f"uploading {entry['path']} to s3://{u.bucket}/{key}",
-            lambda path=path, key=key, entry=entry: client.upload_file(str(path), u.bucket, key, ExtraArgs={"Metadata": {"sha256": entry["sha256"]}}, Config=cfg, Callback=progress),
+            upload,
             retries=retries,
             backoff_s=backoff_s,
         )
@@ -404,7 +408,11 @@ def pull(
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.part")
         key = _key(u, "versions", version, f["path"])
-        _retry(f"downloading s3://{u.bucket}/{key}", lambda key=key, tmp=tmp: client.download_file(u.bucket, key, str(tmp), Callback=progress), retries=retries, backoff_s=backoff_s)
+
+        def download(key: str = key, tmp: Path = tmp) -> Any:
+            return client.download_file(u.bucket, key, str(tmp), Callback=progress)
+
+        _retry(f"downloading s3://{u.bucket}/{key}", download, retries=retries, backoff_s=backoff_s)
         got = sha256_file(tmp)
         if got != f["sha256"] or tmp.stat().st_size != f["bytes"]:
             tmp.unlink(missing_ok=True)
@@ -415,8 +423,8 @@ def pull(
         os.replace(tmp, target)
         downloaded += 1
     removed = sorted(previous - {f["path"] for f in manifest["files"]})
-    for rel in removed:
-        (out / rel).unlink(missing_ok=True)
+    for gone in removed:
+        (out / gone).unlink(missing_ok=True)
     atomic_write_bytes(out / "manifest.json", raw)
     total = sum(f["bytes"] for f in manifest["files"])
     res = PullResult(url, version, str(out), len(manifest["files"]), total, time.perf_counter() - t0, downloaded, reused, len(manifest["files"]), removed)

@@ -159,7 +159,7 @@ class Recognizer:
         if default is None:
             default = float(np.median(list(by_name.values()))) if by_name else 0.0
         self.baseline_default = float(default)
-        self.baselines = np.array([float(by_name.get(n, default)) for n in index.label_names] or [0.0], dtype=np.float64)
+        self.baselines = np.array([float(by_name.get(n, self.baseline_default)) for n in index.label_names] or [0.0], dtype=np.float64)
 
     @property
     def threshold(self) -> float:

@@ -23,7 +23,7 @@ router = APIRouter(prefix="/api/events", tags=["events"])
 
 def _event_json(e: Any, *, max_list: int = 20) -> dict[str, Any]:
     """An event as JSON, with long item lists in its payload cut to ``max_list`` (+ their length)."""
-    d = asdict(e) if is_dataclass(e) else dict(vars(e))
+    d = asdict(e) if is_dataclass(e) and not isinstance(e, type) else dict(vars(e))
     payload = dict(d.get("payload") or {})
     for k, v in list(payload.items()):
         if isinstance(v, list) and len(v) > max_list:
