@@ -148,7 +148,7 @@ def regroup_rest(res: LearnResult) -> Regrouping | None:
     cls = {lb: k for k, lb in enumerate(res.classes)}
     kept = []
     for g in res.groups:
-        keep = np.isin(g.rows, rg.continuing(g.rows, cls[g.label]))
+        keep = rg.continues[g.rows] == cls[g.label]
         if keep.sum() >= res.config.min_group:
             kept.append(type(g)(label=g.label, rows=g.rows[keep], confidence=g.confidence[keep]))
     kept.sort(key=lambda g: (-len(g.rows), g.label.lower()))

@@ -62,18 +62,13 @@ class Regrouping:
     """The unlabelled rows regrouped, largest group first, and how the choice was made."""
 
     groups: list[np.ndarray]  # row indices into the arrays given, one array per group
+    continues: np.ndarray  # per row: the label whose labelled items share its group, -1 if none
     shrink: float  # the chosen shrinkage (1.0: plain cosine)
     threshold: float  # the chosen merge distance
     heldout_ari: float  # the chosen setting's mean ARI on the held-out half of the labelled classes
     plain_ari: float  # the plain cosine's, for comparison
     scores: dict[float, float] = field(default_factory=dict)  # shrink -> mean held-out ARI
     seconds: float = 0.0
-    continues: np.ndarray | None = None  # per row: the label whose labelled items share its group, -1 if none
-
-    def continuing(self, rows: np.ndarray, label: int) -> np.ndarray:
-        """The ``rows`` whose group holds labelled items of ``label`` (mostly): their label goes on."""
-        rows = np.asarray(rows, dtype=np.int64)
-        return rows if self.continues is None else rows[self.continues[rows] == label]
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -148,10 +143,9 @@ def _fit_rows(y: np.ndarray, labelled: np.ndarray, cfg: RegroupConfig, rng: np.r
     return np.sort(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
 
 
-def regroup(z: np.ndarray, labels: np.ndarray, *, rows: np.ndarray | None = None, config: RegroupConfig | None = None) -> Regrouping | None:
+def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None = None) -> Regrouping | None:
     """Regroup the unlabelled rows of ``z`` (features, rows L2-normalised) in a metric learnt from the
-    labelled ones. ``labels``: an integer label per row, -1 where there is none. ``rows``: the
-    unlabelled rows to regroup (default: all of them). None when the labels are too few to choose
+    labelled ones. ``labels``: an integer label per row, -1 where there is none. None when the labels are too few to choose
     a metric (fewer than ``min_labels`` labels with ``min_per_label`` items) or there are too many
     or too few rows to regroup."""
     from scipy.cluster.hierarchy import fcluster
@@ -160,7 +154,7 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, rows: np.ndarray | None = None
     t0 = time.perf_counter()
     y = np.asarray(labels, dtype=np.int64)
     labelled = y >= 0
-    free = np.flatnonzero(~labelled) if rows is None else np.asarray(rows, dtype=np.int64)
+    free = np.flatnonzero(~labelled)
     if not cfg.min_group <= len(free) <= cfg.max_items:
         return None
     rng = np.random.default_rng(cfg.seed)
@@ -191,4 +185,4 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, rows: np.ndarray | None = None
         continues[free[pf == k]] = np.bincount(y[fit][part[: len(fit)] == k]).argmax()
     groups = [free[pf == k] for k in np.unique(pf) if k not in taken]
     groups = sorted((g for g in groups if len(g) >= cfg.min_group), key=lambda g: (-len(g), int(g[0])))
-    return Regrouping(groups, shrink, cuts[shrink], scores[shrink], scores[1.0], scores, time.perf_counter() - t0, continues)
+    return Regrouping(groups, continues, shrink, cuts[shrink], scores[shrink], scores[1.0], scores, time.perf_counter() - t0)
