@@ -20,8 +20,10 @@ learns that variation from the labelled items and regroups the unlabelled ones w
 The same cut tells known from new: an unlabelled item that falls in a group with labelled items of
 a label continues that label (the loop's suggestions for it are kept); one in a group with no
 labelled items belongs, as far as the labels can tell, to a class nobody has named yet, so it is
-not suggested for any known label. Those groups are the proposals, largest first (a proposal names
-the most items per action). A few thousand
+not suggested for any known label. Those groups are the proposals. A group well over the size of a
+typical labelled class is more likely two classes than one and is cut in parts along its own tree;
+the proposals come in order of their size capped at that typical size (a proposal names the most
+items per action), and among equals the smaller first: the one least likely to hold two classes. A few thousand
 unlabelled items are regrouped at once (the clustering holds all their pairwise distances); beyond
 ``max_items`` the regrouping is skipped and the map's clusters serve as before.
 """
@@ -133,6 +135,20 @@ def _scored_cut(z: np.ndarray, y: np.ndarray, ra: np.ndarray, rb: np.ndarray, fr
     return _best_cut(tree, y[rb], cuts, keep=len(rb))
 
 
+def split_oversized(rows: np.ndarray, q: np.ndarray, typical: float) -> list[np.ndarray]:
+    """A group well over the size of a typical labelled class (more than 1.5 times) is more likely
+    two or more classes than one: it is cut along its own tree into about ``len / typical`` parts.
+    Splitting one class costs the curator one more naming; two classes left merged cost a split and
+    a selection, so the doubt is resolved towards splitting."""
+    from scipy.cluster.hierarchy import fcluster
+
+    parts = int(round(len(rows) / max(typical, 1.0)))
+    if len(rows) <= 1.5 * typical or parts < 2:
+        return [rows]
+    cut = fcluster(_tree(q), parts, "maxclust")
+    return [rows[cut == k] for k in np.unique(cut)]
+
+
 def _fit_rows(y: np.ndarray, labelled: np.ndarray, cfg: RegroupConfig, rng: np.random.Generator) -> np.ndarray:
     """The labelled rows that teach the metric: labels with enough items, at most a sample of each."""
     rows = []
@@ -177,12 +193,19 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
     # A group that holds labelled items continues a label (the model's suggestions serve it); the
     # groups made of unlabelled items only are the proposals.
     both = np.concatenate([fit, free])
-    part = fcluster(_tree(transform(z[both], whitening(z[fit], y[fit], shrink))), cuts[shrink], "distance")
+    q = transform(z[both], whitening(z[fit], y[fit], shrink))
+    part = fcluster(_tree(q), cuts[shrink], "distance")
     taken = set(part[: len(fit)].tolist())
     pf = part[len(fit) :]
     continues = np.full(len(y), -1, dtype=np.int64)
     for k in taken:
         continues[free[pf == k]] = np.bincount(y[fit][part[: len(fit)] == k]).argmax()
-    groups = [free[pf == k] for k in np.unique(pf) if k not in taken]
-    groups = sorted((g for g in groups if len(g) >= cfg.min_group), key=lambda g: (-len(g), int(g[0])))
+    typical = float(np.median(np.bincount(y[labelled])[np.unique(y[labelled])]))
+    groups = []
+    for k in np.unique(pf):
+        if k not in taken:
+            groups += split_oversized(free[pf == k], q[len(fit) :][pf == k], typical)
+    groups = [g for g in groups if len(g) >= cfg.min_group]
+    # Best first: a group about as large as a labelled class is most likely one whole class.
+    groups.sort(key=lambda g: (-min(len(g), typical), len(g), int(g[0])))
     return Regrouping(groups, continues, shrink, cuts[shrink], scores[shrink], scores[1.0], scores, time.perf_counter() - t0)

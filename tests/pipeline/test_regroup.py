@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from corral.pipeline.regroup import RegroupConfig, regroup, transform, whitening
+from corral.pipeline.regroup import RegroupConfig, regroup, split_oversized, transform, whitening
 
 
 def nuisance_classes(n_classes: int = 16, per: int = 30, dim: int = 24, seed: int = 0):
@@ -43,7 +43,9 @@ def test_the_labels_teach_a_metric_that_separates_classes_nobody_named():
 
     best_plain = max(adjusted_rand_score(y[rest], fcluster(linkage(pdist(z[rest], "cosine"), "average"), t, "distance")) for t in np.linspace(0.05, 1.5, 30))
     assert got >= 0.8 and got > best_plain + 0.3, (got, best_plain)
-    assert [len(g) for g in r.groups] == sorted((len(g) for g in r.groups), reverse=True)
+    # best first: sizes capped at a typical labelled class (30 here), the smaller first among equals
+    keys = [(-min(len(g), 30), len(g)) for g in r.groups]
+    assert keys == sorted(keys)
 
 
 def test_plain_cosine_is_kept_where_whitening_does_not_help():
@@ -100,3 +102,43 @@ def test_the_loop_suggests_known_labels_only_and_proposes_the_new_classes():
     assert all((y[g.rows] == int(g.label[1:])).mean() >= 0.95 for g in res.groups)
     new = np.concatenate(rg.groups)
     assert (y[new] >= 8).mean() >= 0.9 and len(set(y[new].tolist())) >= 6
+
+
+def test_a_group_twice_the_size_of_a_labelled_class_is_cut_in_two():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=16), rng.normal(size=16)
+    q = np.concatenate([a + rng.normal(scale=0.2, size=(20, 16)), b + rng.normal(scale=0.2, size=(20, 16))])
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    rows = np.arange(100, 140)
+    parts = split_oversized(rows, q, typical=20.0)
+    assert sorted(sorted(p.tolist()) for p in parts) == [list(range(100, 120)), list(range(120, 140))]
+    # up to 1.5 times the typical size a group stays whole
+    assert [p.tolist() for p in split_oversized(rows[:28], q[:28], typical=20.0)] == [rows[:28].tolist()]
+
+
+def test_merged_pairs_of_unnamed_classes_come_back_as_separate_proposals_before_the_rest():
+    """The named classes lie far apart, so the cut the labels choose is coarse; the unnamed classes
+    come in close look-alike pairs, which that cut merges into double-size groups. The size of the
+    labelled classes says those are two classes each, so the proposals come back one class each,
+    whole single classes first."""
+    rng = np.random.default_rng(4)
+    dim, per = 32, 20
+    x, y = [], []
+    for c in range(8):  # named: one class per centre
+        x.append(rng.normal(size=dim) * 2.0 + rng.normal(scale=0.4, size=(per, dim)))
+        y += [c] * per
+    for c in range(8):  # nobody named these: two look-alike classes per centre
+        centre = rng.normal(size=dim) * 2.0
+        for twin in range(2):
+            x.append(centre + rng.normal(scale=0.35, size=dim) + rng.normal(scale=0.2, size=(per, dim)))
+            y += [8 + 2 * c + twin] * per
+    z = np.concatenate(x)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    y = np.asarray(y)
+    labels = np.where(y < 8, y, -1)
+    r = regroup(z, labels)
+    assert r is not None
+    pure = [g for g in r.groups if len(set(y[g].tolist())) == 1 and len(g) >= 0.9 * per]
+    assert len(pure) >= 12, [(len(g), sorted(set(y[g].tolist()))) for g in r.groups]
+    first = r.groups[:8]
+    assert all(len(set(y[g].tolist())) == 1 for g in first), [(len(g), sorted(set(y[g].tolist()))) for g in first]
