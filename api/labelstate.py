@@ -174,6 +174,8 @@ class LabelService:
         with self._lock:
             ml = self.for_map(view)
             before = ml.version
+            # items embedded or mapped since the store opened (the viewer's own jobs) become known
+            self.store.sync_workspace(self.workspace)
             res = action(self.store)
             if int(res.version) == before + 1 or int(res.version) == before:
                 self._apply(view, ml, res)

@@ -83,6 +83,7 @@ class LabelStore:
         self._lock = threading.Lock()  # writers of this process queue here instead of busy-waiting
         self._pid = os.getpid()
         self._closed = False
+        self._synced: dict[str, str] | None = None  # the workspace files registered, by sync_workspace
         try:
             ev.create_schema(self._conn())
         except sqlite3.DatabaseError as e:
@@ -91,21 +92,41 @@ class LabelStore:
 
     @classmethod
     def open(cls, workspace: "Workspace | str | os.PathLike[str]", **kwargs: Any) -> "LabelStore":
-        """The workspace's store, with the workspace's items (status ok) registered as known ids."""
+        """The workspace's store, with the workspace's items (status ok) and map points registered as known ids."""
         from corral.storage.workspace import Workspace
 
         ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
         store = cls(ws.labels_db, **kwargs)
-        marks = sorted(f"{p.relative_to(ws.root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for s in ws.embedding_sets() for p in s.path.glob("part-*.items.parquet"))
-        fingerprint = "|".join(marks)
-        if store._meta("workspace_items") != fingerprint:
-            items = ws.items()
-            status = items.column("status").to_pylist()
-            ids = [i for i, s in zip(items.column("id").to_pylist(), status) if s == "ok"]
-            added = store.register_items(ids)
-            store._set_meta("workspace_items", fingerprint)
-            logger.info("label store %s: %d workspace items known (%d new)", store.path, len(ids), added)
+        store.sync_workspace(ws)
         return store
+
+    def sync_workspace(self, workspace: "Workspace") -> int:
+        """Register the ids of item shards and maps that appeared or changed since the store last
+        looked (an embed or map run that finished meanwhile); returns how many ids were new. Only
+        new files are read, and nothing when no file changed, so callers may ask before every action."""
+        from corral.storage.known_items import ids_in, workspace_marks
+
+        marks = workspace_marks(workspace)
+        current = {k: m for k, (_, m) in marks.items()}
+        if current == self._synced:
+            return 0
+        seen = json.loads(self._meta("workspace_files") or "{}")
+        ids: list[str] = []
+        for key, (path, mark) in marks.items():
+            if seen.get(key) == mark:
+                continue
+            found = ids_in(path)
+            if found is None:
+                current.pop(key)  # unreadable now: look again next time
+            else:
+                ids += found
+        added = self.register_items(ids) if ids else 0
+        if current != seen:
+            self._set_meta("workspace_files", json.dumps(current, sort_keys=True))
+        self._synced = current
+        if ids:
+            logger.info("label store %s: %d ids from new item shards or maps (%d new)", self.path, len(ids), added)
+        return added
 
     # -- connections ---------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
