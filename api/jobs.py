@@ -130,7 +130,11 @@ class JobManager:
             job = Job(id=f"job-{next(self._ids)}-{int(time.time())}", kind=kind, args=args, user=user, source=src)
             self._jobs[job.id] = job
             self._trim()
-        threading.Thread(target=self._run, args=(job,), name=f"corral-{job.id}", daemon=True).start()
+        try:
+            threading.Thread(target=self._run, args=(job,), name=f"corral-{job.id}", daemon=True).start()
+        except RuntimeError as e:  # no thread to run it in: the job must not stay queued
+            self._finish(job, "failed", f"could not start: {e}")
+            raise ApiError("the server cannot start a job now (no thread available); try again later", status=503) from None
         return job
 
     def _trim(self) -> None:
@@ -139,42 +143,74 @@ class JobManager:
             self._jobs.pop(j.id, None)
 
     def _run(self, job: Job) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{job.id}.log"
-        cmd = [sys.executable, "-c", CLI_BOOT, *job.args]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        """The job's thread. Whatever goes wrong, the job ends failed with the reason: it never stays
+        "queued" or "running" (which would refuse every later job)."""
         try:
-            with open(log_path, "w", encoding="utf-8", errors="replace") as log:
-                log.write("$ corral " + " ".join(job.args) + "\n")
-                job.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(Path(__file__).resolve().parents[1]))
-                job.status = "running"
-                out_lines: list[str] = []
-                t = threading.Thread(target=lambda: out_lines.extend(job.proc.stdout.read().decode("utf-8", "replace").splitlines()), daemon=True)  # type: ignore[union-attr]
-                t.start()
-                self._follow_stderr(job, log)
-                rc = job.proc.wait()
-                t.join(timeout=5)
-                log.write("\n".join(out_lines) + "\n")
-        except OSError as e:
-            job.status, job.error, job.ended_at = "failed", f"could not start: {e}", time.time()
+            self._execute(job)
+        except Exception as e:  # a fault of ours: say so, keep the traceback in the server log
+            logger.exception("job %s: unexpected error", job.id)
+            if job.proc is not None and job.proc.poll() is None:
+                _stop(job.proc)
+            self._finish(job, "failed", f"the server could not run the job ({type(e).__name__}; see the server log)")
+
+    def _finish(self, job: Job, status: str, error: str | None = None) -> bool:
+        """End a job that has not ended yet; False when it already had (cancelled meanwhile)."""
+        with self._lock:
+            if job.status not in ("queued", "running"):
+                return False
+            job.status, job.ended_at = status, time.time()
+            if error is not None:
+                job.error = error[:500]
+        logger.info("job %s %s (%s) in %.1fs%s", job.id, status, job.kind, job.ended_at - job.started_at, f": {error}" if error else "")
+        return True
+
+    def _execute(self, job: Job) -> None:
+        log_path = self.log_dir / f"{job.id}.log"
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = open(log_path, "w", encoding="utf-8", errors="replace")
+        except OSError as e:  # a read-only workspace, a full disk, a file in the way
+            self._finish(job, "failed", f"could not start: the job log folder cache/jobs in the workspace is not writable ({e.strerror or e})")
             return
-        job.ended_at = time.time()
-        if job.status == "cancelled":
-            return
+        with log:
+            log.write("$ corral " + " ".join(job.args) + "\n")
+            cmd = [sys.executable, "-c", CLI_BOOT, *job.args]
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            try:
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(Path(__file__).resolve().parents[1]))
+            except (OSError, ValueError) as e:
+                self._finish(job, "failed", f"could not start the corral command ({getattr(e, 'strerror', None) or e})")
+                return
+            with self._lock:
+                job.proc = proc
+                cancelled = job.status == "cancelled"  # cancelled while the process was starting
+                if not cancelled:
+                    job.status = "running"
+            if cancelled:
+                _stop(proc)
+                return
+            out_lines: list[str] = []
+            t = threading.Thread(target=lambda: out_lines.extend(proc.stdout.read().decode("utf-8", "replace").splitlines()), daemon=True)  # type: ignore[union-attr]
+            t.start()
+            self._follow_stderr(job, log)
+            rc = proc.wait()
+            t.join(timeout=5)
+            log.write("\n".join(out_lines) + "\n")
         if rc == 0:
-            job.status = "done"
-            job.done = job.total or job.done
+            result = None
             for line in reversed(out_lines):
                 try:
-                    job.result = json.loads(line)
+                    result = json.loads(line)
                     break
                 except ValueError:
                     continue
+            with self._lock:
+                if job.status == "running":
+                    job.result, job.done = result, job.total or job.done
+            self._finish(job, "done")
         else:
-            job.status = "failed"
             lines = [ln for ln in job.tail.splitlines() if ln.strip()]
-            job.error = (lines[-1] if lines else f"exit code {rc}")[:500]
-        logger.info("job %s %s (%s) in %.1fs", job.id, job.status, job.kind, job.ended_at - job.started_at)
+            self._finish(job, "failed", lines[-1] if lines else f"exit code {rc}")
 
     def _follow_stderr(self, job: Job, log: Any) -> None:
         buf = b""
@@ -207,21 +243,29 @@ class JobManager:
         return job
 
     def cancel(self, job_id: str) -> Job:
+        """Stop a job: one still queued never starts its process, a running one is terminated."""
         job = self.get(job_id)
-        if job.status in ("queued", "running") and job.proc is not None:
-            job.status = "cancelled"
-            job.proc.terminate()
-            try:
-                job.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                job.proc.kill()
-            job.ended_at = time.time()
+        with self._lock:
+            if job.status not in ("queued", "running"):
+                return job
+            job.status, job.ended_at = "cancelled", time.time()
+            proc = job.proc
+        if proc is not None:
+            _stop(proc)
         return job
 
     def shutdown(self) -> None:
         for job in list(self._jobs.values()):
             if job.status == "running" and job.proc is not None:
                 job.proc.terminate()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _opt_str(name: str, value: Any) -> str:

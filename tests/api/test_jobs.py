@@ -51,6 +51,56 @@ def test_a_failing_job_reports_why(client, tmp_path):
     assert done["error"] and "Traceback" not in done["error"]
 
 
+def test_a_job_that_cannot_start_fails_with_the_reason_and_blocks_nothing(client, curation_ws):
+    """An unwritable job log folder (a read-only workspace, a full cache) fails the job at once with
+    the reason; it does not stay "queued" and refuse every later job."""
+    auth = curation_ws.auth("curator")
+    jobs_dir = curation_ws.root / "cache" / "jobs"
+    jobs_dir.parent.mkdir(parents=True, exist_ok=True)
+    jobs_dir.write_text("a file where the job logs should go")  # fails even for root, unlike chmod
+    first = client.post("/api/jobs", headers=auth, json={"kind": "map"})
+    assert first.status_code == 202
+    done = _wait(client, auth, first.json()["id"], timeout=10)
+    assert done["status"] == "failed" and "could not start" in done["error"] and "log" in done["error"]
+    assert str(curation_ws.root) not in done["error"] and done["ended_at"]
+    second = client.post("/api/jobs", headers=auth, json={"kind": "map"})
+    assert second.status_code == 202, second.text  # not 409 "another job is running"
+    assert _wait(client, auth, second.json()["id"], timeout=10)["status"] == "failed"
+
+
+def test_a_queued_job_can_be_cancelled_before_its_process_starts(client, curation_ws, monkeypatch):
+    import subprocess
+    import sys
+    import threading
+
+    from corral.api import jobs as jobs_module
+
+    auth = curation_ws.auth("curator")
+    release, started = threading.Event(), []
+    real_popen = subprocess.Popen
+
+    def slow_popen(cmd, **kw):  # the process starts only once the test says so
+        release.wait(20)
+        proc = real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kw)
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(jobs_module.subprocess, "Popen", slow_popen)
+    job = client.post("/api/jobs", headers=auth, json={"kind": "map"}).json()
+    assert job["status"] == "queued"
+    r = client.post(f"/api/jobs/{job['id']}/cancel", headers=auth)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    release.set()  # the process starts after all: it is stopped, and the job stays cancelled
+    deadline = time.time() + 20
+    while not (started and started[0].poll() is not None) and time.time() < deadline:
+        time.sleep(0.05)
+    assert started and started[0].poll() is not None, "the cancelled job's process kept running"
+    assert client.get(f"/api/jobs/{job['id']}", headers=auth).json()["status"] == "cancelled"
+    nxt = client.post("/api/jobs", headers=auth, json={"kind": "map"})
+    assert nxt.status_code == 202, nxt.text
+    assert client.post(f"/api/jobs/{nxt.json()['id']}/cancel", headers=auth).json()["status"] == "cancelled"
+
+
 @pytest.mark.slow
 def test_embed_job_runs_and_reports_progress(tmp_path):
     """The whole path: start an embed job on a folder of real images and watch it finish."""
