@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 
 from corral.api.auth import User, UserStore
 from corral.api.errors import Forbidden, Unauthorized
+from corral.api.inputs import Name
 from corral.api.itemindex import ItemIndex
 from corral.api.mapdata import MapRegistry, MapView
 from corral.api.settings import Settings
@@ -92,8 +93,8 @@ Admin = Annotated[User, Depends(require("admin"))]
 Recognizer = Annotated[User, Depends(require("recognize"))]
 
 
-def map_view(name: str, ctx: Ctx) -> MapView:
-    """The map named in the path (404 when there is none)."""
+def map_view(name: Name, ctx: Ctx) -> MapView:
+    """The map named in the path (404 when there is none; 422 for a name no folder can have)."""
     return ctx.maps.get(name)
 
 

@@ -89,7 +89,8 @@ def install_error_handlers(app: FastAPI) -> None:
         parts = []
         for err in exc.errors()[:3]:
             loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
-            parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid")))
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")  # our validators' own words
+            parts.append(f"{loc}: {msg}" if loc else msg)
         return _body("invalid request: " + "; ".join(parts), 422)
 
     for cls, status in _domain_errors().items():

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.api.errors import ApiError, Forbidden, NotFound
+from corral.api.inputs import check_name
 from corral.storage.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -270,5 +271,5 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _opt_str(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value or len(value) > 200 or value.startswith("-"):
-        raise ApiError(f"options.{name}={value!r}: expected a short name")
-    return value
+        raise ApiError(f"options.{name}={value!r:.80}: expected a short name")
+    return check_name(value, f"options.{name}")  # it becomes a folder name: no NUL, at most 255 bytes

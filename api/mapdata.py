@@ -126,7 +126,7 @@ class MapView:
         """Validate point indices from a request: integers in range, de-duplicated."""
         try:
             idx = np.asarray(values, dtype=np.int64).reshape(-1)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # the request types bound them; callers in code may not
             raise ApiError(f"{what}: expected a list of point indices (integers)") from None
         if idx.size and (idx.min() < 0 or idx.max() >= self.n):
             bad = int(idx[(idx < 0) | (idx >= self.n)][0])

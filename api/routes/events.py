@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from corral.api.deps import Ctx, Reader, label_service
+from corral.api.inputs import Count
 
 router = APIRouter(prefix="/api/events", tags=["events"])
 
@@ -34,13 +35,13 @@ def _event_json(e: Any, *, max_list: int = 20) -> dict[str, Any]:
 
 
 @router.get("", summary="Events after a version, oldest first (who, when, what, how many items)")
-def events(ctx: Ctx, user: Reader, since: int = Query(default=0, ge=0), limit: int = Query(default=200, ge=1, le=1000)) -> dict[str, Any]:
+def events(ctx: Ctx, user: Reader, since: Count = 0, limit: int = Query(default=200, ge=1, le=1000)) -> dict[str, Any]:
     evs, version = label_service(ctx).events(since=since, limit=limit)
     return {"version": version, "events": [_event_json(e) for e in evs]}
 
 
 @router.get("/stream", summary="Server-sent events: one 'version' message whenever the labels change")
-async def stream(request: Request, ctx: Ctx, user: Reader, since: int | None = None, timeout: float = Query(default=25.0, gt=0, le=300), interval: float = Query(default=0.5, ge=0.05, le=10)):
+async def stream(request: Request, ctx: Ctx, user: Reader, since: Count | None = None, timeout: float = Query(default=25.0, gt=0, le=300), interval: float = Query(default=0.5, ge=0.05, le=10)):
     svc = label_service(ctx)
 
     def current() -> int:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 
 from corral.api.deps import Ctx, Reader
+from corral.api.inputs import Int64
 from corral.api.itemindex import check_item_id
 from corral.api.routes.common import IMMUTABLE
 
@@ -24,7 +25,7 @@ def item(item_id: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
 
 
 @router.get("/{item_id}/thumb", summary="A JPEG thumbnail (made once, then cached)", response_class=FileResponse)
-def thumb(item_id: str, ctx: Ctx, user: Reader, size: int | None = None):
+def thumb(item_id: str, ctx: Ctx, user: Reader, size: Int64 | None = None):
     path = ctx.thumbs.thumb(check_item_id(item_id), size)
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": IMMUTABLE})
 

@@ -8,13 +8,14 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from corral.api.deps import Ctx, Reader, Writer
+from corral.api.inputs import Text
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 
 class JobRequest(BaseModel):
     kind: Literal["embed", "map"] = Field(description="embed a folder, or build/refresh the map")
-    source: str | None = Field(default=None, max_length=4096, description="embed: an absolute folder path on the server")
+    source: Text | None = Field(default=None, max_length=4096, description="embed: an absolute folder path on the server")
     options: dict[str, Any] = Field(default_factory=dict, description="embed: model, name; map: embeddings, name, update")
 
 

@@ -15,30 +15,31 @@ from pydantic import BaseModel, Field
 
 from corral.api.deps import Ctx, Map, Reader, Writer, label_service
 from corral.api.errors import ApiError
+from corral.api.inputs import Count, Int64
 from corral.api.routes.common import REVALIDATE, gzip_response
 
 router = APIRouter(tags=["labels"])
 
 
 class ActionBase(BaseModel):
-    since: int | None = Field(default=None, description="the store version the client shows; the answer lists changes after it")
+    since: Count | None = Field(default=None, description="the store version the client shows; the answer lists changes after it")
     etag: str | None = Field(default=None, description="the map version the point indices refer to")
     duration_ms: int | None = Field(default=None, ge=0, le=86_400_000, description="how long the curator took (recorded in the event)")
 
 
 class AssignBody(ActionBase):
-    indices: list[int] = Field(description="the selection (point indices)")
-    exclude: list[int] = Field(default_factory=list, description="points of the selection that are not this label")
+    indices: list[Int64] = Field(description="the selection (point indices)")
+    exclude: list[Int64] = Field(default_factory=list, description="points of the selection that are not this label")
     label: str = Field(description="the name; an existing label is matched case-insensitively")
 
 
 class ExcludeBody(ActionBase):
-    indices: list[int]
+    indices: list[Int64]
     label: str
 
 
 class UnlabelBody(ActionBase):
-    indices: list[int]
+    indices: list[Int64]
 
 
 class RenameBody(ActionBase):
@@ -68,7 +69,7 @@ def labels_bin(request: Request, view: Map, ctx: Ctx, user: Reader):
 
 
 @router.get("/api/maps/{name}/changes", summary="Points whose label changed after a version (poll this)")
-def changes(view: Map, ctx: Ctx, user: Reader, since: int | None = None) -> dict[str, Any]:
+def changes(view: Map, ctx: Ctx, user: Reader, since: Count | None = None) -> dict[str, Any]:
     return label_service(ctx).changes(view, since)
 
 

@@ -17,16 +17,17 @@ from pydantic import BaseModel, Field
 
 from corral.api.deps import AppContext, Ctx, Map, Reader, Writer, label_service
 from corral.api.errors import ApiError, Conflict
+from corral.api.inputs import Count, Int64
 from corral.api.routes.labels import ActionBase, _check_selection
 
 router = APIRouter(tags=["learn"])
 
 
 class AcceptBody(ActionBase):
-    labels_version: int = Field(description="the labels version the suggestions were computed for (from GET .../learn)")
+    labels_version: Count = Field(description="the labels version the suggestions were computed for (from GET .../learn)")
     label: str = Field(description="the suggested label (or the name the curator gives the group instead)")
-    indices: list[int] = Field(description="the group's points")
-    exclude: list[int] = Field(default_factory=list, description="points of the group that are not this label")
+    indices: list[Int64] = Field(description="the group's points")
+    exclude: list[Int64] = Field(default_factory=list, description="points of the group that are not this label")
 
 
 def _cohesion(view: Any) -> np.ndarray:
@@ -45,7 +46,7 @@ def _cache(ctx: AppContext) -> Any:
 
 
 @router.get("/api/maps/{name}/learn", summary="The learning loop's round for the current labels: suggested groups and queues")
-def learn_round(view: Map, ctx: Ctx, user: Reader, limit: int = 200) -> dict[str, Any]:
+def learn_round(view: Map, ctx: Ctx, user: Reader, limit: Count = 200) -> dict[str, Any]:
     from corral.pipeline.learn import LearnError
     from corral.pipeline.loop import next_groups
 
@@ -89,10 +90,10 @@ def accept(body: AcceptBody, view: Map, ctx: Ctx, user: Writer) -> dict[str, Any
 
 
 class ReviewTileBody(BaseModel):
-    index: int = Field(description="the tile's point index on the map")
-    row: int = Field(ge=0)
-    col: int = Field(ge=0)
-    order: int = Field(ge=0, description="the tile's place in reading order")
+    index: Int64 = Field(description="the tile's point index on the map")
+    row: Count
+    col: Count
+    order: Count = Field(description="the tile's place in reading order")
     decision: str = Field(description='"match" (left alone) or "not" (clicked as not this label)')
     shown_ms: float | None = None
     hovers: list[tuple[float, float | None]] = Field(default_factory=list, description="(enter, leave) in ms after the page was shown")
@@ -103,11 +104,11 @@ class ReviewTileBody(BaseModel):
 class ReviewBody(BaseModel):
     page_id: str = Field(description="the client's id of this page (a page is recorded once)")
     label: str
-    labels_version: int = Field(description="the labels version the page's candidates came from")
+    labels_version: Count = Field(description="the labels version the page's candidates came from")
     source: str = Field(default="suggested", description='"suggested" (the model\'s group) or "members" (a label\'s own items)')
     shown_at: float = Field(description="Unix seconds when the page appeared")
     etag: str | None = None
-    since: int | None = None
+    since: Count | None = None
     tiles: list[ReviewTileBody] = Field(min_length=1, max_length=200)
 
 

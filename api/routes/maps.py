@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from corral.api.deps import Ctx, Map, Reader, Writer, label_service
 from corral.api.errors import ApiError
+from corral.api.inputs import Count, Int64
 from corral.api.itemindex import names_array
 from corral.api.mapdata import MapView
 from corral.api.routes.common import IMMUTABLE, REVALIDATE, gzip_response
@@ -25,12 +26,12 @@ router = APIRouter(prefix="/api/maps", tags=["maps"])
 
 
 class Indices(BaseModel):
-    indices: list[int] = Field(description="point indices (positions in the map's draw order)")
+    indices: list[Int64] = Field(description="point indices (positions in the map's draw order)")
     etag: str | None = Field(default=None, description="the map version the indices refer to")
 
 
 class SplitRequest(Indices):
-    min_cluster_size: int | None = Field(default=None, ge=2, description="HDBSCAN min_cluster_size for the sub-clusters")
+    min_cluster_size: Count | None = Field(default=None, ge=2, description="HDBSCAN min_cluster_size for the sub-clusters")
 
 
 def _map_summary(view: MapView) -> dict[str, Any]:
@@ -128,7 +129,7 @@ def _names(ctx: Ctx, view: MapView) -> pa.Array:
 
 
 @router.get("/{name}/search", summary="Points whose file name or label contains the text")
-def search(view: Map, ctx: Ctx, user: Reader, q: str = Query(min_length=1, max_length=200), limit: int | None = Query(default=None, ge=1)) -> dict[str, Any]:
+def search(view: Map, ctx: Ctx, user: Reader, q: str = Query(min_length=1, max_length=200), limit: Annotated[Count | None, Query(ge=1)] = None) -> dict[str, Any]:
     needle = q.strip().lower()
     if not needle:
         raise ApiError("q: give some text to search for")
@@ -146,7 +147,7 @@ def search(view: Map, ctx: Ctx, user: Reader, q: str = Query(min_length=1, max_l
 
 
 @router.get("/{name}/atlas/{lod}/{k}.jpg", summary="A texture atlas of point thumbnails", response_class=FileResponse)
-def atlas(view: Map, ctx: Ctx, user: Reader, lod: int, k: int, v: str | None = None):
+def atlas(view: Map, ctx: Ctx, user: Reader, lod: Int64, k: Int64, v: str | None = None):
     path = ctx.thumbs.atlas(view, lod, k)
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": IMMUTABLE if v == view.etag else REVALIDATE})
 
@@ -157,6 +158,8 @@ def split(body: SplitRequest, view: Map, ctx: Ctx, user: Writer) -> dict[str, An
     idx = view.check_indices(body.indices)
     if idx.size < 4:
         raise ApiError(f"indices: select at least 4 points to split, got {idx.size}")
+    if body.min_cluster_size is not None and body.min_cluster_size > idx.size:
+        raise ApiError(f"min_cluster_size={body.min_cluster_size}: larger than the selection of {idx.size} points")
     try:
         from corral.pipeline.mapping import recluster
     except ImportError:

@@ -16,7 +16,6 @@ each image is answered per box: ``{"detector", "width", "height", "regions": [{"
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import math
 from typing import Any
@@ -28,6 +27,7 @@ from fastapi.responses import JSONResponse
 from corral.api.deps import Map, Reader
 from corral.api.deps import Recognizer as ServiceUser
 from corral.api.errors import ApiError
+from corral.api.inputs import read_npy
 from corral.api.recognize_service import NotReady, RecognitionService
 from corral.storage.index import RecognitionIndexError
 
@@ -123,7 +123,7 @@ def _vector_rows(raw: Any, dim: int) -> tuple[list[Any], list[dict[str, Any] | N
         arr = None
         try:
             arr = np.asarray(v, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float
             pass
         if arr is None or arr.ndim != 1:
             rows.append(None)
@@ -163,15 +163,12 @@ async def _vectors(svc: RecognitionService, raw: Any, *, k: int | None, threshol
     return out
 
 
-def _binary(body: bytes, ctype: str, dim: int) -> Any:
-    if ctype == "application/x-npy":
-        try:
-            arr = np.load(io.BytesIO(body), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise ApiError(f"body is not a .npy array ({str(e)[:120]})", status=422) from None
-        if arr.dtype.kind not in "fiu" or arr.ndim not in (1, 2):
-            raise ApiError(f".npy array of dtype {arr.dtype} and {arr.ndim} dimension(s); send a 2-d float array (n, {dim})", status=422)
-        return arr.reshape(1, -1) if arr.ndim == 1 else arr
+def _binary(body: bytes, npy: np.ndarray | None, dim: int) -> Any:
+    """Vectors from a binary body: a ``.npy`` array already read with :func:`read_npy`, or raw float32."""
+    if npy is not None:
+        if npy.dtype.kind not in "fiu" or npy.ndim not in (1, 2):
+            raise ApiError(f".npy array of dtype {npy.dtype} and {npy.ndim} dimension(s); send a 2-d float array (n, {dim})", status=422)
+        return npy.reshape(1, -1) if npy.ndim == 1 else npy
     if len(body) % (4 * dim):
         raise ApiError(f"raw body of {len(body)} bytes is not a whole number of float32 vectors of dimension {dim} ({4 * dim} bytes each)", status=422)
     return np.frombuffer(body, dtype="<f4").reshape(-1, dim)
@@ -206,7 +203,8 @@ async def recognize(
             body = await request.body()
             if not body:
                 raise ApiError("empty body: send float32 vectors")
-            arr = _binary(body, ctype, svc.require().recognizer.index.dim)
+            npy = read_npy(body) if ctype == "application/x-npy" else None  # a lying header is refused before anything else
+            arr = _binary(body, npy, svc.require().recognizer.index.dim)
             results = await _vectors(svc, list(arr), k=k, threshold=threshold, top=top, model=model, weights_hash=weights_hash)
         else:
             raise ApiError(f"content type {ctype or 'none'!r}: send multipart/form-data images, application/json vectors, application/octet-stream float32 or application/x-npy", status=415)

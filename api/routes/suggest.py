@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from corral.api.deps import Ctx, Map, Reader
+from corral.api.inputs import Int64
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/maps", tags=["maps"])
@@ -20,7 +21,7 @@ _lock = threading.Lock()
 
 
 class SuggestRequest(BaseModel):
-    indices: list[int] = Field(description=f"points to ask about (a sample of the selection; at most {MAX_SAMPLE})")
+    indices: list[Int64] = Field(description=f"points to ask about (a sample of the selection; at most {MAX_SAMPLE})")
     etag: str | None = None
     top: int = Field(default=3, ge=1, le=10)
 
