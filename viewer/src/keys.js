@@ -19,6 +19,12 @@ export const SHORTCUTS = [
   ['G', 'the learning loop: suggested groups, hard items, possible label errors'],
   ['Enter / A (Learn)', 'accept the suggested group minus the tiles marked "not this"'],
   ['N (Learn)', 'skip to the next suggested group'],
+  ['V', 'review page: the Learn group shown, else the selection\'s label (its own items), a page of 48'],
+  ['click (Review)', 'mark a tile as not this label; click again to unmark'],
+  ['Enter (Review)', 'submit the page (then: the next label\'s page)'],
+  ['N (Review)', 'the next label\'s page without submitting'],
+  ['R (Review)', 'after a submit: another page of the same label'],
+  ['Esc (Review)', 'close the review page'],
   [']', 'skip to the following proposal of what to name next'],
   ['C', 'colour by cluster / by label'],
   ['U', 'show only unlabelled items'],
@@ -47,7 +53,7 @@ export function bindKeys(handlers) {
       fn = {
         Enter: handlers.name, n: handlers.name, l: handlers.lasso, p: handlers.pan, e: handlers.excludeMarked,
         i: handlers.includeMarked, s: handlers.split, Backspace: handlers.unlabel, Delete: handlers.unlabel,
-        r: handlers.rename, m: handlers.merge, d: handlers.remove, a: handlers.accept, c: handlers.colour, g: handlers.learn,
+        r: handlers.rename, m: handlers.merge, d: handlers.remove, a: handlers.accept, c: handlers.colour, g: handlers.learn, v: handlers.review,
         u: handlers.onlyUnlabelled, t: handlers.thumbnails, z: handlers.zoom, '/': handlers.search,
         Escape: handlers.escape, '?': handlers.help, ']': handlers.skipProposal, ArrowLeft: handlers.prev, ArrowRight: handlers.next,
       }[k.length === 1 ? k.toLowerCase() : k];

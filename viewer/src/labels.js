@@ -12,6 +12,7 @@ export class LabelsPanel {
     this.root = root;
     this.list = $('#label-list', root);
     this.filter = $('#label-filter', root);
+    this.onReview = null; // (name) => open the review page of the label's items
     this.filter.addEventListener('input', () => this.render());
     store.on('labels', () => this.render());
     store.on('map', () => this.render());
@@ -40,6 +41,7 @@ export class LabelsPanel {
       el('i', { class: 'swatch', style: `background: rgb(${rgb.join(',')})` }),
       el('button', { class: 'label-name', type: 'button', title: `select its items on the map (shift: add)${(l.aliases || []).length ? `\nalso known as: ${l.aliases.join(', ')}` : ''}`, onclick: (ev) => this.selectLabel(l.id, modeFromEvent(ev)), text: l.name }),
       el('span', { class: 'count', title: `${fmt(l.here)} on this map, ${fmt(l.count)} in all`, text: fmt(l.here) }),
+      write && this.onReview ? el('button', { class: 'icon', type: 'button', title: 'review its items, a page at a time (V with the label selected)', 'data-act': 'review', onclick: () => this.onReview(l.name), text: '☑' }) : null,
       write ? el('button', { class: 'icon', type: 'button', title: 'rename (R)', 'data-act': 'rename', onclick: () => this.rename(l.name), text: '✎' }) : null,
       write ? el('button', { class: 'icon', type: 'button', title: 'merge into another label (M)', 'data-act': 'merge', onclick: () => this.merge(l.name), text: '⇲' }) : null,
       write ? el('button', { class: 'icon', type: 'button', title: 'remove this label (D)', 'data-act': 'delete', onclick: () => this.remove(l.name), text: '✕' }) : null);

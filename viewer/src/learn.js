@@ -139,7 +139,7 @@ export class LearnPanel {
 
   /** Count the labelling actions of this session (the loop's and the map's). */
   _count({ kind, res, named }) {
-    if (kind === 'learn-accept') { this.session.actions++; this.session.items += named; } else if (kind === 'assign' && res && res.changes) {
+    if (kind === 'learn-accept' || kind === 'review') { this.session.actions++; this.session.items += named; } else if (kind === 'assign' && res && res.changes) {
       const { label, state } = res.changes;
       let n = 0;
       for (let k = 0; k < label.length; k++) if (label[k] && !(state[k] & 1)) n++;

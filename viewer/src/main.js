@@ -15,6 +15,7 @@ import { JobsPanel } from './jobs.js';
 import { Suggestions } from './suggest.js';
 import { LearnPanel } from './learn.js';
 import { NextProposal } from './next.js';
+import { ReviewPage } from './review.js';
 import { bindKeys, SHORTCUTS } from './keys.js';
 import { $, el, toast } from './ui.js';
 
@@ -114,8 +115,17 @@ function wire(view) {
   const learn = new LearnPanel(store, actions, $('#learn-panel'));
   const proposal = new NextProposal(store, { learn, names, root: $('#selection-panel') });
   learn.nextFollows = true;
+  const review = new ReviewPage(store, actions, { learn, root: $('#review') });
+  labels.onReview = (name) => review.openMembers(name);
+  // V: the review page of the group shown in Learn, else of the selection's label (its own
+  // items), else of the model's first suggested group
+  const openReview = () => {
+    if (learn.active) return review.openSuggested(learn.group.label);
+    const name = labels.selectionLabel();
+    return name ? review.openMembers(name) : review.openSuggested();
+  };
   new JobsPanel(store, $('#jobs-panel'), { onMapDone: () => toast('the map is rebuilt: reload the page to see it') });
-  Object.assign(hooks, { actions, panel, names, labels, sync, search, learn, proposal });
+  Object.assign(hooks, { actions, panel, names, labels, sync, search, learn, proposal, review });
   labels.render();
 
   store.on('selection', () => view.invalidateColors());
@@ -144,6 +154,7 @@ function wire(view) {
   $('#redo').onclick = () => actions.redo();
   $('#fit').onclick = () => { view.camera.fit(); view.requestRender(); };
   $('#learn-button').onclick = () => learn.toggle();
+  $('#learn-review').onclick = () => { if (learn.group) review.openSuggested(learn.group.label); };
   $('#help-button').onclick = () => $('#help').showModal();
   $('#lightbox-prev').onclick = () => panel.step(-1);
   $('#lightbox-next').onclick = () => panel.step(1);
@@ -167,6 +178,7 @@ function wire(view) {
     learnActive: () => learn.active,
     learnAccept: () => learn.accept(),
     learnNext: () => learn.next(),
+    review: () => openReview(),
     skipProposal: () => proposal.skip(),
     colour: () => setMode(store.mode === 'cluster' ? 'label' : 'cluster'),
     onlyUnlabelled: () => setOnlyUnlabelled(!store.onlyUnlabelled),
