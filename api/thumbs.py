@@ -51,6 +51,16 @@ def read_local(path: Path) -> bytes:
         return fh.read(MAX_ORIGINAL_BYTES + 1)
 
 
+#: the thumbnail sizes made: a request is served the smallest one at least as large, so a viewer asking
+#: for every size from 16 to 512 makes at most this many files per item, not ~500
+THUMB_STEPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+def snap_size(size: int) -> int:
+    """The thumbnail size that serves a request for ``size`` pixels (16..512)."""
+    return next(s for s in THUMB_STEPS if s >= size)
+
+
 def atlas_layout() -> list[dict[str, int]]:
     """What the viewer needs to address atlases: per level, cell size, atlas size, cells per atlas."""
     return [{"lod": k, "cell": c, "size": s, "per": (s // c) ** 2} for k, (c, s) in LODS.items()]
@@ -100,6 +110,7 @@ class ThumbCache:
         size = size or self.thumb_size
         if not 16 <= size <= 512:
             raise ApiError(f"size={size}: thumbnails are 16 to 512 pixels")
+        size = snap_size(size)
         check_item_id(item_id)
         path = self.root / "thumbs" / str(size) / item_id[:2] / f"{item_id}.jpg"
         if path.is_file():

@@ -275,10 +275,16 @@ def _export_coco(ws: Workspace, snap: StoreSnapshot, out: Path, overwrite: bool,
     return len(annotations), _write_file(out, lambda p: p.write_bytes(body), overwrite=overwrite)
 
 
+#: the longest folder name written, in UTF-8 bytes: file systems allow 255, and a label id may be added
+MAX_FOLDER_BYTES = 200
+
+
 def folder_name(label: str) -> str:
-    """A folder name for a label: path separators and control characters become ``_``."""
+    """A folder name for a label: path separators and control characters become ``_``, and a name
+    longer than :data:`MAX_FOLDER_BYTES` bytes (UTF-8) is cut at a character boundary."""
     cleaned = "".join("_" if ch in '/\\:*?"<>|' or ord(ch) < 32 else ch for ch in label).strip(" .")
-    return cleaned or "_"
+    cut = cleaned.encode("utf-8", "surrogatepass")[:MAX_FOLDER_BYTES].decode("utf-8", "ignore").strip(" .")
+    return cut or "_"
 
 
 def _read_source(uri: str, endpoint_url: str | None) -> bytes:
@@ -296,7 +302,7 @@ def _export_imagefolder(ws: Workspace, snap: StoreSnapshot, out: Path, mode: str
     rows = ws.items().to_pylist()
     whole = {r["id"]: r for r in rows if r["status"] == "ok"}
     folders: dict[str, str] = {}
-    taken: set[str] = set()
+    taken: set[str] = {"classes.json"}  # the index written beside the folders
     for li in snap.labels:
         name = folder_name(li.name)
         if name.casefold() in taken:

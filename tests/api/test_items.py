@@ -27,6 +27,18 @@ def test_thumbnail_is_made_once_and_cached(client, curation_ws):
     assert client.get(f"/api/items/{item}/thumb", headers=auth, params={"size": 5000}).status_code == 400
 
 
+def test_thumbnail_sizes_snap_to_a_few_steps(client, curation_ws):
+    """Every size a viewer may ask for makes at most a handful of cached files per item (issue 13,
+    item 10): a request gets the smallest step at least as large."""
+    auth = curation_ws.auth("viewer")
+    item = curation_ws.image_ids[1]
+    for size in range(16, 513, 7):
+        r = client.get(f"/api/items/{item}/thumb", headers=auth, params={"size": size})
+        assert r.status_code == 200
+    made = [p for p in (curation_ws.root / "cache" / "thumbs").glob(f"*/{item[:2]}/{item}.jpg")]
+    assert 1 < len(made) <= 11, len(made)
+
+
 def test_original_is_served_for_the_large_view(client, curation_ws):
     auth = curation_ws.auth("viewer")
     item, path = curation_ws.image_ids[3], curation_ws.image_paths[3]

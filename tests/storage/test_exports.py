@@ -143,6 +143,25 @@ def test_imagefolder_copies_symlinks_and_crops(labelled, tmp_path):
     assert link.is_symlink() and os.path.realpath(link) == os.path.realpath(whole[6]["uri"])
 
 
+def test_imagefolder_names_every_label_a_safe_unique_folder(labelled, tmp_path):
+    """A label of 200 emoji (800 bytes, past the 255 a file name may hold) and one named like the
+    index file beside the folders both export (issue 13, item 10)."""
+    ws, whole, _ = labelled
+    long_label = "\N{DOG FACE}" * 200
+    with LabelStore.open(ws) as s:
+        s.assign([r["id"] for r in whole[12:14]], long_label, user="ana")
+        s.assign([r["id"] for r in whole[14:16]], "classes.json", user="ana")
+    export(ws, format="imagefolder", out=tmp_path / "tree")
+    tree = tmp_path / "tree"
+    classes = json.loads((tree / "classes.json").read_text())
+    by_label = {v["label"]: k for k, v in classes.items()}
+    assert set(by_label) == {"duck", "cat/figure", "Car", long_label, "classes.json"}
+    assert len(set(by_label.values())) == 5
+    for label, folder in by_label.items():
+        assert len(folder.encode()) <= 255 and (tree / folder).is_dir(), (label, folder)
+    assert len(list((tree / by_label[long_label]).iterdir())) == 2 and len(list((tree / by_label["classes.json"]).iterdir())) == 2
+
+
 def test_out_is_never_half_written_and_not_overwritten_by_accident(labelled, tmp_path):
     ws, _, _ = labelled
     out = tmp_path / "labels.csv"
