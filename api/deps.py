@@ -93,8 +93,10 @@ Admin = Annotated[User, Depends(require("admin"))]
 Recognizer = Annotated[User, Depends(require("recognize"))]
 
 
-def map_view(name: Name, ctx: Ctx) -> MapView:
-    """The map named in the path (404 when there is none; 422 for a name no folder can have)."""
+def map_view(name: Name, ctx: Ctx, user: Annotated[User, Depends(current_user)]) -> MapView:
+    """The map named in the path (404 when there is none; 422 for a name no folder can have). The
+    token is checked first, so a request without one gets 401 whether the map exists or not and
+    map names cannot be probed."""
     return ctx.maps.get(name)
 
 

@@ -39,6 +39,17 @@ def test_reads_need_a_token(client, curation_ws):
     assert client.get("/").status_code == 200  # the page itself holds no data
 
 
+def test_unknown_maps_cannot_be_probed_without_a_token(client, curation_ws):
+    """Without a token, a map that exists and one that does not both answer 401, so map names
+    cannot be enumerated (issue 13, item 4); with a token the unknown one is a 404."""
+    for path in ("/api/maps/{}/points.bin", "/api/maps/{}/learn", "/api/maps/{}/labels.bin"):
+        real = client.get(path.format("main"))
+        ghost = client.get(path.format("no-such-map"))
+        assert real.status_code == ghost.status_code == 401, (path, real.status_code, ghost.status_code)
+        assert client.post(path.format("no-such-map").rsplit("/", 1)[0] + "/actions/assign", json={"indices": [0], "label": "x"}).status_code == 401
+    assert client.get("/api/maps/no-such-map/points.bin", headers=curation_ws.auth("viewer")).status_code == 404
+
+
 @pytest.mark.parametrize("role,status", [("viewer", 403), ("service", 403), ("curator", 200), ("admin", 200)])
 def test_writes_by_role(client, curation_ws, role, status):
     r = client.post("/api/maps/main/actions/assign", headers=curation_ws.auth(role), json={"indices": [0, 1, 2], "label": "mug"})
