@@ -51,9 +51,11 @@ class TooLarge(ApiError):
     status = 413
 
 
-def _body(message: str, status: int) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+def _body(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers or None)
 
 
 def _domain_errors() -> dict[type[Exception], int]:
@@ -82,7 +84,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         msg = exc.detail if isinstance(exc.detail, str) else "request failed"
-        return _body(msg, exc.status_code)
+        return _body(msg, exc.status_code, exc.headers)  # keeps what the answer needs, such as a 405's Allow
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -106,3 +106,11 @@ def test_cli_users_add_prints_a_token_that_works(tmp_path, client, curation_ws):
     assert me == {**me, "name": "kim", "role": "curator"}
     bad = subprocess.run([sys.executable, "-c", CLI_BOOT, "users", "add", "kim", "--role", "curator", "--workspace", str(curation_ws.root)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "exists" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_method_not_allowed_says_which_are(client, curation_ws):
+    """A 405 carries ``Allow`` (issue 13, item 12): the short JSON answer kept the status but dropped
+    the header."""
+    r = client.delete("/api/maps/main/points.bin", headers=curation_ws.auth("viewer"))
+    assert r.status_code == 405 and "GET" in r.headers.get("allow", ""), (r.status_code, dict(r.headers))
+    assert r.json()["status"] == 405
