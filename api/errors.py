@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -51,7 +52,7 @@ class TooLarge(ApiError):
     status = 413
 
 
-def _body(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+def _body(message: str, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:
     headers = dict(headers or {})
     if status == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
