@@ -19,9 +19,14 @@ from corral.api.routes.common import IMMUTABLE
 router = APIRouter(prefix="/api/items", tags=["items"])
 
 
-@router.get("/{item_id}", summary="An item's file name, size and source")
+@router.get("/{item_id}", summary="An item's file name and size (and, for those who may run jobs, its source)")
 def item(item_id: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
-    return ctx.items.info(item_id)
+    """A viewer sees the file name, not where the file lies on the server; curators and admins, who
+    start jobs on the server's folders, see the recorded source as well."""
+    info = ctx.items.info(item_id)
+    if not user.can("write"):
+        info.pop("uri", None)
+    return info
 
 
 @router.get("/{item_id}/thumb", summary="A JPEG thumbnail (made once, then cached)", response_class=FileResponse)

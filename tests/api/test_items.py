@@ -47,6 +47,9 @@ def test_original_is_served_for_the_large_view(client, curation_ws):
     assert r.content == path.read_bytes()
     info = client.get(f"/api/items/{item}", headers=auth).json()
     assert info["name"] == path.name and info["width"] == 128
+    # a viewer is not told where the file lies on the server (issue 13, item 4); a curator is
+    assert "uri" not in info and str(path.parent) not in str(info)
+    assert client.get(f"/api/items/{item}", headers=curation_ws.auth("curator")).json()["uri"] == str(path)
 
 
 def test_item_without_an_image_is_404(client, curation_ws):
