@@ -182,8 +182,16 @@ def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedC
     """The embed stage over the given items (any subset of a source).
 
     ``embedder`` may be passed already built (a service or benchmark that keeps one loaded); it
-    must match ``config.model``.
+    must match ``config.model``. One embed run writes a workspace at a time: a second one waits
+    for the first (saying so) and then resumes from its finished shards.
     """
+    from corral.storage.wslock import workspace_lock
+
+    with workspace_lock(workspace.ensure().root / ".embed.lock", what="embed"):
+        return _embed_items(items, workspace=workspace, config=config, source=source, embedder=embedder)
+
+
+def _embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedConfig, source: str, embedder: Any) -> EmbedResult:
     import torch
 
     cfg = config

@@ -244,3 +244,33 @@ def test_coil100_nearest_neighbour_is_same_object(tmp_path):
     np.fill_diagonal(sims, -1)
     acc = float((labels[sims.argmax(1)] == labels).mean())
     assert acc >= 0.95, acc
+
+
+def test_a_second_embed_run_waits_for_the_first_then_resumes(tmp_path, caplog):
+    """While another run holds the workspace (issue 13, item 11), an embed run says who and waits
+    instead of embedding everything a second time and sweeping the other's half-written shards; once
+    the holder is gone it runs, and a later run skips what is done."""
+    import fcntl
+    import logging
+    import threading
+
+    files = _object_subset(tmp_path / "src", per_class=2, classes=3)
+    ws = Workspace(tmp_path / "ws").ensure()
+    lock = ws.root / ".embed.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, json.dumps({"pid": 4242, "since": time.time()}).encode())
+    done: dict = {}
+    caplog.set_level(logging.WARNING, logger="corral.storage.wslock")
+    t = threading.Thread(target=lambda: done.setdefault("res", embed(str(tmp_path / "src"), workspace=ws.root, config=EmbedConfig(**CFG))))
+    t.start()
+    deadline = time.time() + 60
+    while "waiting" not in caplog.text and time.time() < deadline:
+        time.sleep(0.1)
+    assert "pid 4242" in caplog.text and "waiting" in caplog.text, caplog.text
+    assert t.is_alive() and not list(ws.root.glob("embeddings/*/*.parquet"))  # nothing written while it waits
+    os.close(fd)  # the holder ends
+    t.join(timeout=120)
+    assert not t.is_alive() and done["res"].embedded == len(files)
+    again = embed(str(tmp_path / "src"), workspace=ws.root, config=EmbedConfig(**CFG))
+    assert again.embedded == 0 and again.already_done == len(files)
