@@ -41,7 +41,7 @@ def read_local(path: Path) -> bytes:
     absolute = Path(os.path.abspath(path))
     if Path(os.path.realpath(absolute)) != absolute:
         raise OSError("its path goes through a symbolic link")
-    fd = os.open(absolute, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(absolute, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):

@@ -122,6 +122,22 @@ def _s3_client(endpoint_url: str | None):
     return s3util.client(endpoint_url)
 
 
+def _read_regular(path: str, max_bytes: int) -> bytes:
+    """A local file's bytes, read only when it is a regular file: a FIFO would block the reader
+    forever and a device such as /dev/zero never ends, so both are refused (``OSError``) before a byte
+    is read. Opened non-blocking so that opening a FIFO does not wait for a writer; at most the
+    file's size (and ``max_bytes``) is read."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a file"
+            raise OSError(f"not a regular file ({kind})")
+        return fh.read(min(st.st_size, max_bytes) + 1)
+
+
 def read_bytes(uri: str, *, endpoint_url: str | None = None, max_bytes: int = 1 << 30) -> bytes:
     """The bytes behind a URI. Raises ``OSError`` when they cannot be read."""
     if uri.startswith("s3://"):
@@ -132,8 +148,7 @@ def read_bytes(uri: str, *, endpoint_url: str | None = None, max_bytes: int = 1 
         except Exception as e:
             raise OSError(f"S3 read failed: {type(e).__name__}: {e}") from None
     else:
-        with open(uri, "rb") as fh:
-            data = fh.read(max_bytes + 1)
+        data = _read_regular(uri, max_bytes)
     if len(data) > max_bytes:
         raise OSError(f"file is larger than {max_bytes} bytes")
     return data

@@ -274,3 +274,21 @@ def test_a_second_embed_run_waits_for_the_first_then_resumes(tmp_path, caplog):
     assert not t.is_alive() and done["res"].embedded == len(files)
     again = embed(str(tmp_path / "src"), workspace=ws.root, config=EmbedConfig(**CFG))
     assert again.embedded == 0 and again.already_done == len(files)
+
+
+def test_a_fifo_in_the_folder_is_skipped_with_a_reason_not_waited_on(tmp_path):
+    """A named pipe among the images (issue 13, item 9) hung the job forever: reading it waits for a
+    writer that never comes. It is skipped with its reason and the rest is embedded."""
+    import threading
+
+    files = _object_subset(tmp_path / "src", per_class=2, classes=2)
+    os.mkfifo(tmp_path / "src" / "pipe.png")
+    done: dict = {}
+    t = threading.Thread(target=lambda: done.setdefault("res", embed(str(tmp_path / "src"), workspace=tmp_path / "ws", config=EmbedConfig(**CFG))), daemon=True)
+    t.start()
+    t.join(timeout=120)
+    assert not t.is_alive(), "the embed run hung on the FIFO"
+    res = done["res"]
+    assert res.embedded == len(files) and sum(res.skipped_by_reason.values()) == 1, res.skipped_by_reason
+    lines = (tmp_path / "ws" / "skipped.csv").read_text().splitlines()
+    assert any(line.startswith(str(tmp_path / "src" / "pipe.png")) and "FIFO" in line for line in lines[1:]), lines
