@@ -5,30 +5,17 @@ says what it named and moves on to the next group; the label-errors queue shows 
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.api.conftest import LiveServer
-from tests.api.viewer_helpers import open_viewer, wait_ready
+from tests.api.viewer_helpers import open_viewer, shot, wait_ready
 from tests.digits import digits_workspace
 
 pytestmark = pytest.mark.browser
-
-SHOTS = os.environ.get("CORRAL_SCREENSHOTS")
-
-
-def shot(page, name: str) -> None:
-    """A screenshot of the page to ``$CORRAL_SCREENSHOTS`` when that is set."""
-    if SHOTS:
-        page.wait_for_timeout(300)
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / name))
-
 
 @pytest.fixture(scope="module")
 def digits_viewer(tmp_path_factory):

@@ -12,32 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import shutil
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.api.conftest import LiveServer
-from tests.api.viewer_helpers import open_viewer, wait_ready
+from tests.api.viewer_helpers import open_viewer, shot, wait_ready
 from tests.digits import digits_workspace
 
 pytestmark = pytest.mark.browser
 
 WAIT = 60_000
-SHOTS = os.environ.get("CORRAL_SCREENSHOTS")
-
-
-def shot(page, name: str) -> None:
-    """A screenshot of the page to ``$CORRAL_SCREENSHOTS`` when that is set (the docs' pictures)."""
-    if SHOTS:
-        page.wait_for_timeout(300)
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / name))
-
-
 @pytest.fixture(scope="module")
 def digits_built(tmp_path_factory):
     """The digits embedded and mapped once for this module (no labels)."""

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from tests.api.conftest import page_for, wait_ready
+
+#: where the browser tests save their screenshots (the docs' pictures); unset: none are taken
+SHOTS = os.environ.get("CORRAL_SCREENSHOTS")
+
+
+def shot(page, name: str) -> None:
+    """A screenshot of the page to ``$CORRAL_SCREENSHOTS`` when that is set."""
+    if SHOTS:
+        page.wait_for_timeout(300)
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / name))
 
 
 def open_viewer(browser, server_url: str, token: str):
