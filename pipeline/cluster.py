@@ -75,6 +75,7 @@ class Clustering:
     candidates: list[dict[str, Any]] = field(default_factory=list)  # every cut tried, with its score
     seconds: float = 0.0
     parts: dict[str, float] = field(default_factory=dict)  # seconds per stage (tree, scoring, final cut, noise)
+    hierarchy: dict[str, np.ndarray] = field(default_factory=dict)  # the condensed cluster tree (corral.pipeline.hierarchy); empty: none
 
     @property
     def n_clusters(self) -> int:
@@ -105,6 +106,7 @@ def cluster_points(
     from fast_hdbscan.hdbscan import compute_minimum_spanning_tree
 
     from corral.pipeline.cutselect import candidate_sizes, coords_graph, modularity, silhouette_judge
+    from corral.pipeline.hierarchy import condensed_hierarchy
 
     p = params or HdbscanParams()
     p.validate()
@@ -239,6 +241,7 @@ def cluster_points(
     scores = glosh(lam, lam_leaf_max)
     labels, probs = _order_by_size(labels, probs)
     raw = labels.copy()
+    hierarchy = condensed_hierarchy(tree, n, raw)
     timed("final_cut", t_final)
     t_noise = time.perf_counter()
     state = {"core_distance": core, "lambda": lam, "lambda_leaf_max": lam_leaf_max, "raw_label": raw.astype(np.int32), "min_samples": np.array(ms_c)}
@@ -274,6 +277,7 @@ def cluster_points(
         candidates=candidates,
         seconds=secs,
         parts={k: round(v, 3) for k, v in parts.items()},
+        hierarchy=hierarchy,
     )
 
 

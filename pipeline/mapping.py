@@ -228,7 +228,7 @@ def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = Non
     if labels:
         meta["target"] = {"labelled": int(sum(1 for i in ids.tolist() if i in labels)), "labels": len(set(labels.values())), "target_weight": target_weight}
     path = ws.map_dir(name)
-    write_map(path, points=points, clusters=clusters, meta=meta, state=clu.state)
+    write_map(path, points=points, clusters=clusters, meta=meta, state=clu.state, hierarchy=clu.hierarchy)
     return MapResult(name=path.name, path=path, points=n, clusters=clu.n_clusters, noise_fraction=noise, seconds=seconds, skipped=skipped, meta=meta)
 
 

@@ -10,6 +10,9 @@ Layout of ``workspace/maps/<name>/``::
                       cohesion (float32)
     state.npz         what placing new items needs beyond the tables (core distances, cluster
                       density levels); plain numpy arrays, no pickles
+    hierarchy.npz     HDBSCAN's condensed cluster tree: node_parent, node_size, node_lambda,
+                      node_cluster, cluster_node, point_node (see corral.pipeline.hierarchy);
+                      absent in maps made before it existed or whose clustering found no tree
     map.json          resolved parameters, seed, embedding set + model, counts, timings, created_at;
                       written last, so its presence marks the map complete
 
@@ -37,6 +40,7 @@ logger = logging.getLogger(__name__)
 POINTS = "points.parquet"
 CLUSTERS = "clusters.parquet"
 STATE = "state.npz"
+HIERARCHY = "hierarchy.npz"
 META = "map.json"
 
 #: Fixed columns of points.parquet, in order, with their Arrow types.
@@ -165,11 +169,36 @@ def read_state(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def write_map(path: Path, *, points: pa.Table, clusters: pa.Table, meta: dict[str, Any], state: dict[str, np.ndarray] | None = None) -> None:
+def read_hierarchy(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a map's ``hierarchy.npz`` (empty when the map has none)."""
+    p = Path(path) / HIERARCHY
+    if not p.is_file():
+        return {}
+    with np.load(p, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub has allow_pickle: bool beside **kwds, so mypy matches the array dict against it
+    return buf.getvalue()
+
+
+def write_map(
+    path: Path,
+    *,
+    points: pa.Table,
+    clusters: pa.Table,
+    meta: dict[str, Any],
+    state: dict[str, np.ndarray] | None = None,
+    hierarchy: dict[str, np.ndarray] | None = None,
+) -> None:
     """Write a map folder; ``map.json`` goes last so a reader never finds a half-written map.
 
     Each file is replaced atomically, so rewriting a map (``--update``) leaves the old complete
-    map readable until the new one is in place, file by file.
+    map readable until the new one is in place, file by file. ``hierarchy`` None keeps the
+    folder's hierarchy as it is (placing items does not change the tree); an empty one removes it
+    (a rebuilt map must not keep the tree of the one it replaces).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -178,8 +207,10 @@ def write_map(path: Path, *, points: pa.Table, clusters: pa.Table, meta: dict[st
     atomic_write_table(path / POINTS, points)
     atomic_write_table(path / CLUSTERS, clusters)
     if state is not None:
-        buf = io.BytesIO()
-        np.savez(buf, **state)  # type: ignore[arg-type]  # numpy's stub has allow_pickle: bool beside **kwds, so mypy matches the array dict against it
-        atomic_write_bytes(path / STATE, buf.getvalue())
+        atomic_write_bytes(path / STATE, _npz(state))
+    if hierarchy:
+        atomic_write_bytes(path / HIERARCHY, _npz(hierarchy))
+    elif hierarchy is not None:
+        (path / HIERARCHY).unlink(missing_ok=True)
     atomic_write_json(path / META, meta)
     logger.info("map written to %s (%d points, %d clusters)", path, points.num_rows, clusters.num_rows)

@@ -1,4 +1,4 @@
-"""Maps: the list, one map's points (binary), clusters, point details, search, atlases and split."""
+"""Maps: the list, one map's points (binary), clusters, hierarchy, point details, search, atlases and split."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from corral.api.deps import Ctx, Map, Reader, Writer, label_service
 from corral.api.errors import ApiError
+from corral.api.hierarchy import hierarchy_blob, missing
 from corral.api.inputs import Count, Int64
 from corral.api.itemindex import names_array
 from corral.api.mapdata import MapView
@@ -60,7 +61,8 @@ def list_maps(ctx: Ctx, user: Reader) -> dict[str, Any]:
 
 
 @router.get("/{name}", summary="A map's metadata, clusters and how to fetch its data")
-def get_map(view: Map, user: Reader) -> dict[str, Any]:
+def get_map(view: Map, ctx: Ctx, user: Reader) -> dict[str, Any]:
+    has_tree = hierarchy_blob(view, ctx.workspace.map_dir(view.name), ctx.extra) is not None
     return {
         **_map_summary(view),
         "bounds": view.bounds,
@@ -68,6 +70,7 @@ def get_map(view: Map, user: Reader) -> dict[str, Any]:
         "meta": view.meta,
         "points_url": f"/api/maps/{view.name}/points.bin?v={view.etag}",
         "labels_url": f"/api/maps/{view.name}/labels.bin",
+        "hierarchy_url": f"/api/maps/{view.name}/hierarchy.bin?v={view.etag}" if has_tree else None,
         "atlas": atlas_layout(),
     }
 
@@ -77,6 +80,17 @@ def points_bin(request: Request, view: Map, user: Reader, v: str | None = None):
     t0 = time.perf_counter()
     body = view.blob()
     logger.debug("points.bin %s: %d bytes in %.3fs", view.name, len(body), time.perf_counter() - t0)
+    return gzip_response(request, body, etag=view.etag, cache=IMMUTABLE if v == view.etag else REVALIDATE)
+
+
+@router.get("/{name}/hierarchy.bin", summary="The cluster hierarchy (HDBSCAN's condensed tree), packed (CRL1 container, gzip)")
+def hierarchy_bin(request: Request, view: Map, ctx: Ctx, user: Reader, v: str | None = None):
+    """Nodes (``node_parent``, ``node_size``, ``node_lambda``, ``node_cluster``), ``cluster_node``
+    per flat cluster and ``point_node`` per point index; see :mod:`corral.pipeline.hierarchy`.
+    404 when the map keeps no hierarchy."""
+    body = hierarchy_blob(view, ctx.workspace.map_dir(view.name), ctx.extra)
+    if body is None:
+        raise missing(view.name)
     return gzip_response(request, body, etag=view.etag, cache=IMMUTABLE if v == view.etag else REVALIDATE)
 
 
