@@ -21,6 +21,12 @@ time) reports throughput and p50 / p99 with the error count.
     python bench/recognize.py --out bench/out/recognize-cpu.json         # everything (~15 min on 2 cores)
     python bench/recognize.py --part index --sizes 100000
     python bench/recognize.py --part e2e --cache /tmp/corral-bench-recognize
+    python bench/recognize.py --part pose --out bench/results/recognize_pose.json
+
+Unseen poses (``--part pose``, :mod:`bench.recognize_pose`): known classes queried with a run of
+views the index has not seen (a 90-degree arc of a turntable, a run of look-alike photos) instead
+of random held-back images, with the "unknown" threshold calibrated on runs of neighbours (the
+default) and on random items, in the same run.
 
 Last stdout line: one JSON object (also written to ``--out``).
 """
@@ -46,7 +52,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import emit_result, peak_rss_mib  # noqa: E402
+from bench.common import emit_result, peak_rss_mib, provenance  # noqa: E402
 
 DATA = Path(os.environ.get("CORRAL_SHARED", REPO.parent / "shared")) / "data"
 
@@ -381,13 +387,14 @@ def part_e2e(name: str, model: str, cache: Path, port: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("all", "index", "e2e"), default="all")
+    ap.add_argument("--part", choices=("all", "index", "e2e", "pose"), default="all")
     ap.add_argument("--sizes", default="100000,1000000", help="random set sizes for the index part (comma separated)")
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--cache", default="/tmp/corral-bench-recognize", help="embedded data sets are kept here between runs")
     ap.add_argument("--port", type=int, default=18931, help="port of the server started for the end-to-end part")
     ap.add_argument("--face-model", default="dlib:face-resnet", help="also run ORL with this face embedder ('' to skip)")
     ap.add_argument("--datasets", default="coil100_subset,orl_faces", help="data sets of the end-to-end part (comma separated)")
+    ap.add_argument("--pose-datasets", default="coil20,coil100_subset,orl_faces", help="data sets of the unseen-pose part (comma separated)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     import faiss
@@ -398,6 +405,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     result: dict[str, Any] = {
         "bench": "recognize",
+        **provenance(),
         "machine": {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg(), "faiss": faiss.__version__, "torch": torch.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
         "gpu": {"faiss_gpus": faiss.get_num_gpus(), "cuda": torch.cuda.is_available()},
     }
@@ -409,6 +417,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.face_model and "orl_faces" in names:
             runs.append(("orl_faces", args.face_model))
         result["end_to_end"] = [part_e2e(n, m, cache, args.port + i) for i, (n, m) in enumerate(runs)]
+    if args.part in ("all", "pose"):
+        from bench.recognize_pose import part_pose
+
+        names = [d for d in args.pose_datasets.split(",") if d]
+        runs = [(d, "timm:tf_efficientnet_lite0") for d in names]
+        if args.face_model and "orl_faces" in names:
+            runs.append(("orl_faces", args.face_model))
+        result["pose"] = [part_pose(n, m, DATA, cache) for n, m in runs]
     if args.part in ("all", "index"):
         result["index"] = part_index([int(s) for s in args.sizes.split(",") if s], args.dim, cache)
     result["seconds"] = round(time.perf_counter() - t0, 1)

@@ -14,7 +14,8 @@ the index (leave-one-out, on up to ``baseline_items`` items). The best label is 
 ``score - typical >= threshold``, otherwise the answer is "unknown".
 
 The threshold is calibrated on the labelled data itself: some labels are held out entirely (their
-items play the unknowns) and a share of every other label's items is held out as known queries;
+items play the unknowns) and a share of every other label's items is held out as known queries
+(by default a *run* of look-alike neighbours, not random items: see :func:`split_for_calibration`);
 both are answered from an exact index of the rest. This is repeated over ``folds`` different
 splits and the answers pooled, so that a collection with few labels (40 people, 6 held out per
 split) does not hang its threshold on a handful of queries. The chosen threshold maximises
@@ -46,6 +47,7 @@ class RuleConfig:
     tau: float = 0.05  # softmax temperature of the votes (smaller: the nearest neighbour counts more)
     threshold: float | None = None  # below this score the answer is "unknown"; None: calibrated
     holdout: float = 0.2  # share of each label's items held out as known queries when calibrating
+    grouping: str = "runs"  # known queries held out as runs of neighbours ("runs") or at random ("random")
     class_holdout: float = 0.2  # share of labels held out entirely as unknowns when calibrating
     max_queries: int = 2000  # most known (and most unknown) queries used to calibrate
     suggest_precision: float = 0.99  # precision the pre-labelling threshold must reach
@@ -63,6 +65,8 @@ class RuleConfig:
             raise ValueError(f"tau={self.tau!r}: expected a temperature in (0, 10]; 0.05 is the default")
         if self.threshold is not None and not -1.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"threshold={self.threshold!r}: expected a score in [-1, 1] or None to calibrate")
+        if self.grouping not in GROUPINGS:
+            raise ValueError(f"grouping={self.grouping!r}: expected one of {', '.join(GROUPINGS)}")
         for name in ("holdout", "class_holdout"):
             v = getattr(self, name)
             if not 0 <= float(v) < 1:
@@ -242,11 +246,19 @@ def label_baselines(search: Any, vectors: np.ndarray, codes: np.ndarray, not_lab
 # Calibration
 
 
-def split_for_calibration(codes: np.ndarray, *, holdout: float, class_holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_for_calibration(
+    codes: np.ndarray, *, holdout: float, class_holdout: float, seed: int, vectors: np.ndarray | None = None, grouping: str = "random"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boolean masks (reference, known queries, unknown queries) over rows with codes >= 0.
 
     Rows with code -1 (negatives) always stay in the reference set. Labels with one item are
     never held out; at least one label is held out as unknown when there are three or more.
+
+    With ``grouping="runs"`` (and ``vectors``) a label's known queries are one run of neighbours:
+    a random member and the members most similar to it. A new photo of a known thing is rarely a
+    near-twin of a stored one (another pose, another day), while random held-out items nearly
+    always have a twin left in the reference (the next frame, the next 5 degrees), so a threshold
+    calibrated on them is tuned on easy queries and answers "unknown" to the hard known ones.
     """
     rng = np.random.default_rng(seed)
     ref = np.ones(len(codes), dtype=bool)
@@ -265,7 +277,14 @@ def split_for_calibration(codes: np.ndarray, *, holdout: float, class_holdout: f
         if len(members) < 2 or holdout <= 0:
             continue
         n_q = min(len(members) - 1, max(1, int(round(holdout * len(members)))))
-        q = rng.choice(members, size=n_q, replace=False)
+        if grouping == "runs" and vectors is not None:
+            # a run of one is a random item: with four or more, hold out the anchor's twin too
+            n_q = max(n_q, min(2, len(members) - 2))
+            anchor = int(rng.choice(members))
+            sims = vectors[members] @ vectors[anchor]
+            q = members[np.argsort(-sims, kind="stable")[:n_q]]
+        else:
+            q = rng.choice(members, size=n_q, replace=False)
         known[q] = True
         ref[q] = False
     return ref, known, unknown
@@ -330,7 +349,7 @@ def _calibration_fold(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int] | None:
     """One held-out split: (known margins, known named right, unknown margins, reference rows,
     labels held out), or None when it has no known queries."""
-    ref, known, unknown = split_for_calibration(codes, holdout=rule.holdout, class_holdout=rule.class_holdout, seed=seed)
+    ref, known, unknown = split_for_calibration(codes, holdout=rule.holdout, class_holdout=rule.class_holdout, seed=seed, vectors=vectors, grouping=rule.grouping)
     rng = np.random.default_rng(seed + 1)
 
     def cap(mask: np.ndarray, n: int) -> np.ndarray:
@@ -395,6 +414,9 @@ def rates(known_scores: np.ndarray, correct: np.ndarray, unknown_scores: np.ndar
         "unknown_rejection": round(float(1 - acc_u.mean()), 4) if len(unknown_scores) else None,
     }
 
+
+#: How calibration picks a label's held-out known queries (see :func:`split_for_calibration`).
+GROUPINGS = ("runs", "random")
 
 #: Thresholds are looked for in this range of margins. Below -0.5 a query is less than half as
 #: close to a label as the label's own items typically are; with few held-out items the best

@@ -21,6 +21,12 @@ def _rule_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="lower the threshold until this share of correctly named known items is kept (e.g. 0.97), at the cost of naming more unknown items; default off (balanced threshold)",
     )
+    p.add_argument(
+        "--calibration",
+        choices=("runs", "random"),
+        default=None,
+        help="how the threshold's held-out known items are picked: runs of look-alike neighbours, as unseen poses are (default), or random items (near-twins of indexed ones: a stricter threshold)",
+    )
 
 
 def _add_index(p: argparse.ArgumentParser) -> None:
@@ -51,6 +57,8 @@ def _config(args: argparse.Namespace):
     if args.tau is not None:
         rule.tau = args.tau
     rule.threshold = args.threshold
+    if getattr(args, "calibration", None) is not None:
+        rule.grouping = args.calibration
     if getattr(args, "recall_target", None) is not None:
         rule.recall_target = args.recall_target or None
     search = {}
@@ -191,8 +199,6 @@ def add_recognize_only_args(p: argparse.ArgumentParser) -> None:
 
 def run_recognize_only(args: argparse.Namespace) -> int:
     """``corral serve --recognize-only``: the recognition service alone."""
-    import uvicorn
-
     from corral.api.recognize_app import create_recognize_app
     from corral.storage.index_source import open_source
 
@@ -210,7 +216,9 @@ def run_recognize_only(args: argparse.Namespace) -> int:
         sys.stderr.write("corral: recognise-only service without sign-in (pass --users DIR with a users.json to require tokens)\n")
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/api/recognize"
     emit({"url": url, "source": source.description, "recognize_only": True, "sign_in": users is not None})
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False, server_header=False)
+    from corral.api.server import serve
+
+    serve(app, host=args.host, port=args.port, log_level=args.log_level, trusted_proxies=args.trusted_proxy)
     return 0
 
 
