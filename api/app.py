@@ -17,8 +17,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.gzip import GZipMiddleware
 
 from corral.api.auth import UserStore
-from corral.api.deps import AppContext
-from corral.api.errors import BodySizeLimit, install_error_handlers
+from corral.api.deps import AppContext, signed_in
+from corral.api.errors import install_error_handlers
+from corral.api.guard import RequestGuard
 from corral.api.itemindex import ItemIndex
 from corral.api.jobs import JobManager
 from corral.api.labelstate import LabelService
@@ -35,6 +36,11 @@ CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-
 
 #: Route modules under api/routes, one per resource; each exposes ``router``.
 ROUTE_MODULES = ("maps", "suggest", "items", "labels", "learn", "events", "jobs", "users", "recognize")
+
+#: routes whose bodies are uploads and get ``max_request_bytes``; every other body gets ``max_body_bytes``
+UPLOAD_ROUTES = (("POST", "/api/recognize"),)
+#: routes that take a body without a sign-in (the sign-in itself), and their small limit
+PUBLIC_BODY_ROUTES = {("POST", "/api/session"): 4096}
 
 
 def viewer_dir() -> Path:
@@ -81,7 +87,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.ctx = ctx
     install_error_handlers(app)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
-    app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
+    # outermost: nothing reads a body before the guard has checked who sends it, and how much
+    app.add_middleware(
+        RequestGuard,
+        body_limit=settings.max_body_bytes,
+        route_limits={**dict.fromkeys(UPLOAD_ROUTES, settings.max_request_bytes), **PUBLIC_BODY_ROUTES},
+        public=PUBLIC_BODY_ROUTES,
+        body_timeout_s=settings.body_timeout_s,
+        signed_in=signed_in,
+    )
 
     import importlib
 

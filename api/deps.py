@@ -4,6 +4,9 @@ A token arrives as ``Authorization: Bearer <token>`` or in the ``corral_token`` 
 ``POST /api/session`` so that ``<img>`` tags and page reloads carry it). Writes authenticated by
 the cookie must also send the ``X-Corral-Request`` header, which a page on another origin cannot
 add without the server's consent, so a cookie alone never writes.
+
+:func:`identify` reads the credentials once per request; :class:`~corral.api.guard.RequestGuard`
+calls it before any body is read, and the dependencies below reuse its answer.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
-from corral.api.auth import User, UserStore
+from corral.api.auth import AuthError, User, UserStore
 from corral.api.errors import Forbidden, Unauthorized
 from corral.api.inputs import Name
 from corral.api.itemindex import ItemIndex
@@ -25,6 +29,8 @@ from corral.storage.workspace import Workspace
 
 COOKIE = "corral_token"
 CSRF_HEADER = "x-corral-request"
+#: where :func:`identify` keeps its answer in the ASGI scope
+_SCOPE_KEY = "corral.identity"
 
 
 @dataclass
@@ -49,26 +55,51 @@ def get_ctx(request: Request) -> AppContext:
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 
 
-def _token(request: Request) -> tuple[str | None, bool]:
-    """(token, came_from_cookie)."""
-    auth = request.headers.get("authorization", "")
+@dataclass(frozen=True)
+class Identity:
+    """Who a request is: its user (None when it sent no credentials or bad ones), whether the
+    session cookie signed it in, and what to tell a request that is not signed in."""
+
+    user: User | None
+    via_cookie: bool
+    problem: str = ""
+
+
+def identify(conn: HTTPConnection) -> Identity:
+    """The request's user from its bearer token or its cookie (a bearer token wins)."""
+    found = conn.scope.get(_SCOPE_KEY)
+    if isinstance(found, Identity):
+        return found
+    ctx = conn.scope["app"].state.ctx
+    auth = conn.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
-        return auth[7:].strip(), False
-    cookie = request.cookies.get(COOKIE)
-    return (cookie, True) if cookie else (None, False)
+        user = ctx.users.authenticate(auth[7:].strip()) if ctx.users is not None else None
+        found = Identity(user, False, "" if user else "unknown or revoked token")
+    elif token := conn.cookies.get(COOKIE):
+        user = ctx.users.authenticate(token) if ctx.users is not None else None
+        found = Identity(user, True, "" if user else "unknown or revoked token")
+    else:
+        found = Identity(None, False, "sign in: send 'Authorization: Bearer <token>' (make one with `corral users add NAME --role ROLE`)")
+    conn.scope[_SCOPE_KEY] = found
+    return found
 
 
-def current_user(request: Request, ctx: Ctx) -> User:
+def signed_in(scope: Any) -> bool:
+    """Whether the request in ``scope`` carries good credentials (for the request guard)."""
+    try:
+        return identify(HTTPConnection(scope)).user is not None
+    except AuthError:  # a broken users file: the route's own dependency reports it
+        return False
+
+
+def current_user(request: Request) -> User:
     """The user the request's token belongs to; 401 without a valid token."""
-    token, from_cookie = _token(request)
-    if not token:
-        raise Unauthorized("sign in: send 'Authorization: Bearer <token>' (make one with `corral users add NAME --role ROLE`)")
-    user = ctx.users.authenticate(token)
-    if user is None:
-        raise Unauthorized("unknown or revoked token")
-    request.state.user = user
-    request.state.via_cookie = from_cookie
-    return user
+    ident = identify(request)
+    if ident.user is None:
+        raise Unauthorized(ident.problem)
+    request.state.user = ident.user
+    request.state.via_cookie = ident.via_cookie
+    return ident.user
 
 
 def require(permission: str) -> Callable[..., User]:

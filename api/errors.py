@@ -14,7 +14,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +45,6 @@ class Unauthorized(ApiError):
 
 class Forbidden(ApiError):
     status = 403
-
-
-class TooLarge(ApiError):
-    status = 413
 
 
 def _body(message: str, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -109,51 +104,3 @@ def install_error_handlers(app: FastAPI) -> None:
         ref = uuid.uuid4().hex[:12]
         logger.exception("unhandled error %s on %s %s", ref, request.method, request.url.path)
         return _body(f"internal error (reference {ref}; see the server log)", 500)
-
-
-class BodySizeLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, whether announced or streamed."""
-
-    def __init__(self, app: ASGIApp, *, limit: int):
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or ()).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _send_json(send, 413, f"request body over the limit of {self.limit} bytes")
-            return
-        seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise TooLarge(f"request body over the limit of {self.limit} bytes")
-            return msg
-
-        async def tracking_send(msg: Message) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except TooLarge as e:
-            if not started:
-                await _send_json(send, 413, str(e))
-
-
-async def _send_json(send: Send, status: int, message: str) -> None:
-    import json
-
-    body = json.dumps({"error": message, "status": status}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})

@@ -21,8 +21,9 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from corral.api.auth import User, UserStore
-from corral.api.deps import current_user
-from corral.api.errors import BodySizeLimit, install_error_handlers
+from corral.api.deps import current_user, signed_in
+from corral.api.errors import install_error_handlers
+from corral.api.guard import RequestGuard
 from corral.api.recognize_service import RecognitionService
 from corral.storage.index_source import IndexSource
 
@@ -71,7 +72,8 @@ def create_recognize_app(
     app = FastAPI(title="Corral recognition", summary="Name images or vectors with a published Corral index.", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.ctx = ctx
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, limit=max_request_bytes)
+    # the one upload route gets the large limit; a token is checked before any body is read
+    app.add_middleware(RequestGuard, body_limit=64 * 1024, route_limits={("POST", "/api/recognize"): max_request_bytes}, signed_in=signed_in if users is not None else None)
     if users is None:
         app.dependency_overrides[current_user] = lambda: User("anonymous", "service")
     from corral.api.routes.recognize import recognize, recognize_status

@@ -18,8 +18,15 @@ class Settings(BaseSettings):
     # Address the server listens on (informational for the app; uvicorn binds it).
     host: str = "127.0.0.1"
     port: int = 8765
-    # Largest request body accepted, in bytes (label actions on huge selections stay well below).
+    # Largest request body of an upload route (POST /api/recognize: images, vectors), in bytes.
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Largest request body of every other route, in bytes: a label action on 500,000 points of a
+    # million-point map is about 4 MB of JSON; larger bodies get 413 before they are read.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Seconds a request's whole body may take to arrive (then 408 and the connection closes).
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    # Seconds a connection may take to send a request's line and headers (then it is closed).
+    header_timeout_s: float = Field(default=10.0, gt=0)
     # Largest single uploaded file, in bytes (image uploads to recognition).
     max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # Edge of the per-item thumbnails served to the cluster panel, in pixels.

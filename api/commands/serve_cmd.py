@@ -20,6 +20,7 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source-root", action="append", default=[], metavar="DIR", help="a folder curators may start embed jobs in (repeatable; default: any folder in single-user mode, none otherwise)")
     p.add_argument("--no-warm-split", dest="warm_split", action="store_false", help="do not compile the re-clustering code in the background at start-up (the first split then waits for it)")
     p.add_argument("--offline", action="store_true", help="never download model weights (embed jobs, recognition): sets HF_HUB_OFFLINE=1 for the server")
+    p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR", help="address of a reverse proxy whose X-Forwarded-Proto/-For headers are believed (repeatable; default none)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"), help="server log level (default info)")
     add_recognize_only_args(p)
 
@@ -27,7 +28,7 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     import os
 
-    import uvicorn
+    from corral.api.server import serve
 
     if args.offline:
         # The server builds embedders in its jobs and its recognition service; all read this.
@@ -71,7 +72,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     else:
         sys.stderr.write(f"corral: open {url} and sign in with your token (make one: corral users add NAME --role curator --workspace {ws})\n")
     emit({"url": url, "workspace": str(ws), "single_user": local})
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False, server_header=False)
+    serve(app, host=args.host, port=args.port, log_level=args.log_level, header_timeout_s=settings.header_timeout_s, trusted_proxies=args.trusted_proxy)
     return 0
 
 

@@ -16,6 +16,7 @@ each image is answered per box: ``{"detector", "width", "height", "regions": [{"
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from corral.api.deps import Map, Reader
 from corral.api.deps import Recognizer as ServiceUser
@@ -78,6 +80,8 @@ _SKIP_STATUS = {"empty": 400, "too_large": 413}
 async def _images(request: Request, svc: RecognitionService, *, k: int | None, threshold: float | None, top: int, regions: bool | None = None) -> list[dict[str, Any]]:
     try:
         form = await request.form(max_files=MAX_IMAGES, max_fields=MAX_IMAGES + 20)
+    except StarletteHTTPException:  # the request guard's 408 / 413: the body was too slow or too large
+        raise
     except Exception as e:  # starlette raises its own types for malformed or excessive multipart bodies
         raise ApiError(f"could not read the multipart body: {str(e)[:200]} (at most {MAX_IMAGES} files)") from None
     uploads = [(key, v) for key, v in form.multi_items() if hasattr(v, "read") and hasattr(v, "filename")]
@@ -192,8 +196,9 @@ async def recognize(
             results = await _images(request, svc, k=k, threshold=threshold, top=top, regions=regions)
         elif ctype == "application/json":
             try:
-                body = await request.json()
-            except ValueError:
+                # megabytes of vectors: parse them in a worker thread, not on the event loop
+                body = await asyncio.to_thread(json.loads, await request.body())
+            except (ValueError, RecursionError):  # RecursionError: nesting too deep
                 raise ApiError("body is not valid JSON") from None
             if not isinstance(body, dict) or not isinstance(body.get("vectors"), list):
                 raise ApiError('JSON body must be an object with "vectors": a list of vectors (lists of numbers)')

@@ -148,6 +148,17 @@ def test_oversized_upload_fails_alone(ws, tokens, recognition_setup):
         assert small_r["status"] == 200 and small_r["label"] == "obj007"
 
 
+def test_uploads_keep_their_large_body_limit(client, tokens, recognition_setup):
+    """Issue 13, item 2: other routes take bodies of a few MB at most, but POST /api/recognize
+    still takes a 6 MB upload (a file that is no image fails alone; the real one is named)."""
+    real = recognition_setup.queries["obj007"][0]
+    files = [("i", ("junk.png", b"\x89PNG" + b"\0" * (6 * 1024 * 1024), "image/png")), ("i", (real.name, real.read_bytes(), "image/png"))]
+    r = client.post("/api/recognize", files=files, headers=_auth(tokens))
+    assert r.status_code == 200, r.text[:300]
+    junk, named = r.json()["results"]
+    assert junk["status"] == 422 and named["status"] == 200 and named["label"] == "obj007"
+
+
 def test_roles_service_recognises_but_cannot_label(client, tokens, ws):
     v = _vector_of(ws, "obj001")
     body = json.dumps({"vectors": [v.tolist()]})
