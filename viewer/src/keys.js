@@ -26,6 +26,9 @@ export const SHORTCUTS = [
   ['R (Review)', 'after a submit: another page of the same label'],
   ['Esc (Review)', 'close the review page'],
   [']', 'skip to the following proposal of what to name next'],
+  ['↑', 'cluster tree: step the selection up to its parent (the clusters it split from, as one selection)'],
+  ['↓', 'cluster tree: back down the way ↑ came; else the children as separate groups, the largest selected'],
+  ['B', 'cluster tree: add the sibling clusters (the rest of the parent), each its own group'],
   ['C', 'colour by cluster / by label'],
   ['U', 'show only unlabelled items'],
   ['T', 'thumbnails on / off'],
@@ -56,6 +59,7 @@ export function bindKeys(handlers) {
         r: handlers.rename, m: handlers.merge, d: handlers.remove, a: handlers.accept, c: handlers.colour, g: handlers.learn, v: handlers.review,
         u: handlers.onlyUnlabelled, t: handlers.thumbnails, z: handlers.zoom, '/': handlers.search,
         Escape: handlers.escape, '?': handlers.help, ']': handlers.skipProposal, ArrowLeft: handlers.prev, ArrowRight: handlers.next,
+        ArrowUp: handlers.treeUp, ArrowDown: handlers.treeDown, b: handlers.siblings,
       }[k.length === 1 ? k.toLowerCase() : k];
     }
     if (fn) { ev.preventDefault(); fn(); }

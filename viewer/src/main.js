@@ -16,6 +16,7 @@ import { Suggestions } from './suggest.js';
 import { LearnPanel } from './learn.js';
 import { NextProposal } from './next.js';
 import { ReviewPage } from './review.js';
+import { Climb } from './climb.js';
 import { bindKeys, SHORTCUTS } from './keys.js';
 import { $, el, toast } from './ui.js';
 
@@ -125,7 +126,9 @@ function wire(view) {
     return name ? review.openMembers(name) : review.openSuggested();
   };
   new JobsPanel(store, $('#jobs-panel'), { onMapDone: () => toast('the map is rebuilt: reload the page to see it') });
-  Object.assign(hooks, { actions, panel, names, labels, sync, search, learn, proposal, review });
+  const climb = new Climb(store, view, $('#sel-level'));
+  climb.load(); // after the first frame: the keys say "still loading" until it is in
+  Object.assign(hooks, { actions, panel, names, labels, sync, search, learn, proposal, review, climb });
   labels.render();
 
   store.on('selection', () => view.invalidateColors());
@@ -180,6 +183,9 @@ function wire(view) {
     learnNext: () => learn.next(),
     review: () => openReview(),
     skipProposal: () => proposal.skip(),
+    treeUp: () => climb.up(),
+    treeDown: () => climb.down(),
+    siblings: () => climb.siblings(),
     colour: () => setMode(store.mode === 'cluster' ? 'label' : 'cluster'),
     onlyUnlabelled: () => setOnlyUnlabelled(!store.onlyUnlabelled),
     thumbnails: () => { store.thumbnails = !store.thumbnails; view.requestRender(); },

@@ -241,10 +241,11 @@ export class ClusterPanel {
     const s = this.store;
     if (!s.subclusters.length || !s.selection.count) { box.replaceChildren(); box.hidden = true; return; }
     box.hidden = false;
-    box.replaceChildren(el('span', { class: 'muted', text: 'sub-clusters: ' }), ...s.subclusters.map((c, k) => {
+    const kind = s.subclusters[0].kind; // set by the cluster tree's steps (climb.js)
+    box.replaceChildren(el('span', { class: 'muted', text: kind ? `${kind}: ` : 'sub-clusters: ' }), ...s.subclusters.map((c, k) => {
       const rgb = c.noise === true ? [110, 110, 110] : paletteColor(k + 500);
       return el('button', {
-        class: 'chip', type: 'button', title: 'select this sub-cluster (shift: add)',
+        class: 'chip', type: 'button', title: `select this ${kind ? 'node' : 'sub-cluster'} (shift: add)`,
         onclick: (ev) => {
           const keep = { sub: s.sub, subclusters: s.subclusters };
           s.selection.apply(c.indices, ev.shiftKey ? ADD : REPLACE);
@@ -252,7 +253,7 @@ export class ClusterPanel {
           Object.assign(s, keep);
           s.emit('selection');
         },
-      }, el('i', { style: `background: rgb(${rgb.join(',')})` }), `${c.noise === true ? 'noise' : k + 1}: ${fmt(c.size)}`);
+      }, el('i', { style: `background: rgb(${rgb.join(',')})` }), `${c.label || (c.noise === true ? 'noise' : k + 1)}: ${fmt(c.size)}`);
     }));
   }
 }
