@@ -21,6 +21,7 @@ from corral.api.itemindex import names_array
 from corral.api.mapdata import MapView
 from corral.api.routes.common import IMMUTABLE, REVALIDATE, gzip_response
 from corral.api.thumbs import atlas_layout
+from corral.storage.maps import HIERARCHY
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/maps", tags=["maps"])
@@ -62,7 +63,7 @@ def list_maps(ctx: Ctx, user: Reader) -> dict[str, Any]:
 
 @router.get("/{name}", summary="A map's metadata, clusters and how to fetch its data")
 def get_map(view: Map, ctx: Ctx, user: Reader) -> dict[str, Any]:
-    has_tree = hierarchy_blob(view, ctx.workspace.map_dir(view.name), ctx.extra) is not None
+    has_tree = (ctx.workspace.map_dir(view.name) / HIERARCHY).is_file()  # a stat, not a read: this answer is on the first frame's path
     return {
         **_map_summary(view),
         "bounds": view.bounds,

@@ -103,3 +103,42 @@ def test_a_map_without_a_tree_says_how_to_get_one(browser, live_server, curation
         page.wait_for_function("() => document.querySelector('#toast').textContent.includes('keeps no cluster tree')")
         assert page.evaluate(SELECTION) == before
         assert page.errors == []
+
+
+def test_the_viewer_tree_follows_the_library_rule(browser, tmp_path):
+    """hierarchy.js picks, for every node, the same points as corral.pipeline.hierarchy.node_members
+    (the rule the docs state), and finds a selection's node by its clusters."""
+    cur, _ = nested_curation_ws(tmp_path / "ws")
+    with LiveServer(cur.root) as srv:
+        import httpx
+
+        auth = cur.auth("viewer")
+        meta = httpx.get(f"{srv.url}/api/maps/main", headers=auth).json()
+        _, cols = unpack(httpx.get(f"{srv.url}{meta['hierarchy_url']}", headers=auth).content)
+        _, pts = unpack(httpx.get(f"{srv.url}{meta['points_url']}", headers=auth).content)
+        cluster = pts["cluster"].astype(np.int64) - 1
+        expected = [node_members(dict(cols), v, cluster).tolist() for v in range(cols["node_parent"].size)]
+        ctx = browser.new_context(bypass_csp=True)
+        page = ctx.new_page()
+        page.goto(f"{srv.url}/api/health")
+        got = page.evaluate(
+            """async ([meta, token]) => {
+            const { Tree } = await import('/src/hierarchy.js');
+            const { parseContainer } = await import('/src/container.js');
+            const get = async (u) => parseContainer(await (await fetch(u, { headers: { Authorization: `Bearer ${token}` } })).arrayBuffer());
+            const [h, p] = await Promise.all([get(meta.hierarchy_url), get(meta.points_url)]);
+            const t = new Tree(h.cols, p.cols.cluster);
+            const members = Array.from({ length: t.m }, (_, v) => t.members(v));
+            const c0 = members[t.nodeOf(0)], c1 = members[t.nodeOf(1)];
+            return { members, one: t.nodeOfPoints(c0).node, two: t.nodeOfPoints(c0.concat(c1)).node, root: t.describe(0) };
+        }""",
+            [meta, cur.tokens["viewer"]],
+        )
+        ctx.close()
+        assert got["members"] == expected
+        assert got["one"] == cols["cluster_node"][0]
+        n0, n1 = int(cols["cluster_node"][0]), int(cols["cluster_node"][1])
+        parent = cols["node_parent"]
+        lca = int(parent[n0]) if parent[n0] == parent[n1] else 0
+        assert got["two"] == lca
+        assert got["root"] == "the whole map · 4 clusters"

@@ -4,7 +4,7 @@
 // sibling clusters (the rest of the parent), each its own group. The selection panel's level line
 // says where the selection stands. A map without a hierarchy keeps the keys, which say so.
 
-import { getBuffer } from './api.js';
+import { ApiError, getBuffer } from './api.js';
 import { parseContainer } from './container.js';
 import { Tree } from './hierarchy.js';
 import { REPLACE } from './selection.js';
@@ -32,8 +32,8 @@ export class Climb {
       if (parsed.header.etag !== m.etag || parsed.header.n !== m.n) throw new Error('the cluster tree is of another version of the map; reload the page');
       this.tree = new Tree(parsed.cols, m.cluster);
     } catch (e) {
-      this.missing = true;
-      toast(e.message, 'error');
+      this.missing = true; // the keys then say so; a 404 here is a tree the server found unusable
+      if (!(e instanceof ApiError && e.status === 404)) toast(e.message, 'error');
     }
     this.render();
   }
