@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 #: points per grid cell, on average (sets the grid size)
 POINTS_PER_CELL = 48
-MAP_FILES = ("points.parquet", "clusters.parquet", "map.json")
+MAP_FILES = ("points.parquet", "clusters.parquet", "hierarchy.npz", "map.json")
 
 
 def map_etag(map_dir: Path) -> str:

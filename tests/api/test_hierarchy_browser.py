@@ -78,6 +78,16 @@ def test_step_up_down_and_siblings(browser, tmp_path):
             page.wait_for_function("(n) => window.__corral.selectedCount() === n", arg=len(both) - len(own))
             assert not set(page.evaluate(SELECTION)) & set(own)
 
+            # the pair picked by hand (click, shift-click): ↓ shows its two blobs as groups, the largest selected
+            sib_rows = node_members(h, sibling, cluster).tolist()
+            click_point(page, own[0])
+            click_point(page, sib_rows[len(sib_rows) // 2], modifier="Shift")
+            page.wait_for_function("(n) => window.__corral.selectedCount() === n", arg=len(own) + len(sib_rows))
+            assert level(page).startswith("2 clusters (in: parent of 2 clusters)") and "↓ 2 children" in level(page)
+            press(page, "ArrowDown")
+            assert page.evaluate(SELECTION) in (own, sib_rows) and len(page.evaluate(SELECTION)) == max(len(own), len(sib_rows))
+            assert "children" in page.locator("#subclusters").inner_text() and chips.count() == 2
+
             click_point(page, own[0])
             page.wait_for_function("(n) => window.__corral.selectedCount() === n", arg=len(own))
             page.keyboard.press("ArrowDown")  # a leaf blob: nothing finer

@@ -114,3 +114,26 @@ def test_corral_map_keeps_the_hierarchy(generated_map):
     assert h["cluster_node"].size == int(labels.max()) + 1 and (h["cluster_node"] >= 0).all()
     for c in range(int(labels.max()) + 1):
         assert np.array_equal(node_members(h, int(h["cluster_node"][c]), labels), np.flatnonzero(labels == c))
+
+
+def test_stepping_down_from_an_under_split_cluster_gives_its_halves():
+    """With the excess-of-mass cut two close blobs are one cluster; the tree still holds the two
+    halves below it, each nearly one blob and inside the cluster."""
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(4), 150)
+    xy = np.array([(0.0, 0.0), (2.0, 0.0), (30.0, 0.0), (33.0, 0.0)])[truth] + rng.normal(0, 0.45, (600, 2))
+    clu = cluster_points(xy.astype(np.float32), params=HdbscanParams(min_cluster_size=40, min_samples=10, cluster_selection_method="eom"))
+    h = clu.hierarchy
+    merged = int(np.bincount(clu.labels[truth == 0]).argmax())
+    own = np.flatnonzero(clu.labels == merged)
+    assert set(truth[own].tolist()) == {0, 1}
+    halves = children(h, int(h["cluster_node"][merged]))
+    assert len(halves) == 2 and (h["node_cluster"][halves] == -1).all()
+    got = set()
+    for v in halves.tolist():
+        rows = node_members(h, v, clu.labels)
+        assert np.isin(rows, own).all()
+        counts = np.bincount(truth[rows], minlength=4)
+        assert counts.max() >= 0.98 * rows.size and rows.size >= 0.8 * 150
+        got.add(int(counts.argmax()))
+    assert got == {0, 1}
