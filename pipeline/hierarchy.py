@@ -78,10 +78,13 @@ def condensed_hierarchy(tree: Any, n: int, labels: np.ndarray) -> dict[str, np.n
     k = int(labels.max()) + 1 if labels.size else 0
     depth = node_depths(node_parent)
     cluster_node = np.full(k, -1, np.int32)
-    for c in range(k):
-        nodes = np.unique(point_node[(labels == c) & (point_node >= 0)])
-        if nodes.size:
-            cluster_node[c] = _common_ancestor(nodes, node_parent, depth)
+    # (cluster, node) pairs once, sorted: one pass instead of a scan of every item per cluster
+    both = (labels >= 0) & (point_node >= 0)
+    pairs = np.unique(labels[both] * m + point_node[both])
+    cl, nd = pairs // m, pairs % m
+    starts = np.flatnonzero(np.r_[True, cl[1:] != cl[:-1]]) if pairs.size else np.empty(0, np.int64)
+    for a, b in zip(starts.tolist(), np.r_[starts[1:], pairs.size].tolist()):
+        cluster_node[cl[a]] = _common_ancestor(nd[a:b], node_parent, depth)
     node_cluster = np.full(m, -1, np.int32)
     ok = cluster_node >= 0
     node_cluster[cluster_node[ok]] = np.flatnonzero(ok).astype(np.int32)
