@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.gzip import GZipMiddleware
 
@@ -24,6 +24,7 @@ from corral.api.itemindex import ItemIndex
 from corral.api.jobs import JobManager
 from corral.api.labelstate import LabelService
 from corral.api.mapdata import MapRegistry
+from corral.api.sessions import SessionStore
 from corral.api.settings import Settings
 from corral.api.thumbs import ThumbCache
 from corral.storage.workspace import Workspace
@@ -65,6 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
         thumbs=ThumbCache(ws, items, thumb_size=settings.thumb_size),
         labels=LabelService(ws),
         jobs=JobManager(ws, source_roots=settings.source_roots, allow_any_source=settings.allow_any_source, max_jobs=settings.max_jobs),
+        sessions=SessionStore(ws.root, idle_s=settings.session_idle_days * 86400, max_s=settings.session_max_days * 86400),
     )
 
     @asynccontextmanager
@@ -131,8 +133,20 @@ def _mount_viewer(app: FastAPI, vdir: Path) -> None:
     page_headers = {"Cache-Control": "no-cache", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
     @app.get("/", include_in_schema=False)
-    def index() -> HTMLResponse:
-        return HTMLResponse(html, headers=page_headers)
+    def index(request: Request) -> Response:
+        if "token" not in request.query_params:
+            return HTMLResponse(html, headers=page_headers)
+        # The single-user link: trade its token for a session once, then send the browser to the
+        # same page without it, so the token stays out of the address bar and the history.
+        from urllib.parse import urlencode
+
+        from corral.api.routes.users import sign_in
+
+        rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
+        response = RedirectResponse("/" + (f"?{rest}" if rest else ""), status_code=303, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+        if sign_in(request, response, request.app.state.ctx, request.query_params["token"]) is None:
+            logger.warning("a sign-in link with an unknown or revoked token was opened")
+        return response
 
     @app.get("/viewer.js", include_in_schema=False)
     def viewer_js(request: Request, v: str | None = None) -> Response:

@@ -141,6 +141,16 @@ class UserStore:
                     return User(name, u["role"], u.get("created_at", ""))
         return None
 
+    def holder(self, name: str, token_sha256: str) -> User | None:
+        """User ``name`` if their current token still has hash ``token_sha256`` (a session made
+        from a token ends when the user is removed or given a new one)."""
+        with self._lock:
+            self._load()
+            u = self._users.get(name)
+            if u is None or not hmac.compare_digest(str(u.get("token_sha256", "")), token_sha256):
+                return None
+            return User(name, u["role"], u.get("created_at", ""))
+
     # -- writing ----------------------------------------------------------------------------
     def _save(self) -> None:
         atomic_write_json(self.path, {"format": "corral users v1 (tokens stored as sha256)", "users": self._users})

@@ -1,9 +1,11 @@
 """Request dependencies: the app context, the signed-in user and what their role allows.
 
-A token arrives as ``Authorization: Bearer <token>`` or in the ``corral_token`` cookie (set by
-``POST /api/session`` so that ``<img>`` tags and page reloads carry it). Writes authenticated by
-the cookie must also send the ``X-Corral-Request`` header, which a page on another origin cannot
-add without the server's consent, so a cookie alone never writes.
+A request signs in with ``Authorization: Bearer <token>`` (services, scripts) or with the
+``corral_session`` cookie, which holds a server-side session id (:mod:`corral.api.sessions`), never
+the token itself: the viewer exchanges its token once (``POST /api/session`` or the single-user
+link ``/?token=...``) and the cookie then carries ``<img>`` requests and page reloads. Writes
+authenticated by the cookie must also send the ``X-Corral-Request`` header, which a page on another
+origin cannot add without the server's consent, so a cookie alone never writes.
 
 :func:`identify` reads the credentials once per request; :class:`~corral.api.guard.RequestGuard`
 calls it before any body is read, and the dependencies below reuse its answer.
@@ -23,11 +25,12 @@ from corral.api.errors import Forbidden, Unauthorized
 from corral.api.inputs import Name
 from corral.api.itemindex import ItemIndex
 from corral.api.mapdata import MapRegistry, MapView
+from corral.api.sessions import SessionStore
 from corral.api.settings import Settings
 from corral.api.thumbs import ThumbCache
 from corral.storage.workspace import Workspace
 
-COOKIE = "corral_token"
+COOKIE = "corral_session"
 CSRF_HEADER = "x-corral-request"
 #: where :func:`identify` keeps its answer in the ASGI scope
 _SCOPE_KEY = "corral.identity"
@@ -45,6 +48,7 @@ class AppContext:
     thumbs: ThumbCache
     labels: Any = None  # corral.api.labelstate.LabelService, opened on first use
     jobs: Any = None  # corral.api.jobs.JobManager
+    sessions: SessionStore | None = None  # browser sessions
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,7 +70,7 @@ class Identity:
 
 
 def identify(conn: HTTPConnection) -> Identity:
-    """The request's user from its bearer token or its cookie (a bearer token wins)."""
+    """The request's user from its bearer token or its session cookie (a bearer token wins)."""
     found = conn.scope.get(_SCOPE_KEY)
     if isinstance(found, Identity):
         return found
@@ -75,9 +79,11 @@ def identify(conn: HTTPConnection) -> Identity:
     if auth[:7].lower() == "bearer ":
         user = ctx.users.authenticate(auth[7:].strip()) if ctx.users is not None else None
         found = Identity(user, False, "" if user else "unknown or revoked token")
-    elif token := conn.cookies.get(COOKIE):
-        user = ctx.users.authenticate(token) if ctx.users is not None else None
-        found = Identity(user, True, "" if user else "unknown or revoked token")
+    elif sid := conn.cookies.get(COOKIE):
+        sessions = getattr(ctx, "sessions", None)
+        session = sessions.find(sid) if sessions is not None else None
+        user = ctx.users.holder(session.user, session.token_sha256) if session is not None and ctx.users is not None else None
+        found = Identity(user, True, "" if user else "the session has ended or expired; sign in again")
     else:
         found = Identity(None, False, "sign in: send 'Authorization: Bearer <token>' (make one with `corral users add NAME --role ROLE`)")
     conn.scope[_SCOPE_KEY] = found
@@ -93,7 +99,7 @@ def signed_in(scope: Any) -> bool:
 
 
 def current_user(request: Request) -> User:
-    """The user the request's token belongs to; 401 without a valid token."""
+    """The user the request's token or session belongs to; 401 without a valid one."""
     ident = identify(request)
     if ident.user is None:
         raise Unauthorized(ident.problem)

@@ -1,4 +1,4 @@
-"""How ``corral serve`` runs the apps under uvicorn: bounded waits for slow clients.
+"""How ``corral serve`` runs the apps under uvicorn: bounded waits for slow clients, no tokens in logs.
 
 uvicorn (h11) bounds the size of a request's headers (16 KiB) and the idle time between two
 requests on one connection (``timeout_keep_alive``, 5 s), but not the time a client may take to
@@ -7,12 +7,16 @@ thousand of them hold a thousand sockets. :class:`TimedH11Protocol` closes a con
 request line and headers have not all arrived ``header_timeout_s`` after it opened (or after the
 previous answer on it). The time a *body* may take is bounded by
 :class:`~corral.api.guard.RequestGuard` inside the app (408).
+
+:class:`RedactTokens` keeps tokens and session ids out of every log line: the access log writes
+each request's full URL, and the single-user link carries ``?token=crl_...``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +24,53 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 logger = logging.getLogger(__name__)
+
+#: loggers whose handlers get the redacting filter (the root one holds the CLI's handler)
+_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+_SECRETS = (
+    (re.compile(r"((?:^|[?&;\s])(?:token|session|access_token)=)[^&\s\"';]+", re.IGNORECASE), r"\1[redacted]"),
+    (re.compile(r"\b(Bearer\s+)[^\s\"',;]+", re.IGNORECASE), r"\1[redacted]"),
+    (re.compile(r"\b(corral_session=)[^\s\"';]+"), r"\1[redacted]"),
+    (re.compile(r"\b(crl|crs)_[A-Za-z0-9_-]{8,}"), r"\1_[redacted]"),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with tokens, session ids and bearer credentials replaced by ``[redacted]``."""
+    for pattern, repl in _SECRETS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+class RedactTokens(logging.Filter):
+    """A handler filter that redacts the message and its arguments (kept as arguments, since
+    uvicorn's access formatter unpacks them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact_arg(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _redact_arg(v) for k, v in record.args.items()}
+        return True
+
+
+def _redact_arg(value: Any) -> Any:
+    if isinstance(value, (int, float)) or value is None:
+        return value
+    text = str(value)
+    clean = redact(text)
+    return value if clean == text else clean
+
+
+def redact_logs() -> None:
+    """Put :class:`RedactTokens` on every handler of the root and uvicorn loggers (once)."""
+    for name in _LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactTokens) for f in handler.filters):
+                handler.addFilter(RedactTokens())
 
 
 class TimedH11Protocol(H11Protocol):
@@ -80,6 +131,7 @@ def server_config(app: Any, *, host: str, port: int, log_level: str = "info", he
         server_header=False,
         timeout_keep_alive=5,
     )
+    redact_logs()  # uvicorn has just configured its handlers
     return config
 
 

@@ -37,8 +37,13 @@ class Settings(BaseSettings):
     allow_any_source: bool = False
     # Compile the re-clustering code in the background at start-up so the first "split" is quick.
     warm_split: bool = False
-    # Mark the session cookie Secure (serve behind HTTPS).
+    # Mark the session cookie Secure (serve behind HTTPS); it is also Secure on any request that
+    # arrives over HTTPS (directly, or through a proxy `corral serve --trusted-proxy` believes).
     cookie_secure: bool = False
+    # A browser session ends after this many days unused ...
+    session_idle_days: float = Field(default=7.0, gt=0)
+    # ... and this many days after sign-in, however much it is used.
+    session_max_days: float = Field(default=30.0, gt=0)
     # Most jobs kept in the jobs list (finished ones beyond this are forgotten, oldest first).
     max_jobs: int = Field(default=50, ge=1)
     # Most points a single "points" or "search" answer lists.

@@ -20,6 +20,7 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source-root", action="append", default=[], metavar="DIR", help="a folder curators may start embed jobs in (repeatable; default: any folder in single-user mode, none otherwise)")
     p.add_argument("--no-warm-split", dest="warm_split", action="store_false", help="do not compile the re-clustering code in the background at start-up (the first split then waits for it)")
     p.add_argument("--offline", action="store_true", help="never download model weights (embed jobs, recognition): sets HF_HUB_OFFLINE=1 for the server")
+    p.add_argument("--cookie-secure", action="store_true", help="mark the session cookie Secure (serving behind HTTPS); it is Secure anyway on requests that arrive over HTTPS")
     p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR", help="address of a reverse proxy whose X-Forwarded-Proto/-For headers are believed (repeatable; default none)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"), help="server log level (default info)")
     add_recognize_only_args(p)
@@ -62,6 +63,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         source_roots=[Path(p) for p in args.source_root],
         allow_any_source=local and not args.source_root,
         warm_split=args.warm_split,
+        cookie_secure=args.cookie_secure,
     )
     app = create_app(settings)
     shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host

@@ -1,14 +1,14 @@
-"""Users and sessions: who am I, sign in with a token (cookie), and user management for admins."""
+"""Users and sessions: who am I, sign in with a token (a session cookie), sign out, and user management for admins."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from corral.api.auth import AuthError, check_role
-from corral.api.deps import COOKIE, Admin, Ctx, CurrentUser
+from corral.api.auth import AuthError, User, check_role, hash_token
+from corral.api.deps import COOKIE, Admin, AppContext, Ctx, CurrentUser
 from corral.api.errors import ApiError, Unauthorized
 
 router = APIRouter(prefix="/api", tags=["users"])
@@ -24,19 +24,32 @@ class NewUser(BaseModel):
     rotate: bool = Field(default=False, description="give an existing user a new token (and this role)")
 
 
-@router.post("/session", summary="Sign in: check a token and keep it in an HttpOnly cookie")
-def session(body: SessionRequest, response: Response, ctx: Ctx) -> dict[str, Any]:
-    user = ctx.users.authenticate(body.token)
+def sign_in(request: Request, response: Response, ctx: AppContext, token: str) -> User | None:
+    """Exchange a token for a new server-side session and set its cookie on ``response``; None
+    (and no cookie) for a bad token. The cookie is ``Secure`` with ``--cookie-secure`` and
+    whenever the request came over HTTPS (directly, or through a trusted proxy that said so)."""
+    user = ctx.users.authenticate(token)
+    if user is None or ctx.sessions is None:
+        return None
+    sid = ctx.sessions.start(user.name, hash_token(token))
+    secure = ctx.settings.cookie_secure or request.url.scheme == "https"
+    response.set_cookie(COOKIE, sid, httponly=True, samesite="strict", secure=secure, max_age=int(ctx.sessions.max_s), path="/")
+    return user
+
+
+@router.post("/session", summary="Sign in: exchange a token for a session (an HttpOnly cookie holding a random session id)")
+def session(body: SessionRequest, request: Request, response: Response, ctx: Ctx) -> dict[str, Any]:
+    user = sign_in(request, response, ctx, body.token)
     if user is None:
         raise Unauthorized("unknown or revoked token")
-    response.set_cookie(COOKIE, body.token, httponly=True, samesite="strict", secure=ctx.settings.cookie_secure, max_age=30 * 86400, path="/")
     return {"user": user.public()}
 
 
-@router.delete("/session", summary="Sign out (forget the cookie)")
-def logout(response: Response) -> dict[str, Any]:
-    response.delete_cookie(COOKIE, path="/")
-    return {"ok": True}
+@router.delete("/session", summary="Sign out: end the session on the server and forget the cookie")
+def logout(request: Request, response: Response, ctx: Ctx) -> dict[str, Any]:
+    ended = ctx.sessions.end(request.cookies.get(COOKIE)) if ctx.sessions is not None else False
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    return {"ok": True, "ended": ended}
 
 
 @router.get("/me", summary="The signed-in user and what they may do")
