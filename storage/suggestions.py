@@ -1,16 +1,20 @@
-"""Pre-labelling: the index proposes labels for a map's new items; curators accept or reject.
+"""Pre-labelling: a new collection's items get proposed labels; curators accept or reject.
 
 ``corral map --update`` places a new collection on an existing map (``is_new`` points);
-:func:`suggest` then asks the recognition index about those items and keeps the answers whose
-score reaches the index's pre-labelling threshold (calibrated for high precision), leaving the
-rest for curators. Nothing is labelled here: the viewer shows the suggestions grouped by label,
-and accepting is an ordinary ``assign`` action, rejecting an ordinary ``exclude`` (which also
-teaches the next index build that the item is not that label).
+``corral suggest`` then proposes a label for those items and keeps the sure ones, leaving the rest
+for curators. Two proposers write the same table: the model the curation loop learns from the
+labels (:mod:`corral.pipeline.presuggest`, the default: it names about twice as many new items at
+the same precision) and the recognition index (:func:`suggest`, here), which keeps the answers
+whose margin reaches its pre-labelling threshold. Nothing is labelled here: the viewer shows the
+suggestions grouped by label, and accepting is an ordinary ``assign`` action, rejecting an ordinary
+``exclude`` (which also teaches the next round that the item is not that label).
 
 Layout under ``workspace/suggestions/``::
 
-    <map>.parquet    id (string), label (string), score (float32), margin (float32: score minus the
-                     label's typical score), top (string: JSON [[name, score], ...])
+    <map>.parquet    id (string), label (string), score (float32), margin (float32: how far the
+                     score clears the run's threshold), top (string: JSON [[name, score], ...]);
+                     the index's score is a vote similarity and its margin the score minus the
+                     label's typical score, the model's score a calibrated confidence
     <map>.json       map, index generation and labels version, threshold, counts, created_at;
                      written after the table
 """
@@ -67,6 +71,7 @@ class SuggestResult:
     threshold: float
     path: str
     seconds: float
+    using: str = "index"  # what proposed them: the recognition index or the learnt model
 
     def summary(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -80,7 +85,9 @@ def _paths(ws: Workspace, map_name: str) -> tuple[Path, Path]:
 
 
 def suggest(*, workspace: str | os.PathLike[str] | Workspace, map_name: str | None = None, min_margin: float | None = None, include_all: bool = False, batch_size: int = 4096) -> SuggestResult:
-    """Propose labels for the map's new (or, with ``include_all``, every) unlabelled items.
+    """Propose labels for the map's new (or, with ``include_all``, every) unlabelled items, from the
+    recognition index (``corral suggest --using index``; the learnt model's counterpart is
+    :func:`corral.pipeline.presuggest.suggest_learnt`).
 
     Args:
         workspace: the workspace with a map and a recognition index.
@@ -92,7 +99,6 @@ def suggest(*, workspace: str | os.PathLike[str] | Workspace, map_name: str | No
         batch_size: queries per index search.
     """
     from corral.storage.index_build import read_vectors
-    from corral.storage.labels import LabelStore
 
     if min_margin is not None and not -2 <= min_margin <= 2:
         raise ValueError(f"min_margin={min_margin!r}: expected a margin from -2 to 2")
@@ -102,6 +108,37 @@ def suggest(*, workspace: str | os.PathLike[str] | Workspace, map_name: str | No
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     m = read_map(ws, map_name)
     rec = Recognizer(LabelIndex.load(ws.index_dir))
+    pending = candidates(ws, m.name, include_all=include_all)
+    es = ws.default_embedding_set(rec.index.meta.embedding_set or None)
+    got_ids, vecs = read_vectors(es, set(pending.ids))
+    t = float(min_margin) if min_margin is not None else rec.suggest_threshold
+    rows: dict[str, list[Any]] = {"id": [], "label": [], "score": [], "margin": [], "top": []}
+    for s in range(0, len(got_ids), batch_size):
+        for item, d in zip(got_ids[s : s + batch_size], rec.recognize(vecs[s : s + batch_size])):
+            if d.label is not None and d.margin >= t and d.label not in pending.excluded.get(item, ()):
+                rows["id"].append(item)
+                rows["label"].append(d.label)
+                rows["score"].append(d.score)
+                rows["margin"].append(d.margin)
+                rows["top"].append(json.dumps([[n, round(v, 4)] for n, v in d.top]))
+    extra = {"using": "index", "index_generation": rec.index.meta.generation, "index_labels_version": rec.index.meta.labels_version, "without_vectors": len(pending.ids) - len(got_ids)}
+    return write_suggestions(ws, m.name, rows, threshold=t, pending=pending, extra=extra, t0=t0)
+
+
+@dataclass
+class Pending:
+    """The items a suggestion run considers, read from the label store at one version."""
+
+    ids: list[str]  # new (or every) unlabelled points of the map, sorted
+    excluded: dict[str, set[str]]  # item -> labels curators said it is not
+    version: int  # label store version read
+
+
+def candidates(ws: Workspace, map_name: str, *, include_all: bool = False) -> Pending:
+    """The map's new (``is_new``; with ``include_all`` every) points that have no label yet."""
+    from corral.storage.labels import LabelStore
+
+    m = read_map(ws, map_name)
     ids = m.points.column("id").to_pylist()
     if not include_all:
         is_new = m.points.column("is_new").to_pylist() if "is_new" in m.points.column_names else [False] * len(ids)
@@ -113,40 +150,31 @@ def suggest(*, workspace: str | os.PathLike[str] | Workspace, map_name: str | No
         version = store.version()
     finally:
         store.close()
-    candidates = sorted({i for i in ids if i not in labelled})
-    es = ws.default_embedding_set(rec.index.meta.embedding_set or None)
-    got_ids, vecs = read_vectors(es, set(candidates))
-    t = float(min_margin) if min_margin is not None else rec.suggest_threshold
-    rows: dict[str, list[Any]] = {"id": [], "label": [], "score": [], "margin": [], "top": []}
-    for s in range(0, len(got_ids), batch_size):
-        for item, d in zip(got_ids[s : s + batch_size], rec.recognize(vecs[s : s + batch_size])):
-            if d.label is not None and d.margin >= t and d.label not in excluded.get(item, ()):
-                rows["id"].append(item)
-                rows["label"].append(d.label)
-                rows["score"].append(d.score)
-                rows["margin"].append(d.margin)
-                rows["top"].append(json.dumps([[n, round(v, 4)] for n, v in d.top]))
+    return Pending(sorted({i for i in ids if i not in labelled}), {k: set(v) for k, v in excluded.items()}, version)
+
+
+def write_suggestions(ws: Workspace, map_name: str, rows: dict[str, list[Any]], *, threshold: float, pending: Pending, extra: dict[str, Any], t0: float) -> SuggestResult:
+    """Write a map's suggestions (columns of :data:`SCHEMA`) and their metadata, the table first."""
     table = pa.table({**rows, "score": np.asarray(rows["score"], dtype=np.float32), "margin": np.asarray(rows["margin"], dtype=np.float32)}, schema=SCHEMA)
-    tpath, mpath = _paths(ws, m.name)
+    tpath, mpath = _paths(ws, map_name)
     atomic_write_table(tpath, table)
     by_label: dict[str, int] = {}
     for lb in rows["label"]:
         by_label[lb] = by_label.get(lb, 0) + 1
     meta = {
-        "map": m.name,
-        "threshold": round(t, 6),
-        "index_generation": rec.index.meta.generation,
-        "index_labels_version": rec.index.meta.labels_version,
-        "labels_version": version,
-        "candidates": len(candidates),
-        "without_vectors": len(candidates) - len(got_ids),
+        "map": map_name,
+        "threshold": round(threshold, 6),
+        **extra,
+        "labels_version": pending.version,
+        "candidates": len(pending.ids),
         "suggested": table.num_rows,
         "by_label": dict(sorted(by_label.items())),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic_write_json(mpath, meta)
-    logger.info("%d of %d new items on map %s have a suggestion (margin >= %.3f)", table.num_rows, len(candidates), m.name, t)
-    return SuggestResult(m.name, len(candidates), table.num_rows, len(candidates) - table.num_rows, meta["by_label"], t, str(tpath), time.perf_counter() - t0)
+    logger.info("%d of %d new items on map %s have a suggestion (%s, threshold %.3f)", table.num_rows, len(pending.ids), map_name, extra.get("using", "index"), threshold)
+    using = str(extra.get("using", "index"))
+    return SuggestResult(map_name, len(pending.ids), table.num_rows, len(pending.ids) - table.num_rows, meta["by_label"], threshold, str(tpath), time.perf_counter() - t0, using)
 
 
 def read_suggestions(workspace: str | os.PathLike[str] | Workspace, map_name: str) -> Suggestions:

@@ -165,19 +165,34 @@ def _recognize_boxes(args: argparse.Namespace, rec: Any, detection: dict[str, An
 
 
 def _add_suggest(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workspace", "-w", required=True, help="workspace with a map and an index")
+    p.add_argument("--workspace", "-w", required=True, help="workspace with a map and labels (and, for --using index, an index)")
     p.add_argument("--map", default=None, help="map name (default: the newest)")
-    p.add_argument("--min-margin", type=float, default=None, help="margin (score minus the label's typical score) a suggestion needs (default: the index's calibrated high-precision threshold)")
+    p.add_argument(
+        "--using",
+        choices=("learnt", "index"),
+        default="learnt",
+        help="what proposes the labels: the model the curation loop learns from the labels (default; the index answers when there are too few labels to learn from) or the recognition index",
+    )
+    p.add_argument("--min-confidence", type=float, default=None, help="calibrated confidence a learnt suggestion needs (default: the loop's bar, about 0.97)")
+    p.add_argument("--min-margin", type=float, default=None, help="with --using index: margin (score minus the label's typical score) needed (default: the index's high-precision threshold)")
     p.add_argument("--all", action="store_true", help="consider every unlabelled point, not only those `corral map --update` placed")
 
 
 def _run_suggest(args: argparse.Namespace) -> int:
-    from corral.storage.suggestions import suggest
+    from corral.pipeline.presuggest import suggest_any
 
-    res = suggest(workspace=args.workspace, map_name=args.map, min_margin=args.min_margin, include_all=args.all)
+    if args.using == "index" and args.min_confidence is not None:
+        raise ValueError("--min-confidence is the learnt model's threshold; with --using index give --min-margin")
+    if args.using == "learnt" and args.min_margin is not None:
+        raise ValueError("--min-margin is the index's threshold; add --using index, or give --min-confidence")
+    threshold = args.min_margin if args.using == "index" else args.min_confidence
+    res, note = suggest_any(workspace=args.workspace, map_name=args.map, using=args.using, threshold=threshold, include_all=args.all)
     if not args.quiet:
+        if note:
+            sys.stderr.write(note + "\n")
+        what = "confidence" if res.using == "learnt model" else "margin"
         top = ", ".join(f"{k} {v}" for k, v in sorted(res.by_label.items(), key=lambda kv: -kv[1])[:10])
-        sys.stderr.write(f"map {res.map}: {res.suggested} of {res.candidates} new items have a suggestion (margin >= {res.threshold:.3f}); {res.left} left for curators\n")
+        sys.stderr.write(f"map {res.map}: {res.suggested} of {res.candidates} new items have a suggestion from the {res.using} ({what} >= {res.threshold:.3f}); {res.left} left for curators\n")
         if top:
             sys.stderr.write(f"  {top}\n  review them in the viewer (accept or reject by label)\n")
     emit(res.summary())
@@ -224,4 +239,4 @@ def run_recognize_only(args: argparse.Namespace) -> int:
 
 register("index", "build, update or inspect the FAISS recognition index", _add_index, _run_index)
 register("recognize", "name image files with the index (label or unknown, with scores)", _add_recognize, _run_recognize)
-register("suggest", "propose labels for a map's new items that the index recognises with high confidence", _add_suggest, _run_suggest)
+register("suggest", "propose labels for a map's new items: the sure predictions of the model learnt from the labels (or of the recognition index)", _add_suggest, _run_suggest)
