@@ -413,7 +413,8 @@ def _torchvision_cached_weights(arch: str) -> Path | None:
 
 
 def _torchvision_factory(arch: str) -> Callable[..., Detector]:
-    def make(*, weights: str | None = None, min_size: int = 40, **_: Any) -> Detector:
+    def make(*, weights: str | None = None, min_size: int = 40) -> Detector:
+        del min_size  # a detector network finds boxes of any size; the stage drops the small ones
         return TorchvisionDetector(arch, weights=weights)
 
     return make

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
 import logging
 import sys
 import time
@@ -434,7 +433,3 @@ def _write_skipped(ws: Workspace) -> None:
             if status == "skipped":
                 w.writerow([uri, reason, detail])
     atomic_write_bytes(ws.skipped_path, buf.getvalue().encode())
-
-
-def result_json(res: EmbedResult) -> str:
-    return json.dumps(res.summary(), sort_keys=False)

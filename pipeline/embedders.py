@@ -145,7 +145,7 @@ class TimmEmbedder:
             return self.forward(self.normalise(pixels))
 
 
-def _create_timm(model_name: str, *, weights: str | None = None, allow_random: bool = False, compile: bool = False, offline: bool | None = None, **_: Any) -> TimmEmbedder:
+def _create_timm(model_name: str, *, weights: str | None = None, allow_random: bool = False, compile: bool = False, offline: bool | None = None) -> TimmEmbedder:
     return TimmEmbedder(model_name, weights_path=weights, allow_random=allow_random, compile=compile, offline=offline)
 
 
@@ -191,7 +191,7 @@ class PixelEmbedder:
             return torch.nn.functional.normalize(grey, dim=1)
 
 
-def _create_pixels(side: str, **_: Any) -> PixelEmbedder:
+def _create_pixels(side: str) -> PixelEmbedder:
     return PixelEmbedder(int(side))
 
 

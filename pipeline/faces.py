@@ -162,7 +162,7 @@ class DlibFaceEmbedder:
         return self._vectors(self._chips(images, boxes))
 
 
-def _create(model: str, *, weights: str | None = None, jitters: int = 0, **_: Any) -> DlibFaceEmbedder:
+def _create(model: str, *, weights: str | None = None, jitters: int = 0) -> DlibFaceEmbedder:
     return DlibFaceEmbedder(weights=weights, jitters=jitters)
 
 

@@ -33,11 +33,6 @@ class SourceItem:
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
-@dataclass(frozen=True)
-class SourceOptions:
-    endpoint_url: str | None = None  # S3-compatible endpoint (else the usual AWS settings)
-
-
 def list_source(source: str | os.PathLike[str], *, endpoint_url: str | None = None) -> list[SourceItem]:
     """Every item a source names, sorted by URI so shard boundaries are repeatable."""
     src = str(source)

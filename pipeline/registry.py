@@ -8,6 +8,7 @@ only when a name of that family is chosen. Unknown names fail with the close mat
 from __future__ import annotations
 
 import difflib
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,8 +91,24 @@ def check_name(name: str) -> str:
     return f"{prefix}:{rest}"
 
 
+#: Options the embed stage hands every family; a family without a use for one is not given it.
+SHARED_OPTIONS = frozenset({"weights", "allow_random", "compile", "offline"})
+
+
 def create_embedder(name: str, **options: Any) -> Embedder:
-    """Build the embedder called ``name`` (on the CPU; move it with ``.to(device)``)."""
+    """Build the embedder called ``name`` (on the CPU; move it with ``.to(device)``).
+
+    ``options`` are the family factory's keyword arguments plus :data:`SHARED_OPTIONS`; any other
+    name (a misspelt option) raises ValueError instead of vanishing.
+    """
     canonical = check_name(name)
     prefix, rest = canonical.split(":", 1)
-    return _FAMILIES[prefix].factory(rest, **options)
+    factory = _FAMILIES[prefix].factory
+    params = inspect.signature(factory).parameters
+    takes = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return factory(rest, **options)
+    unknown = sorted(set(options) - takes - SHARED_OPTIONS)
+    if unknown:
+        raise ValueError(f"embedder {canonical}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(sorted(takes - {'model_name', 'model', 'side'})) or 'none'}")
+    return factory(rest, **{k: v for k, v in options.items() if k in takes})
