@@ -3,7 +3,7 @@
 Python integers have no size limit, but SQLite, numpy and pyarrow hold 64 bits, so an unbounded
 integer from a request ends as an OverflowError deep inside a route. Text reaches file names and
 paths, where a NUL byte or a name over 255 bytes fails the same way, and a ``.npy`` header may claim
-any shape. Routes take ``Int64`` (or ``Count``) for every integer, ``Text`` for paths and ``Name``
+any shape. Routes take ``Int64`` (or ``Count``) for every integer, ``Index`` for point indices in a body, ``Text`` for paths and ``Name``
 for anything that becomes a file name, and read uploaded arrays with :func:`read_npy`; a bad value is
 refused with a short 4xx that names it. A test walks the OpenAPI document so no integer input is
 left unbounded.
@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from annotated_types import Interval
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Strict
 
 from corral.api.errors import ApiError
 
@@ -31,6 +31,9 @@ MAX_NAME_BYTES = 255
 Int64 = Annotated[int, Interval(ge=INT64_MIN, le=INT64_MAX)]
 #: versions, counts, limits and positions: 0 and up, within 64 bits
 Count = Annotated[int, Interval(ge=0, le=INT64_MAX)]
+#: a point index in a request body: a JSON integer only. Lax parsing reads ``"1"``, ``true`` and
+#: ``1.0`` as the point 1, so a client's type slip (or a string from a form) would label real points.
+Index = Annotated[int, Strict(), Interval(ge=INT64_MIN, le=INT64_MAX)]
 
 
 def no_nul(value: str) -> str:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from corral.api.deps import Ctx, Map, Reader, Writer, label_service
 from corral.api.errors import ApiError
-from corral.api.inputs import Count, Int64
+from corral.api.inputs import Count, Index
 from corral.api.routes.common import REVALIDATE, gzip_response
 
 router = APIRouter(tags=["labels"])
@@ -28,18 +28,18 @@ class ActionBase(BaseModel):
 
 
 class AssignBody(ActionBase):
-    indices: list[Int64] = Field(description="the selection (point indices)")
-    exclude: list[Int64] = Field(default_factory=list, description="points of the selection that are not this label")
+    indices: list[Index] = Field(description="the selection (point indices)")
+    exclude: list[Index] = Field(default_factory=list, description="points of the selection that are not this label")
     label: str = Field(description="the name; an existing label is matched case-insensitively")
 
 
 class ExcludeBody(ActionBase):
-    indices: list[Int64]
+    indices: list[Index]
     label: str
 
 
 class UnlabelBody(ActionBase):
-    indices: list[Int64]
+    indices: list[Index]
 
 
 class RenameBody(ActionBase):

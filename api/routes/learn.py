@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from corral.api.deps import AppContext, Ctx, Map, Reader, Writer, label_service
 from corral.api.errors import ApiError, Conflict
-from corral.api.inputs import Count, Int64
+from corral.api.inputs import Count, Index
 from corral.api.routes.labels import ActionBase, _check_selection
 
 router = APIRouter(tags=["learn"])
@@ -26,8 +26,8 @@ router = APIRouter(tags=["learn"])
 class AcceptBody(ActionBase):
     labels_version: Count = Field(description="the labels version the suggestions were computed for (from GET .../learn)")
     label: str = Field(description="the suggested label (or the name the curator gives the group instead)")
-    indices: list[Int64] = Field(description="the group's points")
-    exclude: list[Int64] = Field(default_factory=list, description="points of the group that are not this label")
+    indices: list[Index] = Field(description="the group's points")
+    exclude: list[Index] = Field(default_factory=list, description="points of the group that are not this label")
 
 
 def _cohesion(view: Any) -> np.ndarray:
@@ -90,7 +90,7 @@ def accept(body: AcceptBody, view: Map, ctx: Ctx, user: Writer) -> dict[str, Any
 
 
 class ReviewTileBody(BaseModel):
-    index: Int64 = Field(description="the tile's point index on the map")
+    index: Index = Field(description="the tile's point index on the map")
     row: Count
     col: Count
     order: Count = Field(description="the tile's place in reading order")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from corral.api.deps import Ctx, Map, Reader, Writer, label_service
 from corral.api.errors import ApiError
 from corral.api.hierarchy import hierarchy_blob, missing
-from corral.api.inputs import Count, Int64
+from corral.api.inputs import Count, Index, Int64
 from corral.api.itemindex import names_array
 from corral.api.mapdata import MapView
 from corral.api.routes.common import IMMUTABLE, REVALIDATE, gzip_response
@@ -28,7 +28,7 @@ router = APIRouter(prefix="/api/maps", tags=["maps"])
 
 
 class Indices(BaseModel):
-    indices: list[Int64] = Field(description="point indices (positions in the map's draw order)")
+    indices: list[Index] = Field(description="point indices (positions in the map's draw order)")
     etag: str | None = Field(default=None, description="the map version the indices refer to")
 
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from corral.api.deps import Ctx, Map, Reader
-from corral.api.inputs import Int64
+from corral.api.inputs import Index
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/maps", tags=["maps"])
@@ -21,7 +21,7 @@ _lock = threading.Lock()
 
 
 class SuggestRequest(BaseModel):
-    indices: list[Int64] = Field(description=f"points to ask about (a sample of the selection; at most {MAX_SAMPLE})")
+    indices: list[Index] = Field(description=f"points to ask about (a sample of the selection; at most {MAX_SAMPLE})")
     etag: str | None = None
     top: int = Field(default=3, ge=1, le=10)
 

@@ -143,3 +143,34 @@ def test_read_npy_checks_the_header_against_the_bytes():
         with pytest.raises(ApiError) as e:
             read_npy(bad)
         assert e.value.status == 422
+
+
+LAX_INDICES = ["1", True, 1.0]  # lax parsing reads each of these as the point 1
+INDEX_ROUTES = [
+    ("/api/maps/main/actions/assign", lambda v: {"indices": [v], "label": "x"}),
+    ("/api/maps/main/actions/assign", lambda v: {"indices": [0], "exclude": [v], "label": "x"}),
+    ("/api/maps/main/actions/exclude", lambda v: {"indices": [v], "label": "x"}),
+    ("/api/maps/main/actions/unlabel", lambda v: {"indices": [v]}),
+    ("/api/maps/main/points", lambda v: {"indices": [v]}),
+    ("/api/maps/main/split", lambda v: {"indices": [v, 2, 3, 4]}),
+    ("/api/maps/main/suggest", lambda v: {"indices": [v]}),
+    ("/api/maps/main/learn/accept", lambda v: {"labels_version": 0, "label": "x", "indices": [v]}),
+    ("/api/maps/main/review", lambda v: {"page_id": "p", "label": "x", "labels_version": 0, "shown_at": 0, "tiles": [{"index": v, "row": 0, "col": 0, "order": 0, "decision": "match"}]}),
+]
+
+
+@pytest.mark.parametrize("value", LAX_INDICES, ids=repr)
+@pytest.mark.parametrize(("url", "make"), INDEX_ROUTES, ids=[f"{u.rsplit('/', 1)[-1]}-{i}" for i, (u, _) in enumerate(INDEX_ROUTES)])
+def test_point_indices_are_json_integers_not_strings_or_booleans(raw_client, curation_ws, url, make, value):
+    r = raw_client.post(url, json=make(value), headers=curation_ws.auth("curator"))
+    assert r.status_code == 422, (r.status_code, r.text)
+    assert "valid integer" in r.json()["error"] and any(f in r.json()["error"] for f in ("indices.0", "exclude.0", "tiles.0.index"))
+
+
+def test_a_point_index_given_as_text_or_a_boolean_labels_nothing(raw_client, curation_ws):
+    auth = curation_ws.auth("curator")
+    for value in LAX_INDICES:
+        raw_client.post("/api/maps/main/actions/assign", json={"indices": [value], "label": "x"}, headers=auth)
+    assert raw_client.get("/api/events", headers=auth).json()["events"] == []
+    ok = raw_client.post("/api/maps/main/actions/assign", json={"indices": [1], "label": "x"}, headers=auth)
+    assert ok.status_code == 200, ok.text
