@@ -3,8 +3,8 @@
 ``corral map --update`` places a new collection on an existing map (``is_new`` points);
 ``corral suggest`` then proposes a label for those items and keeps the sure ones, leaving the rest
 for curators. Two proposers write the same table: the model the curation loop learns from the
-labels (:mod:`corral.pipeline.presuggest`, the default: it names about twice as many new items at
-the same precision) and the recognition index (:func:`suggest`, here), which keeps the answers
+labels (:mod:`corral.pipeline.presuggest`, the default: more precise than the index on every set
+measured, see docs/learn.md) and the recognition index (:func:`suggest`, here), which keeps the answers
 whose margin reaches its pre-labelling threshold. Nothing is labelled here: the viewer shows the
 suggestions grouped by label, and accepting is an ordinary ``assign`` action, rejecting an ordinary
 ``exclude`` (which also teaches the next round that the item is not that label).
