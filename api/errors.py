@@ -1,7 +1,9 @@
 """Domain errors and the one place that turns them into HTTP answers.
 
 Every error body is ``{"error": "<short message>", "status": <code>}``; tracebacks go to the
-server log only.
+server log only. A message may name a server path (a store that cannot be written, a folder that
+is missing): only curators and admins get it as written, everyone else gets the path's last part
+(:mod:`corral.api.redact`).
 """
 
 from __future__ import annotations
@@ -70,17 +72,29 @@ def _domain_errors() -> dict[type[Exception], int]:
     return out
 
 
+def _for_requester(request: Request, message: str) -> str:
+    """``message`` as the request's user may read it: server paths only for those who start jobs."""
+    from corral.api.deps import identify
+    from corral.api.redact import hide_paths, sees_paths
+
+    try:
+        user = identify(request).user
+    except Exception:  # a broken users file: nobody is known to see paths
+        user = None
+    return message if user is not None and sees_paths(user) else hide_paths(message)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error to a short JSON answer."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _body(str(exc), exc.status)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _body(_for_requester(request, str(exc)), exc.status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         msg = exc.detail if isinstance(exc.detail, str) else "request failed"
-        return _body(msg, exc.status_code, exc.headers)  # keeps what the answer needs, such as a 405's Allow
+        return _body(_for_requester(request, msg), exc.status_code, exc.headers)  # keeps what the answer needs, such as a 405's Allow
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -93,9 +107,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for cls, status in _domain_errors().items():
 
-        async def _domain(_: Request, exc: Exception, status: int = status) -> JSONResponse:
+        async def _domain(request: Request, exc: Exception, status: int = status) -> JSONResponse:
             text = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
-            return _body(text, status)
+            return _body(_for_requester(request, text), status)
 
         app.add_exception_handler(cls, _domain)
 

@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse
 from corral.api.deps import Ctx, Reader
 from corral.api.inputs import Int64
 from corral.api.itemindex import check_item_id
+from corral.api.redact import sees_paths
 from corral.api.routes.common import IMMUTABLE
 
 router = APIRouter(prefix="/api/items", tags=["items"])
@@ -24,7 +25,7 @@ def item(item_id: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
     """A viewer sees the file name, not where the file lies on the server; curators and admins, who
     start jobs on the server's folders, see the recorded source as well."""
     info = ctx.items.info(item_id)
-    if not user.can("write"):
+    if not sees_paths(user):
         info.pop("uri", None)
     return info
 

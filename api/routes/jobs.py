@@ -1,4 +1,8 @@
-"""Jobs: start an embed or map run from the viewer and follow its progress."""
+"""Jobs: start an embed or map run from the viewer and follow its progress.
+
+Curators and admins see a job as it is; a viewer sees it without absolute server paths (its source,
+error, log and result name the last part of each path only), see :mod:`corral.api.redact`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from corral.api.deps import Ctx, Reader, Writer
 from corral.api.inputs import Text
+from corral.api.redact import for_user
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -21,7 +26,7 @@ class JobRequest(BaseModel):
 
 @router.get("", summary="Recent jobs, newest first")
 def list_jobs(ctx: Ctx, user: Reader) -> dict[str, Any]:
-    return {"jobs": ctx.jobs.list()}
+    return {"jobs": for_user(ctx.jobs.list(), user)}
 
 
 @router.post("", summary="Start a job", status_code=202)
@@ -32,7 +37,7 @@ def start(body: JobRequest, ctx: Ctx, user: Writer) -> dict[str, Any]:
 
 @router.get("/{job_id}", summary="One job's status and progress")
 def get_job(job_id: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
-    return ctx.jobs.get(job_id).public()
+    return for_user(ctx.jobs.get(job_id).public(), user)
 
 
 @router.post("/{job_id}/cancel", summary="Stop a running job")

@@ -30,6 +30,7 @@ from corral.api.deps import Map, Reader
 from corral.api.deps import Recognizer as ServiceUser
 from corral.api.errors import ApiError
 from corral.api.inputs import read_npy
+from corral.api.redact import for_user
 from corral.api.recognize_service import NotReady, RecognitionService
 from corral.storage.index import RecognitionIndexError
 
@@ -249,7 +250,9 @@ def _json_options(body: dict[str, Any], **defaults: Any) -> dict[str, Any]:
 
 @router.get("/api/recognize/status", summary="The loaded index version, its counts and the batcher's")
 async def recognize_status(request: Request, user: ServiceUser) -> dict[str, Any]:
-    return (await get_service(request)).status()
+    """Where the index comes from and why it may not be loaded; only curators and admins see the
+    server's absolute paths in it."""
+    return for_user((await get_service(request)).status(), user)
 
 
 @router.get("/api/maps/{name}/suggestions", summary="Labels the index proposes for a map's new points, by label")
