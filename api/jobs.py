@@ -84,7 +84,13 @@ class JobManager:
         self.log_dir = workspace.cache_dir / "jobs"
 
     def check_source(self, source: str) -> str:
-        """A source folder a job may read: an existing folder inside an allowed root."""
+        """A source folder a job may read: an existing folder inside an allowed root.
+
+        Outside local mode every folder that may not be read gets one answer (403, the same words):
+        one that exists outside the roots, one that does not exist (inside or out), a file, a link
+        that leads out. Otherwise a curator could map the server's folders by telling 400 "no such
+        folder" from 403 "outside". Local mode, whose user owns the machine, says which it is.
+        """
         if not source or not isinstance(source, str):
             raise ApiError("source: give the folder of images to embed")
         if source.startswith("s3://"):
@@ -94,14 +100,19 @@ class JobManager:
         p = Path(source).expanduser()
         if not p.is_absolute():
             raise ApiError(f"source={source!r}: give an absolute folder path")
-        p = p.resolve()
-        if not p.is_dir():
-            raise ApiError(f"source={source!r}: no such folder on the server")
-        if not self.allow_any_source:
-            if not any(p == r or r in p.parents for r in self.source_roots):
-                roots = ", ".join(str(r) for r in self.source_roots) or "none configured"
-                raise Forbidden(f"source={source!r} is outside the allowed folders ({roots}); start the server with --source-root")
-        return str(p)
+        try:
+            resolved: Path | None = p.resolve()  # links followed: the folder as it will be read
+        except (OSError, RuntimeError):  # a loop of links, a path the system cannot walk
+            resolved = None
+        if self.allow_any_source:
+            if resolved is None or not resolved.is_dir():
+                raise ApiError(f"source={source!r}: no such folder on the server")
+            return str(resolved)
+        inside = resolved is not None and any(resolved == r or r in resolved.parents for r in self.source_roots)
+        if resolved is None or not inside or not resolved.is_dir():  # the roots are checked first: nothing outside them is looked at
+            roots = ", ".join(str(r) for r in self.source_roots) or "none configured"
+            raise Forbidden(f"source={source!r} is not a folder this server may read: it must be an existing folder inside {roots}; check the path, or start the server with --source-root")
+        return str(resolved)
 
     def start(self, kind: str, *, user: str, source: str | None = None, options: dict[str, Any] | None = None) -> Job:
         """Start an ``embed`` (needs ``source``) or ``map`` job."""

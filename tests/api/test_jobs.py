@@ -22,13 +22,47 @@ def test_job_sources_are_checked_before_anything_runs(client, curation_ws, tmp_p
     r = client.post("/api/jobs", headers=auth, json={"kind": "embed", "source": "relative/path"})
     assert r.status_code == 400 and "absolute" in r.json()["error"]
     r = client.post("/api/jobs", headers=auth, json={"kind": "embed", "source": str(tmp_path / "missing")})
-    assert r.status_code == 400 and "no such folder" in r.json()["error"]
+    assert r.status_code == 403 and "--source-root" in r.json()["error"]  # missing or not allowed: one answer
     r = client.post("/api/jobs", headers=auth, json={"kind": "embed", "source": str(tmp_path)})
     assert r.status_code == 403 and "--source-root" in r.json()["error"]  # not local mode, no roots
     r = client.post("/api/jobs", headers=auth, json={"kind": "dance"})
     assert r.status_code == 422
     assert client.post("/api/jobs", headers=curation_ws.auth("viewer"), json={"kind": "map"}).status_code == 403
     assert client.get("/api/jobs", headers=curation_ws.auth("viewer")).json() == {"jobs": []}
+
+
+def test_a_curator_cannot_probe_which_server_folders_exist(curation_ws, tmp_path):
+    """Outside the allowed folders, an existing folder, a missing one, a file and a link all get the
+    same answer (status and words, less the path itself), and so does a missing path inside them:
+    the job API tells nobody which server folders exist. Local mode, where the user owns the
+    machine, still says "no such folder"."""
+    from fastapi.testclient import TestClient
+
+    from corral.api.app import create_app
+    from corral.api.settings import Settings
+
+    allowed = tmp_path / "allowed"
+    (allowed / "real").mkdir(parents=True)
+    (allowed / "a-file.png").write_bytes(b"x")
+    outside = tmp_path / "outside"
+    (outside / "exists").mkdir(parents=True)
+    (allowed / "link-out").symlink_to(outside / "exists")
+    probes = [outside / "exists", outside / "missing", outside, tmp_path, "/etc", "/no-such-top-folder", "/proc/self", str(allowed) + "/../outside/exists"]
+    probes += [allowed / "missing", allowed / "real" / "missing" / "deeper", allowed / "a-file.png", allowed / "link-out"]
+    auth = curation_ws.auth("curator")
+    with TestClient(create_app(Settings(workspace=curation_ws.root, source_roots=[allowed]))) as c:
+        answers = set()
+        for probe in probes:
+            r = c.post("/api/jobs", headers=auth, json={"kind": "embed", "source": str(probe)})
+            answers.add((r.status_code, r.json()["error"].replace(repr(str(probe)), "SOURCE")))
+        assert c.get("/api/jobs", headers=auth).json()["jobs"] == []
+        assert c.app.state.ctx.jobs.check_source(str(allowed / "real")) == str((allowed / "real").resolve())
+    assert len(answers) == 1, answers
+    status, words = answers.pop()
+    assert status == 403 and "--source-root" in words and str(allowed) in words
+    with TestClient(create_app(Settings(workspace=curation_ws.root, allow_any_source=True))) as c:
+        r = c.post("/api/jobs", headers=auth, json={"kind": "embed", "source": str(outside / "missing")})
+        assert r.status_code == 400 and "no such folder" in r.json()["error"]
 
 
 def test_a_failing_job_reports_why(client, tmp_path):
