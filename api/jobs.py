@@ -27,6 +27,8 @@ from corral.storage.workspace import Workspace
 logger = logging.getLogger(__name__)
 
 KINDS = ("embed", "map")
+#: The options each kind of job takes (the flags of the command it runs).
+JOB_OPTIONS: dict[str, tuple[str, ...]] = {"embed": ("model", "name"), "map": ("embeddings", "name", "update")}
 _PROGRESS = re.compile(r"(\d+)/(\d+)\s*\[")
 _TAIL = 4000
 #: runs the ``corral`` command line in a fresh interpreter (``-m corral.api.cli`` would load the module
@@ -119,6 +121,10 @@ class JobManager:
         if kind not in KINDS:
             raise ApiError(f"kind={kind!r}: expected one of {', '.join(KINDS)}")
         opts = options or {}
+        unknown = sorted(set(opts) - set(JOB_OPTIONS[kind]))
+        if unknown:
+            # a misspelt option would otherwise vanish and the job run with the default
+            raise ApiError(f"options {', '.join(unknown)[:200]}: a {kind} job takes {', '.join(JOB_OPTIONS[kind])}", status=422)
         ws = str(self.workspace.root)
         if kind == "embed":
             src = self.check_source(source or "")

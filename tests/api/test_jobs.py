@@ -31,6 +31,15 @@ def test_job_sources_are_checked_before_anything_runs(client, curation_ws, tmp_p
     assert client.get("/api/jobs", headers=curation_ws.auth("viewer")).json() == {"jobs": []}
 
 
+def test_a_misspelt_job_option_is_refused_not_dropped(client, curation_ws):
+    auth = curation_ws.auth("curator")
+    r = client.post("/api/jobs", headers=auth, json={"kind": "map", "options": {"nmae": "second", "update": True}})
+    assert r.status_code == 422 and "nmae" in r.json()["error"] and "embeddings, name, update" in r.json()["error"]
+    r = client.post("/api/jobs", headers=auth, json={"kind": "map", "options": {"model": "timm:x"}})  # an embed option
+    assert r.status_code == 422 and "model" in r.json()["error"]
+    assert client.get("/api/jobs", headers=auth).json() == {"jobs": []}  # nothing started
+
+
 def test_a_curator_cannot_probe_which_server_folders_exist(curation_ws, tmp_path):
     """Outside the allowed folders, an existing folder, a missing one, a file and a link all get the
     same answer (status and words, less the path itself), and so does a missing path inside them:
