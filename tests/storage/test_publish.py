@@ -1,4 +1,5 @@
-"""Publishing versions to a real S3 API (moto's server on 127.0.0.1) and pulling them back."""
+"""Publishing versions to a real S3 API and pulling them back; every test runs against moto's
+server and against SeaweedFS, both on 127.0.0.1 (tests/storage/conftest.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from corral.storage import s3 as s3util
 from corral.storage.labels import LabelStore
 from corral.storage.publish import PublishError, publish, pull, versions
 from corral.storage.workspace import Workspace
-from tests.conftest import free_port
 from tests.generated import generated_data
 from tests.storage.factory import build_workspace, pick_images
 
@@ -59,13 +59,13 @@ def run_cli(*args: str) -> tuple[int, dict | None]:
     return rc, (json.loads(lines[-1]) if lines else None)
 
 
-def test_publish_writes_a_complete_version_then_latest(s3_server, tmp_path):
+def test_publish_writes_a_complete_version_then_latest(s3_endpoint, tmp_path):
     ws = make_workspace(tmp_path / "ws")
-    bucket = new_bucket(s3_server)
-    rc, out = run_cli("publish", f"s3://{bucket}/team/coil", "--workspace", str(ws.root), "--endpoint-url", s3_server)
+    bucket = new_bucket(s3_endpoint)
+    rc, out = run_cli("publish", f"s3://{bucket}/team/coil", "--workspace", str(ws.root), "--endpoint-url", s3_endpoint)
     assert rc == 0 and {"version", "files", "bytes", "seconds"} <= set(out)
     v = out["version"]
-    client = s3util.client(s3_server)
+    client = s3util.client(s3_endpoint)
     keys = dict(s3util.list_objects(client, s3util.S3Url(bucket, "team/coil/")))
     assert client.get_object(Bucket=bucket, Key="team/coil/LATEST")["Body"].read().decode().strip() == v
     base = f"team/coil/versions/{v}/"
@@ -80,17 +80,17 @@ def test_publish_writes_a_complete_version_then_latest(s3_server, tmp_path):
     assert manifest["counts"]["labels"] == 2 and manifest["counts"]["labelled_items"] == 8 and manifest["counts"]["vectors"] == 12
     assert manifest["embeddings"]["test-model"]["model"] == "timm:test-model"
     assert manifest["index"] == ["index/index.faiss", "index/index.json"]
-    assert versions(f"s3://{bucket}/team/coil", endpoint_url=s3_server) == [v]
+    assert versions(f"s3://{bucket}/team/coil", endpoint_url=s3_endpoint) == [v]
 
 
-def test_pull_fetches_and_verifies_a_usable_workspace(s3_server, tmp_path):
+def test_pull_fetches_and_verifies_a_usable_workspace(s3_endpoint, tmp_path):
     import faiss
 
     ws = make_workspace(tmp_path / "ws")
-    bucket = new_bucket(s3_server)
+    bucket = new_bucket(s3_endpoint)
     url = f"s3://{bucket}/p"
-    v1 = publish(ws, url, endpoint_url=s3_server).version
-    rc, out = run_cli("pull", url, str(tmp_path / "copy"), "--endpoint-url", s3_server)
+    v1 = publish(ws, url, endpoint_url=s3_endpoint).version
+    rc, out = run_cli("pull", url, str(tmp_path / "copy"), "--endpoint-url", s3_endpoint)
     assert rc == 0 and out["version"] == v1 and out["verified"] == out["files"] == 8 and out["downloaded"] == 8
     copy = Workspace(tmp_path / "copy")
     ids0, vec0 = ws.default_embedding_set().load()
@@ -101,7 +101,7 @@ def test_pull_fetches_and_verifies_a_usable_workspace(s3_server, tmp_path):
         a.rename_label("duck", "rubber duck", user="ana")  # a change, then a second version
     assert faiss.read_index(str(copy.index_dir / "index.faiss")).ntotal == 12
     (ws.index_dir / "index.json").unlink()
-    v2 = publish(ws, url, endpoint_url=s3_server).version
+    v2 = publish(ws, url, endpoint_url=s3_endpoint).version
     # a reader of the pulled store crashed and left a write-ahead log with frames of the old file
     db = copy.labels_db
     conn = sqlite3.connect(db)
@@ -112,8 +112,8 @@ def test_pull_fetches_and_verifies_a_usable_workspace(s3_server, tmp_path):
     stale = db.with_name(db.name + "-wal").read_bytes()
     conn.close()
     db.with_name(db.name + "-wal").write_bytes(stale)
-    assert v2 != v1 and versions(url, endpoint_url=s3_server) == sorted([v1, v2])
-    res = pull(url, tmp_path / "copy", endpoint_url=s3_server)
+    assert v2 != v1 and versions(url, endpoint_url=s3_endpoint) == sorted([v1, v2])
+    res = pull(url, tmp_path / "copy", endpoint_url=s3_endpoint)
     assert res.version == v2 and res.removed == ["index/index.json"] and not (copy.index_dir / "index.json").exists()
     assert res.reused >= 4  # embeddings and the index did not change
     with LabelStore(copy.labels_db) as b:
@@ -122,50 +122,44 @@ def test_pull_fetches_and_verifies_a_usable_workspace(s3_server, tmp_path):
     assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert check.execute("SELECT name FROM sqlite_master WHERE name = 'scribble'").fetchone() is None
     check.close()
-    old = pull(url, tmp_path / "old", version=v1, endpoint_url=s3_server)
+    old = pull(url, tmp_path / "old", version=v1, endpoint_url=s3_endpoint)
     assert old.version == v1 and json.loads((tmp_path / "old" / "manifest.json").read_text())["version"] == v1
 
 
-def test_pull_refuses_a_damaged_copy(s3_server, tmp_path):
+def test_pull_refuses_a_damaged_copy(s3_endpoint, tmp_path):
     ws = make_workspace(tmp_path / "ws", index=False)
-    bucket = new_bucket(s3_server)
-    v = publish(ws, f"s3://{bucket}/p", endpoint_url=s3_server).version
+    bucket = new_bucket(s3_endpoint)
+    v = publish(ws, f"s3://{bucket}/p", endpoint_url=s3_endpoint).version
     key = f"p/versions/{v}/labels.parquet"
-    client = s3util.client(s3_server)
+    client = s3util.client(s3_endpoint)
     good = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     client.put_object(Bucket=bucket, Key=key, Body=good[:-1] + bytes([good[-1] ^ 1]))
     with pytest.raises(PublishError, match="checksum mismatch for labels.parquet"):
-        pull(f"s3://{bucket}/p", tmp_path / "copy", endpoint_url=s3_server, retries=0)
+        pull(f"s3://{bucket}/p", tmp_path / "copy", endpoint_url=s3_endpoint, retries=0)
     assert not (tmp_path / "copy" / "labels.parquet").exists() and not (tmp_path / "copy" / "manifest.json").exists()
 
 
-def test_clear_errors_for_missing_bucket_version_and_bad_options(s3_server, tmp_path):
+def test_clear_errors_for_missing_bucket_version_and_bad_options(s3_endpoint, tmp_path):
     ws = make_workspace(tmp_path / "ws", index=False)
-    rc, _ = run_cli("publish", "s3://no-such-bucket-here/p", "--workspace", str(ws.root), "--endpoint-url", s3_server, "--retries", "0")
+    rc, _ = run_cli("publish", "s3://no-such-bucket-here/p", "--workspace", str(ws.root), "--endpoint-url", s3_endpoint, "--retries", "0")
     assert rc == 2
     with pytest.raises(PublishError, match="does not exist"):
-        publish(ws, "s3://no-such-bucket-here/p", endpoint_url=s3_server, retries=0)
-    bucket = new_bucket(s3_server)
+        publish(ws, "s3://no-such-bucket-here/p", endpoint_url=s3_endpoint, retries=0)
+    bucket = new_bucket(s3_endpoint)
     with pytest.raises(PublishError, match="no published version"):
-        pull(f"s3://{bucket}/nothing", tmp_path / "x", endpoint_url=s3_server, retries=0)
+        pull(f"s3://{bucket}/nothing", tmp_path / "x", endpoint_url=s3_endpoint, retries=0)
     with pytest.raises(PublishError, match="is not published"):
-        pull(f"s3://{bucket}/nothing", tmp_path / "x", version="20200101T000000Z-deadbeef", endpoint_url=s3_server, retries=0)
+        pull(f"s3://{bucket}/nothing", tmp_path / "x", version="20200101T000000Z-deadbeef", endpoint_url=s3_endpoint, retries=0)
     with pytest.raises(ValueError, match="at least 5242880"):
-        publish(ws, f"s3://{bucket}/p", endpoint_url=s3_server, part_size=1 << 20)
+        publish(ws, f"s3://{bucket}/p", endpoint_url=s3_endpoint, part_size=1 << 20)
     with pytest.raises(ValueError, match="not an S3 URL"):
-        publish(ws, "/tmp/somewhere", endpoint_url=s3_server)
+        publish(ws, "/tmp/somewhere", endpoint_url=s3_endpoint)
 
 
-def test_server_stopped_mid_publish_keeps_latest_and_a_rerun_completes(tmp_path, monkeypatch):
+def test_server_stopped_mid_publish_keeps_latest_and_a_rerun_completes(own_s3_server, tmp_path):
     """A ~18 MiB embeddings shard goes up in 5 MiB parts; the server stops after the first parts."""
-    from moto.server import ThreadedMotoServer
-
-    for k, v in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(k, v)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    server = own_s3_server.start()
+    endpoint = server.endpoint
     try:
         ws = make_workspace(tmp_path / "ws", extra_vectors=20_000, dim=256)
         shard = ws.default_embedding_set().shard_paths(0)[0]
@@ -205,8 +199,7 @@ def test_server_stopped_mid_publish_keeps_latest_and_a_rerun_completes(tmp_path,
         assert len(failure) == 1 and isinstance(failure[0], PublishError), failure
         assert sent < shard.stat().st_size  # it really stopped part way through
 
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # back, same port
-        server.start()
+        server.start()  # back, same port, same data
         client = s3util.client(endpoint)
         assert client.get_object(Bucket=bucket, Key="p/LATEST")["Body"].read().decode().strip() == v1
         assert versions(url, endpoint_url=endpoint) == [v1]  # the partial version has no manifest
