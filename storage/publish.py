@@ -13,7 +13,9 @@ Layout under ``s3://bucket/prefix``::
 
 A version folder is never changed once its manifest exists, and ``LATEST`` moves only after the
 manifest is written, so a reader that follows ``LATEST`` sees a complete version or the previous
-one. A publish that fails part way (the server went away) leaves ``LATEST`` alone; rerunning it
+one. Several publishers may run at once: the manifest is created with ``If-None-Match: *`` and
+``LATEST`` is moved with ``If-Match`` on the ETag just read, so it only ever moves forward (to the
+highest version id) and no publisher overwrites another's pointer unseen (see ``_move_latest``). A publish that fails part way (the server went away) leaves ``LATEST`` alone; rerunning it
 resumes the same version and uploads only what is missing. A pulled version is a workspace:
 ``Workspace(dest)`` reads its embeddings, index and labels.
 """
@@ -24,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import sqlite3
 import time
@@ -47,6 +50,12 @@ MIN_PART = 5 << 20  # S3's smallest multipart part
 Progress = Callable[[int], None]
 #: Error codes a retry cannot fix.
 _FINAL = ("NoSuchBucket", "NoSuchKey", "404", "403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidBucketName")
+#: A conditional write lost to another writer (S3 answers 409 to two conditional writes at once).
+_CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+#: A server that does not take If-Match / If-None-Match on PUT.
+_UNSUPPORTED = ("NotImplemented", "501")
+#: Reads and conditional writes of LATEST before a publish gives up on a pointer that keeps moving.
+POINTER_ATTEMPTS = 10
 
 
 class PublishError(RuntimeError):
@@ -63,6 +72,7 @@ class PublishResult:
     uploaded: int  # files sent by this run
     reused: int  # files a failed earlier run had already sent
     labels_version: int
+    latest: str = ""  # the version LATEST names afterwards: this one, or a newer one another publisher wrote
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -74,6 +84,7 @@ class PublishResult:
             "uploaded": self.uploaded,
             "reused": self.reused,
             "labels_version": self.labels_version,
+            "latest": self.latest,
         }
 
 
@@ -252,19 +263,19 @@ def publish(
         uploaded += 1
     body = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
     mkey = _key(u, "versions", version, "manifest.json")
-    _retry(
-        "writing manifest.json",
-        lambda: client.put_object(Bucket=u.bucket, Key=mkey, Body=body, ContentType="application/json", Metadata={"sha256": hashlib.sha256(body).hexdigest()}),
-        retries=retries,
-        backoff_s=backoff_s,
-    )
+    put = dict(Bucket=u.bucket, Key=mkey, Body=body, ContentType="application/json", Metadata={"sha256": hashlib.sha256(body).hexdigest()})
+    created = _conditional_put(client, "writing manifest.json", retries=retries, backoff_s=backoff_s, IfNoneMatch="*", **put)
+    if not created:  # there already: this run's own earlier write (a rerun after LATEST failed), or a clash
+        there = _get(client, u.bucket, mkey, f"s3://{u.bucket}/{mkey} vanished while publishing", retries, backoff_s)
+        if there != body:
+            (ws.cache_dir / "publish" / "pending.json").unlink(missing_ok=True)  # the rerun makes a fresh version
+            raise PublishError(f"version {version} at {url} already has a different manifest (a published version is never changed); rerun to publish a fresh version")
     _check_complete(client, u, version, manifest, retries=retries, backoff_s=backoff_s)
-    lkey = _key(u, "LATEST")
-    _retry("writing LATEST", lambda: client.put_object(Bucket=u.bucket, Key=lkey, Body=(version + "\n").encode(), ContentType="text/plain"), retries=retries, backoff_s=backoff_s)
+    latest = _move_latest(client, u, version, retries=retries, backoff_s=backoff_s)
     shutil.rmtree(stage, ignore_errors=True)
     (ws.cache_dir / "publish" / "pending.json").unlink(missing_ok=True)
     total = sum(f["bytes"] for f in manifest["files"]) + len(body)
-    res = PublishResult(f"s3://{u.bucket}/{_key(u, 'versions', version)}/", version, len(manifest["files"]) + 1, total, time.perf_counter() - t0, uploaded, reused, manifest["labels_version"])
+    res = PublishResult(f"s3://{u.bucket}/{_key(u, 'versions', version)}/", version, len(manifest["files"]) + 1, total, time.perf_counter() - t0, uploaded, reused, manifest["labels_version"], latest)
     logger.info("published version %s to s3://%s/%s: %d files, %d bytes (%d uploaded, %d already there)", version, u.bucket, u.key, res.files, total, uploaded, reused)
     return res
 
@@ -286,7 +297,9 @@ def _prepare(ws: Workspace, store: LabelStore, u: s3util.S3Url, sources: list[tu
             return pending["version"], stage, json.loads((stage / "manifest.json").read_text())
         shutil.rmtree(stage, ignore_errors=True)
     now = datetime.now(timezone.utc)
-    version = now.strftime("%Y%m%dT%H%M%SZ") + "-" + fingerprint[:8]
+    # ids sort in publish order (LATEST only moves to a larger one), so they carry microseconds:
+    # two publishes within one second must not be ordered by their hashes
+    version = now.strftime("%Y%m%dT%H%M%S.%fZ") + "-" + fingerprint[:8]
     stage = root / version
     labels_version, counts = _stage_labels(ws, store, stage)
     files = []
@@ -306,6 +319,70 @@ def _prepare(ws: Workspace, store: LabelStore, u: s3util.S3Url, sources: list[tu
     atomic_write_json(stage / "manifest.json", manifest)
     atomic_write_json(pending_path, {"version": version, "fingerprint": fingerprint, "url": str(u)})
     return version, stage, manifest
+
+
+def _read_pointer(client: Any, bucket: str, key: str, *, retries: int, backoff_s: float) -> tuple[str | None, str | None]:
+    """(the version ``LATEST`` names, its ETag), or (None, None) where there is no ``LATEST`` yet."""
+
+    def fetch() -> tuple[str | None, str | None]:
+        try:
+            got = client.get_object(Bucket=bucket, Key=key)
+        except Exception as e:
+            if _is_client_error(e, ("NoSuchKey", "404")):
+                return None, None
+            raise
+        return got["Body"].read().decode().strip(), got.get("ETag")
+
+    result: tuple[str | None, str | None] = _retry(f"reading s3://{bucket}/{key}", fetch, retries=retries, backoff_s=backoff_s)
+    return result
+
+
+def _conditional_put(client: Any, what: str, *, retries: int, backoff_s: float, **request: Any) -> bool:
+    """``put_object`` with its If-Match / If-None-Match; False when the condition failed (another
+    writer got there first, or our own earlier attempt did). On a server that refuses the
+    headers as unsupported (501) the write is made unconditionally, with a warning."""
+
+    def put() -> bool:
+        try:
+            client.put_object(**request)
+        except Exception as e:
+            if _is_client_error(e, _CONFLICT):
+                return False
+            if "IfMatch" in request and _is_client_error(e, ("NoSuchKey", "404")):  # moto's answer when the object is gone
+                return False
+            if not _is_client_error(e, _UNSUPPORTED):
+                raise
+            logger.warning("%s: the server does not take conditional writes (%s); writing unconditionally, so publishers running at once may race", what, e)
+            client.put_object(**{k: v for k, v in request.items() if k not in ("IfMatch", "IfNoneMatch")})
+        return True
+
+    done: bool = _retry(what, put, retries=retries, backoff_s=backoff_s)
+    return done
+
+
+def _move_latest(client: Any, u: s3util.S3Url, version: str, *, retries: int, backoff_s: float) -> str:
+    """Point ``LATEST`` at ``version`` unless it names a newer one already; returns what it names.
+
+    Read ``LATEST`` with its ETag, then write with ``If-Match: <etag>`` (``If-None-Match: *``
+    when there is none yet). A 412 means another publisher moved it in between: read again and
+    retry, at most ``POINTER_ATTEMPTS`` times. Version ids sort by time, so "newer" is the larger
+    id, and a slow publisher of an older version never moves the pointer back. Each write is read
+    back on the next round, which also catches, best effort, a server that accepts the headers
+    but ignores them.
+    """
+    key = _key(u, "LATEST")
+    for attempt in range(POINTER_ATTEMPTS):
+        current, etag = _read_pointer(client, u.bucket, key, retries=retries, backoff_s=backoff_s)
+        if current is not None and current >= version:
+            if current > version:
+                logger.info("LATEST already names %s, newer than %s; left as it is", current, version)
+            return current
+        condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": etag} if etag else {}
+        request = dict(Bucket=u.bucket, Key=key, Body=(version + "\n").encode(), ContentType="text/plain", **condition)
+        if not _conditional_put(client, "writing LATEST", retries=retries, backoff_s=backoff_s, **request):
+            logger.info("LATEST changed while it was being moved to %s; reading it again", version)
+            time.sleep(random.uniform(0, min(1.0, 0.05 * 2**attempt)))  # two losers do not retry in step
+    raise PublishError(f"LATEST at s3://{u.bucket}/{key} kept changing over {POINTER_ATTEMPTS} attempts; version {version} is complete, rerun to point LATEST at it")
 
 
 def _check_bucket(client: Any, bucket: str, endpoint_url: str | None, *, retries: int, backoff_s: float) -> None:

@@ -39,6 +39,8 @@ def _run_publish(args: argparse.Namespace) -> int:
         close()
     if not args.quiet:
         sys.stderr.write(f"published version {res.version} ({res.files} files, {res.bytes / 2**20:.1f} MiB; {res.uploaded} uploaded, {res.reused} already there) to {res.url} in {res.seconds:.1f}s\n")
+        if res.latest and res.latest != res.version:
+            sys.stderr.write(f"LATEST names {res.latest}, a newer version another publisher wrote meanwhile; it was left there\n")
     emit(res.summary())
     return 0
 

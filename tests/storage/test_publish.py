@@ -220,3 +220,83 @@ def test_server_stopped_mid_publish_keeps_latest_and_a_rerun_completes(own_s3_se
         assert not os.path.exists(ws.cache_dir / "publish" / "pending.json")
     finally:
         server.stop()
+
+
+def test_conditional_writes_are_enforced_by_the_server(s3_endpoint):
+    """The LATEST pointer relies on the server refusing a stale If-Match and a second
+    If-None-Match: * create with 412; this proves each server does."""
+    from botocore.exceptions import ClientError
+
+    bucket = new_bucket(s3_endpoint)
+    client = s3util.client(s3_endpoint, max_attempts=1)
+    first = client.put_object(Bucket=bucket, Key="p/LATEST", Body=b"v1\n", IfNoneMatch="*")["ETag"]
+    for kwargs in ({"IfNoneMatch": "*"}, {"IfMatch": '"00000000000000000000000000000000"'}):
+        with pytest.raises(ClientError) as e:
+            client.put_object(Bucket=bucket, Key="p/LATEST", Body=b"v0\n", **kwargs)
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412, kwargs
+    client.put_object(Bucket=bucket, Key="p/LATEST", Body=b"v2\n", IfMatch=first)
+    with pytest.raises(ClientError) as e:  # the ETag read before that update is stale now
+        client.put_object(Bucket=bucket, Key="p/LATEST", Body=b"v0\n", IfMatch=first)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert client.get_object(Bucket=bucket, Key="p/LATEST")["Body"].read() == b"v2\n"
+
+
+def test_two_publishers_at_once_keep_both_versions_and_latest_names_the_newer(s3_endpoint, tmp_path, monkeypatch):
+    """Two workspaces publish to one URL at the same moment. Both reach the LATEST write
+    together (a barrier holds each there); the one with the newer version id writes first, the
+    older one a moment later, which is the order that lets a blind overwrite point LATEST
+    backwards."""
+    a = make_workspace(tmp_path / "a", index=False)
+    url = f"s3://{new_bucket(s3_endpoint)}/p"
+    v0 = publish(a, url, endpoint_url=s3_endpoint).version
+    with LabelStore.open(a) as s:
+        s.assign(a.items().column("id").to_pylist()[9:12], "cow", user="cy")
+    b = make_workspace(tmp_path / "b", index=False)
+    with LabelStore.open(b) as s:
+        s.assign(b.items().column("id").to_pylist()[:3], "boat", user="di")
+
+    barrier = threading.Barrier(2, timeout=60)
+    arrived: list[str] = []
+    held: set[int] = set()
+
+    def hold_first_latest_write(request, **_):
+        if not request.url.endswith("/p/LATEST") or threading.get_ident() in held:
+            return
+        held.add(threading.get_ident())
+        body = request.body
+        mine = (body.getvalue() if hasattr(body, "getvalue") else bytes(body)).decode().strip()
+        arrived.append(mine)
+        barrier.wait()
+        if mine == min(arrived):
+            time.sleep(0.5)  # the older version writes last
+
+    real_client = s3util.client
+
+    def client(*args, **kwargs):
+        c = real_client(*args, **kwargs)
+        c.meta.events.register("before-send.s3.PutObject", hold_first_latest_write)
+        return c
+
+    monkeypatch.setattr(s3util, "client", client)
+    results: dict[str, object] = {}
+
+    def run(name: str, ws: Workspace) -> None:
+        try:
+            results[name] = publish(ws, url, endpoint_url=s3_endpoint, retries=1, backoff_s=0.1)
+        except BaseException as e:  # reported below
+            results[name] = e
+
+    threads = [threading.Thread(target=run, args=(n, ws)) for n, ws in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(arrived) == sorted({r.version for r in results.values() if hasattr(r, "version")}), results
+    va, vb = results["a"].version, results["b"].version
+    assert len({v0, va, vb}) == 3  # no version id used twice
+    assert versions(url, endpoint_url=s3_endpoint) == sorted([v0, va, vb])
+    latest = real_client(s3_endpoint).get_object(Bucket=url[5:].split("/")[0], Key="p/LATEST")["Body"].read().decode().strip()
+    assert latest == max(va, vb)
+    for name in ("a", "b"):  # each complete version pulls and verifies
+        got = pull(url, tmp_path / f"pulled-{name}", version=results[name].version, endpoint_url=s3_endpoint)
+        assert got.verified == got.files
