@@ -132,6 +132,10 @@ class SeaweedServer:
         except ProcessLookupError:
             pass
         proc.wait(30)
+        # its gRPC services also listen on Unix sockets it names itself, in /tmp, after their ports
+        for port in self.ports.values():
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
     def log_tail(self, n: int = 4000) -> str:
         try:
