@@ -117,7 +117,10 @@ def pool(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "strangers_named": tot["strangers_named"],
         "candidates": tot["candidates"],
         "seconds": round(tot["seconds"], 2),
-        "per_seed": [{"suggested": r["suggested"], "precision": round(r["right"] / r["suggested"], 4) if r["suggested"] else None, "coverage": round(r["right"] / r["held_back_known"], 4)} for r in runs],
+        "per_seed": [
+            {"suggested": r["suggested"], "precision": round(r["right"] / r["suggested"], 4) if r["suggested"] else None, "coverage": round(r["right"] / r["held_back_known"], 4)}
+            for r in runs
+        ],
     }
 
 
