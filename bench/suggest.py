@@ -108,6 +108,11 @@ def one_run(name: str, src: Path, truth: dict[str, str], kind: str, seed: int, c
     return out
 
 
+def seed_row(r: dict[str, Any]) -> dict[str, Any]:
+    precision = round(r["right"] / r["suggested"], 4) if r["suggested"] else None
+    return {"suggested": r["suggested"], "precision": precision, "coverage": round(r["right"] / r["held_back_known"], 4)}
+
+
 def pool(runs: list[dict[str, Any]]) -> dict[str, Any]:
     tot = {k: sum(r[k] for r in runs) for k in ("candidates", "suggested", "right", "strangers_named", "held_back_known", "seconds")}
     return {
@@ -117,10 +122,7 @@ def pool(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "strangers_named": tot["strangers_named"],
         "candidates": tot["candidates"],
         "seconds": round(tot["seconds"], 2),
-        "per_seed": [
-            {"suggested": r["suggested"], "precision": round(r["right"] / r["suggested"], 4) if r["suggested"] else None, "coverage": round(r["right"] / r["held_back_known"], 4)}
-            for r in runs
-        ],
+        "per_seed": [seed_row(r) for r in runs],
     }
 
 
