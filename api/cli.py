@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -81,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; finished shards are kept, rerun the same command to resume\n")
         return 130
-    except (CliError, ValueError, FileNotFoundError, PermissionError) as e:
+    except (CliError, ValueError, FileNotFoundError) as e:
         sys.stderr.write(f"corral {args.command}: error: {e}\n")
         return 2
+    except (OSError, sqlite3.Error) as e:  # a full or read-only disk, or another system refusal: one line, no traceback
+        from corral.storage.diskerrors import write_problem
+
+        problem = write_problem(e)
+        sys.stderr.write(f"corral {args.command}: error: {problem or e}\n")
+        return 2 if isinstance(e, PermissionError) else 1

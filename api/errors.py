@@ -62,7 +62,11 @@ def _domain_errors() -> dict[type[Exception], int]:
     from corral.storage.events import LabelError
     from corral.storage.workspace import WorkspaceError
 
-    out: dict[type[Exception], int] = {LabelError: 400, WorkspaceError: 404, AuthError: 400}
+    from corral.storage.diskerrors import WorkspaceFull, WorkspaceReadOnly
+
+    # a full disk is 507 Insufficient Storage; a read-only workspace is 503: the server, not the
+    # request, is what cannot write, and the same request works once the workspace is writable
+    out: dict[type[Exception], int] = {LabelError: 400, WorkspaceError: 404, AuthError: 400, WorkspaceFull: 507, WorkspaceReadOnly: 503}
     try:
         from corral.pipeline.ingest import SourceError
 
@@ -115,6 +119,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        from corral.storage.diskerrors import WorkspaceFull, write_problem
+
+        problem = write_problem(exc)  # a write that failed anywhere on a full or read-only disk
+        if problem is not None:
+            logger.warning("%s %s: %s (%s: %s)", request.method, request.url.path, problem, type(exc).__name__, exc)
+            return _body(_for_requester(request, str(problem)), 507 if isinstance(problem, WorkspaceFull) else 503)
         ref = uuid.uuid4().hex[:12]
         logger.exception("unhandled error %s on %s %s", ref, request.method, request.url.path)
         return _body(f"internal error (reference {ref}; see the server log)", 500)

@@ -18,6 +18,7 @@ from corral.api.errors import ApiError, NotFound
 from corral.api.itemindex import ItemIndex, check_item_id
 from corral.api.mapdata import MapView
 from corral.storage.crops import split_crop_uri
+from corral.storage.diskerrors import write_problem
 from corral.storage.workspace import Workspace, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class ThumbCache:
         self.root = workspace.cache_dir
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._uncached_warned = False
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._guard:
@@ -105,8 +107,24 @@ class ThumbCache:
         return data
 
     # -- per item thumbnails -----------------------------------------------------------------
-    def thumb(self, item_id: str, size: int | None = None) -> Path:
-        """A JPEG thumbnail that fits ``size`` x ``size`` (made on first request)."""
+    def _keep(self, path: Path, data: bytes) -> Path | bytes:
+        """Cache ``data`` at ``path``; on a full or read-only disk, the bytes themselves, so the
+        workspace can still be browsed (made again on the next request)."""
+        try:
+            atomic_write_bytes(path, data)
+            return path
+        except OSError as e:
+            problem = write_problem(e, "the thumbnail cache")
+            if problem is None:
+                raise
+            if not self._uncached_warned:
+                logger.warning("thumbnails and atlases are served without caching: %s", problem)
+                self._uncached_warned = True
+            return data
+
+    def thumb(self, item_id: str, size: int | None = None) -> Path | bytes:
+        """A JPEG thumbnail that fits ``size`` x ``size`` (made on first request; its bytes when the
+        cache cannot be written)."""
         size = size or self.thumb_size
         if not 16 <= size <= 512:
             raise ApiError(f"size={size}: thumbnails are 16 to 512 pixels")
@@ -122,7 +140,7 @@ class ThumbCache:
                     raise NotFound(f"no readable image for item {item_id}")
                 buf = io.BytesIO()
                 img.save(buf, "JPEG", quality=85)
-                atomic_write_bytes(path, buf.getvalue())
+                return self._keep(path, buf.getvalue())
         return path
 
     def _thumb_image(self, item_id: str, size: int):
@@ -151,7 +169,7 @@ class ThumbCache:
             return None
 
     # -- crops: the box on its parent image --------------------------------------------------
-    def crop_view(self, item_id: str, *, max_side: int = 1600) -> Path | None:
+    def crop_view(self, item_id: str, *, max_side: int = 1600) -> Path | bytes | None:
         """For a crop item, its parent image (fitted to ``max_side``) with the box drawn; None otherwise."""
         crop = split_crop_uri(self.items.uri(check_item_id(item_id)))
         if crop is None:
@@ -161,11 +179,11 @@ class ThumbCache:
             return path
         with self._lock_for(str(path)):
             if not path.is_file():
-                atomic_write_bytes(path, parent_with_box(self.original_bytes(item_id), crop[1], max_side=max_side))
+                return self._keep(path, parent_with_box(self.original_bytes(item_id), crop[1], max_side=max_side))
         return path
 
     # -- atlases -----------------------------------------------------------------------------
-    def atlas(self, view: MapView, lod: int, k: int) -> Path:
+    def atlas(self, view: MapView, lod: int, k: int) -> Path | bytes:
         """Atlas ``k`` of level ``lod`` for ``view`` (JPEG; missing images drawn as grey cells)."""
         if lod not in LODS:
             raise NotFound(f"no atlas level {lod}; levels are {sorted(LODS)}")
@@ -179,7 +197,7 @@ class ThumbCache:
             return path
         with self._lock_for(str(path)):
             if not path.is_file():
-                atomic_write_bytes(path, self._make_atlas(view, cell, side, k * per, min(view.n, (k + 1) * per)))
+                return self._keep(path, self._make_atlas(view, cell, side, k * per, min(view.n, (k + 1) * per)))
         return path
 
     def _make_atlas(self, view: MapView, cell: int, side: int, start: int, stop: int) -> bytes:

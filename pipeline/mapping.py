@@ -67,6 +67,8 @@ class MapConfig:
             raise ValueError(f"device={self.device!r}: expected auto, cpu, cuda or cuda:N")
         if self.seed is not None and (not isinstance(self.seed, (int, np.integer)) or self.seed < 0):
             raise ValueError(f"seed={self.seed!r}: must be a non-negative integer, or None for a parallel, unseeded run")
+        if self.name is not None and not 0 < len(str(self.name).encode("utf-8", "surrogatepass")) <= 255:
+            raise ValueError(f"name={str(self.name)[:40]!r}...: a map name is 1 to 255 bytes (UTF-8); it becomes a folder name")
         if not isinstance(self.exemplars, (int, np.integer)) or self.exemplars < 1:
             raise ValueError(f"exemplars={self.exemplars!r}: must be a positive integer")
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from corral.storage import event_replay
 from corral.storage import events as ev
+from corral.storage.diskerrors import WorkspaceReadOnly, WorkspaceWriteError, connect_read_only, folder_problem, is_unopenable, write_problem
 from corral.storage.events import ActionResult, Event, LabelError, LabelInfo, Txn, name_key
 from corral.storage.label_checks import check_duration, check_ids, check_name, require_known, require_label
 
@@ -84,11 +85,29 @@ class LabelStore:
         self._pid = os.getpid()
         self._closed = False
         self._synced: dict[str, str] | None = None  # the workspace files registered, by sync_workspace
+        #: why writes are refused when the store could only be opened read-only (else None)
+        self.read_only: WorkspaceWriteError | None = None
         try:
             ev.create_schema(self._conn())
         except sqlite3.DatabaseError as e:
             self.close()
+            if not is_unopenable(e):
+                raise LabelError(f"{self.path} is not a Corral label store ({e}); pick another file") from None
+            self._open_read_only(e)
+
+    def _open_read_only(self, cause: sqlite3.Error) -> None:
+        """Open for reading a store whose folder cannot be written (a read-only or full disk), so
+        the workspace can still be browsed; every write then raises why. A store that does not
+        exist yet is an empty one in memory."""
+        self.read_only = folder_problem(self.path.parent, "the label store") or write_problem(cause, "the label store") or WorkspaceReadOnly("the label store")
+        self._closed, self._local, self._conns = False, threading.local(), []
+        try:
+            if "items" not in {r[0] for r in self._conn().execute("SELECT name FROM sqlite_master")}:
+                raise LabelError(f"{self.path} is not a Corral label store (no items table); pick another file")
+        except sqlite3.DatabaseError as e:
+            self.close()
             raise LabelError(f"{self.path} is not a Corral label store ({e}); pick another file") from None
+        logger.warning("label store %s opened read-only: %s", self.path, self.read_only)
 
     @classmethod
     def open(cls, workspace: "Workspace | str | os.PathLike[str]", **kwargs: Any) -> "LabelStore":
@@ -106,6 +125,8 @@ class LabelStore:
         new files are read, and nothing when no file changed, so callers may ask before every action."""
         from corral.storage.known_items import ids_in, workspace_marks
 
+        if self.read_only is not None:  # nothing can be written; reads need no registered ids
+            return 0
         marks = workspace_marks(workspace)
         current = {k: m for k, (_, m) in marks.items()}
         if current == self._synced:
@@ -136,7 +157,15 @@ class LabelStore:
             self._local, self._conns, self._pid = threading.local(), [], os.getpid()
             self._lock = threading.Lock()
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None and self.read_only is not None:
+            if self.path.exists():
+                conn = connect_read_only(self.path, timeout_s=self._timeout_s)
+            else:  # nothing labelled yet, and nowhere to write: an empty store
+                conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                ev.create_schema(conn)
+            self._local.conn = conn
+            self._conns.append(conn)
+        elif conn is None:
             conn = ev.connect(self.path, synchronous=self._synchronous, timeout_s=self._timeout_s)
             self._local.conn = conn
             self._conns.append(conn)
@@ -144,15 +173,25 @@ class LabelStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only is not None:
+            raise type(self.read_only)("the label store")
         conn = self._conn()
         with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:  # a full disk or a file made read-only meanwhile: say so
+                problem = write_problem(e, "the label store")
+                if problem is None:
+                    raise
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise problem from e
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

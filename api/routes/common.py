@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Mapping
+from pathlib import Path
 
 from fastapi import Request, Response
+from fastapi.responses import FileResponse
 
 IMMUTABLE = "private, max-age=31536000, immutable"
 REVALIDATE = "private, no-cache"
@@ -22,3 +25,10 @@ def gzip_response(request: Request, body_gz: bytes, *, etag: str | None, cache: 
         headers["Content-Encoding"] = "gzip"
         return Response(body_gz, media_type=media_type, headers=headers)
     return Response(gzip.decompress(body_gz), media_type=media_type, headers=headers)
+
+
+def file_or_bytes(made: Path | bytes, *, media_type: str, headers: Mapping[str, str]) -> Response:
+    """A cached file, or the bytes made for this request when the cache could not be written."""
+    if isinstance(made, Path):
+        return FileResponse(made, media_type=media_type, headers=dict(headers))
+    return Response(made, media_type=media_type, headers=dict(headers))

@@ -15,7 +15,7 @@ from corral.api.deps import Ctx, Reader
 from corral.api.inputs import Int64
 from corral.api.itemindex import check_item_id
 from corral.api.redact import sees_paths
-from corral.api.routes.common import IMMUTABLE
+from corral.api.routes.common import IMMUTABLE, file_or_bytes
 
 router = APIRouter(prefix="/api/items", tags=["items"])
 
@@ -32,8 +32,7 @@ def item(item_id: str, ctx: Ctx, user: Reader) -> dict[str, Any]:
 
 @router.get("/{item_id}/thumb", summary="A JPEG thumbnail (made once, then cached)", response_class=FileResponse)
 def thumb(item_id: str, ctx: Ctx, user: Reader, size: Int64 | None = None):
-    path = ctx.thumbs.thumb(check_item_id(item_id), size)
-    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": IMMUTABLE})
+    return file_or_bytes(ctx.thumbs.thumb(check_item_id(item_id), size), media_type="image/jpeg", headers={"Cache-Control": IMMUTABLE})
 
 
 @router.get("/{item_id}/image", summary="The original image", response_class=FileResponse)
@@ -42,7 +41,7 @@ def image(item_id: str, ctx: Ctx, user: Reader):
     headers = {"Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'"}
     crop_view = ctx.thumbs.crop_view(item_id)  # a detector crop opens as its parent image with the box drawn
     if crop_view is not None:
-        return FileResponse(crop_view, media_type="image/jpeg", headers=headers)
+        return file_or_bytes(crop_view, media_type="image/jpeg", headers=headers)
     data = ctx.thumbs.original_bytes(item_id)  # verified: still the embedded bytes, reached without a symlink
     return Response(data, media_type=sniff_image_type(data), headers=headers)
 

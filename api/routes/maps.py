@@ -19,7 +19,7 @@ from corral.api.hierarchy import hierarchy_blob, missing
 from corral.api.inputs import Count, Index, Int64
 from corral.api.itemindex import names_array
 from corral.api.mapdata import MapView
-from corral.api.routes.common import IMMUTABLE, REVALIDATE, gzip_response
+from corral.api.routes.common import IMMUTABLE, REVALIDATE, file_or_bytes, gzip_response
 from corral.api.thumbs import atlas_layout
 from corral.storage.maps import HIERARCHY
 
@@ -163,8 +163,8 @@ def search(view: Map, ctx: Ctx, user: Reader, q: str = Query(min_length=1, max_l
 
 @router.get("/{name}/atlas/{lod}/{k}.jpg", summary="A texture atlas of point thumbnails", response_class=FileResponse)
 def atlas(view: Map, ctx: Ctx, user: Reader, lod: Int64, k: Int64, v: str | None = None):
-    path = ctx.thumbs.atlas(view, lod, k)
-    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": IMMUTABLE if v == view.etag else REVALIDATE})
+    made = ctx.thumbs.atlas(view, lod, k)
+    return file_or_bytes(made, media_type="image/jpeg", headers={"Cache-Control": IMMUTABLE if v == view.etag else REVALIDATE})
 
 
 @router.post("/{name}/split", summary="Re-cluster a selection into sub-clusters")
