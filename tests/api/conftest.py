@@ -111,7 +111,7 @@ def client(curation_ws):
     from corral.api.app import create_app
     from corral.api.settings import Settings
 
-    app = create_app(Settings(workspace=curation_ws.root, max_request_bytes=2 * 1024 * 1024))
+    app = create_app(Settings(workspace=curation_ws.root, max_request_bytes=2 * 1024 * 1024, max_body_bytes=2 * 1024 * 1024))
     with TestClient(app) as c:
         yield c
 
