@@ -12,9 +12,8 @@ from corral.pipeline.learn import LearnError
 from corral.pipeline.presuggest import suggest_any, suggest_learnt
 from corral.storage.index_build import build_index
 from corral.storage.labels import LabelStore
-from corral.storage.maps import clusters_table, points_table, write_map
 from corral.storage.suggestions import pending_suggestions, read_suggestions
-from tests.storage.labelled_space import clustered, write_set
+from tests.storage.labelled_space import clustered, one_cluster_map, write_set
 
 
 def _workspace(tmp_path, *, labelled_classes: int = 8, per_label: int = 20):
@@ -27,13 +26,7 @@ def _workspace(tmp_path, *, labelled_classes: int = 8, per_label: int = 20):
         store.assign([i for j, (i, n) in enumerate(zip(ids, names)) if n == f"class-{c:02d}" and j % 30 < per_label], f"class-{c:02d}", user="ana")
     store.close()
     is_new = np.array([(j % 30 >= per_label) or int(n[-2:]) >= labelled_classes for j, n in enumerate(names)])
-    n = len(ids)
-    write_map(
-        ws.map_dir("toy"),
-        points=points_table(ids=ids, xy=np.zeros((n, 2)), cluster=np.zeros(n), probability=np.ones(n), outlier_score=np.zeros(n), is_new=is_new),
-        clusters=clusters_table(cluster=np.array([0]), size=np.array([n]), exemplars=[ids[:3]], cohesion=np.array([1.0])),
-        meta={"name": "toy", "embedding_set": "toy"},
-    )
+    one_cluster_map(ws, ids, is_new)
     return ws, dict(zip(ids, names))
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from corral.storage.maps import clusters_table, points_table, write_map
 from corral.storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table
 
 MODEL = "timm:toy-model"
@@ -48,3 +49,14 @@ def write_set(root: Path, ids: list[str], vectors: np.ndarray, *, name: str = "t
     atomic_write_table(items, items_table([{"id": i, "uri": f"/data/{i}.png", "status": "ok", "width": 8, "height": 8, "bytes": 100} for i in ids]))
     atomic_write_json(es.sidecar_path, {"model": model, "weights_hash": weights_hash, "dim": int(vectors.shape[1]), "dtype": "float32", "count": len(ids), "preprocessing": {}})
     return ws
+
+
+def one_cluster_map(ws: Workspace, ids: list[str], is_new: np.ndarray, *, name: str = "toy") -> None:
+    """A map ``name`` of every item in one cluster at the origin, ``is_new`` marking a new collection."""
+    n = len(ids)
+    write_map(
+        ws.map_dir(name),
+        points=points_table(ids=ids, xy=np.zeros((n, 2)), cluster=np.zeros(n), probability=np.ones(n), outlier_score=np.zeros(n), is_new=is_new),
+        clusters=clusters_table(cluster=np.array([0]), size=np.array([n]), exemplars=[ids[:3]], cohesion=np.array([1.0])),
+        meta={"name": name, "embedding_set": "toy"},
+    )

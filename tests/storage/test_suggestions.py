@@ -7,9 +7,8 @@ import pytest
 
 from corral.storage.index_build import build_index
 from corral.storage.labels import LabelStore
-from corral.storage.maps import clusters_table, points_table, write_map
 from corral.storage.suggestions import pending_suggestions, read_suggestions, suggest
-from tests.storage.labelled_space import clustered, write_set
+from tests.storage.labelled_space import clustered, one_cluster_map, write_set
 
 
 @pytest.fixture()
@@ -24,13 +23,7 @@ def ws(tmp_path):
     store.close()
     build_index(workspace=ws)
     is_new = np.array([(j % 30 >= 20) or int(n[-2:]) >= 8 for j, n in enumerate(names)])
-    n = len(ids)
-    write_map(
-        ws.map_dir("toy"),
-        points=points_table(ids=ids, xy=np.zeros((n, 2)), cluster=np.zeros(n), probability=np.ones(n), outlier_score=np.zeros(n), is_new=is_new),
-        clusters=clusters_table(cluster=np.array([0]), size=np.array([n]), exemplars=[ids[:3]], cohesion=np.array([1.0])),
-        meta={"name": "toy", "embedding_set": "toy"},
-    )
+    one_cluster_map(ws, ids, is_new)
     ws.names = dict(zip(ids, names))  # type: ignore[attr-defined]
     return ws
 
