@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.gzip import GZipMiddleware
 
 from corral.api.auth import UserStore
+from corral.api.decodebudget import DecodeBudget
 from corral.api.deps import AppContext, signed_in
 from corral.api.errors import install_error_handlers
 from corral.api.guard import RequestGuard
@@ -57,16 +58,19 @@ def create_app(settings: Settings) -> FastAPI:
     """Build the app for one workspace."""
     ws = Workspace(settings.workspace)
     items = ItemIndex(ws)
+    # one budget for every image this server decodes (thumbnails, crops' parents, recognition uploads)
+    decodes = DecodeBudget(settings.decode_memory_bytes, wait_s=settings.decode_wait_s)
     ctx = AppContext(
         settings=settings,
         workspace=ws,
         users=UserStore(ws.root),
         maps=MapRegistry(ws),
         items=items,
-        thumbs=ThumbCache(ws, items, thumb_size=settings.thumb_size),
+        thumbs=ThumbCache(ws, items, thumb_size=settings.thumb_size, budget=decodes, max_pixels=settings.max_image_pixels),
         labels=LabelService(ws),
         jobs=JobManager(ws, source_roots=settings.source_roots, allow_any_source=settings.allow_any_source, max_jobs=settings.max_jobs),
         sessions=SessionStore(ws.root, idle_s=settings.session_idle_days * 86400, max_s=settings.session_max_days * 86400),
+        extra={"decodes": decodes},  # the recognition service decodes uploads within it too
     )
 
     @asynccontextmanager

@@ -25,10 +25,11 @@ class ApiError(Exception):
 
     status = 400
 
-    def __init__(self, message: str, *, status: int | None = None):
+    def __init__(self, message: str, *, status: int | None = None, headers: Mapping[str, str] | None = None):
         super().__init__(message)
         if status is not None:
             self.status = status
+        self.headers = dict(headers or {})  # what the answer must carry, such as a 503's Retry-After
 
 
 class NotFound(ApiError):
@@ -93,7 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _body(_for_requester(request, str(exc)), exc.status)
+        return _body(_for_requester(request, str(exc)), exc.status, getattr(exc, "headers", None))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

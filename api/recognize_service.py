@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from corral.api.decodebudget import DecodeBudget
 from corral.storage.index_source import IndexSource
 from corral.storage.recognizer import Decision, Recognizer
 
@@ -163,9 +164,22 @@ class RecognitionService:
         max_batch: most images embedded together.
         max_wait_ms: how long the batcher waits for more images once it has one.
         reload_interval_s: how often the source is asked for a newer version (0: never).
+        budget: the memory uploads may take while they decode (the server's, so thumbnails and
+            uploads share it); a budget of 1 GiB of its own when not given.
     """
 
-    def __init__(self, source: IndexSource, *, images: bool = True, weights: str | None = None, device: str = "auto", max_batch: int = 32, max_wait_ms: float = 5.0, reload_interval_s: float = 10.0):
+    def __init__(
+        self,
+        source: IndexSource,
+        *,
+        images: bool = True,
+        weights: str | None = None,
+        device: str = "auto",
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
+        reload_interval_s: float = 10.0,
+        budget: DecodeBudget | None = None,
+    ):
         if reload_interval_s < 0:
             raise ValueError(f"reload_interval_s={reload_interval_s}: must be >= 0")
         self.source = source
@@ -181,6 +195,7 @@ class RecognitionService:
         self._load_lock = threading.Lock()
         self._regions_lock = threading.Lock()
         self._decode_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="corral-decode")
+        self.budget = budget if budget is not None else DecodeBudget(1 << 30)
 
     # -- loading ----------------------------------------------------------------------------
     def load_version(self, version: str) -> Loaded:
@@ -276,8 +291,15 @@ class RecognitionService:
         enc = cur.encoder
         if enc is None:
             raise NotReady(f"images cannot be recognised: {cur.encoder_error or 'the service runs without an encoder'}; send vectors instead")
-        pixels = await asyncio.get_running_loop().run_in_executor(self._decode_pool, enc.decode, data)
+        pixels = await asyncio.get_running_loop().run_in_executor(self._decode_pool, self._decode, enc, data)
         return Decoded(pixels, enc, data)
+
+    def _decode(self, enc: Any, data: bytes) -> np.ndarray:
+        """``enc.decode(data)`` holding the memory it needs (read from the header) of the budget."""
+        from corral.pipeline.decode import bytes_decode_cost
+
+        with self.budget.hold(bytes_decode_cost(data, draft_to=enc.preprocess.resize)):
+            return enc.decode(data)
 
     async def recognize_image(self, image: Decoded, *, k: int | None, threshold: float | None, top: int) -> tuple[Decision, str]:
         """Embed and recognise one decoded image through the micro-batcher."""
@@ -295,7 +317,7 @@ class RecognitionService:
                 pixels[i] = j.image.pixels
                 continue
             try:  # decoded for the previous version's model: decode again for this one
-                pixels[i] = enc.decode(j.image.data)
+                pixels[i] = self._decode(enc, j.image.data)
             except Exception as e:  # SkipItem and friends go back to that one caller
                 out[i] = e
         live = sorted(pixels)
@@ -316,7 +338,9 @@ class RecognitionService:
         if cur.regions is None:
             raise NotReady("this index does not hold detector crops (or no detector is installed here): send whole images without regions=true")
         enc = cur.regions
-        with self._regions_lock:  # one detector and embedder: one image at a time
+        from corral.pipeline.decode import bytes_decode_cost
+
+        with self._regions_lock, self.budget.hold(bytes_decode_cost(data)):  # one detector and embedder: one image at a time
             r = enc.encode(data)
         decisions = cur.recognizer.recognize(r.vectors, k=k, threshold=threshold, top=top) if r.bboxes else []
         boxes = []

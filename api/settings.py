@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from corral.pipeline.decode import DEFAULT_MAX_PIXELS
+
 
 class Settings(BaseSettings):
     """Everything :func:`corral.api.app.create_app` needs. Each field can be set as ``CORRAL_<NAME>``."""
@@ -31,6 +33,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # Edge of the per-item thumbnails served to the cluster panel, in pixels.
     thumb_size: int = Field(default=128, ge=16, le=512)
+    # Memory, in bytes, that images being decoded at once may take (thumbnails, crops' parents,
+    # recognition uploads; read from each image's header before decoding): a decode that would
+    # pass it waits for its turn. An image larger than the whole budget decodes alone.
+    decode_memory_bytes: int = Field(default=1 << 30, ge=16 << 20)
+    # Seconds a decode waits for room in that budget before its request gets 503 with Retry-After.
+    decode_wait_s: float = Field(default=30.0, gt=0)
+    # Largest image the server decodes, in pixels; larger ones are refused as decompression bombs.
+    max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
     # Folders a curator may start embed jobs on; empty means any folder when ``allow_any_source``.
     source_roots: list[Path] = Field(default_factory=list)
     # Allow jobs on any folder (set by `corral serve` in local single-user mode).

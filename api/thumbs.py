@@ -14,6 +14,7 @@ import logging
 import threading
 from pathlib import Path
 
+from corral.api.decodebudget import DecodeBudget, DecodeBusy
 from corral.api.errors import ApiError, NotFound
 from corral.api.itemindex import ItemIndex, check_item_id
 from corral.api.mapdata import MapView
@@ -70,10 +71,15 @@ def atlas_layout() -> list[dict[str, int]]:
 class ThumbCache:
     """Makes and caches thumbnails and atlases; safe to call from many request threads."""
 
-    def __init__(self, workspace: Workspace, items: ItemIndex, *, thumb_size: int = 128):
+    def __init__(self, workspace: Workspace, items: ItemIndex, *, thumb_size: int = 128, budget: DecodeBudget | None = None, max_pixels: int | None = None):
+        from corral.pipeline.decode import DEFAULT_MAX_PIXELS
+
         self.workspace = workspace
         self.items = items
         self.thumb_size = thumb_size
+        #: every original this cache decodes holds its decoded size of this budget meanwhile
+        self.budget = budget if budget is not None else DecodeBudget(1 << 30)
+        self.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
         self.root = workspace.cache_dir
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -143,9 +149,20 @@ class ThumbCache:
                 return self._keep(path, buf.getvalue())
         return path
 
+    def _open_original(self, data: bytes):
+        """The original, opened but not decoded; one over the pixel limit is refused here."""
+        from PIL import Image
+
+        im = Image.open(io.BytesIO(data))
+        if im.size[0] * im.size[1] > self.max_pixels:
+            raise ValueError(f"{im.size[0]}x{im.size[1]} pixels is over the limit of {self.max_pixels}")
+        return im
+
     def _thumb_image(self, item_id: str, size: int):
         """PIL image of the item fitted into ``size`` (from the cached 128 px thumbnail when smaller)."""
-        from PIL import Image, ImageOps
+        from PIL import Image
+
+        from corral.pipeline.decode import decode_cost
 
         base = self.root / "thumbs" / "128" / item_id[:2] / f"{item_id}.jpg"
         try:
@@ -153,15 +170,16 @@ class ThumbCache:
                 im: Image.Image = Image.open(base)
                 im.load()
             elif (crop := split_crop_uri(self.items.uri(item_id))) is not None:
-                im = crop_region(Image.open(io.BytesIO(self.original_bytes(item_id))), crop[1])
+                im = self._open_original(self.original_bytes(item_id))
+                with self.budget.hold(decode_cost(im)):
+                    im = crop_region(im, crop[1])
             else:
-                data = self.original_bytes(item_id)
-                im = Image.open(io.BytesIO(data))
-                im.draft("RGB", (size * 2, size * 2))
-                im = ImageOps.exif_transpose(im)
+                return fitted(self._open_original(self.original_bytes(item_id)), size, self.budget)
             im = im.convert("RGB")
             im.thumbnail((size, size), Image.Resampling.BILINEAR)
             return im
+        except DecodeBusy:  # the request gets 503; nothing is cached
+            raise
         except NotFound:
             return None
         except Exception as e:  # a corrupt or vanished file: the caller shows a placeholder
@@ -179,7 +197,7 @@ class ThumbCache:
             return path
         with self._lock_for(str(path)):
             if not path.is_file():
-                return self._keep(path, parent_with_box(self.original_bytes(item_id), crop[1], max_side=max_side))
+                return self._keep(path, parent_with_box(self.original_bytes(item_id), crop[1], max_side=max_side, budget=self.budget, max_pixels=self.max_pixels))
         return path
 
     # -- atlases -----------------------------------------------------------------------------
@@ -218,6 +236,8 @@ class ThumbCache:
             try:
                 im = Image.open(self.thumb(item_id, src))
                 im.load()
+            except DecodeBusy:  # no room to decode now: the atlas is made later, not cached with holes
+                raise
             except (NotFound, ApiError, OSError):
                 im = None
             if im is None:
@@ -236,6 +256,29 @@ class ThumbCache:
         return buf.getvalue()
 
 
+def fitted(im, size: int, budget: DecodeBudget):
+    """An opened (not yet decoded) original as an upright RGB image that fits ``size`` x ``size``.
+
+    Formats that can decode smaller do so (a JPEG at up to 1/8 scale), and the full-size pixels are
+    held, within ``budget``, only until they are shrunk: a 12,000 px PNG is decoded once and fitted,
+    never transposed or converted at full size."""
+    from PIL import Image, ImageOps
+
+    from corral.pipeline.decode import decode_cost, shrink_on_decode
+
+    shrink_on_decode(im, size * 2)
+    with budget.hold(decode_cost(im)):
+        im.load()
+        orientation = im.getexif().get(0x0112, 1)  # after load: a PNG decodes itself whole to find its EXIF
+        if im.mode not in ("RGB", "RGBA", "L", "LA"):  # palette, 16-bit, CMYK: resampled as RGB
+            im = im.convert("RGBA" if im.mode in ("P", "PA") and ("transparency" in im.info or im.mode == "PA") else "RGB")
+        im.thumbnail((size, size), Image.Resampling.BILINEAR)
+    if orientation != 1:
+        im.getexif()[0x0112] = orientation  # convert() may have dropped it; exif_transpose reads it from here
+        im = ImageOps.exif_transpose(im)
+    return im.convert("RGB")
+
+
 def crop_region(im, bbox: tuple[float, float, float, float], *, margin: float = 0.1):
     """The box (``x, y, w, h`` in upright parent pixels) of a parent image, with a small margin."""
     from PIL import ImageOps
@@ -247,17 +290,23 @@ def crop_region(im, bbox: tuple[float, float, float, float], *, margin: float = 
     return im.crop((max(0, round(x - m)), max(0, round(y - m)), min(W, round(x + w + m)), min(H, round(y + h + m))))
 
 
-def parent_with_box(data: bytes, bbox: tuple[float, float, float, float], *, max_side: int = 1600) -> bytes:
-    """JPEG of the parent image with the crop's box drawn on it."""
-    from PIL import Image, ImageDraw, ImageOps
+def parent_with_box(data: bytes, bbox: tuple[float, float, float, float], *, max_side: int = 1600, budget: DecodeBudget | None = None, max_pixels: int | None = None) -> bytes:
+    """JPEG of the parent image with the crop's box drawn on it (decoded within ``budget``)."""
+    from PIL import Image, ImageDraw
+
+    from corral.pipeline.decode import DEFAULT_MAX_PIXELS
 
     try:
-        im = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+        im = Image.open(io.BytesIO(data))
+        w0, h0 = im.size
+        if w0 * h0 > (max_pixels or DEFAULT_MAX_PIXELS):
+            raise ValueError(f"{w0}x{h0} pixels is over the limit")
+        im = fitted(im, max_side, budget if budget is not None else DecodeBudget(1 << 30))
+    except DecodeBusy:
+        raise
     except Exception as e:  # a parent that no longer decodes
         raise NotFound(f"the parent image of this crop is not readable now ({type(e).__name__})") from None
-    k = min(1.0, max_side / max(im.size))
-    if k < 1.0:
-        im = im.resize((max(1, round(im.size[0] * k)), max(1, round(im.size[1] * k))), Image.Resampling.BILINEAR)
+    k = max(im.size) / max(w0, h0)  # the long side stays the long side when EXIF turns the image upright
     x, y, w, h = (v * k for v in bbox)
     line = max(2, round(max(im.size) / 300))
     ImageDraw.Draw(im).rectangle([x, y, x + w - 1, y + h - 1], outline=(255, 196, 0), width=line)

@@ -112,6 +112,11 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_to: i
     The format is read from the content, never from the file name. ``draft_to`` lets JPEG decode at
     1/2, 1/4 or 1/8 scale directly when the target short side is much smaller than the file.
     """
+    return _open_upright(data, max_pixels=max_pixels, draft_to=draft_to)[0]
+
+
+def _open_upright(data: bytes, *, max_pixels: int, draft_to: int | None) -> tuple[Image.Image, int, int]:
+    """:func:`open_image` plus the file's full-resolution width and height once upright."""
     if not data:
         raise SkipItem("empty", "zero-byte file")
     try:
@@ -140,12 +145,52 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_to: i
         raise SkipItem(reason, msg[:200]) from None
     except Exception as e:  # the decoders raise a zoo of types on hostile input
         raise SkipItem("decode_error", f"{type(e).__name__}: {e}"[:200]) from None
+    if orientation in (5, 6, 7, 8):  # turned a quarter: width and height swap
+        w, h = h, w
     try:
         if orientation and orientation != 1:
             img = ImageOps.exif_transpose(img)
-        return _to_rgb(img)
+        return _to_rgb(img), w, h
     except Exception as e:
         raise SkipItem("decode_error", f"{type(e).__name__}: {e}"[:200]) from None
+
+
+#: bytes per pixel PIL holds a decoded image of each mode in (RGB is padded to 4); others take 4
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+
+
+def decode_cost(img: Image.Image) -> int:
+    """Bytes that decoding an opened (not yet loaded) image to RGB needs at most: its pixels as the
+    file's mode holds them plus one RGB copy. Read from the header, so it is known before decoding;
+    call it after any :meth:`~PIL.Image.Image.draft`, which shrinks what is decoded."""
+    w, h = img.size
+    return w * h * (_MODE_BYTES.get(img.mode, 4) + 4)
+
+
+def shrink_on_decode(img: Image.Image, side: int) -> None:
+    """Have an opened (not yet loaded) image decode smaller where its format can do so directly,
+    keeping both sides at least ``side``: JPEG at 1/2, 1/4 or 1/8 scale (draft mode), JPEG 2000 at
+    any power of two (its resolution levels). Other formats (PNG, WebP, ...) decode full size."""
+    if img.format == "JPEG":
+        img.draft("RGB", (side, side))
+    elif img.format == "JPEG2000":
+        levels = 0
+        while levels < 5 and min(img.size) >> (levels + 1) >= side:
+            levels += 1
+        if levels:
+            img.reduce = levels  # type: ignore[assignment,method-assign]  # the plugin's property: levels to drop
+
+
+def bytes_decode_cost(data: bytes, *, draft_to: int | None = None) -> int:
+    """:func:`decode_cost` of image bytes (as :func:`open_image` with ``draft_to`` decodes them);
+    0 when the header does not parse, since such bytes fail before any pixel is decoded."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        if draft_to and img.format == "JPEG":
+            img.draft("RGB", (draft_to, draft_to))
+        return decode_cost(img)
+    except Exception:  # not an image, a truncated header: open_image says why
+        return 0
 
 
 def resize_center_crop(img: Image.Image, pre: Preprocess) -> np.ndarray:
@@ -161,12 +206,9 @@ def resize_center_crop(img: Image.Image, pre: Preprocess) -> np.ndarray:
 
 def decode_for_model(data: bytes, pre: Preprocess, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, int, int]:
     """Bytes to a ``(size, size, 3)`` uint8 array plus the original width and height."""
-    img = open_image(data, max_pixels=max_pixels, draft_to=pre.resize)
-    # Report the full-resolution size even when draft mode decoded a smaller one.
-    full = Image.open(io.BytesIO(data))
-    w, h = full.size
-    if full.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-        w, h = h, w
+    # The full-resolution size even when draft mode decoded a smaller one, read while decoding: a
+    # second look at the file would decode a PNG twice (its EXIF may follow the pixels).
+    img, w, h = _open_upright(data, max_pixels=max_pixels, draft_to=pre.resize)
     return resize_center_crop(img, pre), w, h
 
 

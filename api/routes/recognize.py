@@ -26,6 +26,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from corral.api.decodebudget import DecodeBusy
 from corral.api.deps import Map, Reader
 from corral.api.deps import Recognizer as ServiceUser
 from corral.api.errors import ApiError
@@ -56,7 +57,7 @@ async def get_service(request: Request) -> RecognitionService:
         if svc is None:
             from corral.storage.index_source import WorkspaceSource
 
-            svc = RecognitionService(WorkspaceSource(ctx.workspace.root), reload_interval_s=5.0)
+            svc = RecognitionService(WorkspaceSource(ctx.workspace.root), reload_interval_s=5.0, budget=ctx.extra.get("decodes"))
             await svc.start()
             ctx.extra["recognition"] = svc
     return svc
@@ -110,6 +111,8 @@ async def _images(request: Request, svc: RecognitionService, *, k: int | None, t
             decision, version = await svc.recognize_image(image, k=k, threshold=threshold, top=top)
         except SkipItem as e:
             return _fail(name, _SKIP_STATUS.get(e.reason, 422), f"{e.reason}: {e.detail}"[:300] if e.detail else e.reason)
+        except DecodeBusy as e:  # this image waited too long for memory to decode in; the others are answered
+            return _fail(name, 503, str(e))
         return _ok(name, decision, version)
 
     cur = svc.require()
@@ -221,8 +224,11 @@ async def recognize(
     cur = svc.current
     # the version that answered (a reload may have swapped versions since)
     version = next((r["version"] for r in results if r["status"] == 200), cur.version if cur else None)
+    busy = any(r["status"] == 503 for r in results)
     return JSONResponse(
-        {"results": results, "answered": answered, "failed": len(results) - answered, "version": version, "model": cur.recognizer.index.meta.model if cur else None}, status_code=status
+        {"results": results, "answered": answered, "failed": len(results) - answered, "version": version, "model": cur.recognizer.index.meta.model if cur else None},
+        status_code=status,
+        headers={"Retry-After": str(svc.budget.retry_after_s)} if busy else None,
     )
 
 
