@@ -188,6 +188,7 @@ class LabelService:
                     "kind": res.kind,
                     "changed_items": len(res.changed),
                     "conflicts": int(getattr(res, "conflicts", 0) or 0),
+                    "warnings": list(getattr(res, "warnings", None) or []),
                     "labels": [label_json(i) for i in res.labels],
                 }
             )

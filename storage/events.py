@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from corral.storage.label_names import name_key
 
 SCHEMA_VERSION = 1
 
@@ -113,11 +114,7 @@ class ActionResult:
     changed: dict[str, str | None]  # item id -> its label now (None = unlabelled)
     labels: list[LabelInfo]  # the active labels after the action
     conflicts: int = 0  # undo/redo only: changes left alone because someone changed them since
-
-
-def name_key(name: str) -> str:
-    """The case-insensitive identity of a label name."""
-    return unicodedata.normalize("NFC", name).casefold()
+    warnings: list[str] = field(default_factory=list)  # accepted, but worth a look (a look-alike name)
 
 
 @dataclass
@@ -204,6 +201,7 @@ class Txn:
     _label_before: dict[int, dict[str, Any] | None] = field(default_factory=dict)
     _counted: set[int] = field(default_factory=set)
     conflicts: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.labels = load_labels(self.conn)

@@ -1,7 +1,9 @@
 """Input checks of the label store: names, item ids, durations, labels that must exist.
 
 Every check runs before anything is written and raises :class:`LabelError` with a message that
-names the parameter, the bad value and what would be accepted.
+names the parameter, the bad value and what would be accepted. Every label name that enters the
+store or looks a label up passes :func:`check_name`, which folds it (:mod:`corral.storage.label_names`);
+:func:`warn_look_alikes` notes the new names that read like another label's.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from corral.storage.events import LabelError, LabelRow, Txn
+from corral.storage.label_names import close_look_alikes, fold_name, look_alike_warnings
 
 MAX_NAME = 200  # characters in a label or user name
 MAX_ITEM_ID = 256  # characters in an item id
@@ -20,10 +23,21 @@ _FORMAT_OK = {"\u200c", "\u200d"}  # zero-width (non-)joiners: part of emoji and
 
 
 def check_name(value: Any, what: str = "label") -> str:
-    """A label (or user) name, NFC-normalised and trimmed, or :class:`LabelError` saying why not."""
+    """A label name, folded (NFKC, Unicode spaces made plain, runs of them one, trimmed), or
+    :class:`LabelError` saying why not."""
     if not isinstance(value, str):
         raise LabelError(f"{what} must be text, got {type(value).__name__} {value!r:.60}")
-    name = unicodedata.normalize("NFC", value).strip()
+    return _check_text(fold_name(value), what)
+
+
+def check_user(value: Any, what: str = "user") -> str:
+    """A user name, NFC-normalised and trimmed (not folded: events already record users as given)."""
+    if not isinstance(value, str):
+        raise LabelError(f"{what} must be text, got {type(value).__name__} {value!r:.60}")
+    return _check_text(unicodedata.normalize("NFC", value).strip(), what)
+
+
+def _check_text(name: str, what: str) -> str:
     if not name:
         raise LabelError(f"{what} is empty; give it a name")
     if len(name) > MAX_NAME:
@@ -66,7 +80,16 @@ def require_label(tx: Txn, name: str, what: str = "label") -> LabelRow:
     row = tx.resolve(name)
     if row is None:
         names = sorted(r.name for r in tx.labels.values() if r.active)
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        close = close_look_alikes(name, names)[:3] or difflib.get_close_matches(name, names, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else f"; existing labels: {', '.join(map(repr, names[:10])) or 'none'}"
         raise LabelError(f"{what} {name!r} does not exist{hint}")
     return row
+
+
+def warn_look_alikes(tx: Txn, rows: list[LabelRow]) -> None:
+    """Add a warning to ``tx`` for each of ``rows`` (labels just created or renamed) whose name
+    reads like another active label's name or alias, or mixes scripts in one word."""
+    if not rows:
+        return
+    existing = [(n, r.name, r.id) for r in tx.labels.values() if r.active for n in (r.name, *r.aliases)]
+    tx.warnings += look_alike_warnings([(r.name, r.id) for r in rows], existing)

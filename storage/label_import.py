@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.storage.tables import read_table_rows
+from corral.storage.label_names import name_key
 from corral.storage.labels import LabelError, LabelStore, check_name
 from corral.storage.workspace import Workspace
 
@@ -39,6 +40,7 @@ class ImportReport:
     clashes: int = 0  # items named twice with different labels (the last row wins)
     kept_existing: int = 0  # items left with their own label (overwrite=False)
     event_id: int | None = None
+    warnings: list[str] = field(default_factory=list)  # new names that look like other labels
 
     def summary(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -100,10 +102,10 @@ def plan_import(path: str | os.PathLike[str], *, workspace: Workspace, known: se
             label = check_name(label, f"label in row {n}")
         except LabelError as e:
             raise LabelError(f"{path}: {e}") from None
-        if item in assignments and assignments[item].casefold() != label.casefold():
+        if item in assignments and name_key(assignments[item]) != name_key(label):
             report.clashes += 1
         assignments[item] = label
-    report.labels = len({v.casefold() for v in assignments.values()})
+    report.labels = len({name_key(v) for v in assignments.values()})
     return assignments, report
 
 
@@ -138,7 +140,7 @@ def import_labels(
             }
             for i, lab in assignments.items():
                 assignments[i] = check_name(lab, f"label of item {i}")
-            report = ImportReport(file="(workspace manifests)", rows=len(assignments), imported=0, labels=len({v.casefold() for v in assignments.values()}), labels_created=[], unknown=0)
+            report = ImportReport(file="(workspace manifests)", rows=len(assignments), imported=0, labels=len({name_key(v) for v in assignments.values()}), labels_created=[], unknown=0)
             source = "workspace"
         else:
             assignments, report = plan_import(path, workspace=ws, known=known)
@@ -154,6 +156,7 @@ def import_labels(
         report.labels_created = ev.payload.get("created", [])
         report.kept_existing = ev.payload.get("kept_existing", 0)
         report.imported = sum(ev.payload.get("counts", {}).values())
+        report.warnings = list(res.warnings)
         logger.info("imported %d labels for %d items from %s (%d unknown)", report.labels, report.imported, report.file, report.unknown)
         return report
     finally:

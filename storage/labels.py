@@ -35,7 +35,7 @@ from corral.storage import event_replay
 from corral.storage import events as ev
 from corral.storage.diskerrors import WorkspaceReadOnly, WorkspaceWriteError, connect_read_only, folder_problem, is_unopenable, write_problem
 from corral.storage.events import ActionResult, Event, LabelError, LabelInfo, Txn, name_key
-from corral.storage.label_checks import check_duration, check_ids, check_name, require_known, require_label
+from corral.storage.label_checks import check_duration, check_ids, check_name, check_user, require_known, require_label, warn_look_alikes
 
 if TYPE_CHECKING:
     from corral.storage.workspace import Workspace
@@ -57,6 +57,15 @@ class StoreSnapshot:
 
 
 Plan = Callable[[Txn], "tuple[dict[str, Any], list[str], Callable[[sqlite3.Connection], None] | None]"]
+
+
+MAX_WARNINGS = 10  # warnings one answer carries; more are counted in the last one
+
+
+def _short(warnings: list[str]) -> list[str]:
+    if len(warnings) <= MAX_WARNINGS:
+        return list(warnings)
+    return [*warnings[: MAX_WARNINGS - 1], f"and {len(warnings) - MAX_WARNINGS + 1:,} more names that look like other labels or mix scripts"]
 
 
 class LabelStore:
@@ -246,7 +255,7 @@ class LabelStore:
 
     # -- actions -------------------------------------------------------------------------------
     def _act(self, kind: str, user: str, duration_ms: int | None, plan: Plan) -> ActionResult:
-        user = check_name(user, "user")
+        user = check_user(user)
         duration_ms = check_duration(duration_ms)
         with self._write() as conn:
             tx = Txn(conn, user, time.time())
@@ -266,8 +275,11 @@ class LabelStore:
                 changed={i: (tx.labels[s[0]].name if s else None) for i, s in states.items()},
                 labels=sorted((r.info() for r in tx.labels.values() if r.active), key=lambda li: name_key(li.name)),
                 conflicts=tx.conflicts,
+                warnings=_short(tx.warnings),
             )
         logger.debug("event %d %s by %s: %d items", result.event_id, kind, user, len(touched))
+        for w in result.warnings:
+            logger.debug("event %d: %s", result.event_id, w)
         return result
 
     def assign(self, item_ids: Iterable[str], label: str, *, user: str, exclude: Iterable[str] = (), duration_ms: int | None = None) -> ActionResult:
@@ -284,6 +296,7 @@ class LabelStore:
             created = row is None
             if row is None:
                 row = tx.create_label(name)
+                warn_look_alikes(tx, [row])
             exs = set(ex)
             take = [i for i in ids if i not in exs]
             tx.states(ids + ex)
@@ -344,6 +357,8 @@ class LabelStore:
             previous = row.name
             aliases = [a for a in row.aliases if name_key(a) != name_key(new_name)] + [previous]
             tx.update_label(row, name=new_name, aliases=aliases)
+            if name_key(previous) != name_key(new_name):  # a change of case or spelling is not a new name
+                warn_look_alikes(tx, [row])
             payload = {"label_id": row.id, "old": previous, "new": new_name}
             return payload, tx.items_of(row.id), None
 
@@ -368,6 +383,7 @@ class LabelStore:
             created = target is None
             if target is None:
                 target = tx.create_label(into_name)
+                warn_look_alikes(tx, [target])
             moved: list[str] = []
             for src in rows:
                 items = tx.items_of(src.id)
@@ -419,11 +435,13 @@ class LabelStore:
             counts: dict[str, int] = {}
             created: list[str] = []
             kept = 0
+            new_rows = []
             for name, members in groups.values():
                 row = tx.resolve(name)
                 if row is None:
                     row = tx.create_label(name)
                     created.append(row.name)
+                    new_rows.append(row)
                 if not overwrite:
                     states = tx.states(members)
                     kept += sum(1 for i in members if states[i] is not None and states[i][0] != row.id)
@@ -431,13 +449,14 @@ class LabelStore:
                 tx.label_items(members, row.id)
                 tx.set_excluded_many(members, row.id, False)
                 counts[row.name] = counts.get(row.name, 0) + len(members)
+            warn_look_alikes(tx, new_rows)
             payload = {"source": source, "counts": counts, "created": created, "kept_existing": kept, "overwrite": overwrite}
             return payload, [], None
 
         return self._act("import", user, duration_ms, plan)
 
     def _toggle(self, *, user: str, redo: bool) -> ActionResult:
-        user = check_name(user, "user")
+        user = check_user(user)
         word = "redo" if redo else "undo"
 
         def plan(tx: Txn):

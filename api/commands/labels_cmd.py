@@ -66,6 +66,8 @@ def _run(args: argparse.Namespace) -> int:
             )
             if rep.unknown_examples:
                 sys.stderr.write("  unknown items, e.g.: " + ", ".join(rep.unknown_examples[:5]) + "\n")
+        for w in rep.warnings:  # printed even with --quiet: they are about the data, and rare
+            sys.stderr.write(f"warning: {w}\n")
         emit(rep.summary())
         return 0
     with LabelStore.open(ws) as store:

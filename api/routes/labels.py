@@ -3,7 +3,10 @@
 Each action is one event of the label store, committed before the answer is sent. Every answer
 carries the store ``version`` and the points of the map that changed since the ``since`` version
 the client sent (its own action's and anyone else's), so the viewer applies them and stays equal
-to the server; ``full: true`` asks it to reload the whole label array instead.
+to the server; ``full: true`` asks it to reload the whole label array instead. Label names are
+folded by the store (NFKC, Unicode spaces made plain): ``ｃａｔ`` and ``cat`` + no-break space find
+the label ``cat``. A new name that only looks like another label's (Cyrillic ``саt`` beside
+``cat``) is accepted, and the answer's ``warnings`` says which label it looks like.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class ActionBase(BaseModel):
 class AssignBody(ActionBase):
     indices: list[Index] = Field(description="the selection (point indices)")
     exclude: list[Index] = Field(default_factory=list, description="points of the selection that are not this label")
-    label: str = Field(description="the name; an existing label is matched case-insensitively")
+    label: str = Field(description="the name; an existing label is matched case-insensitively after NFKC and space folding")
 
 
 class ExcludeBody(ActionBase):

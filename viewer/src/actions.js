@@ -23,7 +23,8 @@ export class Actions {
       const res = await postJSON(this._url(kind), { ...body, since: s.labels.version, etag: s.map.etag });
       if (res.full) await this.reloadLabels();
       else s.applyChanges(res);
-      if (okMessage) toast(okMessage(res));
+      if (res.warnings && res.warnings.length) toast([okMessage && okMessage(res), ...res.warnings].filter(Boolean).join(' · '), 'warn');
+      else if (okMessage) toast(okMessage(res));
       s.emit('action', { kind, res, sentAt, ...detail });
       return res;
     } catch (e) {

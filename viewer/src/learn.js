@@ -266,6 +266,7 @@ export class LearnPanel {
       const res = await postJSON(this._url('/accept'), body);
       if (res.full) await this.actions.reloadLabels(); else s.applyChanges(res);
       msg = `named ${fmt(named)} as "${g.label}"${exclude.length ? ` · ${fmt(exclude.length)} marked not this` : ''}`;
+      if (res.warnings && res.warnings.length) toast(res.warnings.join(' · '), 'warn');
       this.skipped.clear();
       $('#learn-message', this.root).textContent = msg;
       followed = this.nextFollows;

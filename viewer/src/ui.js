@@ -23,7 +23,7 @@ export function toast(message, kind = 'info') {
   t.textContent = message;
   t.className = `toast show ${kind}`;
   clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { t.className = 'toast'; }, kind === 'error' ? 6000 : 2500);
+  toastTimer = setTimeout(() => { t.className = 'toast'; }, kind === 'info' ? 2500 : 6000);
 }
 
 /** Ask for a text; resolves to the text or null. ``options`` feed the input's suggestions. */
