@@ -60,6 +60,17 @@ def test_rename_and_delete_find_the_label_however_its_name_is_typed(http):
     assert missing.status_code == 400 and "does not exist" in missing.json()["error"]
 
 
+def test_the_learning_loops_accept_folds_the_name_and_warns_on_a_look_alike(http):
+    version = act(http, "assign", indices=[1, 2], label="cat")["version"]
+    res = http.post("/api/maps/main/learn/accept", json={"labels_version": version, "label": "\uff43\uff41\uff54\u00a0", "indices": [20, 21]})
+    assert res.status_code == 200, res.text
+    assert res.json()["warnings"] == [] and label_names(http) == {"cat": 4}
+    res = http.post("/api/maps/main/learn/accept", json={"labels_version": res.json()["version"], "label": CYRILLIC_CAT, "indices": [22]})
+    assert res.status_code == 200, res.text
+    assert len(res.json()["warnings"]) == 1 and "'cat'" in res.json()["warnings"][0]
+    assert label_names(http) == {"cat": 4, CYRILLIC_CAT: 1}
+
+
 def test_the_viewer_shows_the_look_alike_warning(browser, live_server, curation_ws, http):
     act(http, "assign", indices=[0], label="cat")
     with open_viewer(browser, live_server.url, curation_ws.tokens["curator"]) as page:
