@@ -44,8 +44,9 @@ _SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")  # scripts whose letters are confused 
 
 def fold_name(text: str) -> str:
     """``text`` in NFKC with every Unicode space a plain one, runs of them one, and trimmed."""
-    text = unicodedata.normalize("NFKC", text)
-    text = "".join(" " if unicodedata.category(ch) == "Zs" else ch for ch in text)
+    if not text.isascii():  # ASCII is NFKC already, and its one space is the plain one
+        text = unicodedata.normalize("NFKC", text)
+        text = "".join(" " if unicodedata.category(ch) == "Zs" else ch for ch in text)
     return _SPACE_RUN.sub(" ", text).strip()
 
 
