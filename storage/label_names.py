@@ -112,7 +112,8 @@ def look_alike_warnings(new: Iterable[tuple[str, int]], existing: Iterable[tuple
         if like:
             shown = ", ".join(map(repr, like))
             which = "the existing label" if len(like) == 1 else "the existing labels"
-            spelled = f"spelled with {letters}" if letters else "spelled with other letters"
+            theirs = _look_alike_letters(like[0])
+            spelled = f"spelled with {letters}" if letters else f"which is spelled with {theirs}" if theirs else "spelled with other letters"
             meant = shown if len(like) == 1 else "one of them"
             out.append(f"{name!r} looks like {which} {shown} but is a different name, {spelled}; undo and use {meant} if that was meant")
         elif scripts := mixed_word(name):

@@ -80,6 +80,12 @@ def test_a_cyrillic_look_alike_is_a_new_label_and_the_answer_says_which_one_it_l
     assert names(store) == {"cat": 3}
 
 
+def test_a_latin_name_beside_an_existing_cyrillic_look_alike_warns_with_its_letters(store):
+    store.assign(IDS[:1], CYRILLIC_CAT, user="ana")
+    res = store.assign(IDS[1:2], "Cat", user="ana")
+    assert len(res.warnings) == 1 and repr(CYRILLIC_CAT) in res.warnings[0] and "Cyrillic" in res.warnings[0]
+
+
 def test_whole_words_in_greek_or_cyrillic_capitals_that_read_latin_warn(store):
     store.assign(IDS[:1], "top", user="ana")
     res = store.assign(IDS[1:2], "\u03a4\u039f\u03a1", user="ana")  # Greek Tau Omicron Rho: "TOP"
