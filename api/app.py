@@ -19,21 +19,21 @@ from starlette.middleware.gzip import GZipMiddleware
 from corral.api.auth import UserStore
 from corral.api.decodebudget import DecodeBudget
 from corral.api.deps import AppContext, signed_in
+from corral.api.docs import mount_docs
 from corral.api.errors import install_error_handlers
 from corral.api.guard import RequestGuard
+from corral.api.headers import SecurityHeaders
 from corral.api.itemindex import ItemIndex
 from corral.api.jobs import JobManager
 from corral.api.labelstate import LabelService
 from corral.api.mapdata import MapRegistry
+from corral.api.openapi import install_openapi
 from corral.api.sessions import SessionStore
 from corral.api.settings import Settings
 from corral.api.thumbs import ThumbCache
 from corral.storage.workspace import Workspace
 
 logger = logging.getLogger(__name__)
-
-#: Content-Security-Policy of the viewer page: our own scripts only, images from us or blobs.
-CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; script-src 'self'; worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'"
 
 
 #: Route modules under api/routes, one per resource; each exposes ``router``.
@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
         title="Corral",
         summary="Curate image collections by cluster: map data, thumbnails, label actions, jobs.",
         version=_version(),
-        docs_url="/docs",
+        docs_url=None,  # mount_docs serves it from this server
         redoc_url=None,
         openapi_url="/openapi.json",
         lifespan=lifespan,
@@ -93,7 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.ctx = ctx
     install_error_handlers(app)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
-    # outermost: nothing reads a body before the guard has checked who sends it, and how much
+    # nothing reads a body before the guard has checked who sends it, and how much
     app.add_middleware(
         RequestGuard,
         body_limit=settings.max_body_bytes,
@@ -102,6 +102,8 @@ def create_app(settings: Settings) -> FastAPI:
         body_timeout_s=settings.body_timeout_s,
         signed_in=signed_in,
     )
+    # around everything, the guard's own answers included: nosniff everywhere, a CSP on every page
+    app.add_middleware(SecurityHeaders)
 
     import importlib
 
@@ -116,6 +118,8 @@ def create_app(settings: Settings) -> FastAPI:
     def no_such_api(rest: str) -> JSONResponse:
         return JSONResponse({"error": f"no API route /api/{rest[:100]}", "status": 404}, status_code=404)
 
+    mount_docs(app)
+    install_openapi(app)
     _mount_viewer(app, viewer_dir())
     return app
 
@@ -134,7 +138,7 @@ def _mount_viewer(app: FastAPI, vdir: Path) -> None:
     css_v = hashlib.sha1((vdir / "src" / "viewer.css").read_bytes()).hexdigest()[:16]
     html = (vdir / "index.html").read_text(encoding="utf-8")
     html = html.replace('src="/viewer.js"', f'src="/viewer.js?v={bundle.etag}"').replace('href="/src/viewer.css"', f'href="/src/viewer.css?v={css_v}"')
-    page_headers = {"Cache-Control": "no-cache", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+    page_headers = {"Cache-Control": "no-cache"}  # its CSP and the other security headers: corral.api.headers
 
     @app.get("/", include_in_schema=False)
     def index(request: Request) -> Response:

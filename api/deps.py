@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from corral.api.auth import AuthError, User, UserStore
@@ -34,6 +35,13 @@ COOKIE = "corral_session"
 CSRF_HEADER = "x-corral-request"
 #: where :func:`identify` keeps its answer in the ASGI scope
 _SCOPE_KEY = "corral.identity"
+
+# The two ways to sign in, as the OpenAPI document names them: every route that needs a user lists
+# both, and a role's routes list the permission as the scheme's scope. They read nothing that
+# identify() does not; they exist so that the document (and the try-it page's Authorize button)
+# says which routes need whom.
+BEARER = HTTPBearer(scheme_name="token", bearerFormat="crl_…", description="A user's token: `corral users add NAME --role ROLE`", auto_error=False)
+SESSION_COOKIE = APIKeyCookie(name=COOKIE, scheme_name="session", description="The viewer's session cookie (`POST /api/session`); writes also need `X-Corral-Request: 1`", auto_error=False)
 
 
 @dataclass
@@ -98,7 +106,11 @@ def signed_in(scope: Any) -> bool:
         return False
 
 
-def current_user(request: Request) -> User:
+def current_user(
+    request: Request,
+    _token: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
+    _session: Annotated[str | None, Depends(SESSION_COOKIE)] = None,
+) -> User:
     """The user the request's token or session belongs to; 401 without a valid one."""
     ident = identify(request)
     if ident.user is None:
@@ -111,7 +123,8 @@ def current_user(request: Request) -> User:
 def require(permission: str) -> Callable[..., User]:
     """A dependency that admits users whose role holds ``permission``."""
 
-    def dep(request: Request, user: Annotated[User, Depends(current_user)]) -> User:
+    # a default rather than Annotated[...]: the annotation is a string here, and `permission` a local
+    def dep(request: Request, user: User = Security(current_user, scopes=[permission])) -> User:  # noqa: B008
         if not user.can(permission):
             raise Forbidden(f"user {user.name!r} has role {user.role!r}, which may not {permission}")
         if request.method not in ("GET", "HEAD", "OPTIONS") and getattr(request.state, "via_cookie", False):

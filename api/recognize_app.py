@@ -22,8 +22,11 @@ from fastapi.responses import JSONResponse
 
 from corral.api.auth import User, UserStore
 from corral.api.deps import current_user, signed_in
+from corral.api.docs import mount_docs
 from corral.api.errors import install_error_handlers
 from corral.api.guard import RequestGuard
+from corral.api.headers import SecurityHeaders
+from corral.api.openapi import install_openapi
 from corral.api.recognize_service import RecognitionService
 from corral.storage.index_source import IndexSource
 
@@ -69,11 +72,12 @@ def create_recognize_app(
         yield
         await svc.close()
 
-    app = FastAPI(title="Corral recognition", summary="Name images or vectors with a published Corral index.", docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="Corral recognition", summary="Name images or vectors with a published Corral index.", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.ctx = ctx
     install_error_handlers(app)
     # the one upload route gets the large limit; a token is checked before any body is read
     app.add_middleware(RequestGuard, body_limit=64 * 1024, route_limits={("POST", "/api/recognize"): max_request_bytes}, signed_in=signed_in if users is not None else None)
+    app.add_middleware(SecurityHeaders)
     if users is None:
         app.dependency_overrides[current_user] = lambda: User("anonymous", "service")
     from corral.api.routes.recognize import recognize, recognize_status
@@ -86,4 +90,6 @@ def create_recognize_app(
         cur = svc.current
         return JSONResponse({"ok": cur is not None, "version": cur.version if cur else None}, status_code=200 if cur else 503)
 
+    mount_docs(app)
+    install_openapi(app, route_errors={"GET /api/health": {503: "No index is loaded yet"}})
     return app

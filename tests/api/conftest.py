@@ -170,20 +170,48 @@ def browser():
         b.close()
 
 
+#: run in every page before its own scripts: report each Content-Security-Policy violation to the test
+CSP_WATCH_JS = """
+window.addEventListener("securitypolicyviolation", (e) => {
+  window.__corralCspViolation(`${e.effectiveDirective} refused ${e.blockedURI || "an inline script or style"} in ${e.documentURI} (${e.sourceFile || "page"}:${e.lineNumber})`);
+}, true);
+"""
+
+
 @contextlib.contextmanager
-def page_for(browser, url: str, *, viewport=(1280, 800)):
-    """A fresh browser context (its own cookies: another user) with a page at ``url``; the page's
-    console errors are collected in ``page.errors``."""
-    ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, bypass_csp=True)
-    page = ctx.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
-    page.goto(url)
+def browser_context(browser, **options):
+    """A fresh browser context (its own cookies: another user) that enforces every page's
+    Content-Security-Policy, as a user's browser does. Each violation, whether the page's event
+    reports it or Chromium's console does (a worker's), is kept in ``ctx.csp_violations``, and
+    leaving the block without an error asserts there was none."""
+    if options.get("bypass_csp"):
+        raise ValueError("browser tests run with the page's CSP enforced")
+    ctx = browser.new_context(**options)
+    ctx.csp_violations = []
+    ctx.expose_binding("__corralCspViolation", lambda _source, text: ctx.csp_violations.append(text))
+    ctx.add_init_script(CSP_WATCH_JS)
+    ctx.on("console", lambda m: ctx.csp_violations.append(m.text) if m.type == "error" and "Content Security Policy" in m.text else None)
     try:
-        yield page
+        yield ctx
+        for page in ctx.pages:  # a round trip, so that reports already sent have arrived
+            if not page.is_closed():
+                page.evaluate("() => 0")
+        assert not ctx.csp_violations, "the page broke its Content-Security-Policy:\n" + "\n".join(ctx.csp_violations)
     finally:
         ctx.close()
+
+
+@contextlib.contextmanager
+def page_for(browser, url: str, *, viewport=(1280, 800)):
+    """A page at ``url`` in a fresh :func:`browser_context` (CSP enforced and watched); the page's
+    console errors are collected in ``page.errors``."""
+    with browser_context(browser, viewport={"width": viewport[0], "height": viewport[1]}) as ctx:
+        page = ctx.new_page()
+        page.errors = []
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+        page.goto(url)
+        yield page
 
 
 def wait_ready(page, timeout: float = 60_000) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from corral.api.binpack import unpack
 from corral.pipeline.hierarchy import node_members
-from tests.api.conftest import LiveServer
+from tests.api.conftest import LiveServer, browser_context
 from tests.api.hierarchy_ws import nested_curation_ws
 from tests.api.viewer_helpers import click_point, open_viewer, selected, shot, wait_ready
 
@@ -128,23 +128,22 @@ def test_the_viewer_tree_follows_the_library_rule(browser, tmp_path):
         _, pts = unpack(httpx.get(f"{srv.url}{meta['points_url']}", headers=auth).content)
         cluster = pts["cluster"].astype(np.int64) - 1
         expected = [node_members(dict(cols), v, cluster).tolist() for v in range(cols["node_parent"].size)]
-        ctx = browser.new_context(bypass_csp=True)
-        page = ctx.new_page()
-        page.goto(f"{srv.url}/api/health")
-        got = page.evaluate(
-            """async ([meta, token]) => {
-            const { Tree } = await import('/src/hierarchy.js');
-            const { parseContainer } = await import('/src/container.js');
-            const get = async (u) => parseContainer(await (await fetch(u, { headers: { Authorization: `Bearer ${token}` } })).arrayBuffer());
-            const [h, p] = await Promise.all([get(meta.hierarchy_url), get(meta.points_url)]);
-            const t = new Tree(h.cols, p.cols.cluster);
-            const members = Array.from({ length: t.m }, (_, v) => t.members(v));
-            const c0 = members[t.nodeOf(0)], c1 = members[t.nodeOf(1)];
-            return { members, one: t.nodeOfPoints(c0).node, two: t.nodeOfPoints(c0.concat(c1)).node, root: t.describe(0) };
-        }""",
-            [meta, cur.tokens["viewer"]],
-        )
-        ctx.close()
+        with browser_context(browser) as ctx:
+            page = ctx.new_page()
+            page.goto(f"{srv.url}/api/health")
+            got = page.evaluate(
+                """async ([meta, token]) => {
+                const { Tree } = await import('/src/hierarchy.js');
+                const { parseContainer } = await import('/src/container.js');
+                const get = async (u) => parseContainer(await (await fetch(u, { headers: { Authorization: `Bearer ${token}` } })).arrayBuffer());
+                const [h, p] = await Promise.all([get(meta.hierarchy_url), get(meta.points_url)]);
+                const t = new Tree(h.cols, p.cols.cluster);
+                const members = Array.from({ length: t.m }, (_, v) => t.members(v));
+                const c0 = members[t.nodeOf(0)], c1 = members[t.nodeOf(1)];
+                return { members, one: t.nodeOfPoints(c0).node, two: t.nodeOfPoints(c0.concat(c1)).node, root: t.describe(0) };
+            }""",
+                [meta, cur.tokens["viewer"]],
+            )
         assert got["members"] == expected
         assert got["one"] == cols["cluster_node"][0]
         n0, n1 = int(cols["cluster_node"][0]), int(cols["cluster_node"][1])

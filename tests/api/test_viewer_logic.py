@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from tests.api.conftest import browser_context
+
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def js(browser, live_server):
     """A page on the server's origin where the viewer's modules can be imported."""
-    ctx = browser.new_context(bypass_csp=True)
-    page = ctx.new_page()
-    page.goto(f"{live_server.url}/api/health")
-    yield page
-    ctx.close()
+    with browser_context(browser) as ctx:
+        page = ctx.new_page()
+        page.goto(f"{live_server.url}/api/health")
+        yield page
 
 
 def test_lasso_fast_path_equals_brute_force(js):
