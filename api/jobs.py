@@ -7,6 +7,7 @@ object it prints as its last stdout line. A job's full log is kept in ``cache/jo
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import logging
@@ -27,8 +28,21 @@ from corral.storage.workspace import Workspace
 logger = logging.getLogger(__name__)
 
 KINDS = ("embed", "map")
-#: The options each kind of job takes (the flags of the command it runs).
-JOB_OPTIONS: dict[str, tuple[str, ...]] = {"embed": ("model", "name"), "map": ("embeddings", "name", "update")}
+#: What a map job takes besides the map's own options (:class:`corral.pipeline.mapping.MapConfig`).
+MAP_RUN_OPTIONS = ("embeddings", "update", "with_labels")
+
+
+def _map_option_names() -> tuple[str, ...]:
+    from dataclasses import fields
+
+    from corral.pipeline.mapping import MapConfig
+
+    names = [f.name for f in fields(MapConfig)]
+    return ("embeddings", "name", "update", "with_labels", *(n for n in names if n != "name"))
+
+
+#: The options each kind of job takes (the flags of the command it runs); a map job's come from MapConfig.
+JOB_OPTIONS: dict[str, tuple[str, ...]] = {"embed": ("model", "name"), "map": _map_option_names()}
 _PROGRESS = re.compile(r"(\d+)/(\d+)\s*\[")
 _TAIL = 4000
 #: runs the ``corral`` command line in a fresh interpreter (``-m corral.api.cli`` would load the module
@@ -121,10 +135,12 @@ class JobManager:
         if kind not in KINDS:
             raise ApiError(f"kind={kind!r}: expected one of {', '.join(KINDS)}")
         opts = options or {}
-        unknown = sorted(set(opts) - set(JOB_OPTIONS[kind]))
+        unknown = sorted(str(k) for k in set(opts) - set(JOB_OPTIONS[kind]))
         if unknown:
             # a misspelt option would otherwise vanish and the job run with the default
-            raise ApiError(f"options {', '.join(unknown)[:200]}: a {kind} job takes {', '.join(JOB_OPTIONS[kind])}", status=422)
+            close = difflib.get_close_matches(unknown[0], JOB_OPTIONS[kind], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ApiError(f"options {', '.join(unknown)[:200]}{hint}: a {kind} job takes {', '.join(JOB_OPTIONS[kind])}", status=422)
         ws = str(self.workspace.root)
         if kind == "embed":
             src = self.check_source(source or "")
@@ -135,13 +151,7 @@ class JobManager:
                 args += ["--name", _opt_str("name", opts["name"])]
         else:
             src = None
-            args = ["map", "--workspace", ws]
-            if opts.get("embeddings"):
-                args += ["--embeddings", _opt_str("embeddings", opts["embeddings"])]
-            if opts.get("name"):
-                args += ["--name", _opt_str("name", opts["name"])]
-            if opts.get("update"):
-                args += ["--update"]
+            args = ["map", "--workspace", ws, *_map_args(opts)]
         with self._lock:
             if any(j.status in ("queued", "running") for j in self._jobs.values()):
                 raise ApiError("another job is running; wait for it to finish or cancel it", status=409)
@@ -284,6 +294,30 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def _map_args(opts: dict[str, Any]) -> list[str]:
+    """``corral map`` flags for a map job's options, checked by :class:`MapConfig` itself, so that a
+    bad value gets the words the command line and Python give it (422)."""
+    from corral.api.flags import to_args
+    from corral.pipeline.mapping import MapConfig
+    from corral.pipeline.options import from_mapping
+
+    args: list[str] = []
+    if opts.get("embeddings"):
+        args += ["--embeddings", _opt_str("embeddings", opts["embeddings"])]
+    for flag in ("update", "with_labels"):
+        if not isinstance(opts.get(flag, False), bool):
+            raise ApiError(f"options.{flag}={opts[flag]!r:.40}: must be true or false", status=422)
+    if opts.get("update") and opts.get("with_labels"):
+        raise ApiError("options: update places new items on a map as it is, with_labels makes a new map: use one of them", status=422)
+    args += ["--update"] if opts.get("update") else []
+    args += ["--with-labels"] if opts.get("with_labels") else []
+    try:
+        config = from_mapping(MapConfig, {k: v for k, v in opts.items() if k not in MAP_RUN_OPTIONS}, what="a map option")
+    except (ValueError, TypeError) as e:
+        raise ApiError(str(e)[:500], status=422) from None
+    return args + to_args(config)
 
 
 def _opt_str(name: str, value: Any) -> str:

@@ -216,11 +216,11 @@ def warm_up() -> float:
     import tempfile
 
     from corral.pipeline.mapping import MapConfig, build_map
+    from corral.pipeline.project import UmapParams
 
     with tempfile.TemporaryDirectory() as d:
         ws = as_workspace("warm", x, root=Path(d))
-        cfg = MapConfig()
-        cfg.umap.n_epochs = 5
+        cfg = MapConfig(umap=UmapParams(n_epochs=5))
         build_map(workspace=ws, config=cfg)
     warm_split()
     return time.perf_counter() - t0

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from corral.pipeline.options import check_fields, option
+
 logger = logging.getLogger(__name__)
 
 SELECTION_METHODS = ("eom", "leaf")
@@ -42,25 +44,18 @@ MODULARITY_TOLERANCE = 0.005
 ASSIGNED_MAX_PROBABILITY = 0.5
 
 
-@dataclass
+@dataclass(frozen=True)
 class HdbscanParams:
-    """HDBSCAN settings under HDBSCAN's own names (see the hdbscan / fast_hdbscan docs)."""
+    """HDBSCAN settings under HDBSCAN's own names (see the hdbscan / fast_hdbscan docs); checked when made."""
 
-    min_cluster_size: int | None = None  # smallest cluster; None: chosen (see corral.pipeline.cutselect)
-    min_samples: int | None = None  # neighbours that define density; None: 10 (5 for the finest candidate cuts)
-    cluster_selection_method: str | None = None  # "eom" or "leaf"; None: chosen with min_cluster_size
-    cluster_selection_epsilon: float = 0.0  # merge clusters closer than this distance
-    allow_single_cluster: bool = False  # let the whole collection be one cluster
+    min_cluster_size: int | None = option(None, "smallest cluster", unset="chosen by modularity and silhouette", low=2)
+    min_samples: int | None = option(None, "neighbours that define density", unset=f"{DEFAULT_MIN_SAMPLES}, {FINE_MIN_SAMPLES} for the finest candidate cuts", low=1)
+    cluster_selection_method: str | None = option(None, "how clusters are picked from the tree", unset="chosen with min_cluster_size", choices=SELECTION_METHODS)
+    cluster_selection_epsilon: float = option(0.0, "merge clusters closer than this distance", low=0.0)
+    allow_single_cluster: bool = option(False, "let the whole collection be one cluster")
 
-    def validate(self) -> None:
-        if self.min_cluster_size is not None and (not isinstance(self.min_cluster_size, (int, np.integer)) or self.min_cluster_size < 2):
-            raise ValueError(f"hdbscan min_cluster_size={self.min_cluster_size!r}: must be an integer >= 2 (or unset to choose it)")
-        if self.min_samples is not None and (not isinstance(self.min_samples, (int, np.integer)) or self.min_samples < 1):
-            raise ValueError(f"hdbscan min_samples={self.min_samples!r}: must be an integer >= 1 (or unset)")
-        if self.cluster_selection_method is not None and self.cluster_selection_method not in SELECTION_METHODS:
-            raise ValueError(f"hdbscan cluster_selection_method={self.cluster_selection_method!r}: expected 'eom' or 'leaf' (or unset to choose it)")
-        if not isinstance(self.cluster_selection_epsilon, (int, float)) or self.cluster_selection_epsilon < 0:
-            raise ValueError(f"hdbscan cluster_selection_epsilon={self.cluster_selection_epsilon!r}: must be a number >= 0")
+    def __post_init__(self) -> None:
+        check_fields(self, "hdbscan ")
 
 
 @dataclass
@@ -109,7 +104,6 @@ def cluster_points(
     from corral.pipeline.hierarchy import condensed_hierarchy
 
     p = params or HdbscanParams()
-    p.validate()
     x = np.ascontiguousarray(coords, dtype=np.float64)
     n = x.shape[0]
     t0 = time.perf_counter()
@@ -433,7 +427,7 @@ def predict(
     core = np.asarray(state["core_distance"], np.float64)
     lam = np.asarray(state["lambda"], np.float64)
     leaf = np.asarray(state["lambda_leaf_max"], np.float64)
-    ms = int(state.get("min_samples", np.array(10)))
+    ms = int(state.get("min_samples", np.array(DEFAULT_MIN_SAMPLES)))
     k = max(1, min(ms, ref.shape[0]))
     d, j = cKDTree(ref).query(q, k=k)
     d, j = d.reshape(m, k), j.reshape(m, k)

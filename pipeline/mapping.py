@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -24,57 +25,59 @@ import numpy as np
 import pyarrow as pa
 
 from corral.pipeline.cluster import Clustering, HdbscanParams, cluster_points, extend_state, predict
-from corral.pipeline.knn import FaissParams, knn_graph, knn_query
-from corral.pipeline.project import UmapParams, fuzzy_graph, initial_layout, label_target, layout, place
+from corral.pipeline.knn import KNN_METHODS, FaissParams, knn_graph, knn_query
+from corral.pipeline.options import check_fields, group, option
+from corral.pipeline.project import LAYOUT_BACKENDS, UmapParams, fuzzy_graph, initial_layout, label_target, layout, place
 from corral.pipeline.recluster import SubCluster, recluster
 from corral.storage.maps import clusters_table, points_table, read_map, read_state, write_map
 from corral.storage.workspace import EmbeddingSet, Workspace, WorkspaceError
 
 logger = logging.getLogger(__name__)
 
-#: Up to this many items the clustering space defaults to 10 dimensions; beyond, the 2-D map.
-CLUSTER_SPACE_MAX_ITEMS = 200_000
+#: Up to this many items the clustering space defaults to CLUSTER_DIMS dimensions; beyond, the 2-D map.
+CLUSTER_SPACE_MAX_ITEMS, CLUSTER_DIMS = 200_000, 10
 
 
-@dataclass
+@dataclass(frozen=True)
 class MapConfig:
-    """Options of the map stage. UMAP, HDBSCAN and FAISS settings keep their libraries' names."""
+    """Options of the map stage, each said once: its default, help and rule live on the field
+    (:mod:`corral.pipeline.options`). ``corral map``'s flags, the HTTP map job's options and the
+    options table of docs/map.md are made from these fields. UMAP, HDBSCAN and FAISS settings keep
+    their libraries' names. Every value is checked when the object is made (``ValueError`` naming
+    the parameter, the value and what is allowed); use :func:`dataclasses.replace` to vary one.
+    """
 
-    umap: UmapParams = field(default_factory=UmapParams)  # the layouts (clustering space: min_dist 0)
-    hdbscan: HdbscanParams = field(default_factory=HdbscanParams)  # the clusters
-    faiss: FaissParams = field(default_factory=FaissParams)  # the kNN index
-    cluster_dims: int | None = None  # UMAP dimensions to cluster in; 0: the 2-D map; None: 10 up to 200k items, else 0
-    knn: str = "auto"  # kNN engine: auto | faiss | torch
-    layout: str = "auto"  # layout optimiser: auto | umap | torch | cuml
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    seed: int | None = 0  # random seed; None: umap-learn runs in parallel, not reproducibly
-    assign_noise: bool = True  # hand HDBSCAN's noise to the nearest cluster (probability <= 0.5)
-    exemplars: int = 8  # exemplar ids kept per cluster, most central first
-    name: str | None = None  # map name; default: the embedding set's name
+    name: str | None = option(None, "map name; it becomes a folder name", unset="the embedding set's name", rule="printable text of 1 to 255 bytes (UTF-8)")
+    umap: UmapParams = group(UmapParams, "UMAP settings by umap-learn's names (the clustering space always uses min_dist 0)", name="UMAP", flags=("n_neighbors", "min_dist"))
+    hdbscan: HdbscanParams = group(HdbscanParams, "HDBSCAN settings by HDBSCAN's names", name="HDBSCAN", flags=("min_cluster_size", "min_samples"))
+    faiss: FaissParams = group(FaissParams, "FAISS settings of the kNN index by FAISS's names", name="FAISS", flags=("index_factory",))
+    cluster_dims: int | None = option(None, "UMAP dimensions to cluster in; 0 clusters on the 2-D map", unset=f"{CLUSTER_DIMS} up to {CLUSTER_SPACE_MAX_ITEMS:,} items, else 0", low=0, high=64)
+    knn: str = option("auto", "kNN engine: auto is torch on a GPU, FAISS on the CPU", choices=KNN_METHODS)
+    layout: str = option("auto", "layout optimiser: auto is cuML or torch on a GPU, umap-learn on the CPU", choices=LAYOUT_BACKENDS)
+    device: str = option("auto", "where to compute: auto picks CUDA when present", pattern=r"auto|cpu|cuda(:[0-9]+)?", rule="auto, cpu, cuda or cuda:N")
+    seed: int | None = option(0, "random seed", unset="umap-learn runs its layout in parallel, not reproducibly", low=0)
+    assign_noise: bool = option(
+        True,
+        "hand HDBSCAN's noise to the nearest cluster, with a probability of at most 0.5",
+        flag="--keep-noise",
+        flag_help="leave HDBSCAN's noise as cluster -1 instead of handing it to the nearest cluster",
+    )
+    exemplars: int = option(8, "exemplar ids kept per cluster, most central first", low=1)
+    target_weight: float = option(0.5, "with labels (--with-labels): their weight against the embeddings, umap-learn's target_weight", low=0.0, high=1.0)
 
-    def validate(self) -> None:
-        """Check every option before any work starts."""
-        self.umap.validate()
-        self.hdbscan.validate()
-        self.faiss.validate()
-        if self.cluster_dims is not None and (not isinstance(self.cluster_dims, (int, np.integer)) or not 0 <= self.cluster_dims <= 64):
-            raise ValueError(f"cluster_dims={self.cluster_dims!r}: must be 0 (cluster on the 2-D map) to 64, or unset")
-        if self.knn not in ("auto", "faiss", "torch"):
-            raise ValueError(f"knn={self.knn!r}: expected auto, faiss or torch")
-        if self.layout not in ("auto", "umap", "torch", "cuml"):
-            raise ValueError(f"layout={self.layout!r}: expected auto, umap, torch or cuml")
-        if not (self.device in ("auto", "cpu") or str(self.device).startswith("cuda")):
-            raise ValueError(f"device={self.device!r}: expected auto, cpu, cuda or cuda:N")
-        if self.seed is not None and (not isinstance(self.seed, (int, np.integer)) or self.seed < 0):
-            raise ValueError(f"seed={self.seed!r}: must be a non-negative integer, or None for a parallel, unseeded run")
-        if self.name is not None and not 0 < len(str(self.name).encode("utf-8", "surrogatepass")) <= 255:
-            raise ValueError(f"name={str(self.name)[:40]!r}...: a map name is 1 to 255 bytes (UTF-8); it becomes a folder name")
-        if not isinstance(self.exemplars, (int, np.integer)) or self.exemplars < 1:
-            raise ValueError(f"exemplars={self.exemplars!r}: must be a positive integer")
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.name is not None:
+            size = len(self.name.encode("utf-8", "surrogatepass"))
+            if size > 255:
+                raise ValueError(f"name={self.name[:40]!r}...: must be a name of 1 to 255 bytes (UTF-8), not {size:,}; it becomes a folder name")
+            bad = next((ch for ch in self.name if unicodedata.category(ch) in ("Cc", "Cs")), None)
+            if bad is not None:
+                raise ValueError(f"name={self.name[:80]!r}: must be printable text; it holds the control character U+{ord(bad):04X}")
 
     def resolved_cluster_dims(self, n: int) -> int:
         """Clustering-space dimensions for ``n`` items (0: none; it needs items well beyond its dimensions)."""
-        dims = int(self.cluster_dims) if self.cluster_dims is not None else (10 if n <= CLUSTER_SPACE_MAX_ITEMS else 0)
+        dims = int(self.cluster_dims) if self.cluster_dims is not None else (CLUSTER_DIMS if n <= CLUSTER_SPACE_MAX_ITEMS else 0)
         return dims if n >= 4 * (dims + 1) else 0
 
 
@@ -144,15 +147,14 @@ def _now() -> str:
 # Building
 
 
-def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = None, config: MapConfig | None = None, labels: Mapping[str, str] | None = None, target_weight: float = 0.5) -> MapResult:
+def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = None, config: MapConfig | None = None, labels: Mapping[str, str] | None = None) -> MapResult:
     """Make (or remake) the map of one embedding set; see the module docstring.
 
     ``labels`` (item id -> label) lays the map out with them as a partial target (umap-learn's
     semi-supervised mode: unlabelled items stay -1), so what is left separates from what is named;
-    ``target_weight`` is umap-learn's weight of the labels against the embeddings.
+    ``config.target_weight`` is umap-learn's weight of the labels against the embeddings.
     """
     cfg = config or MapConfig()
-    cfg.validate()
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     if not ws.root.is_dir():
         raise WorkspaceError(f"workspace {ws.root} does not exist; run `corral embed SOURCE --workspace {ws.root}` first")
@@ -181,7 +183,7 @@ def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = Non
         if labels:
             codes: dict[str | None, int] = {lb: k for k, lb in enumerate(sorted(set(labels.values())))}  # unlabelled items look up None and get -1
             target = np.fromiter((codes.get(labels.get(i), -1) for i in ids.tolist()), np.int64, n)
-            graph = label_target(graph, target, target_weight=target_weight)
+            graph = label_target(graph, target, target_weight=cfg.target_weight)
         parts["fuzzy_graph"] = time.perf_counter() - t0
         cc, start = None, None
         if dims:
@@ -228,7 +230,7 @@ def build_map(*, workspace: str | Path | Workspace, embeddings: str | None = Non
         "updates": [],
     }
     if labels:
-        meta["target"] = {"labelled": int(sum(1 for i in ids.tolist() if i in labels)), "labels": len(set(labels.values())), "target_weight": target_weight}
+        meta["target"] = {"labelled": int(sum(1 for i in ids.tolist() if i in labels)), "labels": len(set(labels.values())), "target_weight": cfg.target_weight}
     path = ws.map_dir(name)
     write_map(path, points=points, clusters=clusters, meta=meta, state=clu.state, hierarchy=clu.hierarchy)
     return MapResult(name=path.name, path=path, points=n, clusters=clu.n_clusters, noise_fraction=noise, seconds=seconds, skipped=skipped, meta=meta)
@@ -292,7 +294,6 @@ def update_map(*, workspace: str | Path | Workspace, embeddings: str | None = No
     the map is left as it is.
     """
     cfg = config or MapConfig()
-    cfg.validate()
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     es = ws.default_embedding_set(embeddings)
     name = map_name or cfg.name or es.name
@@ -351,7 +352,7 @@ def update_map(*, workspace: str | Path | Workspace, embeddings: str | None = No
     state = read_state(old.path)
     space_old = cc_old if cc_old is not None else xy_old
     space_new = cc_new if cc_new is not None else xy_new
-    assign = bool(params.get("assign_noise", True))
+    assign = bool(params.get("assign_noise", MapConfig.assign_noise))
     if state and len(state.get("raw_label", [])) == len(point_ids):
         pred = predict(space_new, ref_coords=space_old, ref_labels=labels_old, state=state, assign_noise=assign)
         state = extend_state(state, pred.state_rows)
@@ -364,7 +365,7 @@ def update_map(*, workspace: str | Path | Workspace, embeddings: str | None = No
     all_labels = points.column("cluster").to_numpy()
     all_probs = points.column("probability").to_numpy()
     vec_rows = np.array([row_of.get(i, -1) for i in all_ids], np.int64)
-    clusters = _summarize_partial(all_ids, vecs, vec_rows, all_labels, all_probs, exemplars=int(params.get("exemplars", 8)))
+    clusters = _summarize_partial(all_ids, vecs, vec_rows, all_labels, all_probs, exemplars=int(params.get("exemplars", MapConfig.exemplars)))
     noise = float(np.mean(all_labels < 0))
     meta = dict(meta)
     meta["counts"] = dict(meta.get("counts", {})) | {

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from corral.pipeline.options import check_fields, option
+
 logger = logging.getLogger(__name__)
 
 LAYOUT_BACKENDS = ("auto", "umap", "torch", "cuml")
@@ -31,43 +33,29 @@ INITS = ("spectral", "pca", "random", "tswspectral")
 #: Above this many items the default initialisation is PCA (spectral gets slow at millions).
 SPECTRAL_MAX_ITEMS = 200_000
 
+#: Optimisation epochs when none are given: EPOCHS_SMALL up to EPOCHS_SMALL_MAX_ITEMS items, else EPOCHS_LARGE.
+EPOCHS_SMALL, EPOCHS_SMALL_MAX_ITEMS, EPOCHS_LARGE = 500, 10_000, 200
 
-@dataclass
+
+@dataclass(frozen=True)
 class UmapParams:
-    """UMAP settings under umap-learn's own names (see its parameter guide)."""
+    """UMAP settings under umap-learn's own names (see its parameter guide); checked when made."""
 
-    n_neighbors: int = 15  # neighbourhood size (and k of the kNN graph): larger keeps more global structure
-    min_dist: float = 0.1  # how tightly the 2-D map packs points (the clustering space uses 0.0)
-    spread: float = 1.0  # scale of the embedded points, with min_dist
-    n_epochs: int | None = None  # optimisation epochs; None: 500 up to 10,000 items, 200 beyond
-    learning_rate: float = 1.0  # initial SGD step
-    init: str | None = None  # spectral | pca | random | tswspectral; None: spectral up to 200k items, pca beyond
-    set_op_mix_ratio: float = 1.0  # 1 = fuzzy union of the directed kNN graph, 0 = intersection
-    local_connectivity: float = 1.0  # neighbours assumed connected locally
-    repulsion_strength: float = 1.0  # weight of negative samples (gamma)
-    negative_sample_rate: int = 5  # negative samples per positive edge
+    n_neighbors: int = option(15, "neighbourhood size, also the k of the kNN graph: larger keeps more global structure", low=2)
+    min_dist: float = option(0.1, "how tightly the 2-D map packs points, the clustering space uses 0", low=0.0, rule="a number from 0 to spread")
+    spread: float = option(1.0, "scale of the embedded points, with min_dist", above=0.0)
+    n_epochs: int | None = option(None, "optimisation epochs", unset=f"{EPOCHS_SMALL} up to {EPOCHS_SMALL_MAX_ITEMS:,} items, {EPOCHS_LARGE} beyond", low=1)
+    learning_rate: float = option(1.0, "initial SGD step", above=0.0)
+    init: str | None = option(None, "starting layout", unset=f"spectral up to {SPECTRAL_MAX_ITEMS:,} items, pca beyond", choices=INITS)
+    set_op_mix_ratio: float = option(1.0, "1 is the fuzzy union of the directed kNN graph, 0 the intersection", low=0.0, high=1.0)
+    local_connectivity: float = option(1.0, "neighbours assumed connected locally", above=0.0)
+    repulsion_strength: float = option(1.0, "weight of the negative samples (gamma)", low=0.0)
+    negative_sample_rate: int = option(5, "negative samples per positive edge", low=1)
 
-    def validate(self) -> None:
-        if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 2:
-            raise ValueError(f"umap n_neighbors={self.n_neighbors!r}: must be an integer >= 2")
-        if not 0.0 <= float(self.min_dist) <= float(self.spread):
+    def __post_init__(self) -> None:
+        check_fields(self, "umap ")
+        if self.min_dist > self.spread:
             raise ValueError(f"umap min_dist={self.min_dist!r}: must be between 0 and spread ({self.spread})")
-        if float(self.spread) <= 0:
-            raise ValueError(f"umap spread={self.spread!r}: must be > 0")
-        if self.n_epochs is not None and (not isinstance(self.n_epochs, (int, np.integer)) or self.n_epochs < 1):
-            raise ValueError(f"umap n_epochs={self.n_epochs!r}: must be a positive integer (or unset)")
-        if float(self.learning_rate) <= 0:
-            raise ValueError(f"umap learning_rate={self.learning_rate!r}: must be > 0")
-        if self.init is not None and self.init not in INITS:
-            raise ValueError(f"umap init={self.init!r}: expected one of {', '.join(INITS)} (or unset)")
-        if not 0.0 <= float(self.set_op_mix_ratio) <= 1.0:
-            raise ValueError(f"umap set_op_mix_ratio={self.set_op_mix_ratio!r}: must be between 0 and 1")
-        if float(self.local_connectivity) <= 0:
-            raise ValueError(f"umap local_connectivity={self.local_connectivity!r}: must be > 0")
-        if float(self.repulsion_strength) < 0:
-            raise ValueError(f"umap repulsion_strength={self.repulsion_strength!r}: must be >= 0")
-        if not isinstance(self.negative_sample_rate, (int, np.integer)) or self.negative_sample_rate < 1:
-            raise ValueError(f"umap negative_sample_rate={self.negative_sample_rate!r}: must be a positive integer")
 
     def resolved_init(self, n: int, n_components: int = 2) -> str:
         """The start used for ``n`` items; spectral needs a few times more items than dimensions."""
@@ -77,7 +65,7 @@ class UmapParams:
         return init
 
     def resolved_epochs(self, n: int) -> int:
-        return int(self.n_epochs or (500 if n <= 10_000 else 200))
+        return int(self.n_epochs or (EPOCHS_SMALL if n <= EPOCHS_SMALL_MAX_ITEMS else EPOCHS_LARGE))
 
 
 def ab_params(spread: float, min_dist: float) -> tuple[float, float]:
@@ -106,14 +94,13 @@ def fuzzy_graph(indices: np.ndarray, distances: np.ndarray, *, params: UmapParam
     return graph.tocoo()
 
 
-def label_target(graph: Any, target: np.ndarray, *, target_weight: float = 0.5) -> Any:
+def label_target(graph: Any, target: np.ndarray, *, target_weight: float) -> Any:
     """umap-learn's semi-supervised step on a fuzzy graph: edges between items of different labels are
     weakened (by ``far_dist = 2.5 / (1 - target_weight)``, umap-learn's rule), edges touching an
-    unlabelled item (``target`` -1) are left as the embeddings made them. Returns the new graph (COO)."""
+    unlabelled item (``target`` -1) are left as the embeddings made them; ``target_weight`` in
+    [0, 1] (:class:`corral.pipeline.mapping.MapConfig` checks it). Returns the new graph (COO)."""
     from umap.umap_ import discrete_metric_simplicial_set_intersection
 
-    if not 0.0 <= target_weight <= 1.0:
-        raise ValueError(f"target_weight={target_weight!r}: must be in [0, 1] (0: the labels barely count, 1: fully)")
     far = 2.5 * (1.0 / (1.0 - target_weight)) if target_weight < 1.0 else 1.0e12
     g = graph.tocoo(copy=True)
     return discrete_metric_simplicial_set_intersection(g, np.ascontiguousarray(target, np.int64), far_dist=far).tocoo()

@@ -9,19 +9,31 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from corral.api.deps import Ctx, Reader, Writer
 from corral.api.inputs import Text
+from corral.api.jobs import JOB_OPTIONS
 from corral.api.redact import for_user
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 
 class JobRequest(BaseModel):
+    """A job to start; a field it does not have is refused (422 naming it), never dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
     kind: Literal["embed", "map"] = Field(description="embed a folder, or build/refresh the map")
     source: Text | None = Field(default=None, max_length=4096, description="embed: an absolute folder path on the server")
-    options: dict[str, Any] = Field(default_factory=dict, description="embed: model, name; map: embeddings, name, update")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            f"embed: {', '.join(JOB_OPTIONS['embed'])}; map: {', '.join(JOB_OPTIONS['map'])}. A map job's options are corral map's, "
+            "by their Python names (corral.pipeline.mapping.MapConfig; umap, hdbscan and faiss as objects of their libraries' settings), "
+            "checked as corral map checks them; an unknown name is refused"
+        ),
+    )
 
 
 @router.get("", summary="Recent jobs, newest first")

@@ -13,6 +13,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from corral.pipeline.mapping import MapConfig, build_map, recluster, update_map
+from corral.pipeline.project import UmapParams
 from corral.storage.maps import POINT_SCHEMA, read_map
 from corral.storage.workspace import Workspace, atomic_write_table, embedding_table
 from tests.conftest import shared_data
@@ -66,8 +67,7 @@ def partial_workspace(coil20_workspace, tmp_path_factory) -> Path:
     emb_path, items_path = dst.shard_paths(0)
     atomic_write_table(emb_path, embedding_table([ids[i] for i in rows], vecs[rows]))
     atomic_write_table(items_path, items)
-    cfg = MapConfig()
-    cfg.umap.n_epochs = 200
+    cfg = MapConfig(umap=UmapParams(n_epochs=200))
     build_map(workspace=ws, config=cfg)
     return ws
 
@@ -177,8 +177,7 @@ def test_update_places_new_poses_without_moving_anything(partial_workspace, tmp_
     again = update_map(workspace=partial_workspace)
     assert again.new == 0 and read_map(partial_workspace).points.equals(after.points)
     # A full rebuild stays available and takes the new items in as ordinary points.
-    cfg = MapConfig()
-    cfg.umap.n_epochs = 100
+    cfg = MapConfig(umap=UmapParams(n_epochs=100))
     rebuilt = build_map(workspace=partial_workspace, config=cfg)
     assert rebuilt.points == n0 + 8
     assert not read_map(partial_workspace).points.column("is_new").to_numpy(zero_copy_only=False).any()

@@ -13,6 +13,7 @@ from corral.pipeline.cluster import HdbscanParams, cluster_points, predict
 from corral.pipeline.cutselect import coords_graph, modularity, silhouette_judge
 from corral.pipeline.knn import FaissParams, knn_graph, knn_query, torch_knn
 from corral.pipeline.mapping import MapConfig, build_map, update_map
+from corral.pipeline.project import UmapParams
 from corral.storage.maps import read_map
 from corral.storage.workspace import WorkspaceError
 from tests.conftest import REPO
@@ -157,9 +158,7 @@ def test_silhouette_judge_prefers_the_true_partition():
 def test_many_small_classes_keep_the_finest_cut(tmp_path):
     x, truth = blobs(n_per=8, k=60, dim=32, spread=0.35)
     write_set(tmp_path, x)
-    cfg = MapConfig()
-    cfg.umap.n_neighbors = 15
-    cfg.umap.n_epochs = 100
+    cfg = MapConfig(umap=UmapParams(n_neighbors=15, n_epochs=100))
     build_map(workspace=tmp_path, config=cfg)
     m = read_map(tmp_path)
     from sklearn.metrics import adjusted_rand_score
@@ -184,9 +183,9 @@ def test_predict_puts_new_points_in_the_cluster_they_sit_in():
 
 def test_hdbscan_params_are_checked_up_front():
     with pytest.raises(ValueError, match="min_cluster_size=1"):
-        HdbscanParams(min_cluster_size=1).validate()
+        HdbscanParams(min_cluster_size=1)
     with pytest.raises(ValueError, match="cluster_selection_method='best'"):
-        HdbscanParams(cluster_selection_method="best").validate()
+        HdbscanParams(cluster_selection_method="best")
 
 
 # -- whole maps on small sets -----------------------------------------------------------------
@@ -195,9 +194,7 @@ def test_hdbscan_params_are_checked_up_front():
 def test_small_map_end_to_end_with_torch_layout(tmp_path):
     x, truth = blobs(n_per=60, k=4)
     write_set(tmp_path, x)
-    cfg = MapConfig(layout="torch", device="cpu")
-    cfg.umap.n_neighbors = 15
-    cfg.umap.n_epochs = 150
+    cfg = MapConfig(layout="torch", device="cpu", umap=UmapParams(n_neighbors=15, n_epochs=150))
     res = build_map(workspace=tmp_path, config=cfg)
     m = read_map(tmp_path)
     assert m.meta["params"]["layout"]["used"] == "torch"
@@ -218,8 +215,7 @@ def test_small_map_end_to_end_with_torch_layout(tmp_path):
 def test_tiny_collections_give_a_sensible_map(tmp_path, n):
     x, _ = blobs(n_per=n, k=1)
     write_set(tmp_path, x)
-    cfg = MapConfig()
-    cfg.umap.n_epochs = 30
+    cfg = MapConfig(umap=UmapParams(n_epochs=30))
     res = build_map(workspace=tmp_path, config=cfg)
     m = read_map(tmp_path)
     assert res.points == n and m.points.num_rows == n
@@ -232,8 +228,7 @@ def test_nan_vectors_are_left_out_and_counted(tmp_path):
     x, _ = blobs(n_per=30, k=3)
     x[[4, 40]] = np.nan
     write_set(tmp_path, x)
-    cfg = MapConfig()
-    cfg.umap.n_epochs = 30
+    cfg = MapConfig(umap=UmapParams(n_epochs=30))
     res = build_map(workspace=tmp_path, config=cfg)
     assert res.points == 88 and res.skipped == {"non_finite": 2}
     assert res.summary()["skipped"] == {"non_finite": 2}
@@ -262,9 +257,7 @@ def test_bad_workspaces_fail_with_a_clear_message(tmp_path):
     with pytest.raises(WorkspaceError, match="without --update first"):
         update_map(workspace=tmp_path / "nomap")
     with pytest.raises(ValueError, match="n_neighbors=1"):
-        cfg = MapConfig()
-        cfg.umap.n_neighbors = 1
-        build_map(workspace=tmp_path / "nomap", config=cfg)
+        build_map(workspace=tmp_path / "nomap", config=MapConfig(umap=UmapParams(n_neighbors=1)))
 
 
 def test_cli_errors_are_one_line_and_help_is_light(tmp_path):
