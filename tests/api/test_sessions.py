@@ -174,3 +174,33 @@ def test_the_viewer_signs_in_with_the_link_and_out_again(browser, live_server, c
         page.context.add_cookies([{"name": "corral_session", "value": cookie["value"], "url": live_server.url}])  # a kept copy
         page.reload()
         page.wait_for_selector("#signin[open]")  # signed out: the viewer asks for a token
+
+
+@pytest.mark.browser
+def test_the_sign_out_button_ends_the_session_and_shows_the_sign_in_box(browser, live_server, curation_ws):
+    from tests.api.conftest import page_for, wait_ready
+
+    with page_for(browser, f"{live_server.url}/?token={curation_ws.tokens['curator']}") as page:
+        wait_ready(page)
+        assert page.locator("#user").inner_text() == "curator (curator)"
+        (cookie,) = [c for c in page.context.cookies() if c["name"] == "corral_session"]
+        assert "Shift+Q" in page.locator("#help-list").inner_text()
+        page.keyboard.press("Shift+Q")  # the key asks first; cancelling keeps the session
+        page.wait_for_selector("#confirm[open]")
+        page.click("#confirm-cancel")
+        assert page.evaluate("async () => (await fetch('/api/me')).status") == 200
+        page.click("#sign-out")
+        page.wait_for_selector("#confirm[open]")
+        with page.expect_navigation():
+            page.click("#confirm-ok")
+        page.wait_for_selector("#signin[open]")  # the page starts again and asks for a token
+        assert page.locator("#user").inner_text() == "" and page.locator("#sign-out").is_hidden()
+        assert not [c for c in page.context.cookies() if c["name"] == "corral_session"]  # the browser forgot it
+        page.context.add_cookies([{"name": "corral_session", "value": cookie["value"], "url": live_server.url}])
+        assert page.evaluate("async () => (await fetch('/api/me')).status") == 401  # a kept copy works no more
+        page.fill("#signin-token", curation_ws.tokens["viewer"])  # and signing in again works
+        page.click("#signin-form button[type=submit]")
+        page.wait_for_function("() => document.querySelector('#user').textContent === 'viewer (viewer)'")
+        wait_ready(page)
+        unexpected = [e for e in page.errors if "status of 401" not in e]  # the signed-out probes are 401s
+        assert not unexpected, unexpected

@@ -36,6 +36,7 @@ export const SHORTCUTS = [
   ['/', 'search by label or file name'],
   ['Esc', 'clear the selection / close'],
   ['?', 'this help'],
+  ['Shift+Q', 'sign out (asks first; ends your session on the server)'],
 ];
 
 export function bindKeys(handlers) {
@@ -50,6 +51,7 @@ export function bindKeys(handlers) {
     if (ctrl && (k === 'z' || k === 'Z')) fn = ev.shiftKey ? handlers.redo : handlers.undo;
     else if (ctrl && (k === 'y' || k === 'Y')) fn = handlers.redo;
     else if (ctrl || ev.altKey) return;
+    else if (k === 'Q' && ev.shiftKey) fn = handlers.signOut; // with Shift: not one stray key away
     else if (handlers.learnActive && handlers.learnActive() && ['Enter', 'a', 'A', 'n', 'N'].includes(k)) {
       fn = k === 'Enter' || k.toLowerCase() === 'a' ? handlers.learnAccept : handlers.learnNext; // while a group is shown
     } else {

@@ -17,6 +17,7 @@ import { LearnPanel } from './learn.js';
 import { NextProposal } from './next.js';
 import { ReviewPage } from './review.js';
 import { Climb } from './climb.js';
+import { SignOut } from './signout.js';
 import { bindKeys, SHORTCUTS } from './keys.js';
 import { $, el, toast } from './ui.js';
 
@@ -84,6 +85,7 @@ async function main() {
   store.user = me.user;
   document.body.classList.toggle('read-only', !store.canWrite);
   $('#user').textContent = `${store.user.name} (${store.user.role})`;
+  hooks.signOut = new SignOut($('#sign-out'), store.user);
   const wanted = params.get('map') || maps.default;
   fillMapPicker(maps, wanted);
   const entry = maps.maps.find((m) => m.name === wanted);
@@ -197,6 +199,7 @@ function wire(view) {
       store.select([], 'replace');
     },
     help: () => $('#help').showModal(),
+    signOut: () => hooks.signOut.ask(),
     prev: () => { if ($('#lightbox').open) panel.step(-1); },
     next: () => { if ($('#lightbox').open) panel.step(1); },
   });
