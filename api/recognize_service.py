@@ -50,6 +50,8 @@ class Loaded:
             "factory": idx.meta.factory,
             "threshold": self.recognizer.threshold,
             "k": self.recognizer.rule.k,
+            "using": self.recognizer.using,
+            "learnt_threshold": self.recognizer.head.threshold if self.recognizer.head is not None else None,
             "labels_version": idx.meta.labels_version,
             **idx.row_state(),
             "images": self.encoder is not None,

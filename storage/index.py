@@ -16,6 +16,11 @@ Layout under ``workspace/index/``::
     index-<gen>.faiss        the FAISS index (``faiss.write_index``)
     rows-<gen>.parquet       row (int64), id (string), label (string, null when none),
                              not_labels (list<string>: labels the item was excluded from)
+    head-<gen>.npz           when built with the learnt head: its arrays (PCA, logistic
+                             regression, calibrators, labelled features, novelty distances;
+                             ``numpy.load(..., allow_pickle=False)``); its label names, threshold
+                             and format (``corral-learnt-head/1``) are ``head`` in index.json.
+                             See :mod:`corral.storage.learnt_head`.
 
 Index types are FAISS's own factory strings (``"Flat"``, ``"HNSW32,Flat"``,
 ``"IVF1024,PQ192x4fs,RFlat"``), always with the inner-product metric on L2-normalised vectors, so
@@ -40,6 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from corral.storage.learnt_head import LearntHead
 from corral.storage.workspace import WorkspaceError, atomic_write_json, atomic_write_table
 
 logger = logging.getLogger(__name__)
@@ -209,6 +215,7 @@ class IndexMeta:
     build_seconds: float = 0.0
     device: str = "cpu"  # where it was built
     detection: dict[str, Any] = field(default_factory=dict)  # crops index: detector and crop options (queries are detected the same way)
+    head: dict[str, Any] = field(default_factory=dict)  # the learnt head's entry (file, labels, threshold); empty: the index answers alone
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "IndexMeta":
@@ -238,6 +245,7 @@ class LabelIndex:
         self._center = None if meta.center is None else np.asarray(meta.center, dtype=np.float32)
         self._mask: np.ndarray | None = None
         self._inactive = 0
+        self.head: LearntHead | None = None  # the curation loop's model, when built with it
         self.set_rows(labels, not_labels or [()] * len(ids))
 
     # -- row map ----------------------------------------------------------------------------
@@ -366,6 +374,10 @@ class LabelIndex:
         self.meta.updated_at = utc_now()
         gen = f"{self.meta.generation:06d}"
         faiss_name, rows_name = f"index-{gen}.faiss", f"rows-{gen}.parquet"
+        head_name = f"head-{gen}.npz" if self.head is not None else None
+        if self.head is not None and self.head.dim != self.dim:
+            raise RecognitionIndexError(f"the learnt head takes {self.head.dim}-d vectors and the index holds {self.dim}-d ones")
+        self.meta.head = self.head.save(folder, head_name) if self.head is not None and head_name else {}
         fd, tmp = tempfile.mkstemp(prefix=f".{faiss_name}.", suffix=".tmp", dir=folder)
         os.close(fd)
         try:
@@ -388,9 +400,10 @@ class LabelIndex:
                 }
             ),
         )
-        atomic_write_json(folder / MANIFEST, {"format": FORMAT, "files": {"faiss": faiss_name, "rows": rows_name}, **self.row_state(), **asdict(self.meta)})
-        for old in list(folder.glob("index-*.faiss")) + list(folder.glob("rows-*.parquet")):
-            if old.name not in (faiss_name, rows_name):
+        files = {"faiss": faiss_name, "rows": rows_name, **({"head": head_name} if head_name else {})}
+        atomic_write_json(folder / MANIFEST, {"format": FORMAT, "files": files, **self.row_state(), **asdict(self.meta)})
+        for old in list(folder.glob("index-*.faiss")) + list(folder.glob("rows-*.parquet")) + list(folder.glob("head-*.npz")):
+            if old.name not in files.values():
                 old.unlink(missing_ok=True)
         return folder
 
@@ -402,7 +415,7 @@ class LabelIndex:
             manifest = read_manifest(folder)
             files = manifest.get("files") or {}
             fpath, rpath = folder / str(files.get("faiss", "")), folder / str(files.get("rows", ""))
-            if fpath.is_file() and rpath.is_file():
+            if fpath.is_file() and rpath.is_file() and (not files.get("head") or (folder / str(files["head"])).is_file()):
                 break
             time.sleep(0.05 * (attempt + 1))
         else:
@@ -416,6 +429,11 @@ class LabelIndex:
         rows = pq.read_table(rpath)
         meta = IndexMeta.from_dict(manifest)
         out = cls(index, meta, rows.column("id").to_pylist(), rows.column("label").to_pylist(), rows.column("not_labels").to_pylist())
+        if files.get("head"):
+            try:
+                out.head = LearntHead.load(folder, {**meta.head, "file": files["head"]})
+            except (OSError, ValueError, KeyError) as e:
+                raise RecognitionIndexError(f"the learnt head in {folder} is unreadable ({e}); rebuild it with `corral index build`") from None
         if meta.search:
             set_search_params(index, meta.search)
         return out

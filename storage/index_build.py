@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,15 @@ from typing import Any
 import numpy as np
 
 from corral.storage.index import EXACT_LIMIT, IndexMeta, LabelIndex, RecognitionIndexError, create_index, recommend_factory, set_search_params, train_index, tune_search, utc_now
+from corral.storage.learnt_head import LearntHead
 from corral.storage.recognizer import RuleConfig, calibrate, label_baselines
 from corral.storage.workspace import EmbeddingSet, Workspace
 
 logger = logging.getLogger(__name__)
+
+#: Fits a learnt head from the index's rows (embedding-space vectors, label or None per row);
+#: None when the labels cannot teach one. :func:`corral.pipeline.learnt_index.head_fitter` makes one.
+HeadFitter = Callable[[np.ndarray, list[str | None]], LearntHead | None]
 
 
 @dataclass
@@ -72,6 +78,8 @@ class BuildResult:
     device: str
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    using: str = "index"  # what names a query: "learnt" (the learnt head with the index's unknown rule) or "index" alone
+    head: dict[str, Any] = field(default_factory=dict)  # the learnt head's threshold, labels and how it was fitted
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
@@ -165,8 +173,12 @@ def _calibrate(idx: LabelIndex, vectors: np.ndarray, rule: RuleConfig) -> None:
     idx.meta.calibration = cal["report"]
 
 
-def build_index(*, workspace: str | os.PathLike[str] | Workspace, config: IndexConfig | None = None) -> BuildResult:
-    """Build the workspace's recognition index from scratch (see the module docstring)."""
+def build_index(*, workspace: str | os.PathLike[str] | Workspace, config: IndexConfig | None = None, head: HeadFitter | None = None) -> BuildResult:
+    """Build the workspace's recognition index from scratch (see the module docstring).
+
+    ``head`` fits the learnt head on the index's labelled rows (``corral index build`` passes the
+    curation loop's model, :mod:`corral.pipeline.learnt_index`); without it the index answers alone.
+    """
     cfg = config or IndexConfig()
     cfg.validate()
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
@@ -183,6 +195,9 @@ def build_index(*, workspace: str | os.PathLike[str] | Workspace, config: IndexC
     if not ids:
         raise RecognitionIndexError(f"none of the {len(labels)} labelled items has a vector in embedding set {es.name!r}; embed them first or pick another set with --embeddings")
     dim = int(vectors.shape[1])
+    t0 = time.perf_counter()
+    learnt = head(vectors, [labels.get(i) for i in ids]) if head is not None else None
+    t_head = time.perf_counter() - t0
     center = vectors.mean(axis=0, dtype=np.float64).round(7).astype(np.float32) if cfg.center else None
     if center is not None:
         vectors -= center
@@ -204,6 +219,7 @@ def build_index(*, workspace: str | os.PathLike[str] | Workspace, config: IndexC
         detection=_detection_of(side),
     )
     idx = LabelIndex(index, meta, ids, [labels.get(i) for i in ids], [exclusions.get(i, ()) for i in ids])
+    idx.head = learnt
     t0 = time.perf_counter()
     if cfg.search:
         set_search_params(index, cfg.search)
@@ -218,15 +234,20 @@ def build_index(*, workspace: str | os.PathLike[str] | Workspace, config: IndexC
     meta.build_seconds = round(time.perf_counter() - t_start, 3)
     t0 = time.perf_counter()
     idx.save(ws.index_dir)
-    timings = {"load_s": t_load, "train_s": t_train, "add_s": t_add, "tune_s": t_tune, "calibrate_s": t_cal, "save_s": time.perf_counter() - t0}
+    timings = {"load_s": t_load, "head_s": t_head, "train_s": t_train, "add_s": t_add, "tune_s": t_tune, "calibrate_s": t_cal, "save_s": time.perf_counter() - t0}
     logger.info("index of %d rows (%s) built in %.1fs", idx.ntotal, factory, time.perf_counter() - t_start)
     return _result(idx, ws, "full", added=len(ids), missing=len(set(labels) - set(ids)), t_start=t_start, timings=timings)
 
 
-def update_index(*, workspace: str | os.PathLike[str] | Workspace, config: IndexConfig | None = None, recalibrate: bool = True) -> BuildResult:
+def update_index(
+    *, workspace: str | os.PathLike[str] | Workspace, config: IndexConfig | None = None, recalibrate: bool = True, head: HeadFitter | None = None, add_head: bool = False, drop_head: bool = False
+) -> BuildResult:
     """Bring the index up to the label store's version without a rebuild (see the module docstring).
 
     A missing index, another embedding set or model, or too many inactive rows mean a full build.
+    A learnt head is refitted with ``head`` when the index has one (or ``add_head`` asks for one);
+    without ``head`` it is dropped when the labels changed, since it would name labels as they were.
+    ``drop_head`` removes it.
     """
     cfg = config or IndexConfig()
     cfg.validate()
@@ -236,14 +257,21 @@ def update_index(*, workspace: str | os.PathLike[str] | Workspace, config: Index
         idx = LabelIndex.load(ws.index_dir)
     except RecognitionIndexError as e:
         logger.info("no usable index (%s); building one", e)
-        return build_index(workspace=ws, config=cfg)
+        return build_index(workspace=ws, config=cfg, head=head)
+    had_head = idx.head is not None
+    if drop_head or not (had_head or add_head):
+        head = None
+    head_changes = (drop_head and had_head) or (add_head and not had_head and head is not None)
     es = ws.default_embedding_set(cfg.embeddings or idx.meta.embedding_set)
     side = es.sidecar()
     if es.name != idx.meta.embedding_set or side.get("model") != idx.meta.model or side.get("weights_hash") != idx.meta.weights_hash:
         logger.info("the embedding set or model changed; rebuilding")
-        return build_index(workspace=ws, config=cfg)
+        return build_index(workspace=ws, config=cfg, head=head)
     version, labels, exclusions = _label_state(ws)
-    if version == idx.meta.labels_version and not cfg.factory:
+    if drop_head:
+        idx.head = None
+    labels_changed = version != idx.meta.labels_version
+    if not labels_changed and not cfg.factory and not head_changes:
         return _result(idx, ws, "unchanged", added=0, missing=0, t_start=t_start, timings={})
     wanted = set(labels) | set(exclusions)
     new = wanted - set(idx.ids)
@@ -257,21 +285,30 @@ def update_index(*, workspace: str | os.PathLike[str] | Workspace, config: Index
     state = idx.row_state()
     if state["rows"] and state["inactive"] / state["rows"] > cfg.rebuild_inactive:
         logger.info("%d of %d rows lost their labels; rebuilding", state["inactive"], state["rows"])
-        return build_index(workspace=ws, config=cfg)
+        return build_index(workspace=ws, config=cfg, head=head)
     if idx.meta.factory == "Flat" and idx.ntotal > 2 * EXACT_LIMIT:
         logger.warning("exact index with %d rows: consider `corral index build` to switch to an approximate one", idx.ntotal)
     idx.meta.labels_version = version
-    t_cal = 0.0
-    if recalibrate:
-        t0 = time.perf_counter()
+    t_cal = t_head = 0.0
+    if recalibrate or head is not None:
         all_ids, all_vecs = read_vectors(es, set(idx.ids))
         order = {i: r for r, i in enumerate(all_ids)}
         if len(order) != len(idx.ids):
             raise RecognitionIndexError(f"{len(idx.ids) - len(order)} indexed items no longer have vectors in {es.name!r}; run `corral index build` for a full rebuild")
-        _calibrate(idx, idx.transform(all_vecs[[order[i] for i in idx.ids]]), _rule_from_meta(idx, cfg))
-        t_cal = time.perf_counter() - t0
+        rows_vecs = all_vecs[[order[i] for i in idx.ids]]
+        if head is not None:
+            t0 = time.perf_counter()
+            idx.head = head(rows_vecs, [labels.get(i) for i in idx.ids])
+            t_head = time.perf_counter() - t0
+        if recalibrate:
+            t0 = time.perf_counter()
+            _calibrate(idx, idx.transform(rows_vecs), _rule_from_meta(idx, cfg))
+            t_cal = time.perf_counter() - t0
+    elif idx.head is not None and labels_changed:
+        logger.warning("the labels changed and no learnt head was fitted: the index answers alone until `corral index build`")
+        idx.head = None
     idx.save(ws.index_dir)
-    return _result(idx, ws, "incremental", added=len(ids), missing=len(new - set(ids)), t_start=t_start, timings={"load_s": t_load, "add_s": t_add, "calibrate_s": t_cal})
+    return _result(idx, ws, "incremental", added=len(ids), missing=len(new - set(ids)), t_start=t_start, timings={"load_s": t_load, "add_s": t_add, "head_s": t_head, "calibrate_s": t_cal})
 
 
 def _rule_from_meta(idx: LabelIndex, cfg: IndexConfig) -> RuleConfig:
@@ -308,6 +345,8 @@ def _result(idx: LabelIndex, ws: Workspace, mode: str, *, added: int, missing: i
         device=idx.meta.device,
         seconds=time.perf_counter() - t_start,
         timings={k: round(v, 3) for k, v in timings.items()},
+        using="learnt" if idx.head is not None else "index",
+        head={k: v for k, v in (idx.meta.head or {}).items() if k in ("threshold", "combine", "info")} | ({"labels": len(idx.head.classes)} if idx.head is not None else {}),
     )
 
 

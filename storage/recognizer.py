@@ -23,6 +23,11 @@ split) does not hang its threshold on a handful of queries. The chosen threshold
 that share of the correctly named known queries is kept, but never below the margin at which
 ``min_rejection`` of the unknown queries would still be rejected. A stricter one, the lowest
 reaching ``suggest_precision``, is what ``corral suggest`` uses to pre-label.
+
+An index built with the learnt head (:mod:`corral.storage.learnt_head`, the curation loop's model)
+answers with it: a name needs the head's calibrated confidence at or above its threshold *and* a
+name from the rule above; when the two name different labels the head's ``combine`` setting says
+which answer stands (see ``docs/recognition.md``). ``using="index"`` ignores the head.
 """
 
 from __future__ import annotations
@@ -93,19 +98,27 @@ class Decision:
     score: float  # the best label's score (also when the answer is unknown)
     top: list[tuple[str, float]] = field(default_factory=list)  # best labels first, with scores
     typical: float = 0.0  # the best label's typical score; the answer is a label when score - typical >= threshold
+    confidence: float | None = None  # with the learnt head: its calibrated confidence in ``learnt``
+    learnt: str | None = None  # with the learnt head: the label it predicts (before its threshold)
+    index_label: str | None = None  # what the index's rule alone answers (None: unknown)
 
     @property
     def margin(self) -> float:
         return self.score - self.typical
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "label": self.label,
             "decision": self.label if self.label is not None else "unknown",
             "score": round(self.score, 6),
             "margin": round(self.margin, 6),
             "top": [[n, round(s, 6)] for n, s in self.top],
         }
+        if self.confidence is not None:
+            out["confidence"] = round(self.confidence, 6)
+            out["learnt"] = self.learnt
+        out["using"] = "learnt" if self.confidence is not None else "index"
+        return out
 
 
 def vote(sims: np.ndarray, rows: np.ndarray, row_label: np.ndarray, not_labels: Mapping[int, frozenset[int]], *, tau: float) -> list[list[tuple[int, float]]]:
@@ -151,8 +164,13 @@ def prepare_queries(vectors: Any, dim: int) -> np.ndarray:
 class Recognizer:
     """Answers "which label is this?" for vectors, with an index and its calibrated rule."""
 
-    def __init__(self, index: LabelIndex, rule: RuleConfig | None = None, *, baselines: Mapping[str, float] | None = None):
+    def __init__(self, index: LabelIndex, rule: RuleConfig | None = None, *, baselines: Mapping[str, float] | None = None, using: str | None = None):
+        if using not in (None, "learnt", "index"):
+            raise ValueError(f"using={using!r}: expected learnt or index (None: the head when the index has one)")
+        if using == "learnt" and index.head is None:
+            raise RecognitionIndexError("this index has no learnt head; rebuild it with `corral index build --using learnt`")
         self.index = index
+        self.head = index.head if using != "index" else None
         saved = dict(index.meta.rule or {})
         if rule is None:
             rule = RuleConfig(**{k: v for k, v in saved.items() if k in RuleConfig.__dataclass_fields__})
@@ -168,6 +186,11 @@ class Recognizer:
     @property
     def threshold(self) -> float:
         return float(self.rule.threshold) if self.rule.threshold is not None else 0.0
+
+    @property
+    def using(self) -> str:
+        """What names a query: "learnt" (the head with the index's unknown rule) or "index" alone."""
+        return "learnt" if self.head is not None else "index"
 
     @property
     def suggest_threshold(self) -> float:
@@ -200,7 +223,12 @@ class Recognizer:
             code, score = ranked[0]
             typical = float(base[code]) if code < len(base) else self.baseline_default
             label = names[code] if score > 0 and score - typical >= t else None
-            out.append(Decision(label, float(score), [(names[c], float(s)) for c, s in ranked[:top] if s > 0], typical))
+            out.append(Decision(label, float(score), [(names[c], float(s)) for c, s in ranked[:top] if s > 0], typical, index_label=label))
+        if self.head is not None and len(q):
+            got = self.head.answer(q)
+            for d, c, conf in zip(out, got.predicted.tolist(), got.confidence.tolist()):
+                d.learnt, d.confidence = self.head.classes[c], float(conf)
+                d.label = self.head.combine_one(d.learnt, d.confidence, d.index_label)
         return out
 
 

@@ -107,7 +107,7 @@ def suggest(*, workspace: str | os.PathLike[str] | Workspace, map_name: str | No
     t0 = time.perf_counter()
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     m = read_map(ws, map_name)
-    rec = Recognizer(LabelIndex.load(ws.index_dir))
+    rec = Recognizer(LabelIndex.load(ws.index_dir), using="index")  # the index's own margins (the learnt model has suggest_learnt)
     pending = candidates(ws, m.name, include_all=include_all)
     es = ws.default_embedding_set(rec.index.meta.embedding_set or None)
     got_ids, vecs = read_vectors(es, set(pending.ids))

@@ -42,6 +42,13 @@ def _add_index(p: argparse.ArgumentParser) -> None:
         sp.add_argument("--target-recall", type=float, default=0.95, help="recall@1 against exact search the search knobs are tuned for (default 0.95)")
         sp.add_argument("--device", choices=("auto", "cpu"), default="auto", help="auto: build on the GPU when FAISS sees one")
         _rule_args(sp)
+    b.add_argument(
+        "--using",
+        choices=("learnt", "index"),
+        default="learnt",
+        help="what names a query: the curation loop's model learnt from the labels, with the index's unknown rule (default; the index alone while too few labels), or the index alone",
+    )
+    u.add_argument("--using", choices=("learnt", "index"), default=None, help="add (learnt) or drop (index) the learnt head; default: keep what the index has, refitted on the new labels")
     u.add_argument("--no-recalibrate", action="store_true", help="keep the current threshold")
     i = sub.add_parser("info", help="show the index manifest", description="show the index's type, counts, model and calibration")
     i.add_argument("--workspace", "-w", required=True, help="workspace folder (or an index folder)")
@@ -75,13 +82,13 @@ def _run_index(args: argparse.Namespace) -> int:
     if args.index_command == "info":
         emit(read_manifest(args.workspace))
         return 0
-    from corral.storage.index_build import build_index, update_index
+    from corral.pipeline.learnt_index import build, update
 
     cfg = _config(args)
     if args.index_command == "build":
-        res = build_index(workspace=args.workspace, config=cfg)
+        res = build(workspace=args.workspace, config=cfg, using=args.using)
     else:
-        res = update_index(workspace=args.workspace, config=cfg, recalibrate=not args.no_recalibrate)
+        res = update(workspace=args.workspace, config=cfg, recalibrate=not args.no_recalibrate, using=args.using)
     if not args.quiet:
         at = (res.calibration or {}).get("at_threshold") or {}
         sys.stderr.write(
@@ -89,6 +96,12 @@ def _run_index(args: argparse.Namespace) -> int:
             f"with {res.factory} {res.search or ''} on {res.device} in {res.seconds:.1f}s\n"
             f"  unknown threshold {res.threshold:.4f}: precision {at.get('precision')}, recall {at.get('recall')}, unknown rejection {at.get('unknown_rejection')} on held-out items\n"
         )
+        if res.using == "learnt":
+            info = res.head.get("info") or {}
+            bar = res.head.get("threshold", 0)
+            sys.stderr.write(f"  learnt head on {res.head.get('labels')} labels: a name needs confidence >= {bar:.3f} (held-out accuracy {info.get('heldout_accuracy')}) and the index's rule\n")
+        elif getattr(args, "using", None) == "learnt":
+            sys.stderr.write("  no learnt head (too few labels to learn from: 2 labels with 3 items each); the index answers alone\n")
         if res.missing_vectors:
             sys.stderr.write(f"  {res.missing_vectors} labelled items have no vector in the embedding set and were left out\n")
     emit(res.summary())

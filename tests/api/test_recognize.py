@@ -135,6 +135,33 @@ def test_vectors_json_binary_and_their_errors(client, tokens, ws):
     assert r.status_code == 415
 
 
+def test_an_index_built_with_the_learnt_head_answers_with_it_over_http(ws, tokens, recognition_setup, tmp_path):
+    """``corral index build`` (the learnt head by default) -> the service names images with the
+    curation loop's model: a known object's new pose by name, a never-labelled object "unknown"."""
+    from corral.api.cli import main as cli_main
+
+    root = tmp_path / "learnt-ws"
+    shutil.copytree(ws, root)
+    assert cli_main(["-q", "index", "build", "--workspace", str(root)]) == 0
+    assert LabelIndex.load(root).head is not None
+    q = recognition_setup.queries
+    with TestClient(create_app(Settings(workspace=root))) as c:
+        known = [(lb, p) for lb in ("obj001", "obj007") for p in q[lb][:2]]
+        files = [("images", (f"{lb}-{i}.png", p.read_bytes(), "image/png")) for i, (lb, p) in enumerate(known)]
+        files += [("images", (f"stranger-{i}.png", p.read_bytes(), "image/png")) for i, p in enumerate(recognition_setup.unknown)]
+        r = c.post("/api/recognize", files=files, headers=_auth(tokens))
+        assert r.status_code == 200, r.text
+        res = {x["input"]: x for x in r.json()["results"]}
+        for i, (lb, _) in enumerate(known):
+            got = res[f"{lb}-{i}.png"]
+            assert got["using"] == "learnt" and got["label"] == lb and got["learnt"] == lb and got["confidence"] >= 0.97, got
+        for i in range(len(recognition_setup.unknown)):
+            got = res[f"stranger-{i}.png"]
+            assert got["using"] == "learnt" and got["label"] is None and got["decision"] == "unknown", got
+        st = c.get("/api/recognize/status", headers=_auth(tokens)).json()["loaded"]
+        assert st["using"] == "learnt" and st["learnt_threshold"] >= 0.97
+
+
 def test_oversized_upload_fails_alone(ws, tokens, recognition_setup):
     with TestClient(create_app(Settings(workspace=ws, max_upload_bytes=8000))) as c:
         big = recognition_setup.queries["obj007"][0].read_bytes()
