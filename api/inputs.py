@@ -11,6 +11,8 @@ left unbounded.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import math
 import unicodedata
@@ -18,7 +20,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from annotated_types import Interval
-from pydantic import AfterValidator, Strict
+from pydantic import AfterValidator, Strict, ValidatorFunctionWrapHandler, WithJsonSchema, WrapValidator
 
 from corral.api.errors import ApiError
 
@@ -34,6 +36,53 @@ Count = Annotated[int, Interval(ge=0, le=INT64_MAX)]
 #: a point index in a request body: a JSON integer only. Lax parsing reads ``"1"``, ``true`` and
 #: ``1.0`` as the point 1, so a client's type slip (or a string from a form) would label real points.
 Index = Annotated[int, Strict(), Interval(ge=INT64_MIN, le=INT64_MAX)]
+
+
+#: how a packed selection starts (see :data:`Points`)
+BITMAP_PREFIX = "bitmap:"
+
+
+def unpack_bitmap(value: str) -> np.ndarray:
+    """The point indices of a packed selection, ``"bitmap:"`` and the base64 of one bit per point
+    of the map (point ``i`` is bit ``i % 8``, least significant first, of byte ``i // 8``), as int64;
+    ValueError (a 422 naming the field) when it is not that."""
+    if not value.startswith(BITMAP_PREFIX):
+        raise ValueError(f"a packed selection starts with {BITMAP_PREFIX!r}; else send a list of point indices")
+    try:
+        raw = base64.b64decode(value[len(BITMAP_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ValueError(f"the bitmap is not base64 ({e})") from None
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")
+    return np.flatnonzero(bits).astype(np.int64)
+
+
+def _points(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A packed selection is unpacked here; anything else is validated as the list of indices, so
+    its errors name the element (``indices.0``) as before."""
+    if isinstance(value, str):
+        return unpack_bitmap(value)
+    return handler(value)
+
+
+#: A selection of points in a request body: a JSON list of indices, or, for a large selection, the
+#: packed ``"bitmap:<base64>"`` (one bit per point of the map, see :func:`unpack_bitmap`). The
+#: server parses a request's JSON on its event loop, and 900,000 indices as JSON (4 MB) took a
+#: quarter of a second there while every other request waited; the same selection as a bitmap of
+#: a million-point map is 167 KB and is unpacked in a few milliseconds, so label actions fit the
+#: small body limit. The route receives a list, or for the packed form a numpy array.
+Points = Annotated[
+    list[Index],
+    WrapValidator(_points),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "array", "items": {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}},
+                {"type": "string", "pattern": r"^bitmap:[A-Za-z0-9+/]*={0,2}$"},
+            ],
+            "description": "point indices, or for a large selection 'bitmap:' and the base64 of one bit per point of the map (point i is bit i % 8, least significant first, of byte i // 8)",
+        }
+    ),
+]
 
 
 def no_nul(value: str) -> str:

@@ -22,9 +22,12 @@ class Settings(BaseSettings):
     port: int = 8765
     # Largest request body of an upload route (POST /api/recognize: images, vectors), in bytes.
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    # Largest request body of every other route, in bytes: a label action on 500,000 points of a
-    # million-point map is about 4 MB of JSON; larger bodies get 413 before they are read.
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Largest request body of every other route, in bytes; larger bodies get 413 before they are
+    # read. The server parses JSON on its event loop, where other requests wait meanwhile, so this
+    # stays small: a label action on any selection of a map of up to about 6 million points fits,
+    # as a bitmap ("bitmap:<base64>", 167 KB for a million points); lists of indices fit up to
+    # about 150,000 points.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Seconds a request's whole body may take to arrive (then 408 and the connection closes).
     body_timeout_s: float = Field(default=60.0, gt=0)
     # Seconds a connection may take to send a request's line and headers (then it is closed).

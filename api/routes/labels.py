@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from corral.api.deps import Ctx, Map, Reader, Writer, label_service
 from corral.api.errors import ApiError
-from corral.api.inputs import Count, Index
+from corral.api.inputs import Count, Index, Points
 from corral.api.routes.common import REVALIDATE, gzip_response
 
 router = APIRouter(tags=["labels"])
@@ -31,18 +31,18 @@ class ActionBase(BaseModel):
 
 
 class AssignBody(ActionBase):
-    indices: list[Index] = Field(description="the selection (point indices)")
+    indices: Points
     exclude: list[Index] = Field(default_factory=list, description="points of the selection that are not this label")
     label: str = Field(description="the name; an existing label is matched case-insensitively after NFKC and space folding")
 
 
 class ExcludeBody(ActionBase):
-    indices: list[Index]
+    indices: Points
     label: str
 
 
 class UnlabelBody(ActionBase):
-    indices: list[Index]
+    indices: Points
 
 
 class RenameBody(ActionBase):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from corral.api.deps import AppContext, Ctx, Map, Reader, Writer, label_service
 from corral.api.errors import ApiError, Conflict
-from corral.api.inputs import Count, Index
+from corral.api.inputs import Count, Index, Points
 from corral.api.routes.labels import ActionBase, _check_selection
 
 router = APIRouter(tags=["learn"])
@@ -26,7 +26,7 @@ router = APIRouter(tags=["learn"])
 class AcceptBody(ActionBase):
     labels_version: Count = Field(description="the labels version the suggestions were computed for (from GET .../learn)")
     label: str = Field(description="the suggested label (or the name the curator gives the group instead)")
-    indices: list[Index] = Field(description="the group's points")
+    indices: Points
     exclude: list[Index] = Field(default_factory=list, description="points of the group that are not this label")
 
 

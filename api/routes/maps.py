@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from corral.api.deps import Ctx, Map, Reader, Writer, label_service
 from corral.api.errors import ApiError
 from corral.api.hierarchy import hierarchy_blob, missing
-from corral.api.inputs import Count, Index, Int64
+from corral.api.inputs import Count, Index, Int64, Points
 from corral.api.itemindex import names_array
 from corral.api.mapdata import MapView
 from corral.api.routes.common import IMMUTABLE, REVALIDATE, file_or_bytes, gzip_response
@@ -32,7 +32,9 @@ class Indices(BaseModel):
     etag: str | None = Field(default=None, description="the map version the indices refer to")
 
 
-class SplitRequest(Indices):
+class SplitRequest(BaseModel):
+    indices: Points  # a selection to split may be large: packed, or a list
+    etag: str | None = Field(default=None, description="the map version the indices refer to")
     min_cluster_size: Count | None = Field(default=None, ge=2, description="HDBSCAN min_cluster_size for the sub-clusters")
 
 

@@ -200,3 +200,77 @@ def test_connections_slow_to_send_their_headers_are_closed(curation_ws):
         assert time.perf_counter() - t0 < 3
         for s in (idle, partial, quick):
             s.close()
+
+
+def _bitmap(indices, n: int) -> str:
+    """A packed selection as the viewer sends it: one bit per point, least significant first."""
+    import base64
+
+    import numpy as np
+
+    bits = np.zeros(n, np.uint8)
+    bits[list(indices)] = 1
+    return "bitmap:" + base64.b64encode(np.packbits(bits, bitorder="little").tobytes()).decode()
+
+
+def _label_sizes(client, auth) -> dict[str, int]:
+    return {lab["name"]: lab["count"] for lab in client.get("/api/labels", headers=auth).json()["labels"]}
+
+
+def test_a_large_selection_travels_as_a_bitmap_and_big_json_lists_are_refused(default_client, curation_ws):
+    """JSON is parsed on the server's event loop, where every other request waits meanwhile: 900,000
+    indices as JSON (4 MB, under the old limit) held it for a quarter of a second. A selection now
+    goes packed, one bit per point, and a JSON body over 1 MiB gets 413 before it is read."""
+    auth = curation_ws.auth("curator")
+    n = curation_ws.n
+    big_list = b'{"label": "x", "indices": [' + b",".join(str(i % n).encode() for i in range(600_000)) + b"]}"
+    assert 1024 * 1024 < len(big_list) < 4 * 1024 * 1024
+    r = default_client.post(ASSIGN, content=big_list, headers={**auth, "Content-Type": "application/json"})
+    assert r.status_code == 413, r.text[:300]
+    # every point but the first ten named, as one packed selection minus two excluded points
+    chosen = range(10, n)
+    body = {"label": "everything", "indices": _bitmap(chosen, n), "exclude": [20, 21]}
+    assert len(json.dumps(body)) < n  # well under a byte a point
+    r = default_client.post(ASSIGN, json=body, headers=auth)
+    assert r.status_code == 200, r.text[:300]
+    assert _label_sizes(default_client, auth)["everything"] == len(chosen) - 2
+    r = default_client.post("/api/maps/main/actions/unlabel", json={"indices": _bitmap(range(100, 200), n)}, headers=auth)
+    assert r.status_code == 200, r.text[:300]
+    assert _label_sizes(default_client, auth)["everything"] == len(chosen) - 2 - 100
+    # a bitmap that reaches past the map, or is not base64, is a short 4xx that says so
+    r = default_client.post(ASSIGN, json={"label": "x", "indices": _bitmap([n + 3], n + 8)}, headers=auth)
+    assert r.status_code == 400 and f"point index {n + 3} is outside this map" in r.json()["error"]
+    for bad in ("bitmap:A", "bitmap:!!!!", "AAAA"):
+        r = default_client.post(ASSIGN, json={"label": "x", "indices": bad}, headers=auth)
+        assert r.status_code == 422 and len(r.content) < 1000, (bad, r.text[:300])
+
+
+def test_health_answers_while_signed_in_clients_send_bodies_at_the_limit(curation_ws):
+    """Three curators each send a label action at the body limit, a byte at a time at the end:
+    /api/health answers while all three are in flight, and each action is then applied."""
+    from corral.api.settings import Settings
+
+    limit = Settings(workspace=curation_ws.root).max_body_bytes
+    n = curation_ws.n
+    with LiveServer(curation_ws.root) as srv:
+        sockets = []
+        for k in range(3):
+            head = json.dumps({"label": f"team{k}", "indices": _bitmap(range(k * 100, k * 100 + 50), n)}).encode()[:-1]
+            body = head + b" " * (limit - len(head) - 1) + b"}"  # JSON whitespace: the body is at the limit
+            assert len(body) == limit
+            s = _connect(srv.port, timeout=60)
+            s.sendall(_head("POST", ASSIGN, {**curation_ws.auth("curator"), "Content-Type": "application/json", "Content-Length": str(len(body))}) + body[:-1])
+            sockets.append((s, body[-1:]))
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/api/health", timeout=30) as r:
+            assert r.status == 200  # answered while every body still lacks its last byte
+        for s, rest in sockets:
+            s.sendall(rest)
+        answers = []
+        for s, _ in sockets:
+            with s:
+                answers.append(_response(s)[0])
+        assert answers == [200, 200, 200]
+        req = urllib.request.Request(f"http://127.0.0.1:{srv.port}/api/labels", headers=curation_ws.auth("viewer"))
+        with urllib.request.urlopen(req, timeout=30) as r:
+            sizes = {lab["name"]: lab["count"] for lab in json.loads(r.read())["labels"]}
+        assert all(sizes[f"team{k}"] == 50 for k in range(3)), sizes

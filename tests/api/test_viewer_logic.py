@@ -106,3 +106,21 @@ def test_grid_ranges_and_camera(js):
     assert res["missing"] == 0 and res["covered"] < res["total"]
     assert abs(res["sx"] - 321) < 1e-6 and abs(res["sy"] - 123) < 1e-6
     assert (res["xn"], res["yn"]) == (res["x5"], res["y5"])
+
+
+def test_a_large_selection_is_packed_as_the_server_unpacks_it(js):
+    """The viewer sends a selection as a list while that is shorter, else as one bit per point;
+    the server's unpacking gives back exactly the selected points."""
+    import numpy as np
+
+    from corral.api.inputs import unpack_bitmap
+
+    rng = np.random.default_rng(3)
+    for n, k in ((1_000_003, 900_000), (3048, 3000), (3048, 7), (9, 9)):
+        chosen = np.sort(rng.choice(n, k, replace=False))
+        sent = js.evaluate("async ([idx, n]) => (await import('/src/wire.js')).packPoints(idx, n)", [chosen.tolist(), n])
+        if isinstance(sent, list):
+            assert k * 7 < n and sent == chosen.tolist()
+        else:
+            assert k * 7 > n and len(sent) < n / 5 + 20
+            assert np.array_equal(unpack_bitmap(sent), chosen)

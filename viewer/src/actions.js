@@ -3,6 +3,7 @@
 // the server says so, so what the curator sees is always what is stored.
 
 import { postJSON, getBuffer, ApiError } from './api.js';
+import { packPoints } from './wire.js';
 import { parseContainer } from './container.js';
 import { toast } from './ui.js';
 
@@ -50,7 +51,7 @@ export class Actions {
     const indices = Array.from(sel.list());
     if (!indices.length) { toast('select some points first', 'error'); return Promise.resolve(null); }
     const exclude = Array.from(sel.excluded);
-    return this._do('assign', { indices, exclude, label, duration_ms: this._duration() },
+    return this._do('assign', { indices: packPoints(indices, this.store.map.n), exclude, label, duration_ms: this._duration() },
       (r) => `named ${(indices.length - exclude.length).toLocaleString()} items "${label}"` + (exclude.length ? `, ${exclude.length} excluded` : ''),
       { label, named: indices.length - exclude.length });
   }
@@ -58,7 +59,7 @@ export class Actions {
   unlabel() {
     const indices = Array.from(this.store.selection.list());
     if (!indices.length) return Promise.resolve(null);
-    return this._do('unlabel', { indices, duration_ms: this._duration() }, () => `removed the labels of ${indices.length.toLocaleString()} items`);
+    return this._do('unlabel', { indices: packPoints(indices, this.store.map.n), duration_ms: this._duration() }, () => `removed the labels of ${indices.length.toLocaleString()} items`);
   }
 
   rename(oldName, newName) { return this._do('rename', { old: oldName, new: newName }, () => `renamed "${oldName}" to "${newName}"`); }

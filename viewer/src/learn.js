@@ -5,6 +5,7 @@
 // an old round is refused (409) and the panel fetches the new one.
 
 import { getJSON, postJSON, ApiError } from './api.js';
+import { packPoints } from './wire.js';
 import { $, el, fmt, toast } from './ui.js';
 
 const TABS = ['groups', 'hard', 'issues'];
@@ -253,7 +254,7 @@ export class LearnPanel {
     const exclude = g.indices.filter((i) => this.marks.has(i));
     const named = g.indices.length - exclude.length;
     const body = {
-      labels_version: this.round.labels_version, label: g.label, indices: g.indices, exclude,
+      labels_version: this.round.labels_version, label: g.label, indices: packPoints(g.indices, s.map.n), exclude,
       etag: s.map.etag, since: s.labels.version, duration_ms: Math.max(0, Math.round(performance.now() - this.shownAt)),
     };
     this.busy = true;

@@ -2,6 +2,7 @@
 // marks items (click or drag), excludes them, opens one large, and splits the selection.
 
 import { postJSON } from './api.js';
+import { packPoints } from './wire.js';
 import { leastSureFirst, REPLACE, ADD } from './selection.js';
 import { paletteColor } from './colors.js';
 import { $, el, fmt, toast } from './ui.js';
@@ -222,7 +223,7 @@ export class ClusterPanel {
     $('#split', this.root).disabled = true;
     toast('splitting…');
     try {
-      const res = await postJSON(`/api/maps/${encodeURIComponent(s.map.name)}/split`, { indices: Array.from(sel.list()), etag: s.map.etag });
+      const res = await postJSON(`/api/maps/${encodeURIComponent(s.map.name)}/split`, { indices: packPoints(sel.list(), s.map.n), etag: s.map.etag });
       const sub = new Int16Array(s.map.n).fill(-1);
       res.subclusters.forEach((c, k) => { if (c.noise !== true) for (const i of c.indices) sub[i] = k; });
       s.sub = sub;
