@@ -276,6 +276,26 @@ def test_a_second_embed_run_waits_for_the_first_then_resumes(tmp_path, caplog):
     assert again.embedded == 0 and again.already_done == len(files)
 
 
+def test_a_device_listed_as_an_image_is_refused_before_a_byte_is_read(tmp_path):
+    """A file list naming /dev/zero (or a link to it) read 1 GiB per worker before the size check
+    refused it (issue 13, item 9); a device is now refused from its mode, and a link to one inside
+    a folder is left out as a link out of the folder."""
+    import resource
+
+    from corral.pipeline.ingest import read_bytes
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    os.symlink("/dev/zero", tmp_path / "zero.png")
+    for uri in ("/dev/zero", str(tmp_path / "zero.png")):
+        with pytest.raises(OSError, match=r"not a regular file \(a device\)"):
+            read_bytes(uri)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 256 * 1024  # KiB: no 1 GiB read
+    files = _object_subset(tmp_path / "src", per_class=1, classes=2)
+    os.symlink("/dev/zero", tmp_path / "src" / "zero.png")
+    res = embed(str(tmp_path / "src"), workspace=tmp_path / "ws", config=EmbedConfig(**CFG))
+    assert res.embedded == len(files)
+
+
 def test_a_fifo_in_the_folder_is_skipped_with_a_reason_not_waited_on(tmp_path):
     """A named pipe among the images (issue 13, item 9) hung the job forever: reading it waits for a
     writer that never comes. It is skipped with its reason and the rest is embedded."""
