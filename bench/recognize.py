@@ -22,11 +22,14 @@ time) reports throughput and p50 / p99 with the error count.
     python bench/recognize.py --part index --sizes 100000
     python bench/recognize.py --part e2e --cache /tmp/corral-bench-recognize
     python bench/recognize.py --part pose --out bench/results/recognize_pose.json
+    python bench/recognize.py --part pose --using index,learnt --calibrations runs --out bench/results/recognize_learnt.json
 
 Unseen poses (``--part pose``, :mod:`bench.recognize_pose`): known classes queried with a run of
 views the index has not seen (a 90-degree arc of a turntable, a run of look-alike photos) instead
 of random held-back images, with the "unknown" threshold calibrated on runs of neighbours (the
-default) and on random items, in the same run.
+default) and on random items, in the same run. ``--using index,learnt`` adds the learnt head (the
+curation loop's model, ``corral index build --using learnt``) on the same index and splits: the
+index's answers against the learnt ones in one run.
 
 Last stdout line: one JSON object (also written to ``--out``).
 """
@@ -395,6 +398,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--face-model", default="dlib:face-resnet", help="also run ORL with this face embedder ('' to skip)")
     ap.add_argument("--datasets", default="coil100_subset,orl_faces", help="data sets of the end-to-end part (comma separated)")
     ap.add_argument("--pose-datasets", default="coil20,coil100_subset,orl_faces", help="data sets of the unseen-pose part (comma separated)")
+    ap.add_argument("--using", default="index", help="pose part: 'index,learnt' also scores the learnt head on the same index and splits")
+    ap.add_argument("--calibrations", default="runs,random", help="pose part: how the unknown threshold is calibrated (comma separated; the first also gets the learnt head)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     import faiss
@@ -424,7 +429,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs = [(d, "timm:tf_efficientnet_lite0") for d in names]
         if args.face_model and "orl_faces" in names:
             runs.append(("orl_faces", args.face_model))
-        result["pose"] = [part_pose(n, m, DATA, cache) for n, m in runs]
+        usings = tuple(u for u in args.using.split(",") if u)
+        groupings = tuple(g for g in args.calibrations.split(",") if g)
+        result["pose"] = [part_pose(n, m, DATA, cache, groupings=groupings, usings=usings) for n, m in runs]
     if args.part in ("all", "index"):
         result["index"] = part_index([int(s) for s in args.sizes.split(",") if s], args.dim, cache)
     result["seconds"] = round(time.perf_counter() - t0, 1)

@@ -15,6 +15,13 @@ is built (and its threshold calibrated) on the rest only. Splits:
   a run of look-alike photos (one session, one light), chosen without the embedder.
 - ``random``: 30% of each class's images at random, the easy case, for comparison.
 
+With ``usings=("index", "learnt")`` (``bench/recognize.py --using index,learnt``) each split of the
+default calibration is also scored with the learnt head (``corral index build --using learnt``: the
+curation loop's model beside the index) on the same index, in the same run: ``index`` (the index's
+rule alone), ``learnt`` (a name needs both, unknown when they name different labels: the default),
+``learnt_wins`` (the head's label when both name something) and ``head_alone`` (the head's
+threshold only, the index's unknown rule ignored: for comparison).
+
 Each split is scored with the threshold calibrated both ways (``RuleConfig.grouping``): ``runs``
 (held-out calibration queries are runs of neighbours, the default) and ``random`` (random items,
 the earlier rule), on the same index in the same run. Reported per split and calibration: known
@@ -112,6 +119,36 @@ def score(rec: Any, vecs: np.ndarray, known: list[tuple[int, str]], unknown: lis
     return {"known": len(kd), "right": right, "wrong": wrong, "unknown": unk, "left_out": len(ud), "rejected": rej, "oracle_balanced_x1000": int(round(1000 * best))}
 
 
+#: How the learnt head and the index's rule make one answer, scored side by side (see the module docstring).
+VARIANTS = ("index", "learnt", "learnt_wins", "head_alone")
+
+
+def variant_label(d: Any, variant: str, bar: float) -> str | None:
+    """The answer ``variant`` gives from one decision of a recognizer with a learnt head."""
+    sure = d.confidence is not None and d.confidence >= bar
+    if variant == "index":
+        return d.index_label
+    if variant == "head_alone":
+        return d.learnt if sure else None
+    if not sure or d.index_label is None:
+        return None
+    return d.learnt if variant == "learnt_wins" or d.learnt == d.index_label else None
+
+
+def score_variants(rec: Any, vecs: np.ndarray, known: list[tuple[int, str]], unknown: list[int]) -> dict[str, dict[str, int]]:
+    """Named right / wrong / unknown and rejection per variant, from one pass of the learnt recognizer."""
+    kd = rec.recognize(vecs[[r for r, _ in known]]) if known else []
+    ud = rec.recognize(vecs[unknown]) if unknown else []
+    bar = rec.head.threshold
+    out = {}
+    for v in VARIANTS:
+        kl = [variant_label(d, v, bar) for d in kd]
+        right = sum(lb == c for lb, (_, c) in zip(kl, known))
+        unk = sum(lb is None for lb in kl)
+        out[v] = {"known": len(kd), "right": right, "wrong": len(kd) - right - unk, "unknown": unk, "left_out": len(ud), "rejected": sum(variant_label(d, v, bar) is None for d in ud)}
+    return out
+
+
 def rates(c: dict[str, int], seeds: int) -> dict[str, float]:
     c = dict(c)
     oracle = c.pop("oracle_balanced_x1000", 0) / 1000 / max(seeds, 1)
@@ -128,13 +165,17 @@ def rates(c: dict[str, int], seeds: int) -> dict[str, float]:
     }
 
 
-def part_pose(name: str, model: str, data: Path, cache: Path, *, groupings: tuple[str, ...] = ("runs", "random")) -> dict[str, Any]:
-    """Every split kind of one set, each calibrated every way, pooled over ``SEEDS``."""
+def part_pose(name: str, model: str, data: Path, cache: Path, *, groupings: tuple[str, ...] = ("runs", "random"), usings: tuple[str, ...] = ("index",)) -> dict[str, Any]:
+    """Every split kind of one set, each calibrated every way, pooled over ``SEEDS``; with
+    ``"learnt"`` in ``usings``, the first grouping's index also carries the learnt head and every
+    variant of :data:`VARIANTS` is scored on it."""
     from corral.pipeline.embed import EmbedConfig, embed
+    from corral.pipeline.learnt_index import head_fitter
     from corral.pipeline.recognize import load_recognizer
     from corral.storage.index_build import IndexConfig, build_index
     from corral.storage.labels import LabelStore
-    from corral.storage.recognizer import RuleConfig
+    from corral.storage.index import LabelIndex
+    from corral.storage.recognizer import Recognizer, RuleConfig
     from corral.storage.workspace import Workspace
 
     root = data / name / "images"
@@ -154,6 +195,9 @@ def part_pose(name: str, model: str, data: Path, cache: Path, *, groupings: tupl
         pooled: dict[str, dict[str, int]] = {g: {} for g in groupings}
         thresholds: dict[str, list[float]] = {g: [] for g in groupings}
         predicted: dict[str, list[tuple[float, float]]] = {g: [] for g in groupings}
+        learnt: dict[str, dict[str, int]] = {v: {} for v in VARIANTS}
+        head_s: list[float] = []
+        bars: list[float] = []
         for seed in SEEDS:
             lab, qry, left = split(kind, classes, seed=seed)
             known = [(row_of[str(p.resolve())], c) for c, ps in qry.items() for p in ps]
@@ -168,11 +212,21 @@ def part_pose(name: str, model: str, data: Path, cache: Path, *, groupings: tupl
                 for c, ps in lab.items():
                     store.assign([id_of[str(p.resolve())] for p in ps], c, user="bench")
                 store.close()
-                built = build_index(workspace=ws, config=IndexConfig(rule=RuleConfig(grouping=g)))
+                with_head = "learnt" in usings and g == groupings[0]
+                built = build_index(workspace=ws, config=IndexConfig(rule=RuleConfig(grouping=g)), head=head_fitter() if with_head else None)
                 thresholds[g].append(built.threshold)
+                if with_head:
+                    rec = load_recognizer(run)
+                    if rec.head is None:
+                        raise RuntimeError(f"{name}: no learnt head was fitted")
+                    head_s.append(built.timings.get("head_s", 0.0))
+                    bars.append(rec.head.threshold)
+                    for v, counts in score_variants(rec, vecs, known, unknown).items():
+                        for k, n in counts.items():
+                            learnt[v][k] = learnt[v].get(k, 0) + n
                 at = (built.calibration or {}).get("at_threshold") or {}
                 predicted[g].append((at.get("recall") or 0.0, at.get("unknown_rejection") or 0.0))
-                got = score(load_recognizer(run), vecs, known, unknown)
+                got = score(Recognizer(LabelIndex.load(run), using="index"), vecs, known, unknown)  # the index's rule alone, as before
                 for k, v in got.items():
                     pooled[g][k] = pooled[g].get(k, 0) + v
         out["splits"][kind] = {
@@ -185,7 +239,19 @@ def part_pose(name: str, model: str, data: Path, cache: Path, *, groupings: tupl
             }
             for g in groupings
         }
+        if "learnt" in usings:
+            out["splits"][kind]["using"] = {
+                "calibration": groupings[0],
+                "learnt_bars": [round(b, 4) for b in bars],
+                "head_fit_s": [round(t, 2) for t in head_s],
+                **{v: {k: r for k, r in rates(learnt[v], len(SEEDS)).items() if k != "best_possible_balanced"} for v in VARIANTS},
+            }
+            u = out["splits"][kind]["using"]
+            parts = [f"{v} right {u[v]['known_named_right']:.3f} wrong {u[v]['known_named_wrong']:.3f} rejection {u[v]['unknown_rejection']:.3f}" for v in VARIANTS]
+            log(f"pose {name}/{kind}, index vs learnt: " + "; ".join(parts))
         for g, r in out["splits"][kind].items():
+            if g == "using":
+                continue
             exp = r["calibration_expected"]
             log(
                 f"pose {name}/{kind}, calibrated on {g}: known right {r['known_named_right']:.3f} (expected {exp['known_named_right']:.3f}), wrong {r['known_named_wrong']:.3f}, "

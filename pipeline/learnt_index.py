@@ -137,8 +137,9 @@ def head_fitter(config: LearnConfig | None = None, *, combine: str = "both") -> 
     return fit
 
 
-def build(*, workspace: str | os.PathLike[str] | Workspace, config: IndexConfig | None = None, using: str = "learnt", learn_config: LearnConfig | None = None) -> BuildResult:
-    """``corral index build``: the index, with the learnt head unless ``using="index"``."""
+def build(*, workspace: str | os.PathLike[str] | Workspace, config: IndexConfig | None = None, using: str = "index", learn_config: LearnConfig | None = None) -> BuildResult:
+    """``corral index build``: the index, with the learnt head when ``using="learnt"`` (see
+    ``docs/recognition.md`` for why the index alone is the default)."""
     _check_using(using)
     return build_index(workspace=workspace, config=config, head=head_fitter(learn_config) if using == "learnt" else None)
 

@@ -45,8 +45,8 @@ def _add_index(p: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--using",
         choices=("learnt", "index"),
-        default="learnt",
-        help="what names a query: the curation loop's model learnt from the labels, with the index's unknown rule (default; the index alone while too few labels), or the index alone",
+        default="index",
+        help="what names a query: the index alone (default: the better balance measured), or also the curation loop's model learnt from the labels (fewer strangers named, fewer known ones)",
     )
     u.add_argument("--using", choices=("learnt", "index"), default=None, help="add (learnt) or drop (index) the learnt head; default: keep what the index has, refitted on the new labels")
     u.add_argument("--no-recalibrate", action="store_true", help="keep the current threshold")

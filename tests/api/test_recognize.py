@@ -136,13 +136,13 @@ def test_vectors_json_binary_and_their_errors(client, tokens, ws):
 
 
 def test_an_index_built_with_the_learnt_head_answers_with_it_over_http(ws, tokens, recognition_setup, tmp_path):
-    """``corral index build`` (the learnt head by default) -> the service names images with the
+    """``corral index build --using learnt`` -> the service names images with the
     curation loop's model: a known object's new pose by name, a never-labelled object "unknown"."""
     from corral.api.cli import main as cli_main
 
     root = tmp_path / "learnt-ws"
     shutil.copytree(ws, root)
-    assert cli_main(["-q", "index", "build", "--workspace", str(root)]) == 0
+    assert cli_main(["-q", "index", "build", "--workspace", str(root), "--using", "learnt"]) == 0
     assert LabelIndex.load(root).head is not None
     q = recognition_setup.queries
     with TestClient(create_app(Settings(workspace=root))) as c:

@@ -103,7 +103,7 @@ def test_an_index_without_a_head_loads_and_answers_as_before(tmp_path, space):
     with pytest.raises(RecognitionIndexError, match="no learnt head"):
         Recognizer(idx, using="learnt")
     # --using index on a headed index: the same index's own answers
-    build(workspace=ws, learn_config=CFG)
+    build(workspace=ws, using="learnt", learn_config=CFG)
     both = LabelIndex.load(ws.root)
     plain = Recognizer(both, using="index").recognize(vecs)
     assert [d.label for d in plain] == [d.label for d in rec.recognize(vecs)]
@@ -112,7 +112,7 @@ def test_an_index_without_a_head_loads_and_answers_as_before(tmp_path, space):
 def test_update_refits_the_head_on_renamed_labels_and_using_index_drops_it(tmp_path, space):
     ids, vecs, names = space
     ws = _labelled_ws(tmp_path, space)
-    build(workspace=ws, learn_config=CFG)
+    build(workspace=ws, using="learnt", learn_config=CFG)
     store = LabelStore.open(ws)
     store.rename_label("class-03", "mug", user="ben")
     store.close()
@@ -132,7 +132,7 @@ def test_too_few_labels_build_the_index_alone(tmp_path, space):
     store = LabelStore.open(ws)
     store.assign(ids[:5], "class-00", user="ana")
     store.close()
-    res = build(workspace=ws)
+    res = build(workspace=ws, using="learnt")
     assert res.using == "index" and LabelIndex.load(ws.root).head is None
     with pytest.raises(ValueError, match="using='both'"):
         build(workspace=ws, using="both")
