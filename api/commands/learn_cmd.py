@@ -15,7 +15,7 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", "-w", required=True, help="workspace folder")
     p.add_argument("--map", default=None, help="map name (default: the newest)")
     p.add_argument("--aim", type=float, default=d.aim, help=f"precision a suggested group aims for (default {d.aim}); the bar never drops below it")
-    p.add_argument("--model", choices=MODELS, default=d.model, help="auto (chosen by held-out log loss each round), logreg or spreading")
+    p.add_argument("--model", choices=MODELS, default=d.model, help="auto (chosen by held-out log loss each round), logreg, spreading or svm (an RBF-kernel SVM)")
     p.add_argument("--max-group", type=int, default=d.max_group, help=f"largest suggested group (default {d.max_group})")
     p.add_argument("--show", type=int, default=10, help="suggested groups to list (default 10)")
 

@@ -139,3 +139,36 @@ def test_config_refuses_bad_values():
         LearnConfig(model="forest")
     with pytest.raises(ValueError, match="folds"):
         LearnConfig(folds=1)
+
+
+def sectors(per: int = 150, seed: int = 0):
+    """Three classes on a circle, each in two opposite sectors (with noise in 14 more dimensions): no
+    linear boundary separates a class from the others, as garments or handwriting bend around each other."""
+    rng = np.random.default_rng(seed)
+    angle = rng.uniform(0, 2 * np.pi, 6 * per)
+    y = (angle // (np.pi / 3)).astype(int) % 3
+    x = np.concatenate([np.stack([np.cos(angle), np.sin(angle)], 1), 0.08 * rng.normal(size=(len(angle), 14))], 1)
+    return x.astype(np.float32), y
+
+
+def test_an_rbf_svm_learns_classes_no_line_separates_and_auto_picks_it_by_measurement():
+    x, y = sectors()
+    labels = first_labels(y, 40)
+    truth = np.array([f"class {c}" for c in y], dtype=object)
+    res = {m: learn(vectors=x, labels=labels, config=LearnConfig(model=m, aim=0.95)) for m in ("logreg", "svm", "auto")}
+    free = ~res["svm"].labelled
+    acc = {m: float((np.array(r.classes, dtype=object)[r.predicted[free]] == truth[free]).mean()) for m, r in res.items()}
+    assert acc["logreg"] < 0.7 < 0.9 < acc["svm"]  # a line cannot, the kernel can
+    suggested = {m: sum(len(g.rows) for g in r.groups) for m, r in res.items()}
+    right = sum(int((truth[g.rows] == g.label).sum()) for g in res["svm"].groups)
+    assert suggested["logreg"] == 0 and suggested["svm"] >= 20 and right / suggested["svm"] >= 0.95
+    # auto chose by held-out log loss: the kernel, not the line
+    assert res["auto"].model == "svm" and res["auto"].heldout_log_loss["svm"] < res["auto"].heldout_log_loss["logreg"]
+
+
+def test_the_svm_sees_at_most_max_train_rows_per_fit():
+    x, y = blobs(classes=4, per=200)
+    res = learn(vectors=x, labels=first_labels(y, 150), config=LearnConfig(model="svm", max_train=100))
+    assert res.model == "svm" and res.heldout_accuracy > 0.8
+    with pytest.raises(ValueError, match="max_train"):
+        LearnConfig(max_train=5)
