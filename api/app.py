@@ -54,8 +54,9 @@ def viewer_dir() -> Path:
     return Path(next(iter(corral.viewer.__path__))).resolve()
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app for one workspace."""
+def create_app(settings: Settings, *, users: UserStore | None = None) -> FastAPI:
+    """Build the app for one workspace; ``users`` is the workspace's user store when the caller
+    already holds one (``corral serve`` keeps a read-only workspace's local user in memory there)."""
     ws = Workspace(settings.workspace)
     items = ItemIndex(ws)
     # one budget for every image this server decodes (thumbnails, crops' parents, recognition uploads)
@@ -63,7 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
     ctx = AppContext(
         settings=settings,
         workspace=ws,
-        users=UserStore(ws.root),
+        users=users if users is not None else UserStore(ws.root),
         maps=MapRegistry(ws),
         items=items,
         thumbs=ThumbCache(ws, items, thumb_size=settings.thumb_size, budget=decodes, max_pixels=settings.max_image_pixels),

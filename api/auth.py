@@ -97,13 +97,14 @@ class UserStore:
         self._mtime: float | None = None
         self._users: dict[str, dict[str, Any]] = {}
         self._by_hash: dict[str, str] = {}
+        self._held: dict[str, dict[str, Any]] = {}  # users of this process only (see hold())
 
     # -- reading ----------------------------------------------------------------------------
     def _load(self) -> None:
         try:
             mtime = self.path.stat().st_mtime_ns
         except FileNotFoundError:
-            self._users, self._by_hash, self._mtime = {}, {}, None
+            self._index(dict(self._held), None)
             return
         if mtime == self._mtime:
             return
@@ -112,6 +113,9 @@ class UserStore:
             users = dict(data.get("users", {}))
         except (OSError, ValueError, AttributeError) as e:
             raise AuthError(f"{self.path} is not a valid users file ({e}); fix or remove it") from None
+        self._index({**users, **self._held}, mtime)
+
+    def _index(self, users: dict[str, dict[str, Any]], mtime: int | None) -> None:
         self._users = users
         self._by_hash = {u["token_sha256"]: name for name, u in users.items() if u.get("token_sha256")}
         self._mtime = mtime
@@ -153,7 +157,8 @@ class UserStore:
 
     # -- writing ----------------------------------------------------------------------------
     def _save(self) -> None:
-        atomic_write_json(self.path, {"format": "corral users v1 (tokens stored as sha256)", "users": self._users})
+        stored = {name: u for name, u in self._users.items() if name not in self._held}
+        atomic_write_json(self.path, {"format": "corral users v1 (tokens stored as sha256)", "users": stored})
         self._mtime = None  # re-read (and re-index) on next access
 
     def add(self, name: str, *, role: str, replace: bool = False) -> str:
@@ -173,6 +178,19 @@ class UserStore:
             }
             self._save()
         logger.info("user %s (%s) %s", name, role, "given a new token" if existed else "added")
+        return token
+
+    def hold(self, name: str, *, role: str) -> str:
+        """A user known to this store only, in memory, with a new token (returned): the local
+        user of a read-only workspace, whose token cannot be written to ``users.json``. It signs in
+        until the process ends and is never written."""
+        check_name(name)
+        check_role(role)
+        token = new_token()
+        with self._lock:
+            self._held[name] = {"role": role, "token_sha256": hash_token(token), "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            self._mtime = -1  # re-read and re-index with it on next access
+        logger.info("user %s (%s) kept in memory only", name, role)
         return token
 
     def remove(self, name: str) -> None:

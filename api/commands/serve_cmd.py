@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from corral.api.cli import CliError, emit, register
 from corral.api.commands.index_cmd import add_recognize_only_args, run_recognize_only
+
+if TYPE_CHECKING:
+    from corral.api.auth import UserStore
 
 #: What `corral embed`, `corral map` and the label store leave in a workspace; a folder with none is not one.
 WORKSPACE_PARTS = ("embeddings", "maps", "labels.sqlite", "users.json", "index")
@@ -55,7 +59,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise CliError(f"--port {args.port}: expected 1 to 65535")
     users = UserStore(ws)
     local = users.is_local_only()
-    token = users.add(LOCAL_USER, role="admin", replace=True) if local else None
+    token = _local_token(users) if local else None
     settings = Settings(
         workspace=ws,
         host=args.host,
@@ -65,7 +69,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         warm_split=args.warm_split,
         cookie_secure=args.cookie_secure,
     )
-    app = create_app(settings)
+    app = create_app(settings, users=users)
     shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{shown_host}:{args.port}/"
     if token:
@@ -76,6 +80,21 @@ def _run_serve(args: argparse.Namespace) -> int:
     emit({"url": url, "workspace": str(ws), "single_user": local})
     serve(app, host=args.host, port=args.port, log_level=args.log_level, header_timeout_s=settings.header_timeout_s, trusted_proxies=args.trusted_proxy)
     return 0
+
+
+def _local_token(users: UserStore) -> str:
+    """A new token for the single user. A read-only workspace cannot store it, yet can be browsed:
+    the token is then kept in memory for this start (the link works until the server stops)."""
+    from corral.api.auth import LOCAL_USER
+    from corral.storage.diskerrors import WorkspaceReadOnly, write_problem
+
+    try:
+        return users.add(LOCAL_USER, role="admin", replace=True)
+    except OSError as e:
+        if not isinstance(write_problem(e), WorkspaceReadOnly):
+            raise
+    sys.stderr.write("corral: the workspace is read-only: it can be browsed, not changed; this start's token is kept in memory only\n")
+    return users.hold(LOCAL_USER, role="admin")
 
 
 def _add_users(p: argparse.ArgumentParser) -> None:
