@@ -16,7 +16,7 @@ def _add_embed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help="never download weights (as HF_HUB_OFFLINE=1 does); fail if they are not on this machine")
     p.add_argument("--random-weights", action="store_true", help="allow an untrained model when no weights are on this machine; nothing downloads (for testing only)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=None, help="images (with --detector: crops) per model call (default 64 on CPU, 256 on CUDA)")
+    p.add_argument("--batch-size", type=int, default=None, help="images (with --detector: crops) per model call (default 16 on CPU, 256 on CUDA)")
     p.add_argument("--workers", type=int, default=None, help="decode worker processes (default: all cores on CUDA, half on CPU)")
     p.add_argument("--shard-size", type=int, default=4096, help="items per output shard, the unit of resume (default 4096)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="vector type on disk (default float32)")
