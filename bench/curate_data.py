@@ -15,7 +15,12 @@ DATASETS = {
     "coil20": ("folder", "coil20/images", None, "timm:tf_efficientnet_lite0"),
     "coil100_subset": ("folder", "coil100_subset/images", None, "timm:tf_efficientnet_lite0"),
     "orl_faces": ("folder", "orl_faces/images", None, "timm:tf_efficientnet_lite0"),
+    # ORL with the face pipeline `corral embed` recommends for a collection of faces (not in the default run)
+    "orl_faces_dlib": ("folder", "orl_faces/images", None, "dlib:face-resnet"),
 }
+
+#: The sets run when none is named (the issue's five; the face-model run is asked for by name).
+DEFAULT_SETS = ("mnist_test", "fashion_mnist", "coil20", "coil100_subset", "orl_faces")
 
 
 def read_idx(path: Path) -> np.ndarray:
