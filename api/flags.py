@@ -3,7 +3,8 @@
 Each option field becomes a flag with its name, type, help, default and choices taken from the
 field, so none of them is written a second time: ``n_neighbors`` -> ``--n-neighbors``, a group
 such as ``umap`` -> ``--umap KEY=VALUE`` (repeatable), with the group's chosen settings promoted
-to flags of their own. A flag given overrides the same setting given as ``KEY=VALUE``.
+to flags of their own. A flag given overrides the same setting given as ``KEY=VALUE``. A boolean
+that is chosen for the machine unless given (default ``None``) is ``--flag {auto,on,off}``.
 
 :func:`options_from_args` builds the dataclass from the parsed flags; the dataclass checks the
 values, so a bad one reads the same as from Python or an HTTP job. :func:`to_args` is the way
@@ -43,7 +44,7 @@ def flag_help(f: dataclasses.Field, *, prefix: str = "") -> str:
     """A flag's help: the field's help and default (and what ``none`` means, where allowed)."""
     m = f.metadata
     kind, nullable = kind_of(f)
-    if kind == "bool":
+    if kind == "bool" and f.default is not None:
         text = m.get("flag_help") if f.default else m["help"]
     elif f.default is None:
         text = f"{m['help']} (default: {m['unset']})"
@@ -54,28 +55,42 @@ def flag_help(f: dataclasses.Field, *, prefix: str = "") -> str:
     return (prefix + str(text)).replace("%", "%%")
 
 
-def _add_flag(p: argparse.ArgumentParser, f: dataclasses.Field, dest: str, *, prefix: str = "") -> None:
-    kind, _ = kind_of(f)
-    if kind == "bool":
+#: How a boolean option whose default is None (chosen for the machine) is written on the command line.
+TRISTATE = {"auto": None, "on": True, "off": False}
+
+
+def _tristate(f: dataclasses.Field, text: str) -> Any:
+    """``auto`` / ``on`` / ``off`` (and what :func:`parse_text` reads); other text is left for the field's check."""
+    return TRISTATE.get(text.strip().lower(), parse_text(f, text))
+
+
+def _add_flag(p: Any, f: dataclasses.Field, dest: str, *, prefix: str = "") -> None:
+    kind, nullable = kind_of(f)
+    if kind == "bool" and not (nullable and f.default is None):
         if f.default and not isinstance(f.metadata.get("flag"), str):
             raise TypeError(f"option {f.name}: a boolean that defaults to true needs a flag name that switches it off")
         p.add_argument(flag_name(f), dest=dest, action="store_false" if f.default else "store_true", default=argparse.SUPPRESS, help=flag_help(f, prefix=prefix))
         return
-    choices = f.metadata.get("choices")
+    # Allowed values are shown, not enforced by argparse: the field checks them, so a wrong one
+    # reads as it does from Python and from an HTTP job.
+    choices = tuple(TRISTATE) if kind == "bool" else f.metadata.get("choices")
     p.add_argument(
         flag_name(f),
         dest=dest,
-        type=functools.partial(parse_text, f),
+        type=functools.partial(_tristate if kind == "bool" else parse_text, f),
         default=argparse.SUPPRESS,
-        choices=choices,
-        metavar=None if choices else f.name.upper(),
+        metavar="{" + ",".join(choices) + "}" if choices else flag_name(f).lstrip("-").replace("-", "_").upper(),
         help=flag_help(f, prefix=prefix),
     )
 
 
 def add_option_flags(p: argparse.ArgumentParser, cls: type) -> None:
-    """Flags for every field of the options dataclass ``cls``; then one ``--GROUP KEY=VALUE`` per group."""
+    """Flags for every field of the options dataclass ``cls``; then one ``--GROUP KEY=VALUE`` per group.
+
+    A field with a ``section`` is listed under that heading of the help, described by the class's
+    ``SECTIONS`` (heading -> description)."""
     groups = []
+    sections: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if is_group(f):
             inner = {g.name: g for g in dataclasses.fields(f.default_factory)}  # type: ignore[arg-type]
@@ -83,7 +98,10 @@ def add_option_flags(p: argparse.ArgumentParser, cls: type) -> None:
                 _add_flag(p, inner[name], f"{_DEST}{f.name}.{name}", prefix=f"{f.metadata['group']} {name}: ")
             groups.append((f, inner))
         elif has_flag(f):
-            _add_flag(p, f, _DEST + f.name)
+            section = f.metadata.get("section")
+            if section and section not in sections:
+                sections[section] = p.add_argument_group(section, cls.SECTIONS[section])  # type: ignore[attr-defined]
+            _add_flag(sections[section] if section else p, f, _DEST + f.name)
     for f, inner in groups:
         keys = ", ".join(inner)
         p.add_argument(
@@ -123,7 +141,9 @@ def options_from_args(args: argparse.Namespace, cls: type) -> Any:
     return from_mapping(cls, data)
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, f: dataclasses.Field | None = None) -> str:
+    if f is not None and kind_of(f) == ("bool", True) and f.default is None:
+        return next(k for k, v in TRISTATE.items() if v is value)
     if value is None:
         return "none"
     return str(value).lower() if isinstance(value, bool) else str(value)
@@ -144,7 +164,8 @@ def to_args(obj: Any) -> list[str]:
                 else:
                     out += [f"--{f.name}", f"{g.name}={_text(v)}"]
         elif value != f.default and has_flag(f):
-            out.append(flag_name(f) if kind_of(f)[0] == "bool" else f"{flag_name(f)}={_text(value)}")
+            switch = kind_of(f)[0] == "bool" and f.default is not None
+            out.append(flag_name(f) if switch else f"{flag_name(f)}={_text(value, f)}")
         elif value != f.default:
             raise ValueError(f"{f.name}={value!r}: this option has no command-line flag")
     return out

@@ -41,8 +41,33 @@ def _map_option_names() -> tuple[str, ...]:
     return ("embeddings", "name", "update", "with_labels", *(n for n in names if n != "name"))
 
 
-#: The options each kind of job takes (the flags of the command it runs); a map job's come from MapConfig.
-JOB_OPTIONS: dict[str, tuple[str, ...]] = {"embed": ("model", "name"), "map": _map_option_names()}
+def _embed_option_names() -> tuple[str, ...]:
+    from dataclasses import fields
+
+    from corral.pipeline.embed import EmbedConfig
+
+    return tuple(f.name for f in fields(EmbedConfig) if not f.metadata.get("job"))
+
+
+def _server_only(cls: type) -> dict[str, str]:
+    """The options of ``cls`` a job may not set, with the reason (a file or a limit of the server's own)."""
+    from dataclasses import fields
+
+    return {f.name: f.metadata["job"] for f in fields(cls) if f.metadata.get("job")}
+
+
+#: The options each kind of job takes (the flags of the command it runs), from the stage's options type.
+JOB_OPTIONS: dict[str, tuple[str, ...]] = {"embed": _embed_option_names(), "map": _map_option_names()}
+
+
+def _embed_server_only() -> dict[str, str]:
+    from corral.pipeline.embed import EmbedConfig
+
+    return _server_only(EmbedConfig)
+
+
+#: Options of a stage a job may not set, each with the reason: they name a file or a limit of the server's own.
+SERVER_ONLY: dict[str, dict[str, str]] = {"embed": _embed_server_only(), "map": {}}
 _PROGRESS = re.compile(r"(\d+)/(\d+)\s*\[")
 _TAIL = 4000
 #: runs the ``corral`` command line in a fresh interpreter (``-m corral.api.cli`` would load the module
@@ -135,20 +160,20 @@ class JobManager:
         if kind not in KINDS:
             raise ApiError(f"kind={kind!r}: expected one of {', '.join(KINDS)}")
         opts = options or {}
+        for name, why in SERVER_ONLY[kind].items():
+            if name in opts:
+                raise ApiError(f"options.{name}: a job cannot set {name}: {why}; give it to corral {kind} on the server", status=422)
         unknown = sorted(str(k) for k in set(opts) - set(JOB_OPTIONS[kind]))
         if unknown:
             # a misspelt option would otherwise vanish and the job run with the default
             close = difflib.get_close_matches(unknown[0], JOB_OPTIONS[kind], n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ApiError(f"options {', '.join(unknown)[:200]}{hint}: a {kind} job takes {', '.join(JOB_OPTIONS[kind])}", status=422)
+            raise ApiError(f"options {', '.join(unknown)[:200]}{hint}: {'an' if kind == 'embed' else 'a'} {kind} job takes {', '.join(JOB_OPTIONS[kind])}", status=422)
         ws = str(self.workspace.root)
         if kind == "embed":
+            flags = _embed_args(opts)  # the options are checked before the source: neither depends on the other
             src = self.check_source(source or "")
-            args = ["embed", src, "--workspace", ws]
-            if opts.get("model"):
-                args += ["--model", _opt_str("model", opts["model"])]
-            if opts.get("name"):
-                args += ["--name", _opt_str("name", opts["name"])]
+            args = ["embed", src, "--workspace", ws, *flags]
         else:
             src = None
             args = ["map", "--workspace", ws, *_map_args(opts)]
@@ -318,6 +343,20 @@ def _map_args(opts: dict[str, Any]) -> list[str]:
     except (ValueError, TypeError) as e:
         raise ApiError(str(e)[:500], status=422) from None
     return args + to_args(config)
+
+
+def _embed_args(opts: dict[str, Any]) -> list[str]:
+    """``corral embed`` flags for an embed job's options, checked by :class:`EmbedConfig` itself, so
+    that a bad value gets the words the command line and Python give it (422)."""
+    from corral.api.flags import to_args
+    from corral.pipeline.embed import EmbedConfig
+    from corral.pipeline.options import from_mapping
+
+    try:
+        config = from_mapping(EmbedConfig, opts, what="an embed option")
+    except (ValueError, TypeError) as e:
+        raise ApiError(str(e)[:500], status=422) from None
+    return to_args(config)
 
 
 def _opt_str(name: str, value: Any) -> str:

@@ -60,7 +60,7 @@ def crop_uri(parent_uri: str, bbox: list[int]) -> str:
 
 @dataclass(frozen=True)
 class CropOptions:
-    """What the detect step keeps and how it cuts (validated by ``EmbedConfig.validate``)."""
+    """What the detect step keeps and how it cuts (checked as ``EmbedConfig`` fields when the config is made)."""
 
     detector: str  # resolved registry name
     min_score: float  # boxes scoring below are dropped

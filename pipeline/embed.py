@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from corral.pipeline.decode import DEFAULT_MAX_PIXELS
 from corral.pipeline.device import cpu_count, pick_device
 from corral.pipeline.feed import DecodeDataset, collate, decode_ahead, shard_batches, worker_init
 from corral.pipeline.ingest import SourceError, SourceItem, list_source
+from corral.pipeline.options import FOLDER_NAME_RULE, check_fields, check_folder_name, option
 from corral.storage.workspace import (
     EmbeddingSet,
     Workspace,
@@ -46,55 +47,57 @@ from corral.storage.workspace import (
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+#: Images (with a detector: crops) per model call when ``batch_size`` is not given. On a CPU a batch
+#: buys no parallelism (the threads share each layer), while one whose activations outgrow the
+#: caches costs time: 16 ran EfficientNet-Lite0 25% and ResNet-50 15% faster than 64.
+CPU_BATCH, CUDA_BATCH = 16, 256
+#: Where a job's reason for not setting an option is the same.
+_SERVER_FILE = "it names a file on the server"
+
+
+@dataclass(frozen=True)
 class EmbedConfig:
-    """Options of the embed stage. ``None`` means "choose for this machine"."""
+    """Options of the embed stage, each said once: its default, help and rule live on the field
+    (:mod:`corral.pipeline.options`). ``corral embed``'s flags, the options an HTTP embed job takes
+    and the options table of docs/embed.md are made from these fields. ``None`` means "chosen for
+    this machine". Every value is checked when the object is made (``ValueError`` naming the
+    parameter, the value and what is allowed); use :func:`dataclasses.replace` to vary one.
+    """
 
-    model: str = registry.DEFAULT_MODEL  # embedder name, e.g. timm:tf_efficientnet_lite0
-    weights: str | None = None  # weight file or folder; default: packaged weights, the HF cache, else downloaded
-    random_weights: bool = False  # allow an untrained model when no weights are on this machine (never downloads)
-    offline: bool = False  # never download weights (also when HF_HUB_OFFLINE=1 is set)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    batch_size: int | None = None  # images (with a detector: crops) per model call (default 16 on CPU, 256 on CUDA)
-    num_workers: int | None = None  # decode processes (default: all cores on CUDA, half on CPU)
-    shard_size: int = 4096  # items per output shard (the unit of resume)
-    dtype: str = "float32"  # float32 | float16 on disk
-    compile: bool = False  # torch.compile the model (CUDA only)
-    gpu_decode: bool | None = None  # decode JPEGs with nvJPEG on the device (default: on for CUDA)
-    decode_ahead: bool | None = None  # with gpu_decode: decode the next batch in a thread while the model runs (default on)
-    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are skipped as decompression bombs
-    endpoint_url: str | None = None  # S3-compatible endpoint for s3:// sources
-    name: str | None = None  # embedding set name (default: from the model name)
-    progress: bool = True  # show a progress bar on stderr
+    SECTIONS: ClassVar[dict[str, str]] = {"detection": "embed what a detector finds (faces, objects) instead of whole images; see `corral detectors`"}
+
+    model: str = option(registry.DEFAULT_MODEL, "embedder name; see `corral models`", rule="an embedder name such as timm:resnet50.a1_in1k (`corral models` lists them)")
+    weights: str | None = option(None, "weight file or folder for the model", unset="packaged weights, the Hugging Face cache, else downloaded once from the hub", job=_SERVER_FILE)
+    offline: bool = option(False, "never download weights (as HF_HUB_OFFLINE=1 does); fail if they are not on this machine")
+    random_weights: bool = option(False, "allow an untrained model when no weights are on this machine; nothing downloads (for testing only)")
+    device: str = option("auto", "where the model runs: auto picks CUDA when present", pattern=r"auto|cpu|cuda(:[0-9]+)?", rule="auto, cpu, cuda or cuda:N")
+    batch_size: int | None = option(None, "images (with --detector: crops) per model call", unset=f"{CPU_BATCH} on CPU, {CUDA_BATCH} on CUDA", low=1)
+    num_workers: int | None = option(None, "decode worker processes", unset="all cores on CUDA, half on CPU", low=0, flag="--workers", job="the server decides how many processes it runs")
+    shard_size: int = option(4096, "items per output shard, the unit of resume", low=1)
+    dtype: str = option("float32", "vector type on disk", choices=("float32", "float16"))
+    compile: bool = option(False, "torch.compile the model (CUDA only)")
+    gpu_decode: bool | None = option(None, "decode JPEGs on the GPU with nvJPEG", unset="on with CUDA")
+    decode_ahead: bool = option(
+        True,
+        "on CUDA, ready the next batches' pixels on the device in a thread while the model runs",
+        flag="--no-decode-ahead",
+        flag_help="on CUDA, ready each batch's pixels only after the model has run the last (fewer batches held on the device)",
+    )
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "skip images with more pixels than this, as decompression bombs", low=1, job="it is the server's guard against decompression bombs")
+    endpoint_url: str | None = option(None, "S3-compatible endpoint for s3:// sources", unset="the usual AWS settings", job="the server's S3 settings are its own")
+    name: str | None = option(None, "embedding set name inside the workspace", unset="from the model name, plus the detector's", rule=FOLDER_NAME_RULE)
+    progress: bool = option(True, "show a progress bar on stderr (the command line's --quiet hides it)", flag=False, job="a job always shows its progress, which the server follows")
     # Detection (see corral.pipeline.crops): with a detector, crops are the embedded items.
-    detector: str | None = None  # detector name (`corral detectors`), or "face" for the best face detector here
-    detector_weights: str | None = None  # weight file for detectors that need one (torchvision)
-    min_score: float | None = None  # drop boxes scoring below this (default: the detector's own threshold)
-    min_size: int = 40  # drop boxes with a side under this many pixels (detectors upsample to find this small)
-    pad: float = 0.2  # context around each box, as a fraction of its longer side, on each side
-    detect_max_side: int = 2048  # images larger than this are searched at this size (boxes scaled back)
+    detector: str | None = option(None, "detector name, or 'face' for the best face detector installed; each box becomes a crop item", unset="none, whole images are embedded", section="detection")
+    detector_weights: str | None = option(None, "weight file for detectors that need one (torchvision:*)", unset="the torch hub cache", section="detection", job=_SERVER_FILE)
+    min_score: float | None = option(None, "drop boxes scoring below this, in the detector's own units", unset="the detector's own threshold", section="detection")
+    min_size: int = option(40, "drop boxes with a side under this many pixels; face detectors upsample to find faces this small", low=1, section="detection")
+    pad: float = option(0.2, "context cut around each box, as a fraction of its longer side on each side", low=0.0, high=2.0, section="detection")
+    detect_max_side: int = option(2048, "search larger images at this size, boxes scaled back", low=64, section="detection")
 
-    def validate(self) -> None:
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size}: must be >= 1")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ValueError(f"num_workers={self.num_workers}: must be >= 0")
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size={self.shard_size}: must be >= 1")
-        if self.dtype not in ("float32", "float16"):
-            raise ValueError(f"dtype={self.dtype!r}: expected float32 or float16")
-        if self.max_pixels < 1:
-            raise ValueError(f"max_pixels={self.max_pixels}: must be >= 1")
-        if self.min_score is not None and not np.isfinite(self.min_score):
-            raise ValueError(f"min_score={self.min_score}: must be a finite number (the detector's own score units)")
-        if self.min_size < 1:
-            raise ValueError(f"min_size={self.min_size}: must be >= 1 pixel")
-        if not 0.0 <= self.pad <= 2.0:
-            raise ValueError(f"pad={self.pad}: must be a fraction of the box from 0 to 2 (0.2 adds a fifth of the box on each side)")
-        if self.detect_max_side < 64:
-            raise ValueError(f"detect_max_side={self.detect_max_side}: must be >= 64 pixels")
-        if self.detector is not None and not self.detector.strip():
-            raise ValueError("detector='': name a detector (`corral detectors` lists them) or leave it unset")
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_folder_name(self)
 
 
 @dataclass
@@ -128,10 +131,9 @@ class EmbedResult:
 
 
 def _resolve(cfg: EmbedConfig, device: str) -> tuple[int, int, bool]:
+    """``(batch, decode workers, gpu_decode)`` on ``device``: what was given, else what suits it."""
     cuda = device.startswith("cuda")
-    # On a CPU a batch buys no parallelism (the threads share each layer), while one whose activations
-    # outgrow the caches costs time: 16 ran EfficientNet-Lite0 25% and ResNet-50 15% faster than 64.
-    batch = cfg.batch_size or (256 if cuda else 16)
+    batch = cfg.batch_size or (CUDA_BATCH if cuda else CPU_BATCH)
     cpus = cpu_count()
     workers = cfg.num_workers if cfg.num_workers is not None else (cpus if cuda else max(1, cpus // 2))
     gpu_decode = cuda if cfg.gpu_decode is None else cfg.gpu_decode
@@ -165,8 +167,7 @@ def _check_sidecar(es: EmbeddingSet, embedder: Any, cfg: EmbedConfig, detector: 
 
 def embed(source: str, *, workspace: str | Path | Workspace, config: EmbedConfig | None = None) -> EmbedResult:
     """Embed every image a source names into ``workspace``; resumes where an earlier run stopped."""
-    cfg = config or EmbedConfig()
-    cfg.validate()
+    cfg = config or EmbedConfig()  # checked when it was made
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     registry.check_name(cfg.model)  # fail on a bad name before listing a million files
     if cfg.detector:
@@ -287,7 +288,7 @@ def _embed_items(items: list[SourceItem], *, workspace: Workspace, config: Embed
         shard_k = 0
         shard_items = 0  # source items in the open shard (a crop run writes more rows than that)
         t_wait = time.perf_counter()
-        batches = decode_ahead(loader, pre, device, cfg.max_pixels, timings, ahead=cfg.decode_ahead is not False) if detector is None else ((b, None, None) for b in loader)
+        batches = decode_ahead(loader, pre, device, cfg.max_pixels, timings, ahead=cfg.decode_ahead) if detector is None else ((b, None, None) for b in loader)
         for b, dev_px, _ in batches:
             timings["wait_s"] += time.perf_counter() - t_wait
             recs = b["records"]

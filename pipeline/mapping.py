@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -26,7 +25,7 @@ import pyarrow as pa
 
 from corral.pipeline.cluster import Clustering, HdbscanParams, cluster_points, extend_state, predict
 from corral.pipeline.knn import KNN_METHODS, FaissParams, knn_graph, knn_query
-from corral.pipeline.options import check_fields, group, option
+from corral.pipeline.options import FOLDER_NAME_RULE, check_fields, check_folder_name, group, option
 from corral.pipeline.project import LAYOUT_BACKENDS, UmapParams, fuzzy_graph, initial_layout, label_target, layout, place
 from corral.pipeline.recluster import SubCluster, recluster
 from corral.storage.maps import clusters_table, points_table, read_map, read_state, write_map
@@ -47,7 +46,7 @@ class MapConfig:
     the parameter, the value and what is allowed); use :func:`dataclasses.replace` to vary one.
     """
 
-    name: str | None = option(None, "map name; it becomes a folder name", unset="the embedding set's name", rule="printable text of 1 to 255 bytes (UTF-8)")
+    name: str | None = option(None, "map name; it becomes a folder name", unset="the embedding set's name", rule=FOLDER_NAME_RULE)
     umap: UmapParams = group(UmapParams, "UMAP settings by umap-learn's names (the clustering space always uses min_dist 0)", name="UMAP", flags=("n_neighbors", "min_dist"))
     hdbscan: HdbscanParams = group(HdbscanParams, "HDBSCAN settings by HDBSCAN's names", name="HDBSCAN", flags=("min_cluster_size", "min_samples"))
     faiss: FaissParams = group(FaissParams, "FAISS settings of the kNN index by FAISS's names", name="FAISS", flags=("index_factory",))
@@ -67,13 +66,7 @@ class MapConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.name is not None:
-            size = len(self.name.encode("utf-8", "surrogatepass"))
-            if size > 255:
-                raise ValueError(f"name={self.name[:40]!r}...: must be a name of 1 to 255 bytes (UTF-8), not {size:,}; it becomes a folder name")
-            bad = next((ch for ch in self.name if unicodedata.category(ch) in ("Cc", "Cs")), None)
-            if bad is not None:
-                raise ValueError(f"name={self.name[:80]!r}: must be printable text; it holds the control character U+{ord(bad):04X}")
+        check_folder_name(self)
 
     def resolved_cluster_dims(self, n: int) -> int:
         """Clustering-space dimensions for ``n`` items (0: none; it needs items well beyond its dimensions)."""

@@ -8,7 +8,10 @@ field carries what every reader of the option needs:
 - a one-line ``help``, and ``unset``: what ``None`` stands for when the default is ``None``,
 - the rule: the type comes from the annotation (``int``, ``float``, ``str``, ``bool``, each
   optionally ``| None``), bounds from ``low`` / ``high``, allowed values from ``choices``,
-- how the command line spells it (``flag``), see :mod:`corral.api.flags`.
+- how the command line spells it (``flag``) and under which heading of its help (``section``),
+  see :mod:`corral.api.flags`,
+- whether a job started over HTTP may set it (``job``: why not, for an option that names a file
+  or a limit of the server's own).
 
 :func:`check_fields` (called from ``__post_init__``) validates every field the way umap-learn
 does: the error names the parameter, the bad value and what is allowed, so a bad value reads the
@@ -22,6 +25,7 @@ import dataclasses
 import difflib
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +45,8 @@ def option(
     rule: str | None = None,
     flag: bool | str = True,
     flag_help: str | None = None,
+    section: str | None = None,
+    job: str | None = None,
 ) -> Any:
     """A field of an options dataclass.
 
@@ -48,11 +54,15 @@ def option(
     are inclusive bounds, ``above`` an exclusive lower one; ``choices`` the allowed strings; ``pattern`` a full-match regular
     expression for strings, described to the user by ``rule``. ``flag`` is ``True`` for a
     command-line flag named after the field, a string for another flag name (a boolean whose
-    default is true is switched off by it, described by ``flag_help``), ``False`` for none.
+    default is true is switched off by it, described by ``flag_help``), ``False`` for none; a
+    boolean whose default is ``None`` takes ``auto``, ``on`` or ``off``. ``section`` names the
+    heading its flag is listed under (see the options class's ``SECTIONS``). ``job`` says why a job
+    started over HTTP may not set it (``None``: it may).
     """
     if default is None and unset is None:
         raise TypeError("an option whose default is None needs `unset`: what None stands for")
-    meta = {"help": help, "unset": unset, "low": low, "above": above, "high": high, "choices": choices, "pattern": pattern, "rule": rule, "flag": flag, "flag_help": flag_help}
+    meta = {"help": help, "unset": unset, "low": low, "above": above, "high": high, "choices": choices, "pattern": pattern, "rule": rule}
+    meta |= {"flag": flag, "flag_help": flag_help, "section": section, "job": job}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -163,6 +173,24 @@ def check_fields(obj: Any, where: str = "") -> None:
             raise ValueError(f"{where}{f.name}={value!r:.80}: must be {rule_of(f)}")
 
 
+#: The rule of an option that becomes a folder name (say it as ``rule=`` and check it with :func:`check_folder_name`).
+FOLDER_NAME_RULE = "printable text of 1 to 255 bytes (UTF-8)"
+
+
+def check_folder_name(obj: Any, param: str = "name") -> None:
+    """Check the option ``param`` of ``obj``, a name that becomes a folder name (None passes):
+    at most 255 bytes of UTF-8 and no control characters. Call it after :func:`check_fields`."""
+    value = getattr(obj, param)
+    if value is None:
+        return
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > 255:
+        raise ValueError(f"{param}={value[:40]!r}...: must be a name of 1 to 255 bytes (UTF-8), not {size:,}; it becomes a folder name")
+    bad = next((ch for ch in value if unicodedata.category(ch) in ("Cc", "Cs")), None)
+    if bad is not None:
+        raise ValueError(f"{param}={value[:80]!r}: must be printable text; it holds the control character U+{ord(bad):04X}")
+
+
 def unknown_name(name: str, known: list[str], *, what: str) -> ValueError:
     """The error for a name an options type does not have, with the close ones or all of them."""
     close = difflib.get_close_matches(name, known, n=3)
@@ -208,7 +236,7 @@ def parse_text(f: dataclasses.Field, text: str) -> Any:
     reports it with the same words as any other bad value."""
     kind, nullable = kind_of(f)
     t = text.strip()
-    if nullable and t.lower() in ("none", "null"):
+    if nullable and (t.lower() in ("none", "null") or (kind == "bool" and t.lower() == "auto")):
         return None
     try:
         if kind == "int":

@@ -22,11 +22,15 @@ import numpy as np
 
 from corral.pipeline import crops as cropping
 from corral.pipeline import registry
-from corral.pipeline.decode import DEFAULT_MAX_PIXELS, SkipItem, open_image
+from corral.pipeline.decode import SkipItem, open_image
 from corral.pipeline.detect import create_detector, resolve_name
 from corral.pipeline.device import pick_device
+from corral.pipeline.embed import EmbedConfig
 
 logger = logging.getLogger(__name__)
+
+#: The embed stage's defaults: a photo is cut as the stage cuts it unless told otherwise.
+_STAGE = EmbedConfig()
 
 
 @dataclass
@@ -50,7 +54,8 @@ class RegionEncoder:
         model: the embedder's registry name, e.g. ``dlib:face-resnet``.
         weights_hash: when given (an index's), weights that hash otherwise are refused.
         weights, detector_weights: weight files when the default lookup would not find them.
-        min_score, min_size, pad, detect_max_side: as for ``corral embed`` (use the same values).
+        min_score, min_size, pad, detect_max_side, max_pixels: as for ``corral embed`` (use the same
+            values); the defaults and the rules are :class:`corral.pipeline.embed.EmbedConfig`'s.
         device: auto, cpu, cuda or cuda:N.
         embedder: an already loaded embedder of ``model`` on that device, to share instead of
             loading the weights a second time (a service that also names whole images has one).
@@ -65,21 +70,17 @@ class RegionEncoder:
         weights_hash: str | None = None,
         weights: str | None = None,
         detector_weights: str | None = None,
-        min_score: float | None = None,
-        min_size: int = 40,
-        pad: float = 0.2,
-        detect_max_side: int = 2048,
+        min_score: float | None = _STAGE.min_score,
+        min_size: int = _STAGE.min_size,
+        pad: float = _STAGE.pad,
+        detect_max_side: int = _STAGE.detect_max_side,
         device: str = "auto",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int = _STAGE.max_pixels,
         embedder: Any = None,
         offline: bool | None = None,
     ):
-        if min_size < 1:
-            raise ValueError(f"min_size={min_size}: must be >= 1 pixel")
-        if not 0.0 <= pad <= 2.0:
-            raise ValueError(f"pad={pad}: must be a fraction of the box from 0 to 2")
-        if max_pixels < 1:
-            raise ValueError(f"max_pixels={max_pixels}: must be >= 1")
+        # the embed stage's rules, in its words (ValueError naming the option, the value and what it allows)
+        EmbedConfig(min_score=min_score, min_size=min_size, pad=pad, detect_max_side=detect_max_side, max_pixels=max_pixels)
         self.device, why = pick_device(device)
         name, _ = resolve_name(detector)
         self.detector = create_detector(name, weights=detector_weights, min_size=min_size)

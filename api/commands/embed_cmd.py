@@ -4,64 +4,33 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
+from typing import Any
 
 from corral.api.cli import emit, register
 
 
 def _add_embed(p: argparse.ArgumentParser) -> None:
+    from corral.api.flags import add_option_flags
+    from corral.pipeline.embed import EmbedConfig
+
     p.add_argument("source", help="a folder (recursive), a manifest (.csv/.jsonl/.parquet with a 'uri' column) or s3://bucket/prefix")
     p.add_argument("--workspace", "-w", required=True, help="workspace folder (created if missing)")
-    p.add_argument("--model", default=None, help="embedder name (default timm:tf_efficientnet_lite0; see `corral models`)")
-    p.add_argument("--weights", default=None, help="weight file or folder for the model (default: packaged weights, the Hugging Face cache, else downloaded once from the hub)")
-    p.add_argument("--offline", action="store_true", help="never download weights (as HF_HUB_OFFLINE=1 does); fail if they are not on this machine")
-    p.add_argument("--random-weights", action="store_true", help="allow an untrained model when no weights are on this machine; nothing downloads (for testing only)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=None, help="images (with --detector: crops) per model call (default 16 on CPU, 256 on CUDA)")
-    p.add_argument("--workers", type=int, default=None, help="decode worker processes (default: all cores on CUDA, half on CPU)")
-    p.add_argument("--shard-size", type=int, default=4096, help="items per output shard, the unit of resume (default 4096)")
-    p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="vector type on disk (default float32)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
-    p.add_argument("--gpu-decode", choices=("auto", "on", "off"), default="auto", help="decode JPEGs on the GPU with nvJPEG (default: on with CUDA)")
-    p.add_argument("--max-pixels", type=int, default=None, help="skip images with more pixels than this (decompression bombs; default 89,478,485)")
-    p.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint for s3:// sources (else the usual AWS settings)")
-    p.add_argument("--name", default=None, help="embedding set name inside the workspace (default: from the model name, plus the detector's)")
-    d = p.add_argument_group("detection", "embed what a detector finds (faces, objects) instead of whole images; see `corral detectors`")
-    d.add_argument("--detector", default=None, help="detector name, or 'face' for the best face detector installed; each box becomes a crop item")
-    d.add_argument("--detector-weights", default=None, help="weight file for detectors that need one (torchvision:*)")
-    d.add_argument("--min-score", type=float, default=None, help="drop boxes scoring below this, in the detector's own units (default: its own threshold)")
-    d.add_argument("--min-size", type=int, default=40, help="drop boxes with a side under this many pixels; face detectors upsample to find faces this small (default 40)")
-    d.add_argument("--pad", type=float, default=0.2, help="context cut around each box, as a fraction of its longer side on each side (default 0.2)")
-    d.add_argument("--detect-max-side", type=int, default=2048, help="search larger images at this size, boxes scaled back (default 2048)")
+    add_option_flags(p, EmbedConfig)  # every embed option, from the one place it is said
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`EmbedConfig` the flags describe (``--quiet`` hides the progress bar)."""
+    from corral.api.flags import options_from_args
+    from corral.pipeline.embed import EmbedConfig
+
+    return replace(options_from_args(args, EmbedConfig), progress=not args.quiet)
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    from corral.pipeline.embed import EmbedConfig, embed
-    from corral.pipeline.registry import DEFAULT_MODEL
+    from corral.pipeline.embed import embed
 
-    cfg = EmbedConfig(
-        model=args.model or DEFAULT_MODEL,
-        weights=args.weights,
-        random_weights=args.random_weights,
-        offline=args.offline,
-        device=args.device,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        shard_size=args.shard_size,
-        dtype=args.dtype,
-        compile=args.compile,
-        gpu_decode={"auto": None, "on": True, "off": False}[args.gpu_decode],
-        endpoint_url=args.endpoint_url,
-        name=args.name,
-        progress=not args.quiet,
-        detector=args.detector,
-        detector_weights=args.detector_weights,
-        min_score=args.min_score,
-        min_size=args.min_size,
-        pad=args.pad,
-        detect_max_side=args.detect_max_side,
-    )
-    if args.max_pixels:
-        cfg.max_pixels = args.max_pixels
+    cfg = config_from_args(args)
     res = embed(args.source, workspace=args.workspace, config=cfg)
     if not args.quiet:
         t = res.timings

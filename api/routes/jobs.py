@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corral.api.deps import Ctx, Reader, Writer
 from corral.api.inputs import Text
-from corral.api.jobs import JOB_OPTIONS
+from corral.api.jobs import JOB_OPTIONS, SERVER_ONLY
 from corral.api.redact import for_user
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
@@ -29,9 +29,10 @@ class JobRequest(BaseModel):
     options: dict[str, Any] = Field(
         default_factory=dict,
         description=(
-            f"embed: {', '.join(JOB_OPTIONS['embed'])}; map: {', '.join(JOB_OPTIONS['map'])}. A map job's options are corral map's, "
-            "by their Python names (corral.pipeline.mapping.MapConfig; umap, hdbscan and faiss as objects of their libraries' settings), "
-            "checked as corral map checks them; an unknown name is refused"
+            f"embed: {', '.join(JOB_OPTIONS['embed'])}; map: {', '.join(JOB_OPTIONS['map'])}. A job's options are its command's, "
+            "by their Python names (corral.pipeline.embed.EmbedConfig, corral.pipeline.mapping.MapConfig; a map's umap, hdbscan and faiss "
+            "as objects of their libraries' settings), checked as the command checks them; an unknown name is refused, and so is an "
+            f"embed option that names a file or a limit of the server's own ({', '.join(SERVER_ONLY['embed'])})"
         ),
     )
 
