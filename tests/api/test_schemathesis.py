@@ -49,7 +49,8 @@ def _schemathesis(srv: LiveServer, token: str, out: Path, *, parameters: dict[st
     cmd += ["--checks", "not_a_server_error", "--phases", "coverage,fuzzing", "--max-examples", str(EXAMPLES), "--generation-deterministic"]
     cmd += ["--request-timeout", str(REQUEST_TIMEOUT_S), "--continue-on-failure", "--warnings", "off", "--header", f"Authorization: Bearer {token}"]
     cmd += ["--report", "json", "--report-json-path", str(report), *extra]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=3000)
+    # run in the test's folder: schemathesis keeps a cache of its findings in .schemathesis/ under its working folder
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=3000, cwd=out)
     assert report.is_file(), f"schemathesis wrote no report (exit {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-2000:]}"
     result = json.loads(report.read_text())
     result["output"] = run.stdout[-6000:]
