@@ -24,8 +24,9 @@ not suggested for any known label. Those groups are the proposals. A group well 
 typical labelled class is more likely two classes than one and is cut in parts along its own tree;
 the proposals come in order of their size capped at that typical size (a proposal names the most
 items per action), and among equals the smaller first: the one least likely to hold two classes. A few thousand
-unlabelled items are regrouped at once (the clustering holds all their pairwise distances); beyond
-``max_items`` the regrouping is skipped and the map's clusters serve as before.
+unlabelled items are clustered at once (the clustering holds all their pairwise distances); beyond
+``max_items`` a random sample of that many is clustered and every other unlabelled item joins the group
+of its nearest sampled item when it lies within the cut, so the gate also holds on large collections.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class RegroupConfig:
     min_labels: int = 4  # labelled classes needed (each half of the split holds at least two)
     min_per_label: int = 3  # a label with fewer items does not teach the metric
     max_fit_per_label: int = 40  # labelled items per label used to fit (a sample of the larger ones)
-    max_items: int = 6000  # most unlabelled items regrouped at once
+    max_items: int = 6000  # most unlabelled items clustered at once (a random sample beyond; the rest join their nearest)
     min_group: int = 3  # smaller groups are left to the map
     cuts: int = 41  # merge distances tried (quantiles of the merge heights)
     seed: int = 0
@@ -149,6 +150,18 @@ def split_oversized(rows: np.ndarray, q: np.ndarray, typical: float) -> list[np.
     return [rows[cut == k] for k in np.unique(cut)]
 
 
+def _nearest_rows(queries: np.ndarray, base: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``queries``, its nearest row of ``base`` and the cosine distance to it (rows
+    L2-normalised)."""
+    near = np.empty(len(queries), np.int64)
+    dist = np.empty(len(queries))
+    for a in range(0, len(queries), chunk):
+        sim = queries[a : a + chunk] @ base.T
+        near[a : a + chunk] = sim.argmax(1)
+        dist[a : a + chunk] = 1.0 - sim.max(1)
+    return near, dist
+
+
 def _fit_rows(y: np.ndarray, labelled: np.ndarray, cfg: RegroupConfig, rng: np.random.Generator) -> np.ndarray:
     """The labelled rows that teach the metric: labels with enough items, at most a sample of each."""
     rows = []
@@ -162,8 +175,8 @@ def _fit_rows(y: np.ndarray, labelled: np.ndarray, cfg: RegroupConfig, rng: np.r
 def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None = None) -> Regrouping | None:
     """Regroup the unlabelled rows of ``z`` (features, rows L2-normalised) in a metric learnt from the
     labelled ones. ``labels``: an integer label per row, -1 where there is none. None when the labels are too few to choose
-    a metric (fewer than ``min_labels`` labels with ``min_per_label`` items) or there are too many
-    or too few rows to regroup."""
+    a metric (fewer than ``min_labels`` labels with ``min_per_label`` items) or too few unlabelled
+    rows to regroup."""
     from scipy.cluster.hierarchy import fcluster
 
     cfg = config or RegroupConfig()
@@ -171,9 +184,16 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
     y = np.asarray(labels, dtype=np.int64)
     labelled = y >= 0
     free = np.flatnonzero(~labelled)
-    if not cfg.min_group <= len(free) <= cfg.max_items:
+    if len(free) < cfg.min_group:
         return None
     rng = np.random.default_rng(cfg.seed)
+    # More unlabelled rows than one clustering holds: a random sample is regrouped and every other
+    # row joins its nearest sampled row's group (below), so the known/new gate holds at any size.
+    rest = np.zeros(0, np.int64)
+    if len(free) > cfg.max_items:
+        keep = np.zeros(len(free), bool)
+        keep[rng.choice(len(free), cfg.max_items, replace=False)] = True
+        free, rest = free[keep], free[~keep]
     fit = _fit_rows(y, labelled, cfg, rng)
     names = np.unique(y[fit])
     if len(names) < cfg.min_labels:
@@ -193,8 +213,15 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
     # A group that holds labelled items continues a label (the model's suggestions serve it); the
     # groups made of unlabelled items only are the proposals.
     both = np.concatenate([fit, free])
-    q = transform(z[both], whitening(z[fit], y[fit], shrink))
+    w = whitening(z[fit], y[fit], shrink)
+    q = transform(z[both], w)
     part = fcluster(_tree(q), cuts[shrink], "distance")
+    if len(rest):
+        near, dist = _nearest_rows(transform(z[rest], w), q)
+        joined = np.where(dist <= cuts[shrink], part[near], 0)  # 0: no group (fcluster numbers from 1)
+        free = np.concatenate([free, rest])
+        part = np.concatenate([part, joined])
+        q = np.concatenate([q, transform(z[rest], w)])
     taken = set(part[: len(fit)].tolist())
     pf = part[len(fit) :]
     continues = np.full(len(y), -1, dtype=np.int64)
@@ -203,7 +230,7 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
     typical = float(np.median(np.bincount(y[labelled])[np.unique(y[labelled])]))
     groups = []
     for k in np.unique(pf):
-        if k not in taken:
+        if k not in taken and k > 0:
             groups += split_oversized(free[pf == k], q[len(fit) :][pf == k], typical)
     groups = [g for g in groups if len(g) >= cfg.min_group]
     # Best first: a group about as large as a labelled class is most likely one whole class.

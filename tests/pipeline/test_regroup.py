@@ -66,8 +66,35 @@ def test_too_few_labels_give_no_regrouping():
     z, y = nuisance_classes()
     assert regroup(z, np.where(y < 3, y, -1)) is None  # 3 labels: the split needs 4
     assert regroup(z, np.full(len(y), -1)) is None
-    many = np.where(y < 8, y, -1)
-    assert regroup(z, many, config=RegroupConfig(max_items=10)) is None  # too many rows to regroup at once
+
+
+def test_more_unlabelled_rows_than_one_clustering_holds_are_sampled_and_the_rest_join_their_nearest():
+    """A collection larger than max_items keeps the known/new gate: a sample is clustered, every
+    other row joins its nearest sampled row's group. Before, the regrouping was skipped, and the
+    loop's suggestions went out ungated (on MNIST, 403 items suggested at precision 0.25)."""
+    z, y = nuisance_classes(n_classes=16, per=60)
+    labels = np.where(y < 8, y, -1)
+    # the named classes' leftovers: a third of each named class is still unlabelled
+    rng = np.random.default_rng(2)
+    for c in range(8):
+        labels[rng.choice(np.flatnonzero(y == c), 20, replace=False)] = -1
+    free = labels == -1
+    full = regroup(z, labels)
+    small = regroup(z, labels, config=RegroupConfig(max_items=200))
+    assert full is not None and small is not None
+    for r in (full, small):
+        cont = r.continues >= 0
+        # rows said to continue a label are of that label; rows of classes nobody named continue none
+        assert (r.continues[cont] == y[cont]).mean() >= 0.95
+        assert (r.continues[free & (y >= 8)] == -1).mean() >= 0.95
+        assert cont[free & (y < 8)].mean() >= 0.6
+    # every unlabelled row was considered, not only the sample: groups cover rows beyond the 200
+    assert sum(len(g) for g in small.groups) > 200
+    part = np.full(len(y), -1)
+    for k, g in enumerate(small.groups):
+        part[g] = k
+    new = free & (y >= 8)
+    assert adjusted_rand_score(y[new], part[new]) >= 0.7
 
 
 def test_whitening_of_one_shrink_is_the_plain_cosine():
