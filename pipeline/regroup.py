@@ -150,18 +150,6 @@ def split_oversized(rows: np.ndarray, q: np.ndarray, typical: float) -> list[np.
     return [rows[cut == k] for k in np.unique(cut)]
 
 
-def _nearest_rows(queries: np.ndarray, base: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """For each row of ``queries``, its nearest row of ``base`` and the cosine distance to it (rows
-    L2-normalised)."""
-    near = np.empty(len(queries), np.int64)
-    dist = np.empty(len(queries))
-    for a in range(0, len(queries), chunk):
-        sim = queries[a : a + chunk] @ base.T
-        near[a : a + chunk] = sim.argmax(1)
-        dist[a : a + chunk] = 1.0 - sim.max(1)
-    return near, dist
-
-
 def _fit_rows(y: np.ndarray, labelled: np.ndarray, cfg: RegroupConfig, rng: np.random.Generator) -> np.ndarray:
     """The labelled rows that teach the metric: labels with enough items, at most a sample of each."""
     rows = []
@@ -217,11 +205,15 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
     q = transform(z[both], w)
     part = fcluster(_tree(q), cuts[shrink], "distance")
     if len(rest):
-        near, dist = _nearest_rows(transform(z[rest], w), q)
-        joined = np.where(dist <= cuts[shrink], part[near], 0)  # 0: no group (fcluster numbers from 1)
+        from corral.pipeline.knn import knn_query
+
+        qr = transform(z[rest], w)
+        near, d, _ = knn_query(q, qr, k=1, method="faiss")
+        # rows L2-normalised: cosine distance = squared Euclidean / 2, the tree's distance
+        joined = np.where(d[:, 0].astype(np.float64) ** 2 / 2 <= cuts[shrink], part[near[:, 0]], 0)  # 0: no group (fcluster numbers from 1)
         free = np.concatenate([free, rest])
         part = np.concatenate([part, joined])
-        q = np.concatenate([q, transform(z[rest], w)])
+        q = np.concatenate([q, qr])
     taken = set(part[: len(fit)].tolist())
     pf = part[len(fit) :]
     continues = np.full(len(y), -1, dtype=np.int64)
