@@ -236,15 +236,21 @@ def group_folds(z: np.ndarray, y: np.ndarray, *, folds: int, seed: int) -> np.nd
     return out
 
 
+def scaling(rows: np.ndarray) -> tuple[np.ndarray, float]:
+    """The centre and the one scale the classifiers see features in: ``(z - mean) / scale``.
+
+    One scale for all dimensions (the training rows' overall spread) keeps C meaningful whatever
+    the embedder; per-dimension standardising would blow the PCA's noise dimensions up."""
+    mu = rows.mean(0)
+    return mu, float(np.sqrt(((rows - mu) ** 2).sum(1).mean() / rows.shape[1])) + 1e-6
+
+
 def _logreg(z: np.ndarray, y: np.ndarray, train: np.ndarray, n_classes: int, cfg: LearnConfig) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
 
     present = np.unique(y[train])
     clf = LogisticRegression(C=cfg.C, max_iter=300)
-    # One scale for all dimensions (the training rows' overall spread) keeps C meaningful whatever
-    # the embedder; per-dimension standardising would blow the PCA's noise dimensions up.
-    mu = z[train].mean(0)
-    sd = float(np.sqrt(((z[train] - mu) ** 2).sum(1).mean() / z.shape[1])) + 1e-6
+    mu, sd = scaling(z[train])
     clf.fit((z[train] - mu) / sd, y[train])
     p = np.zeros((len(z), n_classes))
     p[:, present] = clf.predict_proba((z - mu) / sd)
@@ -268,8 +274,7 @@ def _svm(z: np.ndarray, y: np.ndarray, train: np.ndarray, n_classes: int, cfg: L
     if len(present) < 2:
         p[:, present] = 1.0
         return p
-    mu = z[rows].mean(0)
-    sd = float(np.sqrt(((z[rows] - mu) ** 2).sum(1).mean() / z.shape[1])) + 1e-6
+    mu, sd = scaling(z[rows])
     svc = SVC(C=cfg.svm_C, kernel="rbf", gamma="scale", random_state=cfg.seed)
     clf: Any
     if "probability" in svc.get_params():
@@ -315,7 +320,7 @@ def knn_affinity(knn: Any, n: int) -> Any:
     return a.maximum(a.T).tocsr()
 
 
-def _nearest(z: np.ndarray, base: np.ndarray, query: np.ndarray) -> np.ndarray:
+def nearest_distances(z: np.ndarray, base: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Distance from each ``query`` row to its nearest ``base`` row (both index arrays into ``z``)."""
     from corral.pipeline.knn import knn_query
 
@@ -328,7 +333,7 @@ def _nearest(z: np.ndarray, base: np.ndarray, query: np.ndarray) -> np.ndarray:
 def novel_distances(z: np.ndarray, y: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Sorted distances from each labelled item to the nearest item of *another* label: what an item
     of a label not yet named looks like from the labels there are."""
-    out = [_nearest(z, rows[y[rows] != c], rows[y[rows] == c]) for c in np.unique(y[rows])]
+    out = [nearest_distances(z, rows[y[rows] != c], rows[y[rows] == c]) for c in np.unique(y[rows])]
     return np.sort(np.concatenate(out)) if out else np.zeros(0)
 
 
@@ -393,11 +398,11 @@ def learn(
             continue
         train = np.zeros(n, bool)
         train[rows[fold[rows] != f]] = True
-        dist[test] = _nearest(z, np.flatnonzero(train), test)
+        dist[test] = nearest_distances(z, np.flatnonzero(train), test)
         for m in names:
             oof[m][test] = fits[m](train)[test]
     free = np.flatnonzero(~labelled)
-    dist[free] = _nearest(z, rows, free)
+    dist[free] = nearest_distances(z, rows, free)
     losses = {m: _log_loss(oof[m][rows], y[rows]) for m in names}
     model = min(losses, key=lambda m: losses[m])
     full = fits[model](labelled)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from corral.pipeline.learn import Calibrator, DistanceCalibrator, LearnConfig, LearnError, LearnResult, group_folds, learn, novel_distances
+from corral.pipeline.learn import Calibrator, DistanceCalibrator, LearnConfig, LearnError, LearnResult, group_folds, learn, nearest_distances, novel_distances, scaling
 from corral.storage.index_build import BuildResult, HeadFitter, IndexConfig, build_index, update_index
 from corral.storage.learnt_head import LearntHead
 from corral.storage.workspace import Workspace
@@ -58,8 +58,6 @@ def head_from_result(res: LearnResult, vectors: np.ndarray, *, combine: str = "b
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
-    from corral.pipeline.knn import knn_query
-
     if res.model != "logreg" or res.features is None:
         raise ValueError(f"a stored head is logistic regression on the loop's features; this round used {res.model!r}")
     cfg = res.config
@@ -77,8 +75,7 @@ def head_from_result(res: LearnResult, vectors: np.ndarray, *, combine: str = "b
         raise RuntimeError(f"the stored head's features differ from the loop's by {drift:.2g}; corral.pipeline.learn.features changed and this module must follow it")
     rows = np.flatnonzero(res.labelled)
     y = res.y[rows]
-    mu = z[rows].mean(0)
-    sd = float(np.sqrt(((z[rows] - mu) ** 2).sum(1).mean() / z.shape[1])) + 1e-6
+    mu, sd = scaling(z[rows])
     clf = LogisticRegression(C=cfg.C, max_iter=300).fit((z[rows] - mu) / sd, y)
     raw = res.proba[rows].max(1)
     correct = res.proba[rows].argmax(1) == y
@@ -89,8 +86,7 @@ def head_from_result(res: LearnResult, vectors: np.ndarray, *, combine: str = "b
     for f in range(cfg.folds):
         test, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
         if len(test) and len(train):
-            _, d, _ = knn_query(z[rows[train]], z[rows[test]], k=1, method="faiss")
-            dist[test] = d[:, 0]
+            dist[test] = nearest_distances(z, rows[train], rows[test])
     dcal = DistanceCalibrator.fit(raw, dist, correct, C=cfg.C)
     head = LearntHead(
         classes=list(res.classes),
