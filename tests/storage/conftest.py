@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from corral.storage.labels import LabelStore
+from tests.storage.factory import IDS
 from tests.storage.s3servers import NO_WEED, MotoServer, SeaweedServer, weed_binary
 
 #: The servers a test parametrized with ``s3_kind`` runs against; SeaweedFS skips, saying how to
@@ -43,3 +45,12 @@ def own_s3_server(s3_kind, tmp_path):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A label store of its own that knows the items ``IDS``."""
+    s = LabelStore(tmp_path / "labels.sqlite")
+    s.register_items(IDS)
+    yield s
+    s.close()

@@ -17,6 +17,10 @@ from PIL import Image
 from corral.storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table
 
 
+#: Item ids of the label-store tests' plain store (the ``store`` fixture of tests/storage/conftest.py).
+IDS = [f"item-{k:03d}" for k in range(40)]
+
+
 def content_id(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
@@ -56,17 +60,31 @@ def build_workspace(
         data = p.read_bytes()
         with Image.open(p) as im:
             w, h = im.size
-        rows.append({
-            "id": content_id(data), "uri": str(p.resolve()), "status": "ok", "width": w, "height": h, "bytes": len(data),
-            "label": p.parent.name if manifest_labels else "",
-        })
+        rows.append(
+            {
+                "id": content_id(data),
+                "uri": str(p.resolve()),
+                "status": "ok",
+                "width": w,
+                "height": h,
+                "bytes": len(data),
+                "label": p.parent.name if manifest_labels else "",
+            }
+        )
     for parent_index, bbox in crops:
         parent = rows[parent_index]
-        rows.append({
-            # a crop's uri names the box on its parent (a media fragment), so every crop has its own
-            "id": crop_id(parent["id"], bbox), "uri": parent["uri"] + "#xywh=" + ",".join(f"{v:g}" for v in bbox), "status": "ok", "width": int(bbox[2]), "height": int(bbox[3]),
-            "parent_id": parent["id"], "bbox": json.dumps(bbox),
-        })
+        rows.append(
+            {
+                # a crop's uri names the box on its parent (a media fragment), so every crop has its own
+                "id": crop_id(parent["id"], bbox),
+                "uri": parent["uri"] + "#xywh=" + ",".join(f"{v:g}" for v in bbox),
+                "status": "ok",
+                "width": int(bbox[2]),
+                "height": int(bbox[3]),
+                "parent_id": parent["id"],
+                "bbox": json.dumps(bbox),
+            }
+        )
     ids = [r["id"] for r in rows] + [f"synthetic-{k:07d}" for k in range(extra_vectors)]
     rng = np.random.default_rng(seed)
     vecs = rng.standard_normal((len(ids), dim)).astype(np.float32)

@@ -19,18 +19,9 @@ from corral.api.cli import main
 from corral.storage.label_import import import_labels
 from corral.storage.labels import LabelError, LabelStore
 from tests.generated import generated_data
-from tests.storage.factory import build_workspace, pick_images
+from tests.storage.factory import IDS, build_workspace, pick_images
 
-IDS = [f"item-{k:03d}" for k in range(40)]
 CYRILLIC_CAT = "\u0441\u0430t"  # Cyrillic es and a, then a Latin t: reads "cat"
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = LabelStore(tmp_path / "labels.sqlite")
-    s.register_items(IDS)
-    yield s
-    s.close()
 
 
 def names(s: LabelStore) -> dict[str, int]:

@@ -9,17 +9,7 @@ import pytest
 
 from corral.storage.labels import LabelError, LabelStore
 from tests.generated import generated_data
-from tests.storage.factory import build_workspace, pick_images
-
-IDS = [f"item-{k:03d}" for k in range(40)]
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = LabelStore(tmp_path / "labels.sqlite")
-    s.register_items(IDS)
-    yield s
-    s.close()
+from tests.storage.factory import IDS, build_workspace, pick_images
 
 
 def full_state(s: LabelStore) -> tuple:
