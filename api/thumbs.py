@@ -150,13 +150,7 @@ class ThumbCache:
         return path
 
     def _open_original(self, data: bytes):
-        """The original, opened but not decoded; one over the pixel limit is refused here."""
-        from PIL import Image
-
-        im = Image.open(io.BytesIO(data))
-        if im.size[0] * im.size[1] > self.max_pixels:
-            raise ValueError(f"{im.size[0]}x{im.size[1]} pixels is over the limit of {self.max_pixels}")
-        return im
+        return open_original(data, self.max_pixels)
 
     def _thumb_image(self, item_id: str, size: int):
         """PIL image of the item fitted into ``size`` (from the cached 128 px thumbnail when smaller)."""
@@ -256,6 +250,16 @@ class ThumbCache:
         return buf.getvalue()
 
 
+def open_original(data: bytes, max_pixels: int):
+    """An original, opened but not decoded; one over the pixel limit is refused here."""
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(data))
+    if im.size[0] * im.size[1] > max_pixels:
+        raise ValueError(f"{im.size[0]}x{im.size[1]} pixels is over the limit of {max_pixels}")
+    return im
+
+
 def fitted(im, size: int, budget: DecodeBudget):
     """An opened (not yet decoded) original as an upright RGB image that fits ``size`` x ``size``.
 
@@ -292,15 +296,13 @@ def crop_region(im, bbox: tuple[float, float, float, float], *, margin: float = 
 
 def parent_with_box(data: bytes, bbox: tuple[float, float, float, float], *, max_side: int = 1600, budget: DecodeBudget | None = None, max_pixels: int | None = None) -> bytes:
     """JPEG of the parent image with the crop's box drawn on it (decoded within ``budget``)."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     from corral.pipeline.decode import DEFAULT_MAX_PIXELS
 
     try:
-        im = Image.open(io.BytesIO(data))
+        im = open_original(data, max_pixels or DEFAULT_MAX_PIXELS)
         w0, h0 = im.size
-        if w0 * h0 > (max_pixels or DEFAULT_MAX_PIXELS):
-            raise ValueError(f"{w0}x{h0} pixels is over the limit")
         im = fitted(im, max_side, budget if budget is not None else DecodeBudget(1 << 30))
     except DecodeBusy:
         raise
