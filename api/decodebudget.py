@@ -16,9 +16,6 @@ handed back to the system where the C library can do that.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import functools
 import logging
 import math
 import threading
@@ -26,6 +23,7 @@ from collections import deque
 from collections.abc import Iterator
 
 from corral.api.errors import ApiError
+from corral.pipeline.heap import release_free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -34,31 +32,6 @@ class DecodeBusy(ApiError):
     """The server is decoding as many images as its memory budget allows (503, try again soon)."""
 
     status = 503
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS, Windows)."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    try:
-        fn = getattr(ctypes.CDLL(name), "malloc_trim", None)
-    except OSError:
-        return None
-    if fn is not None:
-        fn.argtypes = [ctypes.c_size_t]
-        fn.restype = ctypes.c_int
-    return fn
-
-
-def release_free_memory() -> bool:
-    """Give the memory the C allocator keeps free back to the system; False where it cannot."""
-    fn = _malloc_trim()
-    if fn is None:
-        return False
-    fn(0)
-    return True
 
 
 class DecodeBudget:

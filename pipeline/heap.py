@@ -53,6 +53,16 @@ def _libc() -> Any:
     return lib
 
 
+def release_free_memory() -> bool:
+    """Give the memory the C allocator keeps free back to the system (``malloc_trim(0)``); False
+    where the C library cannot."""
+    lib = _libc()
+    if lib is None:
+        return False
+    lib.malloc_trim(0)
+    return True
+
+
 def _set(lib: Any, mmap_threshold: int, trim_threshold: int) -> bool:
     return bool(lib.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(lib.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
 
