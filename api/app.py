@@ -28,8 +28,10 @@ from corral.api.jobs import JobManager
 from corral.api.labelstate import LabelService
 from corral.api.mapdata import MapRegistry
 from corral.api.openapi import install_openapi
+from corral.api.oplog import OperationRecorder, OpLogWriter
 from corral.api.sessions import SessionStore
 from corral.api.settings import Settings
+from corral.api.signin_limit import SignInLimiter
 from corral.api.thumbs import ThumbCache
 from corral.storage.workspace import Workspace
 
@@ -37,12 +39,12 @@ logger = logging.getLogger(__name__)
 
 
 #: Route modules under api/routes, one per resource; each exposes ``router``.
-ROUTE_MODULES = ("maps", "suggest", "items", "labels", "learn", "events", "jobs", "users", "recognize")
+ROUTE_MODULES = ("maps", "suggest", "items", "labels", "learn", "events", "jobs", "users", "history", "recognize")
 
 #: routes whose bodies are uploads and get ``max_request_bytes``; every other body gets ``max_body_bytes``
 UPLOAD_ROUTES = (("POST", "/api/recognize"),)
 #: routes that take a body without a sign-in (the sign-in itself), and their small limit
-PUBLIC_BODY_ROUTES = {("POST", "/api/session"): 4096}
+PUBLIC_BODY_ROUTES = {("POST", "/api/session"): 4096, ("POST", "/api/signin"): 4096}
 
 
 def viewer_dir() -> Path:
@@ -71,6 +73,8 @@ def create_app(settings: Settings, *, users: UserStore | None = None) -> FastAPI
         labels=LabelService(ws),
         jobs=JobManager(ws, source_roots=settings.source_roots, allow_any_source=settings.allow_any_source, max_jobs=settings.max_jobs),
         sessions=SessionStore(ws.root, idle_s=settings.session_idle_days * 86400, max_s=settings.session_max_days * 86400),
+        oplog=_open_oplog(ws),
+        signins=SignInLimiter(),
         extra={"decodes": decodes},  # the recognition service decodes uploads within it too
     )
 
@@ -81,6 +85,8 @@ def create_app(settings: Settings, *, users: UserStore | None = None) -> FastAPI
         yield
         ctx.jobs.shutdown()
         ctx.labels.close()
+        if ctx.oplog is not None:
+            ctx.oplog.close()
 
     app = FastAPI(
         title="Corral",
@@ -103,6 +109,8 @@ def create_app(settings: Settings, *, users: UserStore | None = None) -> FastAPI
         body_timeout_s=settings.body_timeout_s,
         signed_in=signed_in,
     )
+    # every write and every failure, the guard's refusals included, to the operation log
+    app.add_middleware(OperationRecorder, writer=ctx.oplog)
     # around everything, the guard's own answers included: nosniff everywhere, a CSP on every page
     app.add_middleware(SecurityHeaders)
 
@@ -162,6 +170,20 @@ def _mount_viewer(app: FastAPI, vdir: Path) -> None:
         return gzip_response(request, bundle_gz, etag=bundle.etag, cache=IMMUTABLE.replace("private", "public") if v == bundle.etag else REVALIDATE, media_type="text/javascript")
 
     app.mount("/src", StaticFiles(directory=vdir / "src"), name="viewer-src")
+
+
+def _open_oplog(ws: Workspace) -> OpLogWriter | None:
+    """The workspace's operation log and its writer; None (the server runs, unlogged) when the
+    workspace cannot hold it, such as a read-only one."""
+    import sqlite3
+
+    from corral.storage.oplog import SQLiteOperationLog
+
+    try:
+        return OpLogWriter(SQLiteOperationLog.open(ws))
+    except (sqlite3.Error, OSError) as e:
+        logger.warning("the operation log cannot be opened in %s (%s); requests are not logged", ws.root, e)
+        return None
 
 
 def _warm_split() -> None:

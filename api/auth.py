@@ -11,6 +11,12 @@ admin      everything, plus managing users
 
 A token is shown once, when it is made; the file keeps only its SHA-256. Tokens are 256 random
 bits, so a fast hash is enough (there is nothing to brute-force).
+
+People sign in to the viewer with a name and a password instead. A password is kept only as an
+Argon2id hash (argon2-cffi's RFC 9106 low-memory profile: 3 passes over 64 MiB, 4 lanes, a random
+16-byte salt; about 0.15 s per check on one core), which is slow to brute-force on purpose. A user
+may have a password, a token, or both: people sign in with the first, services and scripts send
+the second.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 
 from corral.storage.workspace import atomic_write_json
 
@@ -46,6 +55,16 @@ LOCAL_USER = "local"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 TOKEN_PREFIX = "crl_"
+#: what a browser session made from a password remembers of it (see :meth:`UserStore.credential`)
+PASSWORD_MARK = "pw:"
+#: shortest and longest password accepted (the longest bounds the work one sign-in asks for)
+MIN_PASSWORD, MAX_PASSWORD = 8, 1024
+
+#: Argon2id with argon2-cffi's defaults (RFC 9106's low-memory profile); a stored hash made with
+#: other parameters still verifies, and is re-hashed with these at the next sign-in
+HASHER = PasswordHasher()
+#: a hash to check against when the name is unknown, so that a wrong name takes as long as a wrong password
+_DUMMY_HASH = HASHER.hash("not a password of anyone " + secrets.token_hex(8))
 
 
 class AuthError(ValueError):
@@ -57,13 +76,26 @@ class User:
     name: str
     role: str
     created_at: str = ""
+    has_password: bool = False
+    has_token: bool = False
 
     def can(self, permission: str) -> bool:
         """Whether this user's role holds ``permission`` (read, write, recognize, admin)."""
         return self.role in PERMISSIONS[permission]
 
     def public(self) -> dict[str, Any]:
-        return {"name": self.name, "role": self.role, "created_at": self.created_at, "can": sorted(p for p in PERMISSIONS if self.can(p))}
+        return {
+            "name": self.name,
+            "role": self.role,
+            "created_at": self.created_at,
+            "can": sorted(p for p in PERMISSIONS if self.can(p)),
+            "password": self.has_password,
+            "token": self.has_token,
+        }
+
+
+def _user(name: str, u: dict[str, Any]) -> User:
+    return User(name, u["role"], u.get("created_at", ""), bool(u.get("password_argon2")), bool(u.get("token_sha256")))
 
 
 def hash_token(token: str) -> str:
@@ -84,6 +116,19 @@ def check_role(role: str) -> str:
     if role not in ROLES:
         raise AuthError(f"role {role!r}: expected one of {', '.join(ROLES)}")
     return role
+
+
+def check_password(password: str, name: str = "") -> str:
+    """A password good enough to store: 8 to 1,024 characters, not the user's name."""
+    if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise AuthError(f"password: use {MIN_PASSWORD} to {MAX_PASSWORD:,} characters")
+    if name and password.strip().lower() == name.lower():
+        raise AuthError("password: it must not be the user name")
+    return password
+
+
+def _password_mark(password_hash: str) -> str:
+    return PASSWORD_MARK + hashlib.sha256(password_hash.encode()).hexdigest()
 
 
 class UserStore:
@@ -124,13 +169,13 @@ class UserStore:
         """Every user, by name."""
         with self._lock:
             self._load()
-            return [User(n, u["role"], u.get("created_at", "")) for n, u in sorted(self._users.items())]
+            return [_user(n, u) for n, u in sorted(self._users.items())]
 
     def get(self, name: str) -> User | None:
         with self._lock:
             self._load()
             u = self._users.get(name)
-            return User(name, u["role"], u.get("created_at", "")) if u else None
+            return _user(name, u) if u else None
 
     def authenticate(self, token: str | None) -> User | None:
         """The user a token belongs to, or None."""
@@ -141,9 +186,42 @@ class UserStore:
             self._load()
             for known, name in self._by_hash.items():
                 if hmac.compare_digest(known, h):
-                    u = self._users[name]
-                    return User(name, u["role"], u.get("created_at", ""))
+                    return _user(name, self._users[name])
         return None
+
+    def check_password(self, name: str, password: str) -> User | None:
+        """The user ``name`` when ``password`` is theirs, else None. Takes the same time for an
+        unknown name, a user without a password and a wrong password; a hash made with older
+        parameters is replaced by one made with :data:`HASHER`'s."""
+        with self._lock:
+            self._load()
+            u = self._users.get(name) if isinstance(name, str) else None
+            stored = str(u.get("password_argon2") or "") if u else ""
+        if not isinstance(password, str) or len(password) > MAX_PASSWORD:
+            return None
+        try:
+            HASHER.verify(stored or _DUMMY_HASH, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if not stored or u is None:
+            return None
+        if HASHER.check_needs_rehash(stored):
+            try:
+                self.set_password(name, password)
+            except (AuthError, OSError) as e:  # signing in matters more than a stronger hash
+                logger.warning("could not re-hash the password of %s: %s", name, e)
+        return self.get(name)
+
+    def credential(self, name: str, *, token: str | None = None) -> str:
+        """What a session remembers of the credential it was made from: the token's hash, or a
+        mark of the current password hash (a new password, or a new token, ends the sessions
+        made from the old one)."""
+        if token is not None:
+            return hash_token(token)
+        with self._lock:
+            self._load()
+            stored = str(self._users.get(name, {}).get("password_argon2") or "")
+        return _password_mark(stored)
 
     def holder(self, name: str, token_sha256: str) -> User | None:
         """User ``name`` if their current token still has hash ``token_sha256`` (a session made
@@ -151,34 +229,71 @@ class UserStore:
         with self._lock:
             self._load()
             u = self._users.get(name)
-            if u is None or not hmac.compare_digest(str(u.get("token_sha256", "")), token_sha256):
+            if u is None:
                 return None
-            return User(name, u["role"], u.get("created_at", ""))
+            if token_sha256.startswith(PASSWORD_MARK):
+                stored = str(u.get("password_argon2") or "")
+                if not stored or not hmac.compare_digest(_password_mark(stored), token_sha256):
+                    return None
+            elif not u.get("token_sha256") or not hmac.compare_digest(str(u.get("token_sha256", "")), token_sha256):
+                return None
+            return _user(name, u)
 
     # -- writing ----------------------------------------------------------------------------
     def _save(self) -> None:
         stored = {name: u for name, u in self._users.items() if name not in self._held}
-        atomic_write_json(self.path, {"format": "corral users v1 (tokens stored as sha256)", "users": stored})
+        atomic_write_json(self.path, {"format": "corral users v1 (tokens stored as sha256, passwords as argon2id)", "users": stored})
         self._mtime = None  # re-read (and re-index) on next access
 
-    def add(self, name: str, *, role: str, replace: bool = False) -> str:
-        """Create a user (or, with ``replace``, give an existing one a new role and token); returns the token."""
+    def add(self, name: str, *, role: str, replace: bool = False, password: str | None = None, token: bool = True) -> str | None:
+        """Create a user (or, with ``replace``, give an existing one a new role and token); returns
+        the token, or None with ``token=False`` (a person who signs in with ``password`` only)."""
         check_name(name)
         check_role(role)
+        if password is not None:
+            check_password(password, name)
+        if password is None and not token:
+            raise AuthError(f"user {name!r} needs a password or a token to sign in with")
+        hashed = HASHER.hash(password) if password is not None else None  # slow: outside the lock
         with self._lock:
             self._load()
             existed = name in self._users
             if existed and not replace:
                 raise AuthError(f"user {name!r} exists; pass --rotate to give them a new token")
-            token = new_token()
-            self._users[name] = {
-                "role": role,
-                "token_sha256": hash_token(token),
-                "created_at": self._users.get(name, {}).get("created_at") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
+            new = new_token() if token else None
+            old = self._users.get(name, {})
+            rec: dict[str, Any] = {"role": role, "created_at": old.get("created_at") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            if new is not None:
+                rec["token_sha256"] = hash_token(new)
+            if hashed is not None or old.get("password_argon2"):
+                rec["password_argon2"] = hashed or old["password_argon2"]
+            self._users[name] = rec
             self._save()
-        logger.info("user %s (%s) %s", name, role, "given a new token" if existed else "added")
-        return token
+        logger.info("user %s (%s) %s", name, role, "replaced" if existed else "added")
+        return new
+
+    def set_password(self, name: str, password: str) -> None:
+        """Give ``name`` a new password (sessions made from the old one end)."""
+        check_password(password, name)
+        hashed = HASHER.hash(password)
+        with self._lock:
+            self._load()
+            if name not in self._users or name in self._held:
+                raise AuthError(f"no user {name!r}")
+            self._users[name]["password_argon2"] = hashed
+            self._save()
+        logger.info("user %s given a new password", name)
+
+    def set_role(self, name: str, role: str) -> None:
+        """Give ``name`` another role (their sessions and token keep working, with the new role)."""
+        check_role(role)
+        with self._lock:
+            self._load()
+            if name not in self._users or name in self._held:
+                raise AuthError(f"no user {name!r}")
+            self._users[name]["role"] = role
+            self._save()
+        logger.info("user %s now has role %s", name, role)
 
     def hold(self, name: str, *, role: str) -> str:
         """A user known to this store only, in memory, with a new token (returned): the local

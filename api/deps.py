@@ -57,6 +57,8 @@ class AppContext:
     labels: Any = None  # corral.api.labelstate.LabelService, opened on first use
     jobs: Any = None  # corral.api.jobs.JobManager
     sessions: SessionStore | None = None  # browser sessions
+    oplog: Any = None  # corral.api.oplog.OpLogWriter; None when the workspace cannot hold the log
+    signins: Any = None  # corral.api.signin_limit.SignInLimiter
     extra: dict[str, Any] = field(default_factory=dict)
 
 

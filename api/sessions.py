@@ -1,13 +1,13 @@
 """Browser sessions: what the viewer's cookie holds instead of the user's long-lived token.
 
-A token is exchanged once (``POST /api/session``, or the single-user link ``/?token=...``) for a
-random session id; the cookie carries only that id. Sessions live next to the users, in the
+A name and password (``POST /api/signin``, the viewer's sign-in page) or a token (``POST
+/api/session``, or the single-user link ``/?token=...``) is exchanged once for a random session id; the cookie carries only that id. Sessions live next to the users, in the
 workspace's ``sessions.json``, so a restart of the server does not sign the team out. Like
 tokens, ids are kept only as their SHA-256: the file signs nobody in.
 
-A session ends when its user signs out, when it has not been used for ``idle_s`` (7 days by
-default) or is older than ``max_s`` (30 days), and when its user is removed or given a new token
-(the session remembers which token it came from). In single-user mode ``corral serve`` makes a
+A session ends when its user signs out (here, or everywhere at once), when it has not been used
+for ``idle_s`` (7 days by default) or is older than ``max_s`` (30 days), and when its user is
+removed or given a new token or password (the session remembers which credential it came from). In single-user mode ``corral serve`` makes a
 new token each start, so a restart ends the local sessions as well.
 """
 
@@ -93,6 +93,24 @@ class SessionStore:
                 rec["seen"] = now
                 self._save(sessions)
             return Session(rec["user"], rec["token_sha256"], rec["created"], rec["seen"])
+
+    def end_all(self, user: str) -> int:
+        """End every session of ``user`` (sign out everywhere); returns how many ended."""
+        with self._lock:
+            sessions = self._load()
+            keys = [k for k, rec in sessions.items() if rec["user"] == user]
+            for key in keys:
+                del sessions[key]
+            if keys:
+                self._save(sessions)
+        logger.info("%d sessions of %s ended", len(keys), user)
+        return len(keys)
+
+    def count(self, user: str) -> int:
+        """How many live sessions ``user`` has."""
+        now = self.clock()
+        with self._lock:
+            return sum(1 for rec in self._load().values() if rec["user"] == user and not self._expired(rec, now))
 
     def end(self, sid: str | None) -> bool:
         """End a session (sign-out); False when there was none."""

@@ -10,6 +10,8 @@ embeddings     Parquet: id, uri, label, embedding (the model and sidecar in the 
 coco           COCO JSON of crop items: boxes on their parent images, category = crop label
 imagefolder    a folder per label holding the labelled images (copies, symlinks or hardlinks)
 curators       per curator: actions, items per action, time per action, actions per hour
+operations     the operation log: every request that changed something or failed, per user
+               (CSV, or JSON lines when ``out`` ends in ``.jsonl``; see docs/accounts.md)
 =============  ==========================================================================
 
 Every export reads the label store at one version (:meth:`LabelStore.snapshot`) and writes to a
@@ -43,7 +45,7 @@ from corral.storage.workspace import Workspace, WorkspaceError
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("parquet", "csv", "jsonl", "embeddings", "coco", "imagefolder", "curators", "interactions")
+FORMATS = ("parquet", "csv", "jsonl", "embeddings", "coco", "imagefolder", "curators", "interactions", "operations")
 LINK_MODES = ("copy", "symlink", "hardlink")
 ITEM_EXPORT_COLUMNS = ("id", "uri", "label", "excluded_from", "labelled_by", "labelled_at", "parent_id", "bbox", "labels")
 
@@ -409,6 +411,36 @@ def _export_interactions(ws: Workspace, out: Path, overwrite: bool) -> tuple[int
     return len(rows), _write_file(out, lambda p: p.write_bytes(body), overwrite=overwrite)
 
 
+def _export_operations(ws: Workspace, out: Path, overwrite: bool) -> tuple[int, int]:
+    """The operation log, one row per logged request, oldest first (CSV, or JSON lines for .jsonl)."""
+    from corral.storage.oplog import COLUMNS, FILE_NAME, SQLiteOperationLog
+
+    jsonl = out.suffix.lower() == ".jsonl"
+    rows = 0
+
+    def write(p: Path) -> None:
+        nonlocal rows
+        log = SQLiteOperationLog(ws.root / FILE_NAME) if (ws.root / FILE_NAME).is_file() else None
+        with open(p, "w", newline="", encoding="utf-8") as fh:
+            w = None if jsonl else csv.DictWriter(fh, fieldnames=list(COLUMNS))
+            if w is not None:
+                w.writeheader()
+            try:
+                for op in log.iter_all() if log is not None else ():
+                    row = {**op.as_dict(), "at": iso(op.at)}
+                    if w is None:
+                        fh.write(json.dumps(row) + "\n")
+                    else:
+                        w.writerow({k: "" if v is None else v for k, v in row.items()})
+                    rows += 1
+            finally:
+                if log is not None:
+                    log.close()
+
+    size = _write_file(out, write, overwrite=overwrite)
+    return rows, size
+
+
 def export(
     workspace: str | os.PathLike[str] | Workspace,
     *,
@@ -459,6 +491,8 @@ def export(
             rows, size = _export_imagefolder(ws, snap, out, mode, overwrite, skipped, endpoint_url)
         elif format == "interactions":
             rows, size = _export_interactions(ws, out, overwrite)
+        elif format == "operations":
+            rows, size = _export_operations(ws, out, overwrite)
         else:
             rows, size = _export_curators(store, out, overwrite)
     finally:

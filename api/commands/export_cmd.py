@@ -17,7 +17,7 @@ def _add(p: argparse.ArgumentParser) -> None:
         "-f",
         required=True,
         choices=FORMATS,
-        help="parquet, csv, jsonl (items with label state), embeddings (Parquet), coco (crops), imagefolder, curators, interactions (review pages' per-tile byproducts)",
+        help="parquet, csv, jsonl (items with label state), embeddings (Parquet), coco (crops), imagefolder, curators, interactions (review pages' tiles), operations (the operation log)",
     )
     p.add_argument("--out", "-o", required=True, help="file to write (a folder for imagefolder)")
     p.add_argument("--embeddings", default=None, help="embedding set for --format embeddings (default: the only / newest one)")
@@ -37,4 +37,4 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-register("export", "export labels (parquet, csv, jsonl, embeddings, coco, imagefolder, curators, interactions)", _add, _run)
+register("export", "export labels (parquet, csv, jsonl, embeddings, coco, imagefolder, curators, interactions) or the operation log (operations)", _add, _run)

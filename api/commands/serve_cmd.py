@@ -1,4 +1,4 @@
-"""``corral serve`` (the viewer and the API) and ``corral users`` (tokens and roles)."""
+"""``corral serve``: the viewer and the API (``corral users`` is in :mod:`corral.api.commands.users_cmd`)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         url += f"?token={token}"
         sys.stderr.write(f"corral: single-user mode; open {url}\n  (this link signs you in as '{LOCAL_USER}'; a new one is made each start)\n")
     else:
-        sys.stderr.write(f"corral: open {url} and sign in with your token (make one: corral users add NAME --role curator --workspace {ws})\n")
+        sys.stderr.write(f"corral: open {url} and sign in (add a user: corral users add NAME --role curator --password --workspace {ws})\n")
     emit({"url": url, "workspace": str(ws), "single_user": local})
     serve(app, host=args.host, port=args.port, log_level=args.log_level, header_timeout_s=settings.header_timeout_s, trusted_proxies=args.trusted_proxy)
     return 0
@@ -97,47 +97,4 @@ def _local_token(users: UserStore) -> str:
     return users.hold(LOCAL_USER, role="admin")
 
 
-def _add_users(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="users_command", metavar="ACTION", required=True)
-    a = sub.add_parser("add", help="add a user and print their token", description="add a user and print their token (shown once)")
-    a.add_argument("name", help="user name (letters, digits, . _ @ -)")
-    a.add_argument("--role", required=True, choices=("viewer", "curator", "service", "admin"), help="viewer: read; curator: label; service: recognise only; admin: all, and manage users")
-    a.add_argument("--workspace", "-w", required=True, help="the workspace the user may use")
-    a.add_argument("--rotate", action="store_true", help="the user exists: give them a new token (the old one stops working)")
-    ls = sub.add_parser("list", help="list users and roles", description="list users and roles")
-    ls.add_argument("--workspace", "-w", required=True, help="the workspace")
-    rm = sub.add_parser("remove", help="remove a user (their token stops working)", description="remove a user (their token stops working)")
-    rm.add_argument("name", help="user name")
-    rm.add_argument("--workspace", "-w", required=True, help="the workspace")
-
-
-def _run_users(args: argparse.Namespace) -> int:
-    from corral.api.auth import AuthError, UserStore
-
-    ws = Path(args.workspace).expanduser().resolve()
-    if not ws.is_dir():
-        raise CliError(f"--workspace {args.workspace}: no such folder")
-    store = UserStore(ws)
-    try:
-        if args.users_command == "add":
-            token = store.add(args.name, role=args.role, replace=args.rotate)
-            if not args.quiet:
-                sys.stderr.write(f"user {args.name} ({args.role}); token (shown once, keep it secret):\n")
-            sys.stdout.write(token + "\n")
-            emit({"user": args.name, "role": args.role, "token": token})
-        elif args.users_command == "list":
-            users = store.users()
-            if not args.quiet:
-                for u in users:
-                    sys.stderr.write(f"{u.name}\t{u.role}\t{u.created_at}\n")
-            emit({"users": [u.public() for u in users]})
-        else:
-            store.remove(args.name)
-            emit({"removed": args.name})
-    except AuthError as e:
-        raise CliError(str(e)) from None
-    return 0
-
-
 register("serve", "serve the viewer and the API for a workspace", _add_serve, _run_serve)
-register("users", "add, list or remove users of the viewer and API (tokens and roles)", _add_users, _run_users)

@@ -1,0 +1,217 @@
+"""Every request that changes something, and every one that fails, goes to the operation log.
+
+:class:`OperationRecorder` wraps the whole app as plain ASGI, the request guard's early answers
+included. After the answer has been sent it notes one :class:`~corral.storage.oplog.Operation`
+for each request whose method writes (POST, PUT, PATCH, DELETE) and for each answer of 400 or
+more, whatever its method: who (the signed-in user), the route, the status and outcome, the items
+touched and the label-store event produced (read from the answer's ``event_id`` and
+``changed_items``, which every label action carries, or noted by the route with :func:`note`),
+and for a failure its short error message.
+
+Nothing waits for the log. Operations go to a queue that :class:`OpLogWriter` writes in batches on
+a thread of its own; a label action is acknowledged before its row is written, and a log that
+cannot be written (a full disk, a locked file) costs the action nothing: the writer says so in the
+server log, keeps the rows and tries again, and drops the oldest, counted, only past
+``max_pending``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from corral.storage.oplog import Operation, OperationLog, outcome_of
+
+logger = logging.getLogger(__name__)
+
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: where a route's notes wait in the ASGI scope
+_NOTE_KEY = "corral.oplog"
+#: largest answer read for its event id and item count (label actions answer in kilobytes)
+_MAX_PARSED = 4 << 20
+
+
+def note(conn: HTTPConnection, **fields: Any) -> None:
+    """Let a route say what the log should record of its request: ``user`` (who it concerns, when
+    nobody is signed in, as for a sign-in), ``items``, ``event_id``, ``detail``."""
+    conn.scope.setdefault(_NOTE_KEY, {}).update(fields)
+
+
+class OpLogWriter:
+    """Writes queued operations to an :class:`OperationLog` on its own thread, in batches."""
+
+    def __init__(self, log: OperationLog, *, max_pending: int = 100_000, retry_s: float = 1.0):
+        self.log = log
+        self.max_pending = max_pending
+        self.retry_s = retry_s
+        self._q: queue.SimpleQueue[Operation | None] = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._queued = 0  # operations handed in
+        self._done = 0  # operations written or dropped
+        self.dropped = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="corral-oplog", daemon=True)
+        self._thread.start()
+
+    def put(self, op: Operation) -> None:
+        if self._closed:  # after the server's shutdown (a test's second client): write at once
+            try:
+                self.log.append([op])
+            except Exception as e:
+                logger.warning("could not write an operation to the operation log (%s)", e)
+            return
+        with self._cond:
+            self._queued += 1
+        self._q.put(op)
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until everything handed in so far is written; False on timeout (the log is failing)."""
+        with self._cond:
+            target = self._queued
+            return self._cond.wait_for(lambda: self._done >= target, timeout=timeout_s)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.flush(timeout_s)
+        self._q.put(None)
+        self._thread.join(timeout_s)
+        self.log.close()
+
+    def _run(self) -> None:
+        pending: list[Operation] = []
+        stop = False
+        while not stop or pending:
+            if not stop:
+                try:
+                    item = self._q.get(timeout=self.retry_s if pending else None)
+                    items = [item]
+                    while len(items) < 1000:
+                        try:
+                            items.append(self._q.get_nowait())
+                        except queue.Empty:
+                            break
+                except queue.Empty:
+                    items = []
+                stop = None in items
+                pending += [op for op in items if op is not None]
+            if not pending:
+                continue
+            try:
+                self.log.append(pending)
+            except Exception as e:  # the action is done and answered; only its log row waits
+                logger.warning("could not write %d operations to the operation log (%s); keeping them and trying again", len(pending), e)
+                if len(pending) > self.max_pending:
+                    drop = len(pending) - self.max_pending
+                    self.dropped += drop
+                    logger.error("the operation log is failing: %d oldest operations dropped (%d so far)", drop, self.dropped)
+                    pending = pending[drop:]
+                    self._finished(drop)
+                if stop:
+                    logger.error("the server stops: %d operations could not be logged", len(pending))
+                    self._finished(len(pending))
+                    return
+                time.sleep(self.retry_s)
+                continue
+            self._finished(len(pending))
+            pending = []
+
+    def _finished(self, n: int) -> None:
+        with self._cond:
+            self._done += n
+            self._cond.notify_all()
+
+
+class OperationRecorder:
+    """ASGI middleware that hands each write and each failure to an :class:`OpLogWriter`."""
+
+    def __init__(self, app: ASGIApp, *, writer: OpLogWriter | None = None):
+        self.app = app
+        self.writer = writer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.writer is None:
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        writes = scope["method"] in WRITES
+        json_answer = gzipped = False
+        body = bytearray()
+
+        async def watch(msg: Message) -> None:
+            nonlocal status, json_answer, gzipped
+            if msg["type"] == "http.response.start":
+                status = int(msg["status"])
+                headers = {k.lower(): v for k, v in msg.get("headers", ())}
+                json_answer = headers.get(b"content-type", b"").startswith(b"application/json")
+                gzipped = headers.get(b"content-encoding") == b"gzip"
+                json_answer = json_answer and headers.get(b"content-encoding", b"gzip") == b"gzip"
+            elif msg["type"] == "http.response.body" and json_answer and (writes or status >= 400) and len(body) < _MAX_PARSED:
+                body.extend(msg.get("body", b""))
+            await send(msg)
+
+        at = time.time()
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            if writes or status >= 400:
+                try:
+                    self.writer.put(_operation(scope, at, status, _unzipped(bytes(body)) if gzipped else bytes(body)))
+                except Exception:  # the log must never cost the request
+                    logger.exception("could not note an operation of %s %s", scope.get("method"), scope.get("path"))
+
+
+def _operation(scope: Scope, at: float, status: int, body: bytes) -> Operation:
+    notes: dict[str, Any] = scope.get(_NOTE_KEY) or {}
+    answer: dict[str, Any] = {}
+    if body:
+        try:
+            parsed = json.loads(body)
+            answer = parsed if isinstance(parsed, dict) else {}
+        except ValueError:
+            pass
+    route = scope.get("route")
+    template = str(getattr(route, "path", "") or "") or "(no route)"
+    client = scope.get("client")
+    detail = str(notes.get("detail") or (answer.get("error") if status >= 400 else answer.get("kind")) or "")
+    items = notes.get("items", answer.get("changed_items"))
+    event_id = notes.get("event_id", answer.get("event_id"))
+    return Operation(
+        at=at,
+        user=str(notes.get("user") or _user_of(scope)),
+        method=str(scope.get("method", "")),
+        route=template,
+        path=str(scope.get("path", ""))[:300],
+        status=status,
+        outcome=outcome_of(status),
+        items=int(items) if isinstance(items, int) and not isinstance(items, bool) else None,
+        event_id=int(event_id) if isinstance(event_id, int) and not isinstance(event_id, bool) else None,
+        client=str(client[0]) if client else "",
+        detail=detail[:500],
+    )
+
+
+def _unzipped(body: bytes) -> bytes:
+    try:
+        return gzip.decompress(body)
+    except (OSError, EOFError):  # cut short at _MAX_PARSED: nothing to read from it
+        return b""
+
+
+def _user_of(scope: Scope) -> str:
+    from corral.api.deps import identify
+
+    try:
+        user = identify(HTTPConnection(scope)).user
+    except Exception:  # a broken users file: the operation is still logged, without a name
+        return ""
+    return user.name if user is not None else ""
