@@ -10,13 +10,12 @@ the change rows alone; :func:`check` compares it with the materialised state.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from corral.storage.events import LabelRow, Txn, load_labels, name_key
+from corral.storage.events import Conn, LabelRow, Txn, load_labels, name_key
 
 
 def invert(tx: Txn, target: int, *, redo: bool) -> int:
@@ -88,15 +87,15 @@ def invert(tx: Txn, target: int, *, redo: bool) -> int:
     return len({r[0] for r in item_rows} | {r[0] for r in ex_rows})
 
 
-def last_action(conn: sqlite3.Connection, user: str, *, redo: bool) -> int | None:
+def last_action(conn: Conn, user: str, *, redo: bool) -> int | None:
     """The event a user's next undo (or redo) would act on."""
     if not redo:
-        row = conn.execute("SELECT MAX(event_id) FROM actions WHERE user = ? AND undone = 0", (user,)).fetchone()
+        row = conn.execute('SELECT MAX(event_id) FROM actions WHERE "user" = ? AND undone = 0', (user,)).fetchone()
         return row[0]
-    newest = conn.execute("SELECT COALESCE(MAX(event_id), 0) FROM actions WHERE user = ?", (user,)).fetchone()[0]
+    newest = conn.execute('SELECT COALESCE(MAX(event_id), 0) FROM actions WHERE "user" = ?', (user,)).fetchone()[0]
     # a new action since the undo clears the redo stack; the most recently undone comes back first
     row = conn.execute(
-        "SELECT event_id FROM actions WHERE user = ? AND undone = 1 AND toggled_by > ? ORDER BY toggled_by DESC LIMIT 1",
+        'SELECT event_id FROM actions WHERE "user" = ? AND undone = 1 AND toggled_by > ? ORDER BY toggled_by DESC LIMIT 1',
         (user, newest),
     ).fetchone()
     return row[0] if row else None
@@ -113,7 +112,7 @@ class State:
     labels: dict[int, dict[str, Any]]  # id -> {name, aliases, active, count}
 
 
-def replay(conn: sqlite3.Connection) -> State:
+def replay(conn: Conn) -> State:
     """The state rebuilt from the events' change rows alone, in event order."""
     items: dict[str, tuple[int, int]] = {}
     excl: set[tuple[str, int]] = set()
@@ -145,20 +144,17 @@ def _group(rows: Iterable[tuple[Any, ...]]) -> dict[int, list[tuple[Any, ...]]]:
     return out
 
 
-def materialised(conn: sqlite3.Connection) -> State:
+def materialised(conn: Conn) -> State:
     items = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT item_id, label_id, event_id FROM item_state")}
     excl = {(r[0], r[1]) for r in conn.execute("SELECT item_id, label_id FROM exclusions")}
     labels = {row.id: {**row.snapshot(), "count": row.count} for row in load_labels(conn).values()}
     return State(items, excl, labels)
 
 
-def check(conn: sqlite3.Connection) -> list[str]:
-    """Differences between the materialised state and a replay of the events (empty = consistent)."""
-    conn.execute("BEGIN")
-    try:
-        a, b = materialised(conn), replay(conn)
-    finally:
-        conn.execute("COMMIT")
+def check(conn: Conn) -> list[str]:
+    """Differences between the materialised state and a replay of the events (empty = consistent).
+    Call it inside one read transaction, so both sides see the same version."""
+    a, b = materialised(conn), replay(conn)
     problems = []
     pairs: tuple[tuple[str, Mapping[Any, Any], Mapping[Any, Any]], ...] = (("item labels", a.items, b.items), ("labels", a.labels, b.labels))
     for what, x, y in pairs:

@@ -8,9 +8,11 @@ the two, so "derived from the events" is something a test can verify rather than
 
 Undo and redo, and the replay, are in :mod:`corral.storage.event_replay`.
 
-The SQL is plain (``?`` parameters, ``ON CONFLICT`` upserts, no SQLite-only statements outside
-:func:`connect` and :func:`create_schema`), so a server database can sit behind the same
-:class:`Txn` later.
+The SQL is plain (``?`` parameters, ``ON CONFLICT`` upserts, ``"user"`` quoted, no SQLite-only
+statements outside :func:`connect` and :func:`create_schema`), so PostgreSQL sits behind the same
+:class:`Txn` (:mod:`corral.storage.labels_pg` hands it a connection that takes ``?``). The change
+tables are read back in write order through ``rowid``: SQLite's implicit one, and a column of that
+name in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,14 +22,20 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from corral.storage.label_names import name_key
 
 SCHEMA_VERSION = 1
 
+#: Kinds of revisions of things other than labels (a detector's boxes), recorded by
+#: ``LabelStore.revise``: what changed lives in the event's payload, any label moves in the usual
+#: change rows, and whether the revision holds is the event's undone flag, so any backend that keeps
+#: events, payloads and the undo stack keeps these too.
+REVISION_KINDS = ("boxes",)
+
 #: Kinds of events a user can undo (undo and redo themselves are not on the stack).
-ACTION_KINDS = ("assign", "exclude", "unlabel", "rename", "merge", "delete", "import")
+ACTION_KINDS = ("assign", "exclude", "unlabel", "rename", "merge", "delete", "import", *REVISION_KINDS)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,11 +86,27 @@ CREATE TABLE IF NOT EXISTS label_changes (
 CREATE INDEX IF NOT EXISTS label_changes_by_event ON label_changes (event_id);
 """
 
+
+class Conn(Protocol):
+    """What the engine needs of a database connection: ``sqlite3.Connection``, or the PostgreSQL
+    adapter in :mod:`corral.storage.labels_pg`. ``execute`` returns a cursor that iterates rows and
+    has ``fetchone``/``fetchall``; parameters are ``?``."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any: ...
+
+
 _CHUNK = 500  # ids per IN (...) query, well under every database's parameter limit
 
 
 class LabelError(ValueError):
     """Bad input to the label store (unknown ids, bad names, missing labels); nothing was written."""
+
+
+class LabelStoreUnavailable(ConnectionError):
+    """The label store's database server cannot be reached (or refused us); ``str()`` is one line
+    that names the server and what to check. Nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +196,7 @@ def chunks(seq: list[Any], n: int = _CHUNK) -> Iterable[list[Any]]:
         yield seq[i : i + n]
 
 
-def load_labels(conn: sqlite3.Connection) -> dict[int, LabelRow]:
+def load_labels(conn: Conn) -> dict[int, LabelRow]:
     rows = conn.execute("SELECT id, name, aliases, active, created_by, created_at, n_items FROM labels ORDER BY id")
     return {r[0]: LabelRow(r[0], r[1], json.loads(r[2]), bool(r[3]), r[4], r[5], r[6]) for r in rows}
 
@@ -189,7 +213,7 @@ class Txn:
     decision sees the state as this event has left it so far.
     """
 
-    conn: sqlite3.Connection
+    conn: Conn
     user: str
     at: float
     event_id: int = 0
@@ -341,7 +365,7 @@ class Txn:
         """Write the event row, its change rows and the new state."""
         c, eid = self.conn, self.event_id
         c.execute(
-            "INSERT INTO events (id, user, at, kind, payload, item_count, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            'INSERT INTO events (id, "user", at, kind, payload, item_count, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?)',
             (eid, self.user, self.at, kind, json.dumps(payload, ensure_ascii=False, sort_keys=True), item_count, duration_ms),
         )
         for lid, before in self._label_before.items():
@@ -394,7 +418,7 @@ class Txn:
                 (row.name, json.dumps(row.aliases, ensure_ascii=False), int(row.active), row.count, lid),
             )
         if kind in ACTION_KINDS:
-            c.execute("INSERT INTO actions (event_id, user, undone, toggled_by) VALUES (?, ?, 0, 0)", (eid, self.user))
+            c.execute('INSERT INTO actions (event_id, "user", undone, toggled_by) VALUES (?, ?, 0, 0)', (eid, self.user))
 
 
 def dedupe_aliases(aliases: Iterable[str], name: str) -> list[str]:

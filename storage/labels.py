@@ -1,20 +1,27 @@
 """The label store: every curator action as an event, current labels derived from them.
 
-One SQLite file in WAL mode inside the workspace (``labels.sqlite``) holds the known item ids,
-the label objects (id, name, aliases, who made them and when), the append-only event log, the
-exact changes each event made, and the current state derived from those changes::
+One database holds the known item ids, the label objects (id, name, aliases, who made them and
+when), the append-only event log, the exact changes each event made, and the current state derived
+from those changes::
 
-    store = LabelStore.open(Workspace("ws"))
+    store = LabelStore.open(Workspace("ws"))                  # the workspace's labels.sqlite
+    store = LabelStore("postgresql://db.example/labels")      # or a PostgreSQL database
     store.assign(cluster_ids, "mug", user="ana", exclude=[odd_one], duration_ms=4200)
     store.rename_label("mug", "coffee mug", user="ana")     # "mug" stays as an alias
     store.undo(user="ana")                                    # exactly reverses the rename
     store.item_labels()                                       # {item id: "mug", ...}
 
+:class:`LabelStore` is the one interface; ``LabelStore(location)`` gives the backend the location
+names (:mod:`corral.storage.label_location`): :class:`~corral.storage.labels_sqlite.SqliteLabelStore`,
+one SQLite file in WAL mode, the embedded default, or
+:class:`~corral.storage.labels_pg.PostgresLabelStore` for several servers on one database. Both run
+the same actions, replay and checks on the same SQL (:mod:`corral.storage.events`,
+:mod:`corral.storage.event_replay`); a backend provides only connections and transactions.
+
 Every action is one transaction, committed (and by default fsynced) before the call returns;
-threads and processes may write at once (SQLite serialises writers; ``timeout_s`` bounds the
+threads and processes may write at once (writers are serialised; ``timeout_s`` bounds the
 wait). Bad input raises :class:`LabelError` before anything is written (the checks are in
-:mod:`corral.storage.label_checks`). The engine lives in :mod:`corral.storage.events` and
-:mod:`corral.storage.event_replay`; import files are read by :mod:`corral.storage.label_import`.
+:mod:`corral.storage.label_checks`); import files are read by :mod:`corral.storage.label_import`.
 """
 
 from __future__ import annotations
@@ -22,27 +29,26 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from corral.storage import event_replay
 from corral.storage import events as ev
-from corral.storage.diskerrors import WorkspaceReadOnly, WorkspaceWriteError, connect_read_only, folder_problem, is_unopenable, write_problem
-from corral.storage.events import ActionResult, Event, LabelError, LabelInfo, Txn, name_key
+from corral.storage.diskerrors import WorkspaceWriteError
+from corral.storage.events import ActionResult, Conn, Event, LabelError, LabelInfo, LabelStoreUnavailable, Txn, name_key
 from corral.storage.label_checks import check_duration, check_ids, check_name, check_user, require_known, require_label, warn_look_alikes
+from corral.storage.label_location import StoreLocation, parse
 
 if TYPE_CHECKING:
     from corral.storage.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ActionResult", "Event", "LabelError", "LabelInfo", "LabelStore", "StoreSnapshot", "check_name"]
+__all__ = ["ActionResult", "Event", "LabelError", "LabelInfo", "LabelStore", "LabelStoreUnavailable", "StoreSnapshot", "check_name"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,7 @@ class StoreSnapshot:
     events: int  # number of events
 
 
-Plan = Callable[[Txn], "tuple[dict[str, Any], list[str], Callable[[sqlite3.Connection], None] | None]"]
+Plan = Callable[[Txn], "tuple[dict[str, Any], list[str], Callable[[Conn], None] | None]"]
 
 
 MAX_WARNINGS = 10  # warnings one answer carries; more are counted in the last one
@@ -71,60 +77,50 @@ def _short(warnings: list[str]) -> list[str]:
 class LabelStore:
     """Labels of one workspace, as an append-only event log plus the state derived from it.
 
+    ``LabelStore(location, **options)`` opens the backend the location names: a path or
+    ``sqlite:PATH`` (SQLite, created when missing) or ``postgresql://...`` (PostgreSQL; its tables
+    are created or migrated on open). Options both take:
+
     Args:
-        path: the SQLite file (created with its folder when missing).
-        synchronous: SQLite's ``synchronous`` setting. ``FULL`` (default) fsyncs every action,
-            so acknowledged actions survive power loss; ``NORMAL`` survives a killed process
-            but may lose the last actions on power loss, and is faster.
+        synchronous: ``FULL`` (default) makes every acknowledged action survive power loss;
+            ``NORMAL`` survives a killed process but may lose the last actions on power loss, and
+            is faster (SQLite's ``synchronous``; PostgreSQL's ``synchronous_commit`` on or off).
         timeout_s: how long a writer waits for another writer before giving up.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL", timeout_s: float = 60.0):
-        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
-            raise LabelError(f"synchronous={synchronous!r}: expected FULL, NORMAL or EXTRA")
-        if timeout_s <= 0:
-            raise LabelError(f"timeout_s={timeout_s!r}: must be > 0")
-        self.path = Path(path).expanduser().resolve()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._synchronous = synchronous
-        self._timeout_s = timeout_s
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()  # writers of this process queue here instead of busy-waiting
-        self._pid = os.getpid()
-        self._closed = False
-        self._synced: dict[str, str] | None = None  # the workspace files registered, by sync_workspace
-        #: why writes are refused when the store could only be opened read-only (else None)
-        self.read_only: WorkspaceWriteError | None = None
-        try:
-            ev.create_schema(self._conn())
-        except sqlite3.DatabaseError as e:
-            self.close()
-            if not is_unopenable(e):
-                raise LabelError(f"{self.path} is not a Corral label store ({e}); pick another file") from None
-            self._open_read_only(e)
+    #: the backend's name (``sqlite`` or ``postgresql``)
+    kind: str = ""
+    #: where the store lives
+    location: StoreLocation
+    #: why writes are refused when the store could only be opened read-only (else None)
+    read_only: WorkspaceWriteError | None = None
+    _synced: dict[str, str] | None = None  # the workspace files registered, by sync_workspace
 
-    def _open_read_only(self, cause: sqlite3.Error) -> None:
-        """Open for reading a store whose folder cannot be written (a read-only or full disk), so
-        the workspace can still be browsed; every write then raises why. A store that does not
-        exist yet is an empty one in memory."""
-        self.read_only = folder_problem(self.path.parent, "the label store") or write_problem(cause, "the label store") or WorkspaceReadOnly("the label store")
-        self._closed, self._local, self._conns = False, threading.local(), []
-        try:
-            if "items" not in {r[0] for r in self._conn().execute("SELECT name FROM sqlite_master")}:
-                raise LabelError(f"{self.path} is not a Corral label store (no items table); pick another file")
-        except sqlite3.DatabaseError as e:
-            self.close()
-            raise LabelError(f"{self.path} is not a Corral label store ({e}); pick another file") from None
-        logger.warning("label store %s opened read-only: %s", self.path, self.read_only)
+    def __new__(cls, location: "str | os.PathLike[str] | None" = None, **kwargs: Any) -> "LabelStore":
+        if cls is LabelStore:
+            if location is None:
+                raise LabelError("LabelStore needs a location: a SQLite path or a postgresql:// URL")
+            if parse(location).kind == "postgresql":
+                from corral.storage.labels_pg import PostgresLabelStore
+
+                cls = PostgresLabelStore
+            else:
+                from corral.storage.labels_sqlite import SqliteLabelStore
+
+                cls = SqliteLabelStore
+        return object.__new__(cls)
 
     @classmethod
-    def open(cls, workspace: "Workspace | str | os.PathLike[str]", **kwargs: Any) -> "LabelStore":
-        """The workspace's store, with the workspace's items (status ok) and map points registered as known ids."""
+    def open(cls, workspace: "Workspace | str | os.PathLike[str]", *, labels: "str | os.PathLike[str] | None" = None, **kwargs: Any) -> "LabelStore":
+        """The workspace's store, with the workspace's items (status ok) and map points registered
+        as known ids. ``labels`` names another store (else ``$CORRAL_LABELS``, else the
+        workspace's ``labels.sqlite``)."""
+        from corral.storage.label_location import resolve
         from corral.storage.workspace import Workspace
 
         ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-        store = cls(ws.labels_db, **kwargs)
+        where = resolve(ws, labels)
+        store = LabelStore(where.target, **kwargs)
         store.sync_workspace(ws)
         return store
 
@@ -155,61 +151,36 @@ class LabelStore:
             self._set_meta("workspace_files", json.dumps(current, sort_keys=True))
         self._synced = current
         if ids:
-            logger.info("label store %s: %d ids from new item shards or maps (%d new)", self.path, len(ids), added)
+            logger.info("label store %s: %d ids from new item shards or maps (%d new)", self.location, len(ids), added)
         return added
 
-    # -- connections ---------------------------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        if self._closed:
-            raise LabelError(f"label store {self.path} is closed")
-        if os.getpid() != self._pid:  # forked: the parent's connections must not be used here
-            self._local, self._conns, self._pid = threading.local(), [], os.getpid()
-            self._lock = threading.Lock()
-        conn = getattr(self._local, "conn", None)
-        if conn is None and self.read_only is not None:
-            if self.path.exists():
-                conn = connect_read_only(self.path, timeout_s=self._timeout_s)
-            else:  # nothing labelled yet, and nowhere to write: an empty store
-                conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-                ev.create_schema(conn)
-            self._local.conn = conn
-            self._conns.append(conn)
-        elif conn is None:
-            conn = ev.connect(self.path, synchronous=self._synchronous, timeout_s=self._timeout_s)
-            self._local.conn = conn
-            self._conns.append(conn)
-        return conn
+    # -- what a backend provides ---------------------------------------------------------------
+    def _conn(self) -> Conn:
+        """This thread's connection, outside any transaction (each statement commits alone)."""
+        raise NotImplementedError
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        if self.read_only is not None:
-            raise type(self.read_only)("the label store")
-        conn = self._conn()
-        with self._lock:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            except sqlite3.Error as e:  # a full disk or a file made read-only meanwhile: say so
-                problem = write_problem(e, "the label store")
-                if problem is None:
-                    raise
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise problem from e
+    def _write(self) -> AbstractContextManager[Conn]:
+        """One write transaction, serialised with every other writer of the store (any process,
+        any host), committed durably when the block ends, rolled back when it raises."""
+        raise NotImplementedError
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
+    def _read(self) -> AbstractContextManager[Conn]:
+        """One read transaction: every statement in it sees the same version."""
+        raise NotImplementedError
+
+    def register_items(self, ids: Iterable[str]) -> int:
+        """Make ids known (crops, newly embedded items, ...); returns how many were new."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close every connection this store opened (in any thread)."""
+        raise NotImplementedError
+
+    def listen(self, on_version: Callable[[int], None]) -> Callable[[], None] | None:
+        """Call ``on_version(version)`` from a background thread whenever any writer (any process,
+        any host) commits an event; returns a function that stops it. None when the backend cannot
+        push (SQLite: readers poll :meth:`version`, which is cheap there)."""
+        return None
 
     def _meta(self, key: str) -> str | None:
         row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -219,16 +190,6 @@ class LabelStore:
         with self._write() as c:
             c.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
-    def close(self) -> None:
-        """Close every connection this store opened (in any thread)."""
-        self._closed = True
-        for conn in self._conns:
-            try:
-                conn.close()
-            except sqlite3.Error:  # pragma: no cover - already closed
-                pass
-        self._conns = []
-
     def __enter__(self) -> "LabelStore":
         return self
 
@@ -236,15 +197,6 @@ class LabelStore:
         self.close()
 
     # -- items ---------------------------------------------------------------------------------
-    def register_items(self, ids: Iterable[str]) -> int:
-        """Make ids known (crops, newly embedded items, ...); returns how many were new."""
-        ids = check_ids(ids, "ids", allow_empty=True)
-        with self._write() as c:
-            before = c.total_changes
-            for part in ev.chunks(ids, 5000):
-                c.executemany("INSERT INTO items (id) VALUES (?) ON CONFLICT DO NOTHING", [(i,) for i in part])
-            return c.total_changes - before
-
     def known_items(self) -> int:
         """How many item ids the store knows."""
         return int(self._conn().execute("SELECT COUNT(*) FROM items").fetchone()[0])
@@ -455,6 +407,54 @@ class LabelStore:
 
         return self._act("import", user, duration_ms, plan)
 
+    def revise(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        user: str,
+        new_items: Iterable[str] = (),
+        relabel: Mapping[str, str | None] | None = None,
+        duration_ms: int | None = None,
+    ) -> ActionResult:
+        """Record a revision of something beside labels (one of ``events.REVISION_KINDS``) as ONE
+        undoable event.
+
+        ``payload`` (JSON) says what changed; readers rebuild the current state from the revisions
+        still in force (:meth:`in_force`). ``new_items`` become known ids in the same transaction;
+        ``relabel`` (item id -> label name, None to unlabel) moves labels with the revision, and an
+        undo moves them back.
+        """
+        if kind not in ev.REVISION_KINDS:
+            raise LabelError(f"kind={kind!r}: expected one of {', '.join(ev.REVISION_KINDS)}")
+        body = json.loads(json.dumps(dict(payload)))  # JSON only, copied
+        new = check_ids(new_items, "new_items", allow_empty=True)
+        moves = dict(relabel or {})
+        check_ids(list(moves), "relabel", allow_empty=True)
+        names = {i: (None if n is None else check_name(n, f"label of item {i}")) for i, n in moves.items()}
+
+        def plan(tx: Txn):
+            tx.conn.executemany("INSERT INTO items (id) VALUES (?) ON CONFLICT DO NOTHING", [(i,) for i in new])
+            require_known(tx, list(names), kind)
+            for item_id, name in names.items():
+                if name is None:
+                    tx.label_items([item_id], None)
+                    continue
+                row = tx.resolve(name)
+                if row is None:
+                    row = tx.create_label(name)
+                    warn_look_alikes(tx, [row])
+                tx.label_items([item_id], row.id)
+            return body, list(names), None
+
+        return self._act(kind, user, duration_ms, plan)
+
+    def in_force(self, kind: str) -> list[Event]:
+        """Events of ``kind`` that are not undone now, oldest first (the revisions that hold)."""
+        q = 'SELECT e.id, e."user", e.at, e.kind, e.payload, e.item_count, e.duration_ms FROM events e JOIN actions a ON a.event_id = e.id WHERE e.kind = ? AND a.undone = 0 ORDER BY e.id'
+        rows = self._conn().execute(q, (kind,)).fetchall()
+        return [Event(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
     def _toggle(self, *, user: str, redo: bool) -> ActionResult:
         user = check_user(user)
         word = "redo" if redo else "undo"
@@ -467,7 +467,7 @@ class LabelStore:
             event_replay.invert(tx, target, redo=redo)
             eid = tx.event_id
 
-            def after(conn: sqlite3.Connection) -> None:
+            def after(conn: Conn) -> None:
                 conn.execute("UPDATE actions SET undone = ?, toggled_by = ? WHERE event_id = ?", (0 if redo else 1, eid, target))
 
             return {"target": target, "target_kind": kind}, [], after
@@ -508,7 +508,7 @@ class LabelStore:
             version = int(c.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
             n_events = int(c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
             labels = sorted((r.info() for r in ev.load_labels(c).values() if r.active), key=lambda li: name_key(li.name))
-            q = "SELECT s.item_id, l.name, e.user, e.at FROM item_state s JOIN labels l ON l.id = s.label_id JOIN events e ON e.id = s.event_id"
+            q = 'SELECT s.item_id, l.name, e."user", e.at FROM item_state s JOIN labels l ON l.id = s.label_id JOIN events e ON e.id = s.event_id'
             items = {r[0]: (r[1], r[2], r[3]) for r in c.execute(q)}
             excl: dict[str, list[str]] = {}
             q = "SELECT e.item_id, l.name FROM exclusions e JOIN labels l ON l.id = e.label_id WHERE l.active = 1 ORDER BY e.item_id, l.name"
@@ -526,10 +526,10 @@ class LabelStore:
             raise LabelError(f"since={since!r}: expected an event id >= 0")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
             raise LabelError(f"limit={limit!r}: expected 1 to 100,000")
-        q = "SELECT id, user, at, kind, payload, item_count, duration_ms FROM events WHERE id > ?"
+        q = 'SELECT id, "user", at, kind, payload, item_count, duration_ms FROM events WHERE id > ?'
         args: list[Any] = [since]
         if user is not None:
-            q += " AND user = ?"
+            q += ' AND "user" = ?'
             args.append(user)
         q += " ORDER BY id LIMIT ?"
         rows = self._conn().execute(q, [*args, limit]).fetchall()
@@ -545,9 +545,10 @@ class LabelStore:
         (over the time the curators reported spending, ``duration_ms``)."""
         kinds = ",".join("?" * len(ev.ACTION_KINDS))
         q = (
-            f"SELECT user, SUM(kind IN ({kinds})), SUM(kind = 'undo'), SUM(CASE WHEN kind IN ({kinds}) THEN item_count ELSE 0 END), "
-            f"SUM(CASE WHEN kind IN ({kinds}) THEN duration_ms END), SUM(kind IN ({kinds}) AND duration_ms IS NOT NULL), MIN(at), MAX(at) "
-            "FROM events GROUP BY user ORDER BY user"
+            f"SELECT \"user\", SUM(CASE WHEN kind IN ({kinds}) THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 'undo' THEN 1 ELSE 0 END), "
+            f"SUM(CASE WHEN kind IN ({kinds}) THEN item_count ELSE 0 END), SUM(CASE WHEN kind IN ({kinds}) THEN duration_ms END), "
+            f"SUM(CASE WHEN kind IN ({kinds}) AND duration_ms IS NOT NULL THEN 1 ELSE 0 END), MIN(at), MAX(at) "
+            'FROM events GROUP BY "user" ORDER BY "user"'
         )
         out = []
         for user, n, undos, items, ms, timed, first, last in self._conn().execute(q, ev.ACTION_KINDS * 4):
@@ -571,18 +572,24 @@ class LabelStore:
 
     def check(self) -> list[str]:
         """Differences between the current labels and a replay of the events (empty = consistent)."""
-        return event_replay.check(self._conn())
+        with self._read() as c:
+            return event_replay.check(c)
 
     def backup(self, dest: str | os.PathLike[str]) -> Path:
-        """A consistent copy of the whole store (history included) at ``dest``."""
+        """A consistent copy of the whole store (history included) as one SQLite file at ``dest``."""
+        from corral.storage.label_copy import copy_store
+
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         for old in (dest, dest.with_name(dest.name + "-wal"), dest.with_name(dest.name + "-shm")):
             old.unlink(missing_ok=True)
-        target = sqlite3.connect(str(dest))
+        with LabelStore(dest) as target:
+            copy_store(self, target)
+        import sqlite3
+
+        conn = sqlite3.connect(str(dest))
         try:
-            self._conn().backup(target)
-            target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+            conn.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
         finally:
-            target.close()
+            conn.close()
         return dest

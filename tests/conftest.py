@@ -45,6 +45,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """A real PostgreSQL server for the session (tests/pgserver.py: initdb + pg_ctl, socket-only,
+    about 1 s to start); skips, saying how to install it, where its binaries are missing."""
+    from tests.pgserver import NO_POSTGRES, PgServer, pg_bin
+
+    if pg_bin() is None:
+        pytest.skip(NO_POSTGRES)
+    server = PgServer(tmp_path_factory.mktemp("postgres") / "pg").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def s3_server():
     """A real S3 API (moto's server) on 127.0.0.1; yields its endpoint URL."""
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

@@ -47,10 +47,34 @@ def own_s3_server(s3_kind, tmp_path):
         server.stop()
 
 
+#: The label store backends every store test runs on: the embedded SQLite file and a database of
+#: the session's PostgreSQL server (tests/pgserver.py).
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def store(tmp_path):
-    """A label store of its own that knows the items ``IDS``."""
-    s = LabelStore(tmp_path / "labels.sqlite")
+def new_location(backend, tmp_path, request):
+    """A function that returns the location of a fresh, empty store of the test's backend: a file
+    under ``tmp_path``, or a new database of the session's PostgreSQL server."""
+    made = iter(range(1_000))
+
+    def make() -> str:
+        if backend == "sqlite":
+            return str(tmp_path / f"labels{next(made) or ''}.sqlite")
+        return request.getfixturevalue("pg_server").new_database()
+
+    return make
+
+
+@pytest.fixture
+def store(new_location):
+    """A label store of its own, on each backend, that knows the items ``IDS``."""
+    s = LabelStore(new_location())
     s.register_items(IDS)
     yield s
     s.close()

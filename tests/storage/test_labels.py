@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 
 import pytest
 
@@ -245,8 +244,8 @@ def test_store_survives_reopen_and_backup_is_a_store(store, tmp_path):
     store.close()
     with pytest.raises(LabelError, match="closed"):
         store.version()
-    for path in (tmp_path / "labels.sqlite", copy):
-        with LabelStore(path) as again:
+    for where in (store.location.target, copy):
+        with LabelStore(where) as again:
             assert full_state(again) == state and again.check() == []
             assert again.undo(user="ana").kind == "undo"  # the undo stack is part of the store
 
@@ -261,10 +260,8 @@ def test_a_file_that_is_not_a_store_is_refused(tmp_path):
 
 def test_check_finds_a_state_that_disagrees_with_the_events(store):
     store.assign(IDS[:3], "cat", user="ana")
-    conn = sqlite3.connect(store.path)
-    conn.execute("DELETE FROM item_state WHERE item_id = ?", (IDS[0],))  # damage the derived state
-    conn.commit()
-    conn.close()
+    with store._write() as c:  # damage the derived state behind the engine's back
+        c.execute("DELETE FROM item_state WHERE item_id = ?", (IDS[0],))
     problems = store.check()
     assert len(problems) >= 1 and IDS[0] in problems[0]
 
