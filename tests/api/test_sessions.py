@@ -186,19 +186,20 @@ def test_the_sign_out_button_ends_the_session_and_shows_the_sign_in_box(browser,
         (cookie,) = [c for c in page.context.cookies() if c["name"] == "corral_session"]
         assert "Shift+Q" in page.locator("#help-list").inner_text()
         page.keyboard.press("Shift+Q")  # the key asks first; cancelling keeps the session
-        page.wait_for_selector("#confirm[open]")
-        page.click("#confirm-cancel")
+        page.wait_for_selector("#signout-dialog[open]")
+        page.click("#signout-cancel")
         assert page.evaluate("async () => (await fetch('/api/me')).status") == 200
         page.click("#sign-out")
-        page.wait_for_selector("#confirm[open]")
+        page.wait_for_selector("#signout-dialog[open]")
         with page.expect_navigation():
-            page.click("#confirm-ok")
+            page.click("#signout-here")
         page.wait_for_selector("#signin[open]")  # the page starts again and asks for a token
         assert page.locator("#user").inner_text() == "" and page.locator("#sign-out").is_hidden()
         assert not [c for c in page.context.cookies() if c["name"] == "corral_session"]  # the browser forgot it
         page.context.add_cookies([{"name": "corral_session", "value": cookie["value"], "url": live_server.url}])
         assert page.evaluate("async () => (await fetch('/api/me')).status") == 401  # a kept copy works no more
-        page.fill("#signin-token", curation_ws.tokens["viewer"])  # and signing in again works
+        page.click("#signin-token-box summary")  # and signing in again with a token works
+        page.fill("#signin-token", curation_ws.tokens["viewer"])
         page.click("#signin-form button[type=submit]")
         page.wait_for_function("() => document.querySelector('#user').textContent === 'viewer (viewer)'")
         wait_ready(page)

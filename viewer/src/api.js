@@ -42,3 +42,8 @@ export async function getBuffer(path) {
 export async function signIn(token) {
   return postJSON('/api/session', { token });
 }
+
+/** Sign in with a name and password (the sign-in page); the answer sets the session cookie. */
+export async function signInWithPassword(name, password) {
+  return postJSON('/api/signin', { name, password });
+}

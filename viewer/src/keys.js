@@ -36,7 +36,8 @@ export const SHORTCUTS = [
   ['/', 'search by label or file name'],
   ['Esc', 'clear the selection / close'],
   ['?', 'this help'],
-  ['Shift+Q', 'sign out (asks first; ends your session on the server)'],
+  ['H', 'history: your operations, what failed, undo from it'],
+  ['Shift+Q', 'sign out (asks first; here or everywhere)'],
 ];
 
 export function bindKeys(handlers) {
@@ -61,7 +62,7 @@ export function bindKeys(handlers) {
         r: handlers.rename, m: handlers.merge, d: handlers.remove, a: handlers.accept, c: handlers.colour, g: handlers.learn, v: handlers.review,
         u: handlers.onlyUnlabelled, t: handlers.thumbnails, z: handlers.zoom, '/': handlers.search,
         Escape: handlers.escape, '?': handlers.help, ']': handlers.skipProposal, ArrowLeft: handlers.prev, ArrowRight: handlers.next,
-        ArrowUp: handlers.treeUp, ArrowDown: handlers.treeDown, b: handlers.siblings,
+        ArrowUp: handlers.treeUp, ArrowDown: handlers.treeDown, b: handlers.siblings, h: handlers.history,
       }[k.length === 1 ? k.toLowerCase() : k];
     }
     if (fn) { ev.preventDefault(); fn(); }

@@ -18,6 +18,9 @@ import { NextProposal } from './next.js';
 import { ReviewPage } from './review.js';
 import { Climb } from './climb.js';
 import { SignOut } from './signout.js';
+import { askSignIn } from './signin.js';
+import { HistoryPanel } from './history.js';
+import { UsersDialog } from './admin.js';
 import { bindKeys, SHORTCUTS } from './keys.js';
 import { $, el, toast } from './ui.js';
 
@@ -40,26 +43,11 @@ async function authenticate() {
     return await Promise.all([getJSON('/api/me'), getJSON('/api/maps')]);
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) {
-      await askToken();
+      await askSignIn();
       return Promise.all([getJSON('/api/me'), getJSON('/api/maps')]);
     }
     throw e;
   }
-}
-
-function askToken() {
-  return new Promise((resolve) => {
-    const dlg = $('#signin');
-    $('#signin-form').onsubmit = async (ev) => {
-      ev.preventDefault();
-      try {
-        const res = await signIn($('#signin-token').value.trim());
-        dlg.close();
-        resolve(res.user);
-      } catch (e) { $('#signin-error').textContent = e.message; }
-    };
-    dlg.showModal();
-  });
 }
 
 async function loadMap(name, etag) {
@@ -86,6 +74,7 @@ async function main() {
   document.body.classList.toggle('read-only', !store.canWrite);
   $('#user').textContent = `${store.user.name} (${store.user.role})`;
   hooks.signOut = new SignOut($('#sign-out'), store.user);
+  if (store.user.can.includes('admin')) hooks.users = new UsersDialog(store, $('#users-dialog'), $('#users-button'));
   const wanted = params.get('map') || maps.default;
   fillMapPicker(maps, wanted);
   const entry = maps.maps.find((m) => m.name === wanted);
@@ -130,7 +119,8 @@ function wire(view) {
   new JobsPanel(store, $('#jobs-panel'), { onMapDone: () => toast('the map is rebuilt: reload the page to see it') });
   const climb = new Climb(store, view, $('#sel-level'));
   climb.load(); // after the first frame: the keys say "still loading" until it is in
-  Object.assign(hooks, { actions, panel, names, labels, sync, search, learn, proposal, review, climb });
+  const historyPanel = new HistoryPanel(store, actions, $('#history-panel'), $('#history-button'));
+  Object.assign(hooks, { actions, panel, names, labels, sync, search, learn, proposal, review, climb, history: historyPanel });
   labels.render();
 
   store.on('selection', () => view.invalidateColors());
@@ -180,6 +170,7 @@ function wire(view) {
     remove: () => labels.remove(),
     accept: () => sugg.acceptTop(),
     learn: () => learn.toggle(),
+    history: () => historyPanel.toggle(),
     learnActive: () => learn.active,
     learnAccept: () => learn.accept(),
     learnNext: () => learn.next(),

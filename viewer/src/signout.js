@@ -1,12 +1,12 @@
-// Signing out: ask, end the session on the server (DELETE /api/session forgets the cookie too),
-// then reload, so that nothing of the map stays on screen and the viewer asks for a token again.
+// Signing out: ask (here, or everywhere), end the session(s) on the server (which forgets the
+// cookie too), then reload, so that nothing of the map stays on screen and the sign-in page shows.
 
 import { ApiError } from './api.js';
-import { $, confirmDialog, toast } from './ui.js';
+import { $, toast } from './ui.js';
 
-/** End this browser's session on the server. Resolves once the server has answered. */
-export async function endSession() {
-  const res = await fetch('/api/session', { method: 'DELETE', credentials: 'same-origin', headers: { 'X-Corral-Request': '1' } });
+/** End this browser's session on the server, or with ``everywhere`` every session of the user. */
+export async function endSession({ everywhere = false } = {}) {
+  const res = await fetch(everywhere ? '/api/sessions' : '/api/session', { method: 'DELETE', credentials: 'same-origin', headers: { 'X-Corral-Request': '1' } });
   if (!res.ok) throw new ApiError(res.status, `sign-out failed: ${res.status} ${res.statusText}`);
   return res.json();
 }
@@ -14,26 +14,35 @@ export async function endSession() {
 export class SignOut {
   constructor(button, user) {
     this.button = button;
-    button.title = `sign out ${user.name} (Shift+Q); signing in again needs your token or link`;
+    button.title = `sign out ${user.name} (Shift+Q): here, or everywhere`;
     button.hidden = false;
     button.onclick = () => this.ask();
   }
 
-  async ask() {
-    const ok = await confirmDialog({ title: 'Sign out?', message: 'This ends your session here. To sign in again you need your token or link.', okText: 'sign out' });
-    if (ok) await this.signOut();
+  /** Ask here or everywhere; resolves once signed out (the page then reloads) or cancelled. */
+  ask() {
+    const dlg = $('#signout-dialog');
+    return new Promise((resolve) => {
+      const done = (how) => { dlg.onclose = null; dlg.close(); resolve(how ? this.signOut({ everywhere: how === 'everywhere' }) : null); };
+      $('#signout-here').onclick = () => done('here');
+      $('#signout-everywhere').onclick = () => done('everywhere');
+      $('#signout-cancel').onclick = () => done(null);
+      dlg.onclose = () => resolve(null);
+      dlg.showModal();
+      $('#signout-here').focus();
+    });
   }
 
-  async signOut() {
+  async signOut({ everywhere = false } = {}) {
     this.button.disabled = true;
     try {
-      await endSession();
+      await endSession({ everywhere });
     } catch (e) {
       this.button.disabled = false;
       toast(e.message, 'error');
       return;
     }
     $('#user').textContent = '';
-    location.reload(); // signed out: the page starts again at the sign-in box
+    location.reload(); // signed out: the page starts again at the sign-in page
   }
 }

@@ -1,0 +1,62 @@
+"""The viewer's accounts, as a curator meets them: the sign-in page (name and password), a label
+action, the history panel with undo from it, and signing out."""
+
+from __future__ import annotations
+
+import pytest
+
+from corral.api.auth import UserStore
+from tests.api.conftest import LiveServer, page_for, wait_ready
+from tests.api.viewer_helpers import click_point
+
+PASSWORD = "lasso and name it"
+
+
+@pytest.mark.browser
+def test_a_curator_signs_in_names_a_cluster_undoes_it_from_history_and_signs_out(browser, curation_ws):
+    UserStore(curation_ws.root).add("ana", role="curator", password=PASSWORD, token=False)
+    with LiveServer(curation_ws.root) as srv, page_for(browser, srv.url + "/") as page:
+        page.wait_for_selector("#signin[open]")  # nobody is signed in: the sign-in page
+        page.fill("#signin-name", "ana")
+        page.fill("#signin-password", "not the password")
+        page.click("#signin-go")
+        page.wait_for_function("() => document.querySelector('#signin-error').textContent.includes('wrong name or password')")
+        page.fill("#signin-password", PASSWORD)
+        page.click("#signin-go")
+        wait_ready(page)
+        assert page.locator("#user").inner_text() == "ana (curator)"
+        assert page.locator("#users-button").is_hidden()  # a curator manages no users
+        (cookie,) = [c for c in page.context.cookies() if c["name"] == "corral_session"]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and page.evaluate("() => document.cookie") == ""
+
+        click_point(page, 0)  # the first object's cluster
+        page.wait_for_function("() => window.__corral.selectedCount() > 0")
+        named = page.evaluate("() => window.__corral.selectedCount()")
+        page.locator("#name-input").fill("mug")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('.label-row[data-label=\"mug\"]')")
+
+        page.keyboard.press("h")  # the history panel
+        entry = page.locator("#history-list li", has_text='assign "mug"')
+        entry.wait_for()
+        assert f"{named} items" in entry.inner_text() and "ok" in entry.locator(".outcome").inner_text()
+        failed = page.locator("#history-list li", has_text="wrong name or password")  # her failed sign-in, too
+        assert failed.count() == 1 and failed.locator(".outcome").inner_text() == "refused 401"
+        assert page.locator("#history-list li.undone").count() == 0
+        entry.locator(".history-undo").click()  # undo from the panel
+        page.wait_for_function("() => !document.querySelector('.label-row[data-label=\"mug\"]')")
+        page.wait_for_function("() => document.querySelector('#history-list li.undone')")
+        texts = page.locator("#history-list li").all_inner_texts()
+        assert any("undo of #" in t for t in texts), texts  # the undo is an entry of its own
+        assert page.locator("#history-list li.undone").inner_text().count("mug") == 1
+
+        page.click("#sign-out")
+        page.wait_for_selector("#signout-dialog[open]")
+        with page.expect_navigation():
+            page.click("#signout-here")
+        page.wait_for_selector("#signin[open]")  # signed out: the sign-in page again
+        assert not [c for c in page.context.cookies() if c["name"] == "corral_session"]
+        page.context.add_cookies([{"name": "corral_session", "value": cookie["value"], "url": srv.url}])
+        assert page.evaluate("async () => (await fetch('/api/me')).status") == 401  # a kept copy works no more
+        # the failed sign-in, the probes of a signed-out page and the next-proposal 404 are resource errors, not script errors
+        assert [e for e in page.errors if not e.startswith("Failed to load resource")] == []
