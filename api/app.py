@@ -25,6 +25,7 @@ from corral.api.guard import RequestGuard
 from corral.api.headers import SecurityHeaders
 from corral.api.itemindex import ItemIndex
 from corral.api.jobs import JobManager
+from corral.api.boxes import BoxService
 from corral.api.labelstate import LabelService
 from corral.api.mapdata import MapRegistry
 from corral.api.openapi import install_openapi
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 
 #: Route modules under api/routes, one per resource; each exposes ``router``.
-ROUTE_MODULES = ("maps", "suggest", "items", "labels", "learn", "events", "jobs", "users", "history", "recognize")
+ROUTE_MODULES = ("maps", "suggest", "items", "labels", "learn", "events", "jobs", "users", "history", "recognize", "photos")
 
 #: routes whose bodies are uploads and get ``max_request_bytes``; every other body gets ``max_body_bytes``
 UPLOAD_ROUTES = (("POST", "/api/recognize"),)
@@ -77,6 +78,9 @@ def create_app(settings: Settings, *, users: UserStore | None = None) -> FastAPI
         signins=SignInLimiter(),
         extra={"decodes": decodes},  # the recognition service decodes uploads within it too
     )
+    # detector boxes a curator deleted or replaced leave every map (corral.api.boxes)
+    ctx.extra["boxes"] = BoxService(ws, ctx.labels)
+    ctx.maps.hidden = ctx.extra["boxes"].hidden
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -17,6 +17,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -235,6 +236,15 @@ class MapRegistry:
         self.workspace = workspace
         self._lock = threading.Lock()
         self._views: dict[str, MapView] = {}
+        #: item ids no map shows now (detector boxes a curator deleted or replaced); part of the etag
+        self.hidden: Callable[[], frozenset[str]] | None = None
+
+    def _etag(self, d: Path) -> tuple[str, frozenset[str]]:
+        etag = map_etag(d)
+        hidden = self.hidden() if self.hidden is not None else frozenset()
+        if hidden:
+            etag = f"{etag[:10]}{hashlib.sha1(chr(10).join(sorted(hidden)).encode()).hexdigest()[:6]}"
+        return etag, hidden
 
     def names(self) -> list[str]:
         from corral.storage.maps import list_maps
@@ -248,7 +258,7 @@ class MapRegistry:
         d = self.workspace.map_dir(name)
         if not (d / "points.parquet").is_file():
             raise NotFound(f"no map {name!r}; run `corral map --workspace {self.workspace.root}`")
-        etag = map_etag(d)
+        etag, hidden = self._etag(d)
         with self._lock:
             v = self._views.get(name)
             if v is not None and v.etag == etag:
@@ -257,7 +267,12 @@ class MapRegistry:
 
         data = read_map(self.workspace, name)
         keep = [c for c in ("id", "x", "y", "cluster", "probability", "outlier_score", "is_new") if c in data.points.column_names]
-        view = build_view(name, etag, data.points.select(keep), data.clusters, dict(data.meta))
+        points = data.points.select(keep)
+        if hidden:
+            import pyarrow.compute as pc
+
+            points = points.filter(pc.invert(pc.is_in(points.column("id"), value_set=pa.array(sorted(hidden), pa.string()))))
+        view = build_view(name, etag, points, data.clusters, dict(data.meta))
         logger.info("map %s loaded: %d points, grid %d", name, view.n, view.grid)
         with self._lock:
             self._views[name] = view
@@ -274,7 +289,7 @@ class MapRegistry:
         counts = meta.get("counts") or {}
         return {
             "name": name,
-            "etag": map_etag(d),
+            "etag": self._etag(d)[0],
             "n": int(pq.read_metadata(d / "points.parquet").num_rows),
             "clusters": counts.get("clusters"),
             "created_at": meta.get("created_at"),

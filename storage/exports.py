@@ -7,7 +7,10 @@ parquet        one row per item file: id, uri, label, excluded_from, labelled_by
                parent_id + bbox (crops), labels (own label plus, for a parent image, its crops')
 csv / jsonl    the same rows as text (timestamps in ISO 8601 UTC; CSV lists as JSON arrays)
 embeddings     Parquet: id, uri, label, embedding (the model and sidecar in the file metadata)
-coco           COCO JSON of crop items: boxes on their parent images, category = crop label
+coco           COCO JSON of the detector's boxes as curators revised them, on their photos,
+               category = the box's label (boxes nobody named are skipped)
+labelme        a folder of LabelMe JSON files, one per photo: every box now, its label (empty
+               when nobody named it); see :mod:`corral.storage.box_formats`
 imagefolder    a folder per label holding the labelled images (copies, symlinks or hardlinks)
 curators       per curator: actions, items per action, time per action, actions per hour
 operations     the operation log: every request that changed something or failed, per user
@@ -45,7 +48,7 @@ from corral.storage.workspace import Workspace, WorkspaceError
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("parquet", "csv", "jsonl", "embeddings", "coco", "imagefolder", "curators", "interactions", "operations")
+FORMATS = ("parquet", "csv", "jsonl", "embeddings", "coco", "labelme", "imagefolder", "curators", "interactions", "operations")
 LINK_MODES = ("copy", "symlink", "hardlink")
 ITEM_EXPORT_COLUMNS = ("id", "uri", "label", "excluded_from", "labelled_by", "labelled_at", "parent_id", "bbox", "labels")
 
@@ -228,53 +231,49 @@ def _export_embeddings(ws: Workspace, snap: StoreSnapshot, out: Path, name: str 
     return rows, size
 
 
-def _export_coco(ws: Workspace, snap: StoreSnapshot, out: Path, overwrite: bool, skipped: Counter) -> tuple[int, int]:
-    table = ws.items().to_pylist()
-    by_id = {r["id"]: r for r in table if not r["parent_id"] and r["status"] == "ok"}
-    crops = [r for r in table if r["parent_id"] and r["bbox"] and r["status"] == "ok"]
-    if not crops:
+def _export_coco(ws: Workspace, snap: StoreSnapshot, out: Path, overwrite: bool, skipped: Counter, store: LabelStore) -> tuple[int, int]:
+    """The boxes now (the detector's, after every revision in force) with their labels."""
+    from corral.storage.box_formats import coco_doc, current_state
+
+    state = current_state(ws, store.in_force("boxes"))
+    if not state.photos:
         raise ExportError(f"workspace {ws.root} has no crop items (items with parent_id and bbox); run detection first, or export --format parquet")
-    cat_ids = {li.name: li.id for li in snap.labels}
-    images: dict[str, dict[str, Any]] = {}
-    annotations: list[dict[str, Any]] = []
-    for crop in crops:
-        parent = by_id.get(crop["parent_id"])
-        if parent is None:
-            skipped["parent_not_in_workspace"] += 1
-            continue
-        if crop["parent_id"] not in images:
-            images[crop["parent_id"]] = {"id": len(images) + 1, "file_name": parent["uri"], "width": parent["width"], "height": parent["height"], "corral_id": parent["id"]}
-        state = snap.items.get(crop["id"])
-        if state is None:
-            skipped["unlabelled"] += 1
-            continue
-        try:
-            x, y, w, h = (float(v) for v in json.loads(crop["bbox"]))
-        except (ValueError, TypeError):
-            skipped["bad_bbox"] += 1
-            continue
-        ann = {
-            "id": len(annotations) + 1,
-            "image_id": images[crop["parent_id"]]["id"],
-            "category_id": cat_ids[state[0]],
-            "bbox": [x, y, w, h],
-            "area": w * h,
-            "iscrowd": 0,
-            "corral_id": crop["id"],
-            "labelled_by": state[1],
-            "labelled_at": iso(state[2]),
-        }
-        annotations.append(ann)
-    used = {a["category_id"] for a in annotations}
-    doc = {
-        "info": {"description": f"Corral labels of {ws.root.name}", "version": str(snap.version), "date_created": iso(time.time())},
-        "licenses": [],
-        "images": list(images.values()),
-        "annotations": annotations,
-        "categories": [{"id": li.id, "name": li.name, "supercategory": ""} for li in snap.labels if li.id in used],
-    }
+    doc, skip = coco_doc(state, snap, title=f"Corral labels of {ws.root.name}")
+    skipped.update(skip)
     body = json.dumps(doc, ensure_ascii=False, indent=1).encode()
-    return len(annotations), _write_file(out, lambda p: p.write_bytes(body), overwrite=overwrite)
+    return len(doc["annotations"]), _write_file(out, lambda p: p.write_bytes(body), overwrite=overwrite)
+
+
+def _export_labelme(ws: Workspace, snap: StoreSnapshot, out: Path, overwrite: bool, store: LabelStore) -> tuple[int, int]:
+    """A folder with one LabelMe JSON per photo (every box now; unnamed ones with an empty label)."""
+    from corral.storage.box_formats import current_state, labelme_docs
+
+    state = current_state(ws, store.in_force("boxes"))
+    if not state.photos:
+        raise ExportError(f"workspace {ws.root} has no crop items (items with parent_id and bbox); run detection first")
+    docs = labelme_docs(state, {i: v[0] for i, v in snap.items.items()})
+    size = 0
+
+    def write(p: Path) -> None:
+        nonlocal size
+        p.mkdir()
+        for name, doc in docs:
+            body = json.dumps(doc, ensure_ascii=False, indent=1).encode()
+            (p / name).write_bytes(body)
+            size += len(body)
+
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} already exists; pass --overwrite (overwrite=True) or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        tmp.rmdir()
+        write(tmp)
+        _replace(tmp, out, overwrite=overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sum(len(d["shapes"]) for _, d in docs), size
 
 
 #: the longest folder name written, in UTF-8 bytes: file systems allow 255, and a label id may be added
@@ -486,7 +485,9 @@ def export(
         elif format == "embeddings":
             rows, size = _export_embeddings(ws, snap, out, embeddings, overwrite)
         elif format == "coco":
-            rows, size = _export_coco(ws, snap, out, overwrite, skipped)
+            rows, size = _export_coco(ws, snap, out, overwrite, skipped, store)
+        elif format == "labelme":
+            rows, size = _export_labelme(ws, snap, out, overwrite, store)
         elif format == "imagefolder":
             rows, size = _export_imagefolder(ws, snap, out, mode, overwrite, skipped, endpoint_url)
         elif format == "interactions":

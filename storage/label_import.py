@@ -1,6 +1,7 @@
 """Bring existing labels or ground truth into the label store.
 
-A label file is CSV, JSONL or Parquet with a ``label`` column and a column that names the item:
+A label file is CSV, JSONL or Parquet with a ``label`` column and a column that names the item
+(or boxes on photos: a COCO JSON file or LabelMe JSON files, :mod:`corral.storage.box_formats`):
 ``id`` (the item id), or ``uri`` / ``path`` (matched against the workspace's items; a relative
 path is taken relative to the file's folder, as in manifests). Rows whose item the workspace does
 not know are reported, not imported; a file that names the same item twice with different labels
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corral.storage.box_formats import is_box_file, plan_box_import
 from corral.storage.tables import read_table_rows
 from corral.storage.label_names import name_key
 from corral.storage.labels import LabelError, LabelStore, check_name
@@ -142,6 +144,10 @@ def import_labels(
                 assignments[i] = check_name(lab, f"label of item {i}")
             report = ImportReport(file="(workspace manifests)", rows=len(assignments), imported=0, labels=len({name_key(v) for v in assignments.values()}), labels_created=[], unknown=0)
             source = "workspace"
+        elif is_box_file(Path(path).expanduser()):  # COCO or LabelMe boxes (corral export --format coco / labelme)
+            report = ImportReport(file=str(path), rows=0, imported=0, labels=0, labels_created=[], unknown=0)
+            assignments = plan_box_import(Path(path).expanduser(), workspace=ws, revisions=store.in_force("boxes"), report=report)
+            source = str(path)
         else:
             assignments, report = plan_import(path, workspace=ws, known=known)
             source = str(path)

@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from corral.api.cli import emit, register
+from corral.api.cli import CliError, emit, register
 
 
 def _add_embed(p: argparse.ArgumentParser) -> None:
@@ -100,10 +100,50 @@ def _run_models(args: argparse.Namespace) -> int:
 
 def _add_detectors(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", choices=("face", "object"), default=None, help="only detectors of this kind")
+    p.add_argument("--report", action="store_true", help="per detector, its precision and recall against the boxes curators revised (needs --workspace)")
+    p.add_argument("--workspace", "-w", default=None, help="workspace whose revised boxes --report measures against")
+    p.add_argument("--min-iou", type=float, default=0.5, help="--report: the overlap at which a detector's box counts as right (default 0.5)")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    import json
+    from datetime import datetime, timezone
+
+    from corral.storage.boxes import KIND, box_state, detector_report
+    from corral.storage.labels import LabelStore
+    from corral.storage.workspace import Workspace, atomic_write_json
+
+    if not args.workspace:
+        raise CliError("--report measures against a workspace's revised boxes: pass --workspace WS")
+    if not 0.0 < args.min_iou <= 1.0:
+        raise CliError(f"--min-iou {args.min_iou}: expected a number in (0, 1]")
+    ws = Workspace(args.workspace)
+    if not ws.labels_db.is_file():
+        raise CliError(f"workspace {ws.root} has no label store yet: revise some boxes in the viewer's photos view first")
+    with LabelStore.open(ws) as store:
+        state = box_state(ws.items(), store.in_force(KIND))
+        version = store.version()
+    rows = detector_report(state, min_iou=args.min_iou)
+    out = {"workspace": str(ws.root), "labels_version": version, "made_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "detectors": rows}
+    atomic_write_json(ws.root / "detectors-report.json", out)  # recorded: the figures as of this store version
+    if not args.quiet:
+        if not rows:
+            sys.stderr.write("no photo has a box revision yet: delete, adjust or draw boxes in the photos view first\n")
+        for r in rows:
+            p = "-" if r["precision"] is None else f"{r['precision']:.3f}"
+            rc = "-" if r["recall"] is None else f"{r['recall']:.3f}"
+            counts = f"{r['matched']} of {r['boxes_found']} boxes found right, {r['boxes_now']} boxes now"
+            sys.stderr.write(f"{r['detector']}: precision {p}, recall {rc} on {r['photos_revised']} revised photos ({counts})\n")
+        sys.stderr.write(f"recorded in {ws.root / 'detectors-report.json'}\n")
+    emit(json.loads(json.dumps(out)))
+    return 0
 
 
 def _run_detectors(args: argparse.Namespace) -> int:
     from corral.pipeline import detect
+
+    if args.report:
+        return _run_report(args)
 
     rows = [r for r in detect.describe() if args.kind is None or r["kind"] == args.kind]
     try:

@@ -17,9 +17,12 @@ def _add(p: argparse.ArgumentParser) -> None:
         "-f",
         required=True,
         choices=FORMATS,
-        help="parquet, csv, jsonl (items with label state), embeddings (Parquet), coco (crops), imagefolder, curators, interactions (review pages' tiles), operations (the operation log)",
+        help=(
+            "parquet, csv, jsonl (items with label state), embeddings (Parquet), coco (revised boxes), labelme (a folder of JSON, one per photo), "
+            "imagefolder, curators, interactions (review pages' tiles), operations (the operation log)"
+        ),
     )
-    p.add_argument("--out", "-o", required=True, help="file to write (a folder for imagefolder)")
+    p.add_argument("--out", "-o", required=True, help="file to write (a folder for imagefolder and labelme)")
     p.add_argument("--embeddings", default=None, help="embedding set for --format embeddings (default: the only / newest one)")
     p.add_argument("--mode", choices=LINK_MODES, default="copy", help="imagefolder: copy files (default), or symlink / hardlink them")
     p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
@@ -37,4 +40,4 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-register("export", "export labels (parquet, csv, jsonl, embeddings, coco, imagefolder, curators, interactions) or the operation log (operations)", _add, _run)
+register("export", "export labels (parquet, csv, jsonl, embeddings, coco, labelme, imagefolder, curators, interactions) or the operation log (operations)", _add, _run)

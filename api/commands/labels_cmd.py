@@ -22,8 +22,8 @@ def default_user() -> str:
 
 def _add(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="labels_command", metavar="ACTION", help="import, list, history, stats, undo, redo or check; each has its own --help")
-    imp = sub.add_parser("import", help="import labels from a CSV/JSONL/Parquet file (id or uri/path, and label)")
-    imp.add_argument("file", nargs="?", default=None, help="label file; leave out with --from-workspace")
+    imp = sub.add_parser("import", help="import labels from a CSV/JSONL/Parquet file (id or uri/path, and label), or boxes from COCO / LabelMe JSON")
+    imp.add_argument("file", nargs="?", default=None, help="label file, COCO .json, LabelMe .json or a folder of them; leave out with --from-workspace")
     imp.add_argument("--from-workspace", action="store_true", help="import the labels the embedded manifests carried (their 'label' column)")
     imp.add_argument("--keep-existing", action="store_true", help="leave items that already carry a label alone (default: the file wins)")
     imp.add_argument("--strict", action="store_true", help="fail, importing nothing, when any row names an unknown item")

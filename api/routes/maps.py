@@ -114,6 +114,7 @@ def points(body: Indices, view: Map, ctx: Ctx, user: Reader) -> dict[str, Any]:
     ml = label_service(ctx).for_map(view)
     names = {lab["id"]: lab["name"] for lab in label_service(ctx).labels()}
     from corral.api.itemindex import file_name
+    from corral.storage.crops import FRAGMENT
 
     out = []
     for i, item_id, uri in zip(idx.tolist(), ids, uris):
@@ -124,6 +125,7 @@ def points(body: Indices, view: Map, ctx: Ctx, user: Reader) -> dict[str, Any]:
                 "id": item_id,
                 "name": file_name(uri),
                 "has_image": uri is not None,
+                "crop": bool(uri and FRAGMENT in uri),  # a detector's box: the photos view revises it
                 "cluster": int(view.cluster[i]),
                 "probability": round(float(view.probability[i]), 4),
                 "outlier_score": round(float(view.outlier[i]), 4),

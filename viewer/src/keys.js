@@ -37,6 +37,9 @@ export const SHORTCUTS = [
   ['Esc', 'clear the selection / close'],
   ['?', 'this help'],
   ['H', 'history: your operations, what failed, undo from it'],
+  ['F', 'photos: the detector\'s boxes on their photos (filter unnamed / low score)'],
+  ['N / Delete / drag (Photo)', 'draw a missed box / delete the selected box / adjust a box by its edges'],
+  ['Tab / Enter / Esc (Photo)', 'next box / name the selected box / cancel, deselect, back'],
   ['Shift+Q', 'sign out (asks first; here or everywhere)'],
 ];
 
@@ -62,7 +65,7 @@ export function bindKeys(handlers) {
         r: handlers.rename, m: handlers.merge, d: handlers.remove, a: handlers.accept, c: handlers.colour, g: handlers.learn, v: handlers.review,
         u: handlers.onlyUnlabelled, t: handlers.thumbnails, z: handlers.zoom, '/': handlers.search,
         Escape: handlers.escape, '?': handlers.help, ']': handlers.skipProposal, ArrowLeft: handlers.prev, ArrowRight: handlers.next,
-        ArrowUp: handlers.treeUp, ArrowDown: handlers.treeDown, b: handlers.siblings, h: handlers.history,
+        ArrowUp: handlers.treeUp, ArrowDown: handlers.treeDown, b: handlers.siblings, h: handlers.history, f: handlers.photos,
       }[k.length === 1 ? k.toLowerCase() : k];
     }
     if (fn) { ev.preventDefault(); fn(); }

@@ -21,6 +21,7 @@ import { SignOut } from './signout.js';
 import { askSignIn } from './signin.js';
 import { HistoryPanel } from './history.js';
 import { UsersDialog } from './admin.js';
+import { PhotosView } from './photos.js';
 import { bindKeys, SHORTCUTS } from './keys.js';
 import { $, el, toast } from './ui.js';
 
@@ -119,6 +120,11 @@ function wire(view) {
   new JobsPanel(store, $('#jobs-panel'), { onMapDone: () => toast('the map is rebuilt: reload the page to see it') });
   const climb = new Climb(store, view, $('#sel-level'));
   climb.load(); // after the first frame: the keys say "still loading" until it is in
+  // boxes revised in the photos view change the map (crops leave it or join it): reload it on close
+  const photos = new PhotosView(store, $('#photos'), { onChanged: () => location.reload() });
+  hooks.photos = photos;
+  $('#photos-button').onclick = () => photos.show();
+  $('#lightbox-photo').onclick = () => { const id = $('#lightbox').dataset.item; $('#lightbox').close(); if (id) photos.openPhoto(id); };
   const historyPanel = new HistoryPanel(store, actions, $('#history-panel'), $('#history-button'));
   Object.assign(hooks, { actions, panel, names, labels, sync, search, learn, proposal, review, climb, history: historyPanel });
   labels.render();
@@ -170,6 +176,7 @@ function wire(view) {
     remove: () => labels.remove(),
     accept: () => sugg.acceptTop(),
     learn: () => learn.toggle(),
+    photos: () => photos.show(),
     history: () => historyPanel.toggle(),
     learnActive: () => learn.active,
     learnAccept: () => learn.accept(),

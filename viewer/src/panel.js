@@ -203,6 +203,9 @@ export class ClusterPanel {
       ? `${p.name || p.id} · cluster ${p.cluster} · membership ${p.probability} · outlier ${p.outlier_score} · ${lab ? `"${lab}"` : 'unlabelled'}`
       : `point ${i}`;
     dlg.dataset.i = String(i);
+    dlg.dataset.item = p ? p.id : '';
+    const toPhoto = $('#lightbox-photo', dlg);
+    if (toPhoto) toPhoto.hidden = !(p && p.crop);
     if (!dlg.open) dlg.showModal();
   }
 
