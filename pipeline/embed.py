@@ -1,25 +1,31 @@
 """The embed stage: images in, L2-normalised vectors out, in resumable shards.
 
-Reader -> decoder (worker processes) -> model (one device) -> writer. Work is cut into shards of
-``shard_size`` items; each shard's vectors and item records are written atomically, the items
-file last, so a killed run restarted with the same arguments skips finished shards and ends with
-exactly the output of an uninterrupted run. :func:`embed_items` is the stage over any subset of
-items (what a distributed engine would call per partition); :func:`embed` is that function over a
-whole source.
+The stage is four small parts and a runner over them (the shape of clip-retrieval's batch
+inference):
 
-With a ``detector`` the stage embeds detector crops instead of whole images: see
-:mod:`corral.pipeline.crops` for what becomes an item and how boxes are cleaned and cut.
+* the **reader** (:class:`corral.pipeline.shards.ShardReader`) lists what is left to do from a
+  streamed, sorted listing of the source and cuts it into shards of ``shard_size`` items;
+* a **mapper** (:mod:`corral.pipeline.mappers`) turns a batch of decoded items into item rows and
+  vectors: whole images, or with a ``detector`` the crops it finds (:mod:`corral.pipeline.crops`);
+* the **writer** (:class:`corral.pipeline.shards.ShardWriter`) writes a shard's vectors and then
+  its items file, each atomically: the items file marks the shard complete;
+* the **runner** (:func:`run_batches`) drives them and times read (``wait_s``), infer and write.
+
+Two engines run those parts: the local one here (decode worker processes feeding one model), and
+the Ray one (:mod:`corral.pipeline.embed_ray`: an actor per GPU, each with the model loaded once,
+embedding whole shards). A killed run restarted with the same arguments skips finished shards and
+ends with exactly the output of an uninterrupted run. :func:`embed_items` is the stage over any
+subset of items; :func:`embed` is that function over a whole source.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import logging
 import sys
 import time
-from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,17 +36,17 @@ from corral.pipeline import crops as cropping
 from corral.pipeline import registry
 from corral.pipeline.decode import DEFAULT_MAX_PIXELS
 from corral.pipeline.device import cpu_count, pick_device
-from corral.pipeline.feed import DecodeDataset, collate, decode_ahead, shard_batches, worker_init
-from corral.pipeline.ingest import SourceError, SourceItem, list_source
+from corral.pipeline.feed import ShardStream, stream_loader
+from corral.pipeline.ingest import SourceError, SourceItem, stream_source
+from corral.pipeline.listing import Listing
+from corral.pipeline.mappers import CropMapper, Described, ImageMapper, Mapper
 from corral.pipeline.options import FOLDER_NAME_RULE, check_fields, check_folder_name, option
+from corral.pipeline.shards import ShardOutput, ShardReader, ShardWriter, resume_state
 from corral.storage.workspace import (
     EmbeddingSet,
     Workspace,
     atomic_write_bytes,
     atomic_write_json,
-    atomic_write_table,
-    embedding_table,
-    items_table,
     safe_name,
 )
 
@@ -86,6 +92,14 @@ class EmbedConfig:
     max_pixels: int = option(DEFAULT_MAX_PIXELS, "skip images with more pixels than this, as decompression bombs", low=1, job="it is the server's guard against decompression bombs")
     endpoint_url: str | None = option(None, "S3-compatible endpoint for s3:// sources", unset="the usual AWS settings", job="the server's S3 settings are its own")
     name: str | None = option(None, "embedding set name inside the workspace", unset="from the model name, plus the detector's", rule=FOLDER_NAME_RULE)
+    engine: str = option("local", "who runs the shards: this process, or the actors of a Ray cluster (pip install 'corral[ray]'); see docs/scale-out.md", choices=("local", "ray"))
+    ray_address: str | None = option(
+        None,
+        "with --engine ray: the cluster to join (host:port of its head, or 'auto')",
+        unset="RAY_ADDRESS if set, else a one-machine cluster started for the run",
+        job="the server's cluster is its own to choose",
+    )
+    ray_actors: int | None = option(None, "with --engine ray: embedding actors, each with the model loaded once", unset="one per GPU in the cluster; without GPUs, one per 4 CPUs", low=1)
     progress: bool = option(True, "show a progress bar on stderr (the command line's --quiet hides it)", flag=False, job="a job always shows its progress, which the server follows")
     # Detection (see corral.pipeline.crops): with a detector, crops are the embedded items.
     detector: str | None = option(None, "detector name, or 'face' for the best face detector installed; each box becomes a crop item", unset="none, whole images are embedded", section="detection")
@@ -140,21 +154,21 @@ def _resolve(cfg: EmbedConfig, device: str) -> tuple[int, int, bool]:
     return batch, workers, gpu_decode
 
 
-def _check_sidecar(es: EmbeddingSet, embedder: Any, cfg: EmbedConfig, detector: Any = None) -> dict[str, Any]:
+def _check_sidecar(es: EmbeddingSet, d: Described, cfg: EmbedConfig) -> dict[str, Any]:
     side = {
-        "model": embedder.name,
-        "weights_hash": embedder.info.get("weights_hash"),
-        "preprocessing": embedder.preprocess.as_dict(),
-        "dim": embedder.dim,
+        "model": d.model,
+        "weights_hash": d.info.get("weights_hash"),
+        "preprocessing": d.preprocessing,
+        "dim": d.dim,
         "dtype": cfg.dtype,
         "count": 0,
         "format": "parquet shards part-NNNNN.parquet: id (string), embedding (fixed_size_list); items in part-NNNNN.items.parquet",
-        "embedder": embedder.info,
+        "embedder": d.info,
     }
     keys: tuple[str, ...] = ("model", "weights_hash", "dim", "dtype")
-    if detector is not None:
-        side["detector"] = detector.name
-        side["detection"] = {"detector": detector.info, "pad": cfg.pad, "min_size": cfg.min_size, "items": "crops; their parent images are items without vectors"}
+    if d.detector is not None:
+        side["detector"] = d.detector
+        side["detection"] = {"detector": d.detector_info, "pad": cfg.pad, "min_size": cfg.min_size, "items": "crops; their parent images are items without vectors"}
         keys += ("detector",)
     if es.sidecar_path.exists():
         old = es.sidecar()
@@ -166,7 +180,13 @@ def _check_sidecar(es: EmbeddingSet, embedder: Any, cfg: EmbedConfig, detector: 
 
 
 def embed(source: str, *, workspace: str | Path | Workspace, config: EmbedConfig | None = None) -> EmbedResult:
-    """Embed every image a source names into ``workspace``; resumes where an earlier run stopped."""
+    """Embed every image a source names into ``workspace``; resumes where an earlier run stopped.
+
+    The source is listed as a stream (:func:`corral.pipeline.ingest.stream_source`): memory stays
+    flat however many items it names. ``config.engine`` picks who runs the shards: this process
+    (``local``) or the actors of a Ray cluster (``ray``, :mod:`corral.pipeline.embed_ray`); both
+    write the same shards.
+    """
     cfg = config or EmbedConfig()  # checked when it was made
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     registry.check_name(cfg.model)  # fail on a bad name before listing a million files
@@ -174,187 +194,55 @@ def embed(source: str, *, workspace: str | Path | Workspace, config: EmbedConfig
         from corral.pipeline.detect import resolve_name
 
         resolve_name(cfg.detector)
-    items = list_source(source, endpoint_url=cfg.endpoint_url)
-    if not items:
-        raise SourceError(f"{source}: no files to embed (the source is empty, or holds only hidden files); nothing was embedded")
-    return embed_items(items, workspace=ws, config=cfg, source=str(source))
+    if cfg.engine == "ray":
+        from corral.pipeline.embed_ray import require_ray
+
+        require_ray()  # before listing: a missing extra is said at once
+    items = stream_source(source, endpoint_url=cfg.endpoint_url)
+    try:
+        if not len(items):
+            raise SourceError(f"{source}: no files to embed (the source is empty, or holds only hidden files); nothing was embedded")
+        return embed_items(items, workspace=ws, config=cfg, source=str(source))
+    finally:
+        items.close()
 
 
-def embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedConfig, source: str = "", embedder: Any = None) -> EmbedResult:
-    """The embed stage over the given items (any subset of a source).
+def embed_items(items: Iterable[SourceItem], *, workspace: Workspace, config: EmbedConfig, source: str = "", embedder: Any = None) -> EmbedResult:
+    """The embed stage over the given items (any subset of a source), in the order given.
 
-    ``embedder`` may be passed already built (a service or benchmark that keeps one loaded); it
-    must match ``config.model``. One embed run writes a workspace at a time: a second one waits
-    for the first (saying so) and then resumes from its finished shards.
+    ``items`` is a list or a :class:`~corral.pipeline.listing.Listing` (any other iterable is
+    listed into one first). ``embedder`` may be passed already built (a service or benchmark that
+    keeps one loaded); it must match ``config.model``. One embed run writes a workspace at a time: a
+    second one waits for the first (saying so) and then resumes from its finished shards.
     """
     from corral.pipeline.heap import reuse_freed_memory
     from corral.storage.wslock import workspace_lock
 
-    # Each batch's activations reuse the memory the last batch freed (see corral.pipeline.heap).
-    with workspace_lock(workspace.ensure().root / ".embed.lock", what="embed"), reuse_freed_memory():
-        return _embed_items(items, workspace=workspace, config=config, source=source, embedder=embedder)
+    if not isinstance(items, (list, tuple, Listing)):
+        items = Listing(items)
+    with workspace_lock(workspace.ensure().root / ".embed.lock", what="embed"):
+        if config.engine == "ray":
+            from corral.pipeline.embed_ray import run_ray
+
+            return run_ray(items, workspace=workspace, config=config, source=source)
+        # Each batch's activations reuse the memory the last batch freed (see corral.pipeline.heap).
+        with reuse_freed_memory():
+            return _run_local(items, workspace=workspace, config=config, source=source, embedder=embedder)
 
 
-def _embed_items(items: list[SourceItem], *, workspace: Workspace, config: EmbedConfig, source: str, embedder: Any) -> EmbedResult:
-    import torch
-
-    cfg = config
-    t_start = time.perf_counter()
-    ws = workspace.ensure()
-    device, why = pick_device(cfg.device)
-    logger.info("device %s (%s)", device, why)
+def build_mapper(cfg: EmbedConfig, *, device: str, embedder: Any = None) -> tuple[Mapper, dict[str, Any]]:
+    """The mapper this config asks for on ``device`` (the embedder built unless given), with the
+    settings it resolved for this machine (batch, decode workers, GPU decoding)."""
     if embedder is None:
         embedder = registry.create_embedder(cfg.model, weights=cfg.weights, allow_random=cfg.random_weights, compile=cfg.compile, offline=cfg.offline or None)
     embedder = embedder.to(device)
     batch, workers, gpu_decode = _resolve(cfg, device)
+    resolved = {"batch_size_resolved": batch, "num_workers_resolved": workers, "gpu_decode_resolved": gpu_decode}
     detector, crop_opts, detector_why = _build_detector(cfg, embedder, device)
-    default_name = safe_name(embedder.name.replace("timm:", ""))
-    if detector is not None:
-        default_name = safe_name(f"{default_name}__{detector.name}")  # crops never share a set with whole images
-    es = ws.embedding_set(cfg.name or default_name)
-    es.path.mkdir(parents=True, exist_ok=True)
-    for tmp in es.path.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-    sidecar = _check_sidecar(es, embedder, cfg, detector)
-    atomic_write_json(es.sidecar_path, sidecar)
-
-    # What earlier runs finished: their uris are skipped, their ids count as seen for de-duplication.
-    done_uris: dict[str, int] = {}
-    seen: dict[str, str] = {}
-    shards = es.complete_shards()
-    for i in shards:
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(es.shard_paths(i)[1], columns=["id", "uri", "status", "bytes"])
-        for id_, uri, status, size in zip(*(t.column(c).to_pylist() for c in ("id", "uri", "status", "bytes"))):
-            done_uris[uri] = size
-            if status == "ok":
-                seen.setdefault(id_, uri)
-    todo = [it for it in items if not (it.uri in done_uris and (it.size < 0 or done_uris[it.uri] == it.size))]
-    next_shard = (shards[-1] + 1) if shards else 0
-    labels = {it.uri: it for it in todo}
-    logger.info("%d items, %d done earlier, %d to embed; batch %d, %d decode workers, gpu_decode=%s", len(items), len(items) - len(todo), len(todo), batch, workers, gpu_decode)
-
-    run_cfg = {
-        **asdict(cfg),
-        "device_resolved": device,
-        "device_reason": why,
-        "batch_size_resolved": batch,
-        "num_workers_resolved": workers,
-        "gpu_decode_resolved": gpu_decode,
-        "source": source,
-        "embedding_set": str(es.path),
-        "embedder": embedder.info,
-    }
-    if detector is not None:
-        run_cfg.update(detector_resolved=detector.name, detector_reason=detector_why, detector_info=detector.info, crop_options=asdict(crop_opts))
-    run_path = ws.runs_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-embed.json"
-    atomic_write_json(run_path, {"config": run_cfg, "status": "running"})
-
-    counts: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    timings = {"decode_worker_s": 0.0, "device_decode_s": 0.0, "infer_s": 0.0, "write_s": 0.0, "wait_s": 0.0}
-    out_dtype = np.float16 if cfg.dtype == "float16" else np.float32
-    pre = embedder.preprocess
-    detect_counts: Counter[str] = Counter()
-
-    if todo:
-        if detector is None:
-            ds: Any = DecodeDataset(todo, pre, max_pixels=cfg.max_pixels, endpoint_url=cfg.endpoint_url, raw_jpeg=gpu_decode)
-        else:
-            # CPU detectors (and every detector on a CPU run) work in the decode workers; GPU ones batch here.
-            detect_here = not (device.startswith("cuda") and detector.uses_gpu)
-            ds = cropping.CropDataset(todo, crop_opts, max_pixels=cfg.max_pixels, endpoint_url=cfg.endpoint_url, detect_here=detect_here, detector_options=_detector_options(cfg))
-            if detect_here:
-                ds.share_detector(detector)
-            timings["detect_s"] = 0.0
-        loader = torch.utils.data.DataLoader(
-            ds,
-            # With a detector ``batch`` counts crops per model call; photos hold several, so they are
-            # read a quarter batch at a time and detection overlaps embedding sooner.
-            batch_sampler=shard_batches(len(todo), cfg.shard_size, batch if detector is None else max(1, batch // 4)),
-            num_workers=workers,
-            collate_fn=collate if detector is None else cropping.collate,
-            pin_memory=device.startswith("cuda"),
-            worker_init_fn=functools.partial(worker_init, nice=0 if device.startswith("cuda") else 10) if workers else None,
-            prefetch_factor=4 if workers else None,
-            persistent_workers=False,
-        )
-        bar = _progress(len(todo), cfg.progress)
-        shard_rows: list[dict[str, Any]] = []
-        shard_ids: list[str] = []
-        shard_vecs: list[np.ndarray] = []
-        shard_len = lambda k: min(cfg.shard_size, len(todo) - k * cfg.shard_size)  # noqa: E731
-        shard_k = 0
-        shard_items = 0  # source items in the open shard (a crop run writes more rows than that)
-        t_wait = time.perf_counter()
-        batches = decode_ahead(loader, pre, device, cfg.max_pixels, timings, ahead=cfg.decode_ahead) if detector is None else ((b, None, None) for b in loader)
-        for b, dev_px, _ in batches:
-            timings["wait_s"] += time.perf_counter() - t_wait
-            recs = b["records"]
-            timings["decode_worker_s"] += sum(r.pop("decode_s", 0.0) for r in recs)
-            t0 = time.perf_counter()
-            if detector is None:
-                if dev_px is None:
-                    raise RuntimeError("decode_ahead yielded a batch without its device pixels")
-                vecs, rows, ids = _embed_batch(b, recs, dev_px, embedder, device, seen, labels)
-            else:
-                timings["detect_s"] += sum(r.pop("detect_s", 0.0) for r in recs)
-                t1 = time.perf_counter()
-                cropping.detect_in_main(recs, detector, crop_opts, device)
-                timings["detect_s"] += time.perf_counter() - t1
-                vecs, rows, ids = cropping.rows_for_batch(recs, embedder=embedder, opts=crop_opts, device=device, seen=seen, sources=labels, counts=detect_counts, batch_size=batch)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            timings["infer_s"] += time.perf_counter() - t0
-            shard_rows.extend(rows)
-            shard_items += len(recs)
-            if len(ids):
-                shard_ids.extend(ids)
-                shard_vecs.append(vecs.astype(out_dtype, copy=False))
-            for r in rows:
-                if r.get("parent_id"):
-                    counts["crops"] += 1
-                    continue
-                counts[r["status"]] += 1
-                if r["status"] == "skipped":
-                    reasons[r["reason"]] += 1
-            bar.update(len(recs))
-            if shard_items == shard_len(shard_k):
-                t0 = time.perf_counter()
-                dim = embedder.dim
-                mat = np.concatenate(shard_vecs) if shard_vecs else np.empty((0, dim), dtype=out_dtype)
-                emb_path, items_path = es.shard_paths(next_shard + shard_k)
-                atomic_write_table(emb_path, embedding_table(shard_ids, mat))
-                atomic_write_table(items_path, items_table(shard_rows))  # completion marker, last
-                sidecar["count"] += len(shard_ids)
-                atomic_write_json(es.sidecar_path, sidecar)
-                timings["write_s"] += time.perf_counter() - t0
-                shard_rows, shard_ids, shard_vecs = [], [], []
-                shard_items = 0
-                shard_k += 1
-            t_wait = time.perf_counter()
-        bar.close()
-
-    _write_skipped(ws)
-    seconds = time.perf_counter() - t_start
-    res = EmbedResult(
-        items=len(items),
-        embedded=counts["ok"] if detector is None else counts["crops"],
-        duplicates=counts["duplicate"],
-        skipped=counts["skipped"],
-        skipped_by_reason=dict(sorted(reasons.items())),
-        already_done=len(items) - len(todo),
-        model=embedder.name,
-        dim=embedder.dim,
-        seconds=seconds,
-        embeddings=str(es.path),
-        timings={k: round(v, 3) for k, v in timings.items()},
-        device=device,
-        detection=cropping.detection_summary(detect_counts, crop_opts, detector_why) if detector is not None else {},
-    )
-    atomic_write_json(run_path, {"config": run_cfg, "status": "complete", "result": asdict(res)})
-    return res
+    common = {"device": device, "batch": batch, "max_pixels": cfg.max_pixels, "endpoint_url": cfg.endpoint_url}
+    if detector is None:
+        return ImageMapper(embedder, gpu_decode=gpu_decode, decode_ahead=cfg.decode_ahead, **common), resolved
+    return CropMapper(embedder, detector, crop_opts, detector_options=_detector_options(cfg), why=detector_why, **common), resolved
 
 
 def _detector_options(cfg: EmbedConfig) -> dict[str, Any]:
@@ -383,42 +271,113 @@ def _build_detector(cfg: EmbedConfig, embedder: Any, device: str) -> tuple[Any, 
     return detector, opts, why
 
 
-def _embed_batch(b: dict[str, Any], recs: list[dict[str, Any]], dev_px: dict[int, Any], embedder: Any, device: str, seen: dict[str, str], sources: dict[str, SourceItem]):
-    """Decide duplicates and run the model; returns (vectors, item rows, embedded ids).
+def open_set(ws: Workspace, cfg: EmbedConfig, d: Described) -> tuple[EmbeddingSet, dict[str, Any]]:
+    """The embedding set a run writes (left-over temporary files swept) and its checked sidecar."""
+    default_name = safe_name(d.model.replace("timm:", ""))
+    if d.detector is not None:
+        default_name = safe_name(f"{default_name}__{d.detector}")  # crops never share a set with whole images
+    es = ws.embedding_set(cfg.name or default_name)
+    es.path.mkdir(parents=True, exist_ok=True)
+    for tmp in es.path.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    sidecar = _check_sidecar(es, d, cfg)
+    atomic_write_json(es.sidecar_path, sidecar)
+    return es, sidecar
 
-    ``dev_px`` holds the pixels decoded on the device (:func:`corral.pipeline.feed.decode_ahead`); CPU-decoded ones
-    arrive stacked in ``b["pixels"]``.
-    """
+
+def run_record(cfg: EmbedConfig, d: Described, *, source: str, es: EmbeddingSet, extra: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config a run leaves in ``runs/``."""
+    out = {**asdict(cfg), **extra, "source": source, "embedding_set": str(es.path), "embedder": d.info}
+    if d.detector is not None:
+        out.update(detector_resolved=d.detector, detector_reason=d.detector_reason, detector_info=d.detector_info, crop_options=d.crop_options)
+    return out
+
+
+def finish(ws: Workspace, run_path: Path, run_cfg: dict[str, Any], res: EmbedResult) -> EmbedResult:
+    _write_skipped(ws)
+    atomic_write_json(run_path, {"config": run_cfg, "status": "complete", "result": asdict(res)})
+    return res
+
+
+def result(reader: ShardReader, writer: ShardWriter, d: Described, *, es: EmbeddingSet, seconds: float, timings: dict[str, float], device: str, detection: dict[str, Any]) -> EmbedResult:
+    c = writer.counts
+    return EmbedResult(
+        items=reader.total,
+        embedded=c["ok"] if d.detector is None else c["crops"],
+        duplicates=c["duplicate"],
+        skipped=c["skipped"],
+        skipped_by_reason=dict(sorted(writer.reasons.items())),
+        already_done=reader.already_done,
+        model=d.model,
+        dim=d.dim,
+        seconds=seconds,
+        embeddings=str(es.path),
+        timings={k: round(v, 3) for k, v in timings.items()},
+        device=device,
+        detection=detection,
+    )
+
+
+def _run_local(items: Iterable[SourceItem], *, workspace: Workspace, config: EmbedConfig, source: str, embedder: Any) -> EmbedResult:
+    """The local engine: one process, decode worker processes, the model on one device."""
     import torch
 
-    cpu_px = iter(b["pixels"]) if b["pixels"] is not None else iter(())
-    rows, ids, batch_px = [], [], []
-    for r in recs:
-        px = None
-        if "orientation" not in r and r["status"] == "ok":
-            px = next(cpu_px)
-        elif r["pos"] in dev_px:
-            px = dev_px[r["pos"]]
-        src = sources.get(r["uri"])
-        row = {k: r[k] for k in ("id", "uri", "status", "reason", "detail", "bytes", "width", "height")}
-        if src is not None:
-            row["label"], row["meta"] = src.label, src.meta
-        if r["status"] == "ok":
-            first = seen.get(r["id"])
-            if first is not None:
-                row.update(status="duplicate", duplicate_of=first)
-            else:
-                seen[r["id"]] = r["uri"]
-                ids.append(r["id"])
-                if px is None:
-                    raise RuntimeError(f"{r['uri']}: decoded as ok but has no pixels")
-                batch_px.append(px)
-        rows.append(row)
-    if not ids:
-        return np.empty((0, embedder.dim), dtype=np.float32), rows, ids
-    px = torch.stack([p.to(device, non_blocking=True) for p in batch_px])
-    vecs = embedder.embed(px).to("cpu").numpy()
-    return vecs, rows, ids
+    cfg = config
+    t_start = time.perf_counter()
+    ws = workspace.ensure()
+    device, why = pick_device(cfg.device)
+    logger.info("device %s (%s)", device, why)
+    mapper, resolved = build_mapper(cfg, device=device, embedder=embedder)
+    d = mapper.describe()
+    es, sidecar = open_set(ws, cfg, d)
+    # What earlier runs finished: their uris are skipped, their ids count as seen for de-duplication.
+    done, seen, next_shard = resume_state(es)
+    reader = ShardReader(items, done=done, shard_size=cfg.shard_size, first_index=next_shard)
+    workers = resolved["num_workers_resolved"]
+    batch, gpu_decode = resolved["batch_size_resolved"], resolved["gpu_decode_resolved"]
+    logger.info("%d items, %d done earlier, %d to embed; batch %d, %d decode workers, gpu_decode=%s", reader.total, reader.already_done, reader.todo, batch, workers, gpu_decode)
+    run_cfg = run_record(cfg, d, source=source, es=es, extra={"device_resolved": device, "device_reason": why, **resolved})
+    run_path = ws.runs_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-embed.json"
+    atomic_write_json(run_path, {"config": run_cfg, "status": "running"})
+
+    timings = dict.fromkeys(mapper.timing_keys, 0.0)
+    writer = ShardWriter(es, sidecar, dim=d.dim, dtype=np.float16 if cfg.dtype == "float16" else np.float32)
+    if reader.todo:
+        stream = ShardStream(reader.shards, mapper.dataset, mapper.collate, mapper.read_batch)
+        loader = stream_loader(stream, workers=workers, pin_memory=device.startswith("cuda"), nice=0 if device.startswith("cuda") else 10)
+        bar = _progress(reader.todo, cfg.progress)
+
+        def write(index: int, out: ShardOutput) -> None:
+            timings["write_s"] += writer.write(index, out)
+
+        sync = torch.cuda.synchronize if device.startswith("cuda") else None
+        run_batches(mapper, loader, seen=seen, timings=timings, on_shard=write, on_batch=bar.update, dtype=writer.dtype, sync=sync)
+        bar.close()
+    res = result(reader, writer, d, es=es, seconds=time.perf_counter() - t_start, timings=timings, device=device, detection=mapper.summary())
+    return finish(ws, run_path, run_cfg, res)
+
+
+def run_batches(mapper: Mapper, loader: Any, *, seen: dict[str, str], timings: dict[str, float], on_shard: Any, on_batch: Any, dtype: Any, sync: Any = None) -> None:
+    """The runner: batches from ``loader`` through ``mapper``, each shard handed to ``on_shard(index,
+    output)`` when its last batch is done; read (``wait_s``), infer and write are timed apart."""
+    out = ShardOutput()
+    t_wait = time.perf_counter()
+    for b, extra in mapper.batches(loader, timings):
+        timings["wait_s"] += time.perf_counter() - t_wait
+        recs = b["records"]
+        timings["decode_worker_s"] += sum(r.pop("decode_s", 0.0) for r in recs)
+        sources = b.get("sources", {})
+        t0 = time.perf_counter()
+        m = mapper.map(b, extra, seen=seen, sources=sources, timings=timings)
+        if sync:
+            sync()
+        timings["infer_s"] += time.perf_counter() - t0
+        out.add(m.vectors, m.rows, m.ids, m.items, dtype)
+        on_batch(m.items)
+        if b["last"]:
+            on_shard(b["shard"], out)
+            out = ShardOutput()
+        t_wait = time.perf_counter()
 
 
 def _progress(total: int, enabled: bool):

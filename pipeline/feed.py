@@ -11,6 +11,7 @@ thread so that decoding overlaps the model. Batches never cross a shard boundary
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from typing import Any
@@ -139,6 +140,66 @@ def shard_batches(n: int, shard_size: int, batch_size: int) -> list[list[int]]:
         for b in range(s, end, batch_size):
             out.append(list(range(b, min(b + batch_size, end))))
     return out
+
+
+class ShardStream:
+    """The batches of a run's shards, made in decode worker processes, in order (a torch
+    ``IterableDataset`` of already collated batches; use it with ``batch_size=None``).
+
+    ``shards()`` yields :class:`~corral.pipeline.shards.Shard` s and is called once in every worker;
+    ``dataset(items)`` builds the map-style dataset that reads and decodes a shard's items. Batch
+    ``k`` of the run is made by worker ``k % num_workers``: torch's loader asks its workers in turn
+    and hands batches on in the order it asked, so the batches come out exactly as one process
+    would make them (:func:`shard_batches`: none crosses a shard boundary). Each batch says which
+    shard it belongs to (``shard``) and whether it ends it (``last``).
+    """
+
+    def __init__(self, shards: Any, dataset: Any, collate_fn: Any, batch_size: int):
+        self.shards = shards
+        self.dataset = dataset
+        self.collate_fn = collate_fn
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Any:
+        import torch
+
+        info = torch.utils.data.get_worker_info()
+        me, every = (info.id, info.num_workers) if info is not None else (0, 1)
+        k = 0
+        for shard in self.shards():
+            ds = None
+            for idx in shard_batches(len(shard.items), len(shard.items), self.batch_size):
+                if k % every == me:
+                    ds = ds or self.dataset(shard.items)
+                    b = self.collate_fn([ds[i] for i in idx])
+                    b["shard"], b["last"] = shard.index, idx[-1] == len(shard.items) - 1
+                    b["sources"] = {shard.items[i].uri: shard.items[i] for i in idx}  # labels and metadata for the item rows
+                    yield b
+                k += 1
+
+
+def stream_loader(stream: ShardStream, *, workers: int, pin_memory: bool, nice: int) -> Any:
+    """A torch loader over ``stream`` with ``workers`` decode processes (0: decode in this one)."""
+    import torch
+
+    class _Iterable(torch.utils.data.IterableDataset):
+        def __iter__(self) -> Any:
+            return iter(stream)
+
+    return torch.utils.data.DataLoader(
+        _Iterable(),
+        batch_size=None,
+        collate_fn=_as_is,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        worker_init_fn=functools.partial(worker_init, nice=nice) if workers else None,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+
+
+def _as_is(b: Any) -> Any:
+    return b
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,20 +1,27 @@
 """Sources of images: a folder, a manifest, or an S3 prefix.
 
-Listing is cheap and happens up front (names and sizes only); bytes are read later, inside the
-decode workers, through :func:`read_bytes`, which works for local paths and ``s3://`` URIs alike.
+Listing is cheap (names and sizes only) and streams: :func:`iter_source` yields items as the
+folder walk, the manifest reader or the S3 pages give them, and :func:`stream_source` puts them in
+URI order without holding them all (:mod:`corral.pipeline.listing`). Bytes are read later, inside
+the decode workers, through :func:`read_bytes`, which works for local paths and ``s3://`` URIs alike.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.storage import s3 as s3util
-from corral.storage.tables import read_table_rows
+from corral.storage.tables import iter_table_rows
+
+if TYPE_CHECKING:
+    from corral.pipeline.listing import Listing
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,20 @@ class SourceItem:
 
 def list_source(source: str | os.PathLike[str], *, endpoint_url: str | None = None) -> list[SourceItem]:
     """Every item a source names, sorted by URI so shard boundaries are repeatable."""
+    return sorted(iter_source(source, endpoint_url=endpoint_url), key=lambda it: it.uri)
+
+
+def stream_source(source: str | os.PathLike[str], *, endpoint_url: str | None = None) -> "Listing":
+    """The items of :func:`list_source` (same order) as a :class:`~corral.pipeline.listing.Listing`:
+    sorted runs spilled to disk past a chunk, so memory stays flat however many items there are."""
+    from corral.pipeline.listing import Listing
+
+    return Listing(iter_source(source, endpoint_url=endpoint_url))
+
+
+def iter_source(source: str | os.PathLike[str], *, endpoint_url: str | None = None) -> Iterator[SourceItem]:
+    """The items a source names, one at a time, in no promised order. A source that cannot be
+    listed at all raises :class:`SourceError` here, before the first item."""
     src = str(source)
     if src.startswith("s3://"):
         return _list_s3(src, endpoint_url)
@@ -48,8 +69,7 @@ def list_source(source: str | os.PathLike[str], *, endpoint_url: str | None = No
     raise SourceError(f"{src}: no such folder or manifest")
 
 
-def _list_folder(root: Path) -> list[SourceItem]:
-    items: list[SourceItem] = []
+def _list_folder(root: Path) -> Iterator[SourceItem]:
     root = root.resolve()
     escaped = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -69,27 +89,24 @@ def _list_folder(root: Path) -> list[SourceItem]:
                 size = p.stat().st_size
             except OSError:
                 size = -1  # a dangling link or a vanished file: the worker records why
-            items.append(SourceItem(str(p), size))
+            yield SourceItem(str(p), size)
     if escaped:
         logger.warning("%s: left out %d symbolic link(s) pointing outside the folder", root, escaped)
-    items.sort(key=lambda it: it.uri)
-    return items
 
 
-def _read_manifest_rows(path: Path) -> list[dict[str, Any]]:
-    return read_table_rows(path, error=SourceError)
-
-
-def _list_manifest(path: Path) -> list[SourceItem]:
-    rows = _read_manifest_rows(path)
-    if not rows:
-        return []
-    cols = set(rows[0])
+def _list_manifest(path: Path) -> Iterator[SourceItem]:
+    rows = iter_table_rows(path, error=SourceError)
+    first = next(rows, None)
+    if first is None:
+        return iter(())
+    cols = set(first)
     key = "uri" if "uri" in cols else ("path" if "path" in cols else None)
     if key is None:
         raise SourceError(f"{path}: a manifest needs a 'uri' column (or 'path'); it has {', '.join(sorted(cols))}")
-    base = path.parent.resolve()
-    items = []
+    return _manifest_items(path.parent.resolve(), key, itertools.chain([first], rows))
+
+
+def _manifest_items(base: Path, key: str, rows: Iterator[dict[str, Any]]) -> Iterator[SourceItem]:
     for row in rows:
         raw = str(row.get(key) or "").strip()
         if not raw:
@@ -97,18 +114,26 @@ def _list_manifest(path: Path) -> list[SourceItem]:
         uri = raw if raw.startswith("s3://") else str((base / raw).resolve() if not os.path.isabs(raw) else Path(raw).resolve())
         label = row.get("label")
         meta = {k: v for k, v in row.items() if k not in (key, "label") and v not in (None, "")}
-        items.append(SourceItem(uri, -1, "" if label is None else str(label), meta))
-    items.sort(key=lambda it: it.uri)
-    return items
+        yield SourceItem(uri, -1, "" if label is None else str(label), meta)
 
 
-def _list_s3(url: str, endpoint_url: str | None) -> list[SourceItem]:
+def _list_s3(url: str, endpoint_url: str | None) -> Iterator[SourceItem]:
     u = s3util.S3Url.parse(url)
     try:
-        objs = s3util.list_objects(_s3_client(endpoint_url), u)
+        pages = s3util.iter_objects(_s3_client(endpoint_url), u)
+        first = next(pages, None)  # the first page, so an unreachable bucket fails here
     except Exception as e:
         raise SourceError(f"{url}: cannot list ({type(e).__name__}: {e})") from None
-    return [SourceItem(f"s3://{u.bucket}/{key}", size) for key, size in objs if not key.rsplit("/", 1)[-1].startswith(".")]
+    return _s3_items(url, u, first, pages)
+
+
+def _s3_items(url: str, u: "s3util.S3Url", first: tuple[str, int] | None, pages: Iterator[tuple[str, int]]) -> Iterator[SourceItem]:
+    try:
+        for key, size in itertools.chain([first] if first else [], pages):
+            if not key.rsplit("/", 1)[-1].startswith("."):
+                yield SourceItem(f"s3://{u.bucket}/{key}", size)
+    except Exception as e:
+        raise SourceError(f"{url}: cannot list ({type(e).__name__}: {e})") from None
 
 
 @functools.lru_cache(maxsize=4)

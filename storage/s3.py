@@ -7,6 +7,7 @@ explicit ``endpoint_url`` (or ``CORRAL_S3_ENDPOINT_URL``) points at any S3-compa
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +49,12 @@ def client(endpoint_url: str | None = None, region: str | None = None, *, max_at
 
 def list_objects(s3: Any, url: S3Url) -> list[tuple[str, int]]:
     """All (key, size) under a prefix, sorted by key."""
-    out: list[tuple[str, int]] = []
+    return sorted(iter_objects(s3, url))
+
+
+def iter_objects(s3: Any, url: S3Url) -> Iterator[tuple[str, int]]:
+    """(key, size) under a prefix, a page (1,000 keys) at a time, in the order S3 lists them."""
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=url.bucket, Prefix=url.key):
         for obj in page.get("Contents", []):
             if not obj["Key"].endswith("/"):
-                out.append((obj["Key"], int(obj["Size"])))
-    out.sort()
-    return out
+                yield obj["Key"], int(obj["Size"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,19 @@ def read_table_rows(path: Path, *, error: type[ValueError]) -> list[dict[str, An
 
     Any file that cannot be read or parsed raises ``error`` with the path (and line, for JSONL).
     """
+    return list(iter_table_rows(path, error=error))
+
+
+def iter_table_rows(path: Path, *, error: type[ValueError]) -> Iterator[dict[str, Any]]:
+    """The rows of :func:`read_table_rows` one at a time, so a manifest of millions of rows is never
+    held whole (Parquet is read a row group's batch at a time)."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
             with open(path, newline="", encoding="utf-8-sig") as fh:
-                return list(csv.DictReader(fh))
+                yield from csv.DictReader(fh)
+            return
         if suffix in (".jsonl", ".ndjson"):
-            rows = []
             with open(path, encoding="utf-8") as fh:
                 for n, line in enumerate(fh, 1):
                     if not line.strip():
@@ -30,11 +37,12 @@ def read_table_rows(path: Path, *, error: type[ValueError]) -> list[dict[str, An
                         raise error(f"{path}:{n}: not JSON ({e.msg})") from None
                     if not isinstance(row, dict):
                         raise error(f"{path}:{n}: each line must be a JSON object")
-                    rows.append(row)
-            return rows
+                    yield row
+            return
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
+            yield from batch.to_pylist()
     except error:
         raise
     except Exception as e:
