@@ -210,6 +210,7 @@ class PostgresLabelStore(LabelStore):
             conn = None  # the server restarted or the network dropped: connect again
         if conn is None:
             raw = connect(self.url, timeout_s=min(self._timeout_s, 10.0), synchronous=self._synchronous)
+            raw.execute(f"SET lock_timeout = '{int(self._timeout_s * 1000)}ms'")  # how long a writer waits for the others
             conn = PgConn(raw)
             self._local.conn = conn
             with self._conns_lock:
@@ -221,7 +222,6 @@ class PostgresLabelStore(LabelStore):
         conn = self._conn()
         try:
             with conn.raw.transaction():
-                conn.raw.execute(f"SET LOCAL lock_timeout = '{int(self._timeout_s * 1000)}ms'")
                 conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                 yield conn
         except psycopg.errors.LockNotAvailable:
