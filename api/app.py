@@ -71,7 +71,7 @@ def create_app(settings: Settings, *, users: UserStore | None = None) -> FastAPI
         maps=MapRegistry(ws),
         items=items,
         thumbs=ThumbCache(ws, items, thumb_size=settings.thumb_size, budget=decodes, max_pixels=settings.max_image_pixels),
-        labels=LabelService(ws),
+        labels=LabelService(ws, labels=settings.labels),
         jobs=JobManager(ws, source_roots=settings.source_roots, allow_any_source=settings.allow_any_source, max_jobs=settings.max_jobs),
         sessions=SessionStore(ws.root, idle_s=settings.session_idle_days * 86400, max_s=settings.session_max_days * 86400),
         oplog=_open_oplog(ws),
@@ -114,7 +114,7 @@ def create_app(settings: Settings, *, users: UserStore | None = None) -> FastAPI
         signed_in=signed_in,
     )
     # every write and every failure, the guard's refusals included, to the operation log
-    app.add_middleware(OperationRecorder, writer=ctx.oplog)
+    app.add_middleware(OperationRecorder)
     # around everything, the guard's own answers included: nosniff everywhere, a CSP on every page
     app.add_middleware(SecurityHeaders)
 

@@ -52,6 +52,7 @@ MEANING = {
     413: "The body is over the route's limit (max_body_bytes; uploads max_request_bytes)",
     415: "A body of a content type the route does not take",
     422: "A value of the wrong type, size or range, or a body that is not the expected JSON",
+    429: "Too many failed sign-ins: wait the seconds Retry-After says",
     501: "This installation lacks the optional part the route needs",
     503: "The workspace is read-only (or the service is not ready): the same request works later",
     507: "The workspace's disk is full",
@@ -60,10 +61,14 @@ MEANING = {
 #: routes that take a body but write nothing to the workspace
 READS = {"POST /api/maps/{name}/points", "POST /api/maps/{name}/split", "POST /api/maps/{name}/suggest", "POST /api/recognize"}
 #: routes with a body that the request guard lets through unauthenticated
-PUBLIC_BODIES = {"POST /api/session"}
+PUBLIC_BODIES = {"POST /api/session", "POST /api/signin"}
 #: answers only one route gives
 ROUTE_ERRORS: dict[str, dict[int, str]] = {
     "POST /api/session": {401: "Unknown or revoked token"},
+    "POST /api/signin": {401: "Wrong name or password", 429: MEANING[429]},
+    "POST /api/me/password": {403: "The current password is wrong, or a cookie-authenticated change lacks 'X-Corral-Request: 1'", 429: MEANING[429]},
+    "DELETE /api/sessions": {403: "A cookie-authenticated sign-out everywhere lacks 'X-Corral-Request: 1'"},
+    "GET /api/operations": {403: "Only admins read other users' operations", 503: "The operation log is behind, or this server keeps none (Retry-After)"},
     "POST /api/jobs": {409: "Another job is running", 503: "The server cannot start a job now, or the workspace is read-only"},
     # it reads its body itself (images, JSON, float32 or .npy vectors), so the document shows none
     "POST /api/recognize": {

@@ -132,14 +132,16 @@ class OpLogWriter:
 
 
 class OperationRecorder:
-    """ASGI middleware that hands each write and each failure to an :class:`OpLogWriter`."""
+    """ASGI middleware that hands each write and each failure to the app's :class:`OpLogWriter`
+    (``app.state.ctx.oplog``; nothing is recorded while that is None)."""
 
-    def __init__(self, app: ASGIApp, *, writer: OpLogWriter | None = None):
+    def __init__(self, app: ASGIApp):
         self.app = app
-        self.writer = writer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.writer is None:
+        ctx = getattr(getattr(scope.get("app"), "state", None), "ctx", None)
+        writer: OpLogWriter | None = getattr(ctx, "oplog", None)
+        if scope["type"] != "http" or writer is None:
             await self.app(scope, receive, send)
             return
         status = 500
@@ -165,7 +167,7 @@ class OperationRecorder:
         finally:
             if writes or status >= 400:
                 try:
-                    self.writer.put(_operation(scope, at, status, _unzipped(bytes(body)) if gzipped else bytes(body)))
+                    writer.put(_operation(scope, at, status, _unzipped(bytes(body)) if gzipped else bytes(body)))
                 except Exception:  # the log must never cost the request
                     logger.exception("could not note an operation of %s %s", scope.get("method"), scope.get("path"))
 
@@ -179,15 +181,14 @@ def _operation(scope: Scope, at: float, status: int, body: bytes) -> Operation:
             answer = parsed if isinstance(parsed, dict) else {}
         except ValueError:
             pass
-    route = scope.get("route")
-    template = str(getattr(route, "path", "") or "") or "(no route)"
+    template = _template(scope)
     client = scope.get("client")
     detail = str(notes.get("detail") or (answer.get("error") if status >= 400 else answer.get("kind")) or "")
     items = notes.get("items", answer.get("changed_items"))
     event_id = notes.get("event_id", answer.get("event_id"))
     return Operation(
         at=at,
-        user=str(notes.get("user") or _user_of(scope)),
+        user=str(notes["user"]) if "user" in notes else _user_of(scope),
         method=str(scope.get("method", "")),
         route=template,
         path=str(scope.get("path", ""))[:300],
@@ -198,6 +199,26 @@ def _operation(scope: Scope, at: float, status: int, body: bytes) -> Operation:
         client=str(client[0]) if client else "",
         detail=detail[:500],
     )
+
+
+def _template(scope: Scope) -> str:
+    """The path template of the route the request went to, or would have gone to had it not been
+    refused before routing (the request guard's answers)."""
+    route = scope.get("route")
+    if route is not None:
+        return str(getattr(route, "path", "") or "(no route)")
+    from starlette.routing import Match
+
+    probe = {**scope, "type": "http"}
+    for r in getattr(scope.get("app"), "routes", ()):
+        for candidate in r.effective_route_contexts() if hasattr(r, "effective_route_contexts") else (r,):
+            try:
+                match, _ = candidate.matches(probe)
+            except Exception:  # a route that cannot judge this scope: not this one
+                continue
+            if match == Match.FULL:
+                return str(getattr(candidate, "path", "") or "(no route)")
+    return "(no route)"
 
 
 def _unzipped(body: bytes) -> bytes:

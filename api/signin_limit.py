@@ -10,8 +10,8 @@ Failures are counted under three keys, each with its own allowance before it bac
 Past its allowance a key waits 1 s after the next failure, then 2, 4, ... up to
 ``max_wait_s`` (15 minutes); a sign-in that comes sooner is answered 429 with ``Retry-After``,
 without the password being checked (so a flood costs no hashing either). A key's count is
-forgotten after ``forget_s`` without failures, and a good sign-in clears the name's and the
-browser's counts.
+forgotten after ``forget_s`` without failures, and a good sign-in clears the count it was checked
+under (the name's, or the browser's; never the address's).
 
 The name's count does not apply to the user's own browsers: someone who guesses at an admin's
 password from elsewhere locks out strangers, never the admin at their own browser, who only
@@ -92,13 +92,15 @@ class SignInLimiter:
             while len(self._counts) > MAX_KEYS:
                 self._counts.popitem(last=False)
 
-    def succeeded(self, name: str, device: str | None) -> str:
-        """Clear the name's and the browser's counts; returns the browser's id to keep in
-        :data:`DEVICE_COOKIE` (a new one when it had none)."""
-        device = device if device and len(device) <= 200 else "crd_" + secrets.token_urlsafe(24)
+    def succeeded(self, name: str, address: str, device: str | None) -> str:
+        """Clear the counts this attempt was checked under (the name's, or the known browser's;
+        never the address's, which one good account must not reset); returns the browser's id to
+        keep in :data:`DEVICE_COOKIE` (a new one when it had none)."""
         with self._lock:
-            self._counts.pop(("user", name.lower()), None)
-            self._counts.pop(("device", _digest(device)), None)
+            for key in self._keys_locked(name, address, device):
+                if key[0] != "addr":
+                    self._counts.pop(key, None)
+            device = device if device and len(device) <= 200 else "crd_" + secrets.token_urlsafe(24)
             known = self._devices.setdefault(name.lower(), OrderedDict())
             known.pop(_digest(device), None)
             known[_digest(device)] = None

@@ -426,7 +426,7 @@ def _export_operations(ws: Workspace, out: Path, overwrite: bool) -> tuple[int, 
                 w.writeheader()
             try:
                 for op in log.iter_all() if log is not None else ():
-                    row = {**op.as_dict(), "at": iso(op.at)}
+                    row = {k: iso(op.at) if k == "at" else getattr(op, k) for k in COLUMNS}
                     if w is None:
                         fh.write(json.dumps(row) + "\n")
                     else:

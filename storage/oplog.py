@@ -106,8 +106,9 @@ class OperationLog(Protocol):
 class SQLiteOperationLog:
     """:class:`OperationLog` in one SQLite file (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 30.0):
         self.path = Path(path)
+        self.timeout_s = timeout_s
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -123,7 +124,7 @@ class SQLiteOperationLog:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.timeout_s)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn

@@ -90,7 +90,7 @@ def signin(body: SignInRequest, request: Request, response: Response, ctx: Ctx) 
         limiter.failed(body.name, address, device)
         note(request, detail="sign-in: wrong name or password" if known else "sign-in as an unknown name")
         raise Unauthorized("wrong name or password")
-    device = limiter.succeeded(user.name, device)
+    device = limiter.succeeded(user.name, address, device)
     _start_session(request, response, ctx, user, ctx.users.credential(user.name))
     response.set_cookie(DEVICE_COOKIE, device, httponly=True, samesite="strict", secure=_secure(request, ctx), max_age=DEVICE_MAX_AGE_S, path="/api/signin")
     return {"user": user.public()}
