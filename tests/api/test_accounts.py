@@ -40,7 +40,7 @@ def ana(curation_ws):
 
 def test_the_password_is_stored_only_as_an_argon2id_hash(curation_ws, ana):
     text = (curation_ws.root / "users.json").read_text()
-    assert PASSWORD not in text
+    assert PASSWORD not in text and (curation_ws.root / "users.json").stat().st_mode & 0o077 == 0  # readable by the server's user only
     stored = json.loads(text)["users"]["ana"]
     assert "token_sha256" not in stored  # a person without a token
     # Argon2id, 64 MiB, 3 passes, 4 lanes, a 16-byte salt (22 base64 characters)
