@@ -50,9 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summaries on stderr")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    from corral.api import labelsopt
+
     for name, (help_, add, _) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
         add(sp)
+        if name in labelsopt.LABEL_COMMANDS:
+            labelsopt.add_option(sp)
     return p
 
 
@@ -91,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in JIT_COMMANDS:
         _cache_compiled_kernels(command=args.command, quiet=args.quiet)
     try:
+        from corral.api import labelsopt
+
+        labelsopt.apply(args)
         return int(run(args) or 0)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; finished shards are kept, rerun the same command to resume\n")

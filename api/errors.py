@@ -60,14 +60,15 @@ def _body(message: str, status: int, headers: Mapping[str, str] | None = None) -
 def _domain_errors() -> dict[type[Exception], int]:
     """Errors of ``storage`` and ``pipeline`` that mean bad input, with their HTTP codes."""
     from corral.api.auth import AuthError
-    from corral.storage.events import LabelError
+    from corral.storage.events import LabelError, LabelStoreUnavailable
     from corral.storage.workspace import WorkspaceError
 
     from corral.storage.diskerrors import WorkspaceFull, WorkspaceReadOnly
 
     # a full disk is 507 Insufficient Storage; a read-only workspace is 503: the server, not the
     # request, is what cannot write, and the same request works once the workspace is writable
-    out: dict[type[Exception], int] = {LabelError: 400, WorkspaceError: 404, AuthError: 400, WorkspaceFull: 507, WorkspaceReadOnly: 503}
+    # the label store's database server being down is the server's trouble too, and passes
+    out: dict[type[Exception], int] = {LabelError: 400, WorkspaceError: 404, AuthError: 400, WorkspaceFull: 507, WorkspaceReadOnly: 503, LabelStoreUnavailable: 503}
     try:
         from corral.pipeline.ingest import SourceError
 

@@ -6,10 +6,14 @@ updates it from each action's ``changed`` items, and remembers which points chan
 store version, so a viewer that knows version ``v`` gets just the points changed since (its own
 actions and everyone else's). When the store moved on without us (another server process, the
 CLI), the arrays are rebuilt from the store and compared.
+
+A store that pushes its new versions (PostgreSQL's NOTIFY, from any server on the database) wakes
+the viewers' event streams at once (:meth:`LabelService.wait_for_change`); on SQLite they poll.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import deque
@@ -76,11 +80,16 @@ class MapLabels:
 class LabelService:
     """The workspace's label store plus the per-map arrays the viewer needs; thread-safe."""
 
-    def __init__(self, workspace: Workspace):
+    def __init__(self, workspace: Workspace, *, labels: str | None = None):
         self.workspace = workspace
+        self.labels_location = labels  # None: $CORRAL_LABELS, else the workspace's labels.sqlite
         self._lock = threading.RLock()
         self._store: Any = None
         self._maps: dict[str, MapLabels] = {}
+        self._stop_listening: Callable[[], None] | None = None
+        self._pushed = False  # the store pushes new versions (else readers poll)
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._waiters_lock = threading.Lock()
 
     @property
     def store(self) -> Any:
@@ -88,14 +97,47 @@ class LabelService:
             if self._store is None:
                 from corral.storage.labels import LabelStore
 
-                self._store = LabelStore.open(self.workspace)
+                self._store = LabelStore.open(self.workspace, labels=self.labels_location)
+                self._stop_listening = self._store.listen(self._on_version)
+                self._pushed = self._stop_listening is not None
             return self._store
 
     def close(self) -> None:
         with self._lock:
+            if self._stop_listening is not None:
+                self._stop_listening()
+                self._stop_listening = None
             if self._store is not None:
                 self._store.close()
                 self._store = None
+
+    # -- pushed versions ---------------------------------------------------------------------
+    def _on_version(self, version: int) -> None:
+        """A writer somewhere committed event ``version``: wake every waiting event stream."""
+        with self._waiters_lock:
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that stream's loop has closed
+                pass
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when the store may have a new version: at once when one is pushed, else after
+        ``timeout`` seconds (the poll interval)."""
+        if not self._pushed:
+            await asyncio.sleep(timeout)
+            return
+        key = (asyncio.get_running_loop(), asyncio.Event())
+        with self._waiters_lock:
+            self._waiters.add(key)
+        try:
+            await asyncio.wait_for(key[1].wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            with self._waiters_lock:
+                self._waiters.discard(key)
 
     # -- reading -----------------------------------------------------------------------------
     def labels(self) -> list[dict[str, Any]]:

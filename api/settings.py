@@ -17,6 +17,9 @@ class Settings(BaseSettings):
 
     # The workspace folder the server curates (embeddings, maps, labels, users, cache).
     workspace: Path
+    # The label store: None for the workspace's labels.sqlite, or a SQLite path / sqlite:PATH, or
+    # postgresql://[user@]host[:port]/database so several servers share one store.
+    labels: str | None = None
     # Address the server listens on (informational for the app; uvicorn binds it).
     host: str = "127.0.0.1"
     port: int = 8765

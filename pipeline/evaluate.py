@@ -215,7 +215,10 @@ def workspace_labels(ws: Workspace, *, labels_file: str | os.PathLike[str] | Non
         if report.unknown:
             logger.warning("%s: %d of %d rows name items the workspace does not know (e.g. %s)", labels_file, report.unknown, report.rows, ", ".join(report.unknown_examples[:3]))
         return labels, str(labels_file)
-    if not ws.labels_db.is_file():
+    from corral.storage.label_location import resolve
+
+    where = resolve(ws)  # $CORRAL_LABELS may put the store in PostgreSQL
+    if where.kind == "sqlite" and not where.path.is_file():
         return {}, "label store"
     with LabelStore.open(ws) as store:
         return store.item_labels(), "label store"

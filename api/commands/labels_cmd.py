@@ -1,4 +1,5 @@
-"""``corral labels``: import, list, history, stats, undo/redo and check of the label store."""
+"""``corral labels``: import, list, history, stats, undo/redo and check of the label store, and
+``migrate`` to move a store between SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import sys
 from dataclasses import asdict
 
+from corral.api import labelsopt
 from corral.api.cli import CliError, emit, register
 
 
@@ -21,7 +23,7 @@ def default_user() -> str:
 
 
 def _add(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="labels_command", metavar="ACTION", help="import, list, history, stats, undo, redo or check; each has its own --help")
+    sub = p.add_subparsers(dest="labels_command", metavar="ACTION", help="import, list, history, stats, undo, redo, check or migrate; each has its own --help")
     imp = sub.add_parser("import", help="import labels from a CSV/JSONL/Parquet file (id or uri/path, and label), or boxes from COCO / LabelMe JSON")
     imp.add_argument("file", nargs="?", default=None, help="label file, COCO .json, LabelMe .json or a folder of them; leave out with --from-workspace")
     imp.add_argument("--from-workspace", action="store_true", help="import the labels the embedded manifests carried (their 'label' column)")
@@ -40,6 +42,11 @@ def _add(p: argparse.ArgumentParser) -> None:
     for sp in (imp, lst, his, *(sub.choices[n] for n in ("stats", "undo", "redo", "check"))):
         sp.add_argument("--workspace", "-w", required=True, help="workspace folder")
         sp.add_argument("--user", default=None, help="who acts (default: $CORRAL_USER or your login name)")
+        labelsopt.add_option(sp)
+    mig = sub.add_parser("migrate", help="copy a whole label store, history included, into another (SQLite -> PostgreSQL or back) and check both replay equal")
+    mig.add_argument("--from", dest="source", required=True, metavar="STORE", help="the store to copy: sqlite:PATH (a workspace's labels.sqlite) or postgresql://...")
+    mig.add_argument("--to", dest="target", required=True, metavar="STORE", help="where to copy it: postgresql://host/database or sqlite:PATH; must be empty")
+    mig.add_argument("--replace", action="store_true", help="empty a target that already holds labels first (default: refuse it)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -48,7 +55,9 @@ def _run(args: argparse.Namespace) -> int:
 
     cmd = args.labels_command
     if cmd is None:
-        raise CliError("choose an action: import, list, history, stats, undo, redo or check (see `corral labels --help`)")
+        raise CliError("choose an action: import, list, history, stats, undo, redo, check or migrate (see `corral labels --help`)")
+    if cmd == "migrate":
+        return _migrate(args)
     ws = Workspace(args.workspace)
     if not ws.root.is_dir():
         raise CliError(f"workspace {ws.root} does not exist")
@@ -96,4 +105,32 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-register("labels", "import, list and audit labels (import, list, history, stats, undo, redo, check)", _add, _run)
+def _migrate(args: argparse.Namespace) -> int:
+    import time
+
+    from corral.storage.label_copy import compare, copy_store
+    from corral.storage.label_location import parse
+    from corral.storage.labels import LabelStore
+
+    src_at, dst_at = parse(args.source), parse(args.target)
+    if src_at == dst_at:
+        raise CliError(f"--from and --to are the same store ({src_at}); name another target")
+    if src_at.kind == "sqlite" and not src_at.path.is_file():
+        raise CliError(f"--from {args.source}: no such file; a workspace's store is WORKSPACE/labels.sqlite")
+    t0 = time.perf_counter()
+    with LabelStore(src_at.target) as src, LabelStore(dst_at.target) as dst:
+        res = copy_store(src, dst, replace=args.replace)
+        problems = compare(src, dst)
+        version = dst.version()
+    for p in problems[:20]:
+        sys.stderr.write(p + "\n")
+    if not args.quiet:
+        sys.stderr.write(
+            f"copied {res.rows['events']:,} events, {res.rows['labels']:,} labels and {res.rows['items']:,} item ids from {src_at} to {dst_at} "
+            f"in {time.perf_counter() - t0:.1f}s; " + ("both replay equal" if not problems else f"{len(problems)} differences (see above)") + "\n"
+        )
+    emit({"from": str(src_at), "to": str(dst_at), "version": version, "rows": res.rows, "equal": not problems, "problems": len(problems)})
+    return 0 if not problems else 1
+
+
+register("labels", "import, list and audit labels (import, list, history, stats, undo, redo, check, migrate)", _add, _run)

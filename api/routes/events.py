@@ -2,7 +2,9 @@
 
 The viewer listens to ``/api/events/stream`` (server-sent events) and, on each ``version``
 message, asks ``/api/maps/{name}/changes?since=...`` for the points that changed. The stream
-closes itself after ``timeout`` seconds; EventSource reconnects on its own.
+closes itself after ``timeout`` seconds; EventSource reconnects on its own. With the label store in
+PostgreSQL an action committed by any server on the database wakes every stream at once (NOTIFY);
+with SQLite the stream looks every ``interval`` seconds.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ async def stream(request: Request, ctx: Ctx, user: Reader, since: Count | None =
             if v != last:
                 last = v
                 yield f"event: version\ndata: {json.dumps({'version': v})}\n\n"
-            await asyncio.sleep(interval)
+            await svc.wait_for_change(interval)  # at once when another server's action is pushed
         yield ": bye\n\n"
 
     return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

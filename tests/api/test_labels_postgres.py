@@ -1,0 +1,225 @@
+"""Several `corral serve` processes on one PostgreSQL label store, as a team runs them.
+
+The workspace's SQLite store is moved with `corral labels migrate`, two servers start with
+`--labels postgresql://...` (the session's own PostgreSQL server, socket-only), and then: an action
+acknowledged by one server reaches the other's event stream by the database's push alone; a stale
+map version is 409 on either; a server killed with SIGKILL mid-load, again and again, loses no
+acknowledged action; and a bad or unreachable ``--labels`` is one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from corral.api.jobs import CLI_BOOT
+from corral.storage.labels import LabelStore
+from tests.api.conftest import free_port
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", CLI_BOOT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def http(method: str, url: str, token: str, body: dict | None = None, timeout: float = 30) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+class Server:
+    """One `corral serve --labels URL` process on a free port."""
+
+    def __init__(self, root, url: str):
+        self.root, self.labels = root, url
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> "Server":
+        cmd = [sys.executable, "-c", CLI_BOOT, "serve", "--workspace", str(self.root), "--port", str(self.port), "--labels", self.labels, "--no-warm-split", "--log-level", "warning"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("server exited: " + self.proc.stderr.read()[-2000:])
+            try:
+                with urllib.request.urlopen(f"{self.base}/api/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def pg_labels(curation_ws, pg_server):
+    """The workspace's store moved into a fresh PostgreSQL database by `corral labels migrate`."""
+    url = pg_server.new_database()
+    p = cli("labels", "migrate", "--from", f"sqlite:{curation_ws.root / 'labels.sqlite'}", "--to", url)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["equal"] and out["rows"]["items"] == curation_ws.n
+    again = cli("labels", "migrate", "--from", f"sqlite:{curation_ws.root / 'labels.sqlite'}", "--to", url)
+    assert again.returncode == 2 and "not empty" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    return url
+
+
+@pytest.fixture
+def two_servers(curation_ws, pg_labels):
+    servers = [Server(curation_ws.root, pg_labels), Server(curation_ws.root, pg_labels)]
+    try:
+        for s in servers:
+            s.start()
+        yield servers
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def etag(server: Server, token: str) -> str:
+    status, maps = http("GET", f"{server.base}/api/maps", token)
+    assert status == 200
+    return next(m["etag"] for m in maps["maps"] if m["name"] == "main")
+
+
+def test_an_action_on_one_server_is_pushed_to_the_other(two_servers, curation_ws):
+    a, b = two_servers
+    token = curation_ws.tokens["curator"]
+    # B's stream polls only every 10 s and closes after 3: a version message before it closes can
+    # only come from the database's push (NOTIFY) of A's commit
+    got: list[str] = []
+    url = f"{b.base}/api/events/stream?since=0&timeout=3&interval=10"
+    ready = threading.Event()
+
+    def listen() -> None:
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            ready.set()
+            for line in r:
+                got.append(line.decode())
+
+    status, ch = http("GET", f"{b.base}/api/maps/main/changes?since=0", token)  # B's viewer has the map open
+    assert status == 200 and ch["version"] == 0
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    assert ready.wait(30)
+    time.sleep(0.5)  # the stream has read the version it starts from
+    status, res = http("POST", f"{a.base}/api/maps/main/actions/assign", token, {"indices": list(range(5)), "label": "mug", "since": 0, "etag": etag(a, token)})
+    assert status == 200, res
+    t.join(timeout=60)
+    versions = [json.loads(x[len("data: ") :])["version"] for x in got if x.startswith("data: ")]
+    assert res["event_id"] in versions, got
+    # B serves the points A changed, and its labels
+    status, ch = http("GET", f"{b.base}/api/maps/main/changes?since=0", token)
+    assert status == 200 and ch["version"] == res["event_id"] and sorted(ch["changes"]["idx"]) == list(range(5))
+    assert {lab["name"] for lab in ch["labels"]} == {"mug"}
+    # a stale map version is refused on either server, as with one
+    for s in (a, b):
+        status, body = http("POST", f"{s.base}/api/maps/main/actions/assign", token, {"indices": [7], "label": "mug", "etag": "stale"})
+        assert status == 409 and "rebuilt" in body["error"]
+    # undo is per user across servers: B undoes what A did
+    status, res = http("POST", f"{b.base}/api/maps/main/actions/undo", token, {"since": ch["version"]})
+    assert status == 200 and sorted(res["changes"]["idx"]) == list(range(5))
+
+
+def _load(servers: list[Server], tokens: list[str], e: str, acks: list[dict], stop: threading.Event, seed: int) -> None:
+    """One curator: random assigns and undos on a random live server until ``stop``; records each
+    acknowledged answer (a refused or cut-off request is not acknowledged)."""
+    rng = random.Random(seed)
+    token = tokens[seed % len(tokens)]
+    while not stop.is_set():
+        s = rng.choice(servers)
+        try:
+            if rng.random() < 0.8:
+                idx = rng.sample(range(48), rng.randint(1, 6))
+                status, res = http("POST", f"{s.base}/api/maps/main/actions/assign", token, {"indices": idx, "label": rng.choice(["mug", "cup", "jar"]), "etag": e}, timeout=20)
+            else:
+                status, res = http("POST", f"{s.base}/api/maps/main/actions/undo", token, {}, timeout=20)
+        except OSError:
+            continue  # the server was killed under this request: not acknowledged
+        if status == 200:
+            acks.append({"event_id": res["event_id"], "kind": res["kind"]})
+
+
+def kill_servers(two_servers: list[Server], curation_ws, *, kills: int) -> dict:
+    a, b = two_servers
+    tokens = [curation_ws.tokens["curator"], curation_ws.tokens["curator2"]]
+    e = etag(a, tokens[0])
+    acks: list[dict] = []
+    stop = threading.Event()
+    pool = [threading.Thread(target=_load, args=(two_servers, tokens, e, acks, stop, k)) for k in range(4)]
+    for t in pool:
+        t.start()
+    rng = random.Random(1)
+    try:
+        for k in range(kills):
+            victim = two_servers[k % 2]
+            time.sleep(rng.uniform(0.5, 1.5))  # mid-load
+            victim.kill()
+            time.sleep(rng.uniform(0.2, 0.8))  # the other server carries on alone
+            victim.start()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in pool:
+            t.join(timeout=60)
+    with LabelStore(a.labels) as store:
+        assert store.check() == []
+        events = {ev.id: ev for ev in store.events(limit=100_000)}
+    lost = [x for x in acks if x["event_id"] not in events or events[x["event_id"]].kind != x["kind"]]
+    assert not lost, f"{len(lost)} acknowledged actions lost, e.g. {lost[:3]}"
+    assert len({x["event_id"] for x in acks}) == len(acks)  # no two acknowledgements for one event
+    return {"acknowledged": len(acks), "events": len(events), "kills": kills, "lost": len(lost)}
+
+
+def test_servers_killed_mid_load_lose_no_acknowledged_action(two_servers, curation_ws):
+    figures = kill_servers(two_servers, curation_ws, kills=2)
+    print("two servers, kills:", json.dumps(figures))
+    assert figures["acknowledged"] > 0 and figures["lost"] == 0
+
+
+@pytest.mark.slow
+def test_servers_killed_many_times(two_servers, curation_ws):
+    figures = kill_servers(two_servers, curation_ws, kills=12)
+    print("two servers, kills (slow):", json.dumps(figures))
+    assert figures["lost"] == 0
+
+
+def test_a_bad_or_unreachable_label_store_is_one_line(curation_ws, tmp_path):
+    ws = str(curation_ws.root)
+    p = cli("labels", "list", "--workspace", ws, "--labels", "mysql://db/labels")
+    assert p.returncode == 2 and "mysql: is not a label store kind" in p.stderr and "postgresql://" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+    down = f"postgresql://corral:secret@/labels?host={tmp_path}"  # no server listens on that socket
+    p = cli("serve", "--workspace", ws, "--labels", down, "--port", str(free_port()))
+    assert p.returncode != 0 and "cannot reach the label store" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr and "secret" not in p.stderr
+    p = cli("export", "--workspace", ws, "--format", "csv", "--out", str(tmp_path / "x.csv"), "--labels", "postgresql://")
+    assert p.returncode == 2 and "name the database" in p.stderr
