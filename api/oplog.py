@@ -9,7 +9,7 @@ touched and the label-store event produced (read from the answer's ``event_id`` 
 and for a failure its short error message.
 
 Nothing waits for the log. Operations go to a queue that :class:`OpLogWriter` writes in batches on
-a thread of its own; a label action is acknowledged before its row is written, and a log that
+a thread of its own, which also reads the answers (so a large one costs the event loop nothing); a label action is acknowledged before its row is written, and a log that
 cannot be written (a full disk, a locked file) costs the action nothing: the writer says so in the
 server log, keeps the rows and tries again, and drops the oldest, counted, only past
 ``max_pending``.
@@ -23,6 +23,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import HTTPConnection
@@ -52,7 +53,7 @@ class OpLogWriter:
         self.log = log
         self.max_pending = max_pending
         self.retry_s = retry_s
-        self._q: queue.SimpleQueue[Operation | None] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[Operation | Pending | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._queued = 0  # operations handed in
         self._done = 0  # operations written or dropped
@@ -61,10 +62,12 @@ class OpLogWriter:
         self._thread = threading.Thread(target=self._run, name="corral-oplog", daemon=True)
         self._thread.start()
 
-    def put(self, op: Operation) -> None:
+    def put(self, op: Operation | Pending) -> None:
+        """Hand in an operation (or a request's :class:`Pending` record, finished on the writer's
+        thread, so that reading the answer costs the server's event loop nothing)."""
         if self._closed:  # after the server's shutdown (a test's second client): write at once
             try:
-                self.log.append([op])
+                self.log.append([_finished(op)])
             except Exception as e:
                 logger.warning("could not write an operation to the operation log (%s)", e)
             return
@@ -103,7 +106,7 @@ class OpLogWriter:
                 except queue.Empty:
                     items = []
                 stop = None in items
-                pending += [op for op in items if op is not None]
+                pending += [_finished(op) for op in items if op is not None]
             if not pending:
                 continue
             try:
@@ -167,36 +170,58 @@ class OperationRecorder:
         finally:
             if writes or status >= 400:
                 try:
-                    writer.put(_operation(scope, at, status, _unzipped(bytes(body)) if gzipped else bytes(body)))
+                    writer.put(_pending(scope, at, status, bytes(body), gzipped))
                 except Exception:  # the log must never cost the request
                     logger.exception("could not note an operation of %s %s", scope.get("method"), scope.get("path"))
 
 
-def _operation(scope: Scope, at: float, status: int, body: bytes) -> Operation:
-    notes: dict[str, Any] = scope.get(_NOTE_KEY) or {}
+@dataclass(frozen=True)
+class Pending:
+    """What the recorder knows of a request when its answer has gone: the operation, less what
+    the answer's body says (read on the writer's thread by :func:`_finished`)."""
+
+    op: Operation
+    notes: dict[str, Any]
+    body: bytes
+    gzipped: bool
+
+
+def _pending(scope: Scope, at: float, status: int, body: bytes, gzipped: bool) -> Pending:
+    notes: dict[str, Any] = dict(scope.get(_NOTE_KEY) or {})
+    client = scope.get("client")
+    op = Operation(
+        at=at,
+        user=str(notes["user"]) if "user" in notes else _user_of(scope),
+        method=str(scope.get("method", "")),
+        route=_template(scope),
+        path=str(scope.get("path", ""))[:300],
+        status=status,
+        outcome=outcome_of(status),
+        client=str(client[0]) if client else "",
+    )
+    return Pending(op, notes, body, gzipped)
+
+
+def _finished(p: Operation | Pending) -> Operation:
+    """The operation, with the items, event and detail that the route noted or its answer says."""
+    if isinstance(p, Operation):
+        return p
     answer: dict[str, Any] = {}
+    body = _unzipped(p.body) if p.gzipped else p.body
     if body:
         try:
             parsed = json.loads(body)
             answer = parsed if isinstance(parsed, dict) else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON after all: the operation is logged without it
             pass
-    template = _template(scope)
-    client = scope.get("client")
-    detail = str(notes.get("detail") or (answer.get("error") if status >= 400 else answer.get("kind")) or "")
+    notes, failed = p.notes, p.op.status >= 400
+    detail = str(notes.get("detail") or (answer.get("error") if failed else answer.get("kind")) or "")
     items = notes.get("items", answer.get("changed_items"))
     event_id = notes.get("event_id", answer.get("event_id"))
-    return Operation(
-        at=at,
-        user=str(notes["user"]) if "user" in notes else _user_of(scope),
-        method=str(scope.get("method", "")),
-        route=template,
-        path=str(scope.get("path", ""))[:300],
-        status=status,
-        outcome=outcome_of(status),
+    return replace(
+        p.op,
         items=int(items) if isinstance(items, int) and not isinstance(items, bool) else None,
         event_id=int(event_id) if isinstance(event_id, int) and not isinstance(event_id, bool) else None,
-        client=str(client[0]) if client else "",
         detail=detail[:500],
     )
 
