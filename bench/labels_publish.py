@@ -6,6 +6,11 @@ In one run on one machine:
   against a baseline that only upserts ``item -> label`` rows in a plain SQLite table with the
   same ``synchronous`` setting; for a small selection (a lasso) and a large one (a cluster);
 * reads: ``LabelStore.item_labels()`` against a plain ``SELECT`` of the baseline table;
+* backends: the same store in SQLite (the embedded default) and in PostgreSQL, with 1, 4 and 16
+  curators acting at once (separate processes, each its own connection, as several API servers
+  would be): actions per second, and the p50 / p99 time from a call to its acknowledgement
+  (committed, fsynced on both). PostgreSQL is a server this run starts in a temporary folder
+  (socket-only, fsync on), or ``--postgres URL``;
 * publish and pull: ``corral.storage.publish.publish`` / ``pull`` (label snapshot and exports, sha256 of
   every file, manifest, LATEST, verification) against raw ``boto3`` ``upload_file`` /
   ``download_file`` of the embeddings and the label store file with the same transfer settings,
@@ -16,6 +21,7 @@ Rounds alternate ours and the baseline; the best of each is kept. Last stdout li
 
     python bench/labels_publish.py
     python bench/labels_publish.py --vectors 200000 --big 20000
+    python bench/labels_publish.py --parts backends --out bench/results/labels_backends.json
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import emit_result, peak_rss_mib  # noqa: E402
+from bench.common import emit_result, peak_rss_mib, provenance  # noqa: E402
 
 from corral.storage.labels import LabelStore  # noqa: E402
 from corral.storage.workspace import Workspace, atomic_write_json, atomic_write_table, embedding_table, items_table  # noqa: E402
@@ -113,6 +119,84 @@ def bench_actions(root: Path, *, items: int, small: int, big: int, actions: int,
         "ours_read_ms": round(best["ours_read"] * 1000, 1),
         "baseline_read_ms": round(best["base_read"] * 1000, 1),
     }
+
+
+def _curator(location: str, user: str, items: int, small: int, actions: int, seed: int, start_at: float) -> list[float]:
+    """One curator process: ``actions`` lasso-sized assigns (one in ten an undo) as fast as it
+    can, starting at ``start_at``; returns each action's seconds to acknowledgement."""
+    ids = [f"{k:032x}" for k in range(items)]
+    rng = random.Random(seed)
+    store = LabelStore(location)
+    lat = []
+    try:
+        store.version()  # connected before the clock starts
+        time.sleep(max(0.0, start_at - time.time()))
+        for _ in range(actions):
+            t0 = time.perf_counter()
+            if rng.random() < 0.1:
+                try:
+                    store.undo(user=user)
+                except ValueError:  # nothing to undo yet
+                    continue
+            else:
+                start = rng.randrange(0, items - small)
+                store.assign(ids[start : start + small], f"label-{rng.randrange(40)}", user=user, duration_ms=1000)
+            lat.append(time.perf_counter() - t0)
+    finally:
+        store.close()
+    return lat
+
+
+def bench_backends(root: Path, *, pg_url: str | None, items: int, small: int, actions: int, curators: tuple[int, ...]) -> dict:
+    """Actions/s and acknowledgement latency of both backends with ``curators`` writing at once."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    server = None
+    if pg_url is None:
+        from tests.pgserver import PgServer, pg_bin
+
+        if pg_bin() is None:
+            return {"skipped": "no PostgreSQL server binaries (apt-get install postgresql) and no --postgres URL"}
+        server = PgServer(root / "pg", fsync=True).start()
+    out: dict = {"small_items": small, "actions_per_curator": actions, "known_items": items, "synchronous": "FULL"}
+    try:
+        for backend in ("sqlite", "postgresql"):
+            res = {}
+            for n in curators:
+                if backend == "sqlite":
+                    location = str(root / f"backends-{n}.sqlite")
+                else:
+                    location = server.new_database("bench") if server is not None else pg_url
+                with LabelStore(location) as s:
+                    if backend == "postgresql" and server is None and s.version() > 0:
+                        raise SystemExit(f"--postgres {pg_url}: the database must be empty")
+                    s.register_items([f"{k:032x}" for k in range(items)])
+                start_at = time.time() + 2.0
+                with ProcessPoolExecutor(max_workers=n) as pool:
+                    futs = [pool.submit(_curator, location, f"curator-{k}", items, small, actions, k, start_at) for k in range(n)]
+                    lats = [f.result() for f in futs]
+                wall = time.time() - start_at
+                flat = np.array([x for lat in lats for x in lat])
+                with LabelStore(location) as s:
+                    problems = s.check()
+                res[f"curators_{n}"] = {
+                    "actions": int(flat.size),
+                    "seconds": round(wall, 2),
+                    "actions_per_s": round(flat.size / wall, 1),
+                    "ack_p50_ms": round(float(np.percentile(flat, 50)) * 1000, 2),
+                    "ack_p99_ms": round(float(np.percentile(flat, 99)) * 1000, 2),
+                    "replay_check_ok": not problems,
+                }
+                print(f"backend {backend}, {n} curators: {json.dumps(res[f'curators_{n}'])}", file=sys.stderr)
+            out[backend] = res
+        out["postgresql_server"] = "started by this run (socket-only, fsync on)" if server is not None else "given by --postgres"
+        for n in curators:
+            k = f"curators_{n}"
+            out.setdefault("postgresql_vs_sqlite_actions_per_s", {})[k] = round(out["postgresql"][k]["actions_per_s"] / out["sqlite"][k]["actions_per_s"], 2)
+    finally:
+        if server is not None:
+            server.stop()
+    return out
 
 
 def make_workspace(root: Path, vectors: int, dim: int) -> Workspace:
@@ -213,18 +297,27 @@ def main() -> dict:
     ap.add_argument("--dim", type=int, default=256, help="vector dimension (default 256)")
     ap.add_argument("--part-size", type=int, default=8, help="multipart part size in MiB (default 8)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best is kept (default 2)")
+    ap.add_argument("--curators", default="1,4,16", help="concurrent curators of the backend comparison (default 1,4,16)")
+    ap.add_argument("--curator-actions", type=int, default=200, help="actions per curator in the backend comparison (default 200)")
+    ap.add_argument("--postgres", default=None, metavar="URL", help="an empty PostgreSQL database to use (default: start a private server)")
+    ap.add_argument("--parts", default="actions,backends,publish", help="which parts to run (default actions,backends,publish)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     root = Path(tempfile.mkdtemp(prefix="corral-bench-storage-"))
     try:
-        out = {"bench": "labels_publish", "cpus": os.cpu_count()}
-        for sync in ("FULL", "NORMAL"):
+        out = {"bench": "labels_publish", "cpus": os.cpu_count(), **provenance()}
+        for sync in ("FULL", "NORMAL") if "actions" in parts else ():
             res = bench_actions(root, items=args.items, small=args.small, big=args.big, actions=args.actions, rounds=args.rounds, synchronous=sync)
             out[f"actions_{sync.lower()}"] = res
             print(f"actions ({sync}): {json.dumps(res)}", file=sys.stderr)
-        res = bench_publish(root, vectors=args.vectors, dim=args.dim, rounds=args.rounds, part_size=args.part_size << 20)
-        out["publish"] = res
-        print(f"publish: {json.dumps(res)}", file=sys.stderr)
+        if "backends" in parts:
+            curators = tuple(int(x) for x in args.curators.split(","))
+            out["backends"] = bench_backends(root, pg_url=args.postgres, items=args.items, small=args.small, actions=args.curator_actions, curators=curators)
+        if "publish" in parts:
+            res = bench_publish(root, vectors=args.vectors, dim=args.dim, rounds=args.rounds, part_size=args.part_size << 20)
+            out["publish"] = res
+            print(f"publish: {json.dumps(res)}", file=sys.stderr)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     out["peak_rss_mib"] = peak_rss_mib()
