@@ -49,8 +49,9 @@ def note(conn: HTTPConnection, **fields: Any) -> None:
 class OpLogWriter:
     """Writes queued operations to an :class:`OperationLog` on its own thread, in batches."""
 
-    def __init__(self, log: OperationLog, *, max_pending: int = 100_000, retry_s: float = 1.0):
+    def __init__(self, log: OperationLog, *, max_pending: int = 100_000, retry_s: float = 1.0, gather_s: float = 0.05):
         self.log = log
+        self.gather_s = gather_s
         self.max_pending = max_pending
         self.retry_s = retry_s
         self._q: queue.SimpleQueue[Operation | Pending | None] = queue.SimpleQueue()
@@ -98,6 +99,8 @@ class OpLogWriter:
                 try:
                     item = self._q.get(timeout=self.retry_s if pending else None)
                     items = [item]
+                    if item is not None and self.gather_s > 0:
+                        time.sleep(self.gather_s)  # let a burst gather: one transaction for many rows
                     while len(items) < 1000:
                         try:
                             items.append(self._q.get_nowait())

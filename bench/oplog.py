@@ -100,6 +100,7 @@ def main() -> None:
     sent_with_log = 0
     for i in range(2):  # warm up: the store's first actions, the route's first calls
         act(conn, token, {"indices": rng.sample(range(args.points), args.select), "label": f"warm{i}"})
+    time.sleep(0.5)  # the last warm-up's row is handed in just after its answer left
     before_rows = _rows(writer)
     for r in range(args.rounds):
         for mode in ("with_log", "without_log") if r % 2 == 0 else ("without_log", "with_log"):
