@@ -31,7 +31,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,6 +172,11 @@ class LabelStore:
         """Make ids known (crops, newly embedded items, ...); returns how many were new."""
         raise NotImplementedError
 
+    def _batch(self, conn: Conn) -> AbstractContextManager[object]:
+        """Statements in this block may be sent together, their results unread until it ends
+        (PostgreSQL's pipeline: one round trip for an action's writes); SQLite runs them in turn."""
+        return nullcontext()
+
     def close(self) -> None:
         """Close every connection this store opened (in any thread)."""
         raise NotImplementedError
@@ -216,9 +221,10 @@ class LabelStore:
             touched = list(dict.fromkeys([*named, *changed]))
             if tx.conflicts:
                 payload["conflicts"] = tx.conflicts
-            tx.flush(kind=kind, payload=payload, item_count=len(touched), duration_ms=duration_ms)
-            if after is not None:
-                after(conn)
+            with self._batch(conn):  # the writes need no answers: one round trip where the backend can
+                tx.flush(kind=kind, payload=payload, item_count=len(touched), duration_ms=duration_ms)
+                if after is not None:
+                    after(conn)
             states = tx.states(touched)
             result = ActionResult(
                 event_id=tx.event_id,

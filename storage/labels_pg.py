@@ -26,13 +26,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from typing import Any
 
 import psycopg
 
-from corral.storage.events import LabelError, LabelStoreUnavailable
+from corral.storage.events import Conn, LabelError, LabelStoreUnavailable
 from corral.storage.label_checks import check_ids
 from corral.storage.label_location import parse, redact
 from corral.storage.labels import LabelStore
@@ -238,6 +238,10 @@ class PostgresLabelStore(LabelStore):
                 yield conn
         except psycopg.OperationalError as e:
             raise unavailable(self.url, e) from None
+
+    def _batch(self, conn: Conn) -> AbstractContextManager[object]:
+        assert isinstance(conn, PgConn)
+        return conn.raw.pipeline()
 
     def close(self) -> None:
         self._closed = True
