@@ -2,8 +2,9 @@
 
 :class:`OperationRecorder` wraps the whole app as plain ASGI, the request guard's early answers
 included. After the answer has been sent it notes one :class:`~corral.storage.oplog.Operation`
-for each request whose method writes (POST, PUT, PATCH, DELETE) and for each answer of 400 or
-more, whatever its method: who (the signed-in user), the route, the status and outcome, the items
+for each request whose method writes (POST, PUT, PATCH, DELETE; less the routes that only read
+with a body, :data:`corral.api.openapi.READS`) and for each answer of 400 or more, whatever its
+method: who (the signed-in user), the route, the status and outcome, the items
 touched and the label-store event produced (read from the answer's ``event_id`` and
 ``changed_items``, which every label action carries, or noted by the route with :func:`note`),
 and for a failure its short error message.
@@ -171,7 +172,7 @@ class OperationRecorder:
         try:
             await self.app(scope, receive, watch)
         finally:
-            if writes or status >= 400:
+            if status >= 400 or (writes and not _reads_only(scope)):
                 try:
                     writer.put(_pending(scope, at, status, bytes(body), gzipped))
                 except Exception:  # the log must never cost the request
@@ -227,6 +228,14 @@ def _finished(p: Operation | Pending) -> Operation:
         event_id=int(event_id) if isinstance(event_id, int) and not isinstance(event_id, bool) else None,
         detail=detail[:500],
     )
+
+
+def _reads_only(scope: Scope) -> bool:
+    """Whether the request went to a route that takes a body but changes nothing (the points of a
+    selection, a split's preview, recognition): those are reads, logged only when they fail."""
+    from corral.api.openapi import READS
+
+    return f"{scope.get('method')} {_template(scope)}" in READS
 
 
 def _template(scope: Scope) -> str:

@@ -42,6 +42,7 @@ def test_writes_and_failures_are_logged_per_user_with_their_event(curation_ws):
         assert c.post("/api/maps/main/actions/assign", json={"indices": [0], "label": "cup"}).status_code == 401
         assert c.get("/api/maps/nowhere", headers=viewer).status_code == 404
         assert c.get("/api/labels", headers=viewer).status_code == 200  # a read that worked: not logged
+        assert c.post("/api/maps/main/points", json={"indices": [0, 1]}, headers=cur).status_code == 200  # a read with a body: not logged either
 
         mine = _mine(c, cur)
         rows = [(o["method"], o["route"], o["status"], o["outcome"], o["items"], o["event_id"]) for o in mine["operations"]]
