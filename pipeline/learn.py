@@ -35,6 +35,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 MODELS = ("auto", "logreg", "spreading", "svm")
+#: Most threads one round's out-of-fold fits use (folds x models of them can run at once).
+MAX_FIT_THREADS = 8
 
 
 class LearnError(ValueError):
@@ -280,13 +282,13 @@ def _svm(z: np.ndarray, y: np.ndarray, train: np.ndarray, n_classes: int, cfg: L
     if "probability" in svc.get_params():
         # libsvm's own probabilities (pairwise Platt scaling on inner folds). scikit-learn 1.9
         # deprecates the switch for the wrapper below, which measured worse here; it is kept
-        # while it exists.
+        # while it exists. (A process-wide filter for that one message: the fits run in threads,
+        # and catch_warnings() is not thread-safe.)
         import warnings
 
+        warnings.filterwarnings("ignore", message="The `probability` parameter was deprecated", category=FutureWarning)
         clf = svc.set_params(probability=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            clf.fit((z[rows] - mu) / sd, y[rows])
+        clf.fit((z[rows] - mu) / sd, y[rows])
     else:
         counts = np.bincount(y[rows])
         clf = CalibratedClassifierCV(svc, method="sigmoid", cv=int(max(2, min(5, counts[counts > 0].min()))), ensemble=False)
@@ -335,6 +337,23 @@ def novel_distances(z: np.ndarray, y: np.ndarray, rows: np.ndarray) -> np.ndarra
     of a label not yet named looks like from the labels there are."""
     out = [nearest_distances(z, rows[y[rows] != c], rows[y[rows] == c]) for c in np.unique(y[rows])]
     return np.sort(np.concatenate(out)) if out else np.zeros(0)
+
+
+def _parallel(calls: list[Any]) -> list[Any]:
+    """Run ``calls`` (functions of no argument) on up to one thread per core; answers in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from corral.pipeline.device import cpu_count
+
+    workers = min(len(calls), cpu_count(), MAX_FIT_THREADS)
+    if workers <= 1:
+        return [c() for c in calls]
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread per fit while the fits share the cores (else each fit's BLAS starts its own
+    # threads per core and they fight over them).
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="corral-learn") as pool:
+        return list(pool.map(lambda c: c(), calls))
 
 
 def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
@@ -392,6 +411,7 @@ def learn(
     names = list(fits) if cfg.model == "auto" else [cfg.model]
     oof = {m: np.zeros((n, len(classes))) for m in names}
     dist = np.zeros(n)  # to the nearest labelled item (held-out rows: of their training fold)
+    splits = []
     for f in range(cfg.folds):
         test = rows[fold[rows] == f]
         if len(test) == 0:
@@ -399,13 +419,24 @@ def learn(
         train = np.zeros(n, bool)
         train[rows[fold[rows] != f]] = True
         dist[test] = nearest_distances(z, np.flatnonzero(train), test)
-        for m in names:
-            oof[m][test] = fits[m](train)[test]
+        splits.append((train, test))
+    # The out-of-fold fits are independent: they run side by side on the machine's cores (the SVM,
+    # the slowest, releases the GIL while it trains). Each fit is seeded, so the answers are the
+    # same whatever the number of threads.
+    # Each model's fit on every label goes in the same batch (one of them serves the round), so the
+    # slowest fit does not wait for the choice.
+    jobs = [(m, train, test) for train, test in splits for m in names] + [(m, labelled, None) for m in names]
+    fulls = {}
+    for (m, _, test), p in zip(jobs, _parallel([lambda m=m, train=train: fits[m](train) for m, train, _ in jobs])):
+        if test is None:
+            fulls[m] = p
+        else:
+            oof[m][test] = p[test]
     free = np.flatnonzero(~labelled)
     dist[free] = nearest_distances(z, rows, free)
     losses = {m: _log_loss(oof[m][rows], y[rows]) for m in names}
     model = min(losses, key=lambda m: losses[m])
-    full = fits[model](labelled)
+    full = fulls[model]
     proba = full.copy()
     proba[rows] = oof[model][rows]
     for r, labs in (exclusions or {}).items():

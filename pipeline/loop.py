@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from corral.pipeline.learn import LearnConfig, LearnResult, learn
+from corral.pipeline.learn import LearnConfig, LearnError, LearnResult, learn
 from corral.pipeline.queues import Entry, hard_items, label_issues, near_duplicates
 from corral.pipeline.regroup import RegroupConfig, Regrouping, regroup
 from corral.storage.maps import read_map
@@ -169,6 +169,8 @@ class RoundCache:
 
     One computation per map at a time; a caller asking while one runs waits for it rather than
     starting another. The map's vectors and kNN graph are kept across rounds of one map version.
+    :meth:`peek` answers at once with what is known and starts the computation in the background
+    (the viewer's name -> next rhythm must not wait for the models on a large map).
     """
 
     def __init__(self, workspace: Workspace, *, config: LearnConfig | None = None):
@@ -179,6 +181,59 @@ class RoundCache:
         self._vectors: dict[str, MapVectors] = {}
         self._knn: dict[str, Any] = {}
         self._rounds: dict[str, Round] = {}
+        self._running: set[str] = set()  # maps with a background computation under way
+        self._errors: dict[str, tuple[int, str]] = {}  # map -> (labels version, why no round) of the last try
+
+    def peek(self, map_name: str, store: Any) -> tuple[Round | None, bool, str | None]:
+        """Without waiting: ``(latest round of this map version or None, whether it is for the
+        store's current labels, why there is no round for them when the last try failed)``. When
+        the round is not current, one is computed in a background thread (at most one per map)."""
+        version = int(store.version())
+        with self._lock:
+            rnd = self._rounds.get(map_name)
+            mv = self._vectors.get(map_name)
+        if rnd is not None and (mv is None or rnd.ids is not mv.ids or not self._same_map(map_name, mv)):
+            rnd = None  # made on another version of the map: its rows mean other items now
+        if rnd is not None and rnd.labels_version == version:
+            return rnd, True, None
+        err = self._errors.get(map_name)
+        if err is not None and err[0] == version:
+            return rnd, False, err[1]
+        self.start(map_name, store)
+        return rnd, False, None
+
+    def _same_map(self, map_name: str, mv: MapVectors) -> bool:
+        try:
+            st = (self.workspace.map_dir(map_name) / "map.json").stat()
+        except OSError:
+            return False
+        return mv.stamp == (st.st_mtime_ns, st.st_size)
+
+    def start(self, map_name: str, store: Any) -> bool:
+        """Compute the round for the current labels in a background thread (no-op while one runs).
+        Returns whether a computation was started."""
+        with self._lock:
+            if map_name in self._running:
+                return False
+            self._running.add(map_name)
+
+        def work() -> None:
+            try:
+                self.get(map_name, store)
+            except LearnError:
+                pass  # kept for peek() to say
+            except Exception:  # a background round must not die silently
+                logger.exception("learning loop: the round for map %r failed", map_name)
+            finally:
+                with self._lock:
+                    self._running.discard(map_name)
+
+        threading.Thread(target=work, name=f"corral-round-{map_name}", daemon=True).start()
+        return True
+
+    def running(self, map_name: str) -> bool:
+        with self._lock:
+            return map_name in self._running
 
     def _vectors_for(self, map_name: str) -> MapVectors:
         mv = self._vectors.get(map_name)
@@ -197,9 +252,16 @@ class RoundCache:
             rnd = self._rounds.get(map_name)
             if rnd is not None and rnd.labels_version == store.version() and rnd.ids is mv.ids:
                 return rnd
-            rnd = run_round(mv, store, config=self.config, knn=self._knn.get(map_name))
+            version = int(store.version())
+            try:
+                rnd = run_round(mv, store, config=self.config, knn=self._knn.get(map_name))
+            except LearnError as e:  # too few labels: said to every caller until the labels move
+                self._errors[map_name] = (version, str(e))
+                raise
+            self._errors.pop(map_name, None)
             self._knn[map_name] = rnd.result.knn
-            self._rounds[map_name] = rnd
+            with self._lock:
+                self._rounds[map_name] = rnd
             return rnd
 
     def latest(self, map_name: str) -> Round | None:

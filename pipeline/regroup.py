@@ -106,11 +106,29 @@ def transform(z: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
 
 
+def cosine_condensed(q: np.ndarray, *, block: int = 512) -> np.ndarray:
+    """The condensed cosine distances of the rows of ``q`` (``scipy.spatial.distance.pdist(q,
+    "cosine")`` clipped at 0), as matrix products on normalised rows: the same numbers up to
+    rounding, several times faster than pdist's pair-by-pair loop on thousands of rows."""
+    x = np.asarray(q, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
+    n = len(x)
+    out = np.empty(n * (n - 1) // 2)
+    at = 0
+    for i0 in range(0, n - 1, block):
+        g = x[i0 : i0 + block] @ x[i0:].T  # the block's rows against themselves and every later row
+        for i in range(i0, min(i0 + block, n - 1)):
+            row = g[i - i0, i - i0 + 1 :]
+            np.subtract(1.0, row, out=out[at : at + len(row)])
+            at += len(row)
+    np.maximum(out, 0.0, out=out)
+    return out
+
+
 def _tree(q: np.ndarray) -> np.ndarray:
     from scipy.cluster.hierarchy import linkage
-    from scipy.spatial.distance import pdist
 
-    return linkage(np.maximum(pdist(q, "cosine"), 0.0), "average")
+    return linkage(cosine_condensed(q), "average")
 
 
 def _best_cut(tree: np.ndarray, y: np.ndarray, cuts: int, *, keep: int | None = None) -> tuple[float, float]:

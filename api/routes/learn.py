@@ -46,7 +46,11 @@ def _cache(ctx: AppContext) -> Any:
 
 
 @router.get("/api/maps/{name}/learn", summary="The learning loop's round for the current labels: suggested groups and queues")
-def learn_round(view: Map, ctx: Ctx, user: Reader, limit: Count = 200) -> dict[str, Any]:
+def learn_round(view: Map, ctx: Ctx, user: Reader, limit: Count = 200, wait: bool = True) -> dict[str, Any]:
+    """With ``wait=false`` the answer comes at once: the round when it is current, else ``ready:
+    false, computing: true`` with the next proposals that need no model (the groups the last round
+    regrouped that are still unlabelled, then the map's clusters), and the round is computed in the
+    background for the next ask."""
     from corral.pipeline.learn import LearnError
     from corral.pipeline.loop import next_groups
 
@@ -55,6 +59,16 @@ def learn_round(view: Map, ctx: Ctx, user: Reader, limit: Count = 200) -> dict[s
     svc = label_service(ctx)
     store = svc.store
     labelled = svc.for_map(view).label > 0
+    position = np.empty(view.n, dtype=np.int64)
+    position[view.order] = np.arange(view.n)  # points-file row -> the viewer's point index
+    if not wait:
+        last, current, reason = _cache(ctx).peek(view.name, store)
+        if not current:
+            old = last if last is not None and len(last.ids) == view.n else None
+            regrouped = [position[g] for g in old.regrouping.groups] if old is not None and old.regrouping is not None else None
+            nxt = next_groups(view.cluster, labelled, regrouped=regrouped, cohesion=_cohesion(view))
+            out = {"map": view.name, "ready": False, "labels_version": int(store.version()), "next": _next_json(nxt)}
+            return {**out, "reason": reason} if reason else {**out, "computing": True, "reason": "learning from the labels…"}
     try:
         rnd = _cache(ctx).get(view.name, store)
     except LearnError as e:
@@ -62,8 +76,6 @@ def learn_round(view: Map, ctx: Ctx, user: Reader, limit: Count = 200) -> dict[s
         return {"map": view.name, "ready": False, "reason": str(e), "labels_version": int(store.version()), "next": _next_json(nxt)}
     if len(rnd.ids) != view.n:
         raise Conflict(f"map {view.name!r} changed while the round was computed; ask again")
-    position = np.empty(view.n, dtype=np.int64)
-    position[view.order] = np.arange(view.n)  # points-file row -> the viewer's point index
     groups = rnd.result.groups
     regrouped = [position[g] for g in rnd.regrouping.groups] if rnd.regrouping is not None else None
     nxt = next_groups(view.cluster, labelled, [position[g.rows] for g in groups], [g.label for g in groups], regrouped=regrouped, cohesion=_cohesion(view))

@@ -168,11 +168,19 @@ def test_review_page_names_the_matches_and_keeps_every_tiles_byproducts(api, tmp
     for k, i in enumerate(page):
         wrong = api.truth[ids[i]] != digit
         not_this = wrong or k == 0  # the curator also clicks one right tile away
-        tiles.append({
-            "index": i, "row": k // 8, "col": k % 8, "order": k, "decision": "not" if not_this else "match",
-            "shown_ms": 40.0 + k, "hovers": [[500.0 + 10 * k, 650.0 + 10 * k]],
-            "clicks": [[600.0 + 10 * k, 12.5, 30.0]] if not_this else [], "decided_ms": 600.0 + 10 * k if not_this else 4000.0,
-        })
+        tiles.append(
+            {
+                "index": i,
+                "row": k // 8,
+                "col": k % 8,
+                "order": k,
+                "decision": "not" if not_this else "match",
+                "shown_ms": 40.0 + k,
+                "hovers": [[500.0 + 10 * k, 650.0 + 10 * k]],
+                "clicks": [[600.0 + 10 * k, 12.5, 30.0]] if not_this else [],
+                "decided_ms": 600.0 + 10 * k if not_this else 4000.0,
+            }
+        )
     body = {"page_id": "page-1", "label": g["label"], "labels_version": rnd["labels_version"], "shown_at": 1_790_000_000.0, "tiles": tiles}
     r = api.post(f"/api/maps/{api.map}/review", json=body, headers=api.hdr())
     assert r.status_code == 200, r.text
@@ -199,3 +207,51 @@ def test_review_page_names_the_matches_and_keeps_every_tiles_byproducts(api, tmp
     assert rows[0]["curator"] == "curator" and rows[0]["event_id"] == str(out["event_id"]) and rows[0]["decision"] == "not"
     assert {r["item_id"] for r in rows} == {ids[i] for i in page}
     assert float(rows[1]["hover_ms"]) == 150.0 and rows[1]["row"] == "0" and rows[1]["col"] == "1"
+
+
+def _until_current(api, *, tries: int = 600) -> dict:
+    """Ask without waiting until the background round is current (at most ``tries`` x 0.1 s)."""
+    import time
+
+    for _ in range(tries):
+        rnd = api.get(f"/api/maps/{api.map}/learn?wait=false", headers=api.hdr()).json()
+        if not rnd.get("computing"):
+            return rnd
+        time.sleep(0.1)
+    raise AssertionError("the background round never became current")
+
+
+def test_without_waiting_the_next_proposals_come_at_once_and_the_round_follows(api):
+    """After a naming, ``wait=false`` answers before the models have run: no suggested groups (they
+    would be for older labels), the map's clusters as the next proposals; the round is computed in
+    the background and the next ask gets it, the same as a waiting ask."""
+    ids = _seed_labels(api)
+    version = api.get("/api/labels", headers=api.hdr()).json()["version"]
+    fast = api.get(f"/api/maps/{api.map}/learn?wait=false", headers=api.hdr()).json()
+    assert fast["ready"] is False and fast["computing"] is True and fast["labels_version"] == version
+    assert fast["next"] and all(e["kind"] == "cluster" for e in fast["next"])
+    named = {k for k, i in enumerate(ids) if api.app.state.ctx.labels.store.item_labels().get(i)}
+    assert named and not any(set(e["indices"]) & named for e in fast["next"])  # only unlabelled points are proposed
+    rnd = _until_current(api)
+    assert rnd["ready"] is True and rnd["labels_version"] == version
+    waited = api.get(f"/api/maps/{api.map}/learn", headers=api.hdr()).json()
+    assert waited["labels_version"] == rnd["labels_version"] and waited["suggested"] == rnd["suggested"]
+    assert [g["label"] for g in waited["groups"]] == [g["label"] for g in rnd["groups"]]
+    # A new label makes it old again: at once, the groups the last round regrouped (still
+    # unlabelled) come before the clusters, and no suggested group is offered for the old version.
+    pick = [k for k, i in enumerate(ids) if api.truth[i] == "3"][:5]
+    assert api.post(f"/api/maps/{api.map}/actions/assign", json={"indices": pick, "label": "digit 3"}, headers=api.hdr()).status_code == 200
+    fast = api.get(f"/api/maps/{api.map}/learn?wait=false", headers=api.hdr()).json()
+    assert fast["ready"] is False and fast["labels_version"] == version + 1
+    kinds = [e["kind"] for e in fast["next"]]
+    assert "suggested" not in kinds and kinds == sorted(kinds, key=lambda k: k != "group")
+    assert _until_current(api)["labels_version"] == version + 1
+
+
+def test_without_waiting_too_few_labels_says_so_once_learnt(api):
+    """With too few labels the background round fails; the next ask says what is needed."""
+    ids = _ids(api)
+    pick = [k for k, i in enumerate(ids) if api.truth[i] == "1"][:5]
+    assert api.post(f"/api/maps/{api.map}/actions/assign", json={"indices": pick, "label": "digit 1"}, headers=api.hdr()).status_code == 200
+    rnd = _until_current(api)
+    assert rnd["ready"] is False and "at least 2 labels" in rnd["reason"] and rnd["next"]

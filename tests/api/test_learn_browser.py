@@ -17,6 +17,7 @@ from tests.digits import digits_workspace
 
 pytestmark = pytest.mark.browser
 
+
 @pytest.fixture(scope="module")
 def digits_viewer(tmp_path_factory):
     """The digits mapped, served by the real app, with 8 random items of each digit named."""
@@ -75,9 +76,7 @@ def test_accept_a_suggested_group_minus_a_marked_tile(browser, digits_viewer):
         assert snap.items.get(ids[marked], (None,))[0] != group["label"]
         assert group["label"] in snap.exclusions.get(ids[marked], [])
         # the panel fetched the new round and shows its best group, without the items just named
-        page.wait_for_function(
-            "(v) => { const l = window.__corral.learn; return l.round && l.round.labels_version > v && l.group; }", arg=version, timeout=60_000
-        )
+        page.wait_for_function("(v) => { const l = window.__corral.learn; return l.round && l.round.labels_version > v && l.group; }", arg=version, timeout=60_000)
         now = page.evaluate("() => window.__corral.learn.group.indices")
         assert now != group["indices"] and not set(now) & {i for i in group["indices"] if i != marked}
         assert page.locator("#learn-figures").inner_text().count(f"{80 + n}") >= 1
@@ -185,6 +184,8 @@ def test_name_then_the_next_proposal_is_selected(browser, digits_viewer):
         page.keyboard.type("first pick")
         page.keyboard.press("Enter")
         page.wait_for_function("() => document.querySelector('#next-line').textContent.includes('next:')", timeout=60_000)
+        # the first offer comes at once; the round learnt meanwhile may replace it while untouched
+        page.wait_for_function("() => !window.__corral.proposal.following", timeout=60_000)
         rnd = api.get(f"/api/maps/{name}/learn").json()
         nxt = rnd["next"][0]
         selected = page.evaluate("() => Array.from(window.__corral.store.selection.list())")
@@ -198,7 +199,11 @@ def test_name_then_the_next_proposal_is_selected(browser, digits_viewer):
         version = rnd["labels_version"]
         page.keyboard.type("second pick")
         page.keyboard.press("Enter")
-        page.wait_for_function("() => document.querySelector('#next-line').textContent.startsWith('named') && document.querySelector('#next-line').textContent.includes('\"second pick\" — next:')", timeout=60_000)
+        page.wait_for_function(
+            "() => { const t = document.querySelector('#next-line').textContent; return t.startsWith('named') && t.includes('\"second pick\" — next:'); }",
+            timeout=60_000,
+        )
+        page.wait_for_function("() => !window.__corral.proposal.following", timeout=60_000)
         events = api.get("/api/events", params={"since": version}).json()["events"]
         assert len(events) == 1 and events[0]["kind"] == "assign", events
         snap = label_service(srv.server.config.app.state.ctx).store.snapshot()
@@ -215,8 +220,7 @@ def test_name_then_the_next_proposal_is_selected(browser, digits_viewer):
         snap = label_service(srv.server.config.app.state.ctx).store.snapshot()
         free = [k for k, i in enumerate(ids) if i not in snap.items][:3]
         page.evaluate(
-            "async (f) => { const h = window.__corral; h.store.select([f[0]], 'replace');"
-            " const p = h.actions.assign('third pick'); h.store.select([f[1], f[2]], 'replace'); await p; }", free
+            "async (f) => { const h = window.__corral; h.store.select([f[0]], 'replace'); const p = h.actions.assign('third pick'); h.store.select([f[1], f[2]], 'replace'); await p; }", free
         )
         page.wait_for_function("() => document.querySelector('#next-line').textContent.includes('\"third pick\" — next:')", timeout=60_000)
         assert "press ] to go there" in page.locator("#next-line").inner_text()

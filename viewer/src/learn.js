@@ -38,10 +38,10 @@ export class LearnPanel {
     store.on('action', (d) => this._count(d));
     // another curator's change (or ours from the map) makes the round old: fetch the new one
     store.on('labels', () => {
-      if (!this.open || this.busy || !this.round || this.store.labels.version === this.round.labels_version) return;
+      if (!this.open || this.busy || !this.round || (this.store.labels.version === this.round.labels_version && !this.round.computing)) return;
       clearTimeout(this._stale);
       this._stale = setTimeout(() => {
-        if (this.open && !this.busy && this.round && this.round.labels_version !== this.store.labels.version) this.load({ keep: true });
+        if (this.open && !this.busy && this.round && (this.round.computing || this.round.labels_version !== this.store.labels.version)) this.load({ keep: true });
       }, 1500);
     });
   }
@@ -54,7 +54,7 @@ export class LearnPanel {
   toggle(on = !this.open) {
     this.root.hidden = !on;
     if (on && !this.round) this.load();
-    else if (on && this.round && this.round.labels_version !== this.store.labels.version) this.load({ keep: true });
+    else if (on && this.round && (this.round.computing || this.round.labels_version !== this.store.labels.version)) this.load({ keep: true });
   }
 
   _url(tail = '') { return `/api/maps/${encodeURIComponent(this.store.map.name)}/learn${tail}`; }
@@ -77,6 +77,10 @@ export class LearnPanel {
 
   /** A round fetched elsewhere (after a naming): show it, on the group of ``label`` if given. */
   useRound(rnd, label = null) {
+    // a round for these very labels is already shown (it came first another way): keep the
+    // curator's place in it rather than starting over
+    const cur = this.round;
+    if (cur && cur.ready && cur.labels_version >= rnd.labels_version) return;
     clearTimeout(this._stale);
     ++this._serial; // a fetch still on its way is older
     this._use(rnd, label);

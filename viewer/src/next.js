@@ -19,6 +19,8 @@ export class NextProposal {
     this.line = $('#next-line', root);
     this.list = []; // the latest round's ``next``
     this.pos = -1; // the proposal shown
+    this._offeredAt = -1; // store.selectedAt of the selection the last offer made
+    this.following = false; // true while the round after a naming is still being learnt
     this.version = -1; // the labels version the list was made for
     this._serial = 0;
     store.on('action', (d) => this._after(d));
@@ -31,12 +33,39 @@ export class NextProposal {
     if (kind !== 'assign' && kind !== 'learn-accept') return;
     const done = message || `named ${fmt(named ?? 0)} as "${label}"`;
     const serial = ++this._serial;
-    const rnd = await this._fetch(serial, done);
+    // At once: the server answers with what needs no model while it learns from the new label
+    // (on a large map a round takes seconds), so the curator names on without waiting.
+    const rnd = await this._fetch(serial, done, false);
     if (!rnd) return;
     // the curator picked something else while the action was on its way: leave it alone
     const moved = this.store.selectedAt > (sentAt ?? Infinity);
     this._take(rnd);
     this._offer(0, { done, select: !moved });
+    if (rnd.computing) this._follow(serial, done);
+    else this.following = false;
+  }
+
+  /** The round was still being learnt: wait for it and take its proposals in, leaving the
+   * selection and the name being typed alone; ] then goes to its best proposal. */
+  async _follow(serial, done) {
+    this.following = true;
+    let rnd;
+    try {
+      rnd = await getJSON(this._url());
+    } catch (e) {
+      if (serial === this._serial) this.following = false;
+      return; // the proposals shown stay; ] asks again
+    }
+    if (serial !== this._serial) return; // a newer action asked since
+    this.following = false;
+    const shown = this.list[this.pos];
+    // untouched: the selection is still the one offered and nothing has been typed for it
+    const untouched = this.store.selectedAt <= this._offeredAt && !this.names.input.value.trim();
+    this._take(rnd);
+    const k = rnd.ready ? rnd.groups.length : 0;
+    if (k && untouched) { this._offer(0, { done }); return; } // the model's best group replaces an untouched offer
+    this.pos = shown && this.list.length && same(this.list[0], shown) ? 0 : -1;
+    if (k) this._say(`${done ? `${done} — ` : ''}the model suggests ${fmt(k)} group${k === 1 ? '' : 's'}: ] to see ${k === 1 ? 'it' : 'them'}`);
   }
 
   /** ]: the proposal after the one shown (fetching the round first if there is none yet). */
@@ -55,11 +84,11 @@ export class NextProposal {
     this._offer(this.pos + 1);
   }
 
-  async _fetch(serial, done) {
+  async _fetch(serial, done, wait = true) {
     this._say(done ? `${done} — finding what to name next…` : 'finding what to name next…');
     let rnd;
     try {
-      rnd = await getJSON(this._url());
+      rnd = await getJSON(wait ? this._url() : `${this._url()}?wait=false`);
     } catch (e) {
       if (serial === this._serial) this._say(`${done ? `${done} — ` : ''}could not fetch the next proposal: ${e.message}`);
       return null;
@@ -89,8 +118,13 @@ export class NextProposal {
         : `next: cluster ${e.cluster}, ${fmt(idx.length)} unlabelled`;
     this._say(`${head}${what}${select ? '' : ' (press ] to go there)'}`);
     if (!select) { this.pos -= 1; return; } // ] then goes to this very proposal
-    if (e.kind === 'suggested' && this.learn.open && this.learn.showLabel(e.label)) return;
+    if (e.kind === 'suggested' && this.learn.open && this.learn.showLabel(e.label)) {
+      const box = this.names.input; // the name box an earlier offer focused: the panel's keys act on the group now
+      if (document.activeElement === box && !box.value.trim()) box.blur();
+      return;
+    }
     this.store.select(idx, 'replace');
+    this._offeredAt = this.store.selectedAt;
     const active = document.activeElement;
     if (!typing(active) && !document.querySelector('dialog[open]')) this.names.focus('');
   }

@@ -95,7 +95,7 @@ export class ReviewPage {
   /** The learning round for the current labels (the panel's when it is current). */
   async _round() {
     const v = this.store.labels.version;
-    for (const r of [this.learn.round, this._cached]) if (r && r.labels_version === v) return r;
+    for (const r of [this.learn.round, this._cached]) if (r && r.labels_version === v && !r.computing) return r;
     const rnd = await getJSON(this._url('/learn'));
     this._cached = rnd;
     // the open panel shows the same round (a closed one fetches its own when opened)
