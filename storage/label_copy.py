@@ -54,7 +54,7 @@ def copy_store(src: "LabelStore", dst: "LabelStore", *, replace: bool = False) -
     """Copy everything in ``src`` into ``dst``. A ``dst`` that holds anything is refused unless
     ``replace``, which empties it first (in the same transaction as the copy)."""
     if not replace and not is_empty(dst):
-        raise LabelError(f"the target store {dst.location} is not empty; pick an empty one, or replace its contents on purpose")
+        raise LabelError(f"the target store {dst.location} is not empty; pick an empty one, or empty it on purpose (corral labels migrate --replace)")
     counts: dict[str, int] = {}
     with src._read() as r, dst._write() as w:
         version = int(r.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])

@@ -119,7 +119,8 @@ class PgConn:
 def unavailable(url: str, e: BaseException) -> LabelStoreUnavailable:
     """One line that names the server (never its password) and what to check."""
     detail = " ".join(str(e).split()) or type(e).__name__
-    detail = detail.removeprefix("connection failed: ")
+    for noise in ("connection failed: ", "connection is bad: "):
+        detail = detail.removeprefix(noise)
     return LabelStoreUnavailable(f"cannot reach the label store at {redact(url)}: {detail[:300]}; check that the server runs and the URL (host, port, database, user) is right")
 
 
@@ -256,11 +257,11 @@ class PostgresLabelStore(LabelStore):
                 pass
 
     def register_items(self, ids: Iterable[str]) -> int:
-        ids = check_ids(ids, "ids", allow_empty=True)
+        known = check_ids(ids, "ids", allow_empty=True)
         added = 0
         with self._write() as c:
-            for start in range(0, len(ids), 50_000):
-                cur = c.raw.execute("INSERT INTO items (id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING", (ids[start : start + 50_000],))
+            for start in range(0, len(known), 50_000):
+                cur = c.raw.execute("INSERT INTO items (id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING", (known[start : start + 50_000],))
                 added += max(cur.rowcount, 0)
         return added
 
