@@ -153,7 +153,7 @@ def bench_backends(root: Path, *, pg_url: str | None, items: int, small: int, ac
 
     server = None
     if pg_url is None:
-        from tests.pgserver import PgServer, pg_bin
+        from bench.pgserver import PgServer, pg_bin
 
         if pg_bin() is None:
             return {"skipped": "no PostgreSQL server binaries (apt-get install postgresql) and no --postgres URL"}

@@ -46,9 +46,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory):
-    """A real PostgreSQL server for the session (tests/pgserver.py: initdb + pg_ctl, socket-only,
+    """A real PostgreSQL server for the session (bench/pgserver.py: initdb + pg_ctl, socket-only,
     about 1 s to start); skips, saying how to install it, where its binaries are missing."""
-    from tests.pgserver import NO_POSTGRES, PgServer, pg_bin
+    from bench.pgserver import NO_POSTGRES, PgServer, pg_bin
 
     if pg_bin() is None:
         pytest.skip(NO_POSTGRES)

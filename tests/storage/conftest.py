@@ -48,7 +48,7 @@ def own_s3_server(s3_kind, tmp_path):
 
 
 #: The label store backends every store test runs on: the embedded SQLite file and a database of
-#: the session's PostgreSQL server (tests/pgserver.py).
+#: the session's PostgreSQL server (bench/pgserver.py).
 BACKENDS = ["sqlite", "postgresql"]
 
 

@@ -1,4 +1,5 @@
-"""A real PostgreSQL server for the tests, started by the test session itself.
+"""A private PostgreSQL server, started in a temporary folder: the tests' (tests/conftest.py starts
+one per session) and the label store benchmark's.
 
 ``initdb`` into a temporary folder and ``pg_ctl start``, listening on a Unix socket in that folder
 only (``listen_addresses=''``: nothing on the network). PostgreSQL refuses to run as root, so as
