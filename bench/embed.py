@@ -7,17 +7,27 @@ In one run on one machine, with the same model and batch size:
 * end-to-end: ``corral.pipeline.embed.embed_items`` over generated ~640x480 JPEG files on disk (read,
   hash, decode in worker processes, transfer, model, write shards).
 
+With ``--engine ray`` each round also runs the Ray engine (:mod:`corral.pipeline.embed_ray`) on
+a one-machine cluster started once, with 1 and with 2 actors (``--actors``), over the same files:
+its rate counts from the moment every actor has its model loaded (``actors_ready_s`` apart).
+
+Model-only runs with the memory setting the stage itself runs with (freed blocks kept for the next
+batch, :mod:`corral.pipeline.heap`), and once without it (``model_only_plain_img_s``), so the
+ceiling is the same program the stage runs.
+
 Both are measured in alternating rounds and the best round of each is kept, so a burst of other
 load on a shared machine hurts neither side more than the other. Last stdout line is JSON:
 ``{"model", "device", "batch_size", "model_only_img_s", "end_to_end_img_s", "ratio", ...}``.
 
     python bench/embed.py                       # CPU here: timm:tf_efficientnet_lite0
+    python bench/embed.py --engine ray --out bench/results/embed_ray.json
     python bench/embed.py --model timm:vit_base_patch16_224 --random-weights --count 20000   # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import shutil
 import sys
 import tempfile
@@ -28,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import emit_result, peak_rss_mib  # noqa: E402
+from bench.common import emit_result, peak_rss_mib, provenance  # noqa: E402
 
 
 def _make_jpeg(args) -> str:
@@ -96,6 +106,18 @@ def device_decode_only(paths: list[Path], pre, device: str, batch: int, seconds:
             return n / dt
 
 
+def ray_rate(items, cfg, work: Path, actors: int) -> tuple[float, dict]:
+    """The Ray engine's rate once its actors are ready (their start-up timed apart)."""
+    from corral.pipeline.embed import embed_items
+    from corral.storage.workspace import Workspace
+
+    ws = work / f"ws-{time.monotonic_ns()}"
+    res = embed_items(items, workspace=Workspace(ws), config=replace(cfg, engine="ray", ray_actors=actors))
+    shutil.rmtree(ws, ignore_errors=True)
+    assert res.embedded == len(items), res
+    return res.embedded / (res.seconds - res.timings["actors_ready_s"]), res.timings
+
+
 def end_to_end(embedder, items, cfg, work: Path) -> tuple[float, dict]:
     from corral.pipeline.embed import embed_items
     from corral.storage.workspace import Workspace
@@ -121,6 +143,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--gpu-decode", choices=("auto", "on", "off"), default="auto")
     ap.add_argument("--decode-ahead", choices=("on", "off"), default="on", help="with on-device decoding: decode the next batch while the model runs")
+    ap.add_argument("--engine", choices=("local", "ray"), default="local", help="ray: also time the Ray engine with each of --actors")
+    ap.add_argument("--actors", default="1,2", help="with --engine ray: actor counts to compare")
+    ap.add_argument("--shard-size", type=int, default=None, help="items per shard (default: an eighth of --count, so every actor has shards to embed)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
 
@@ -128,6 +153,7 @@ def main(argv=None) -> dict:
 
     from corral.pipeline.device import pick_device
     from corral.pipeline.embed import EmbedConfig, _resolve
+    from corral.pipeline.heap import reuse_freed_memory
     from corral.pipeline.ingest import list_source
     from corral.pipeline.registry import create_embedder
 
@@ -145,6 +171,7 @@ def main(argv=None) -> dict:
     )
     batch, workers, gpu_decode = _resolve(cfg, device)
     count = args.count or (20000 if device.startswith("cuda") else 320)
+    cfg = replace(cfg, shard_size=args.shard_size or max(batch, count // 8))
     embedder = create_embedder(args.model, allow_random=args.random_weights, compile=args.compile).to(device)
     work = Path(tempfile.mkdtemp(prefix="corral-bench-embed-"))
     try:
@@ -152,14 +179,30 @@ def main(argv=None) -> dict:
         make_jpegs(work / "jpegs", count)
         gen_s = time.perf_counter() - t0
         items = list_source(work / "jpegs")
-        mo, e2e, timings = [], [], []
+        mo, mo_plain, e2e, timings = [], [], [], []
+        actor_counts = [int(a) for a in args.actors.split(",")] if args.engine == "ray" else []
+        ray_rates: dict[int, list[float]] = {a: [] for a in actor_counts}
+        ray_timings: dict[int, dict] = {}
+        if actor_counts:
+            import ray
+
+            from corral.pipeline.device import cpu_count
+
+            ray.init(num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="WARNING")
         for _ in range(args.rounds):
             # About half an end-to-end round's length once a rate is known (3 s, at least 3 batches, before).
-            mo.append(model_only(embedder, device, batch, seconds=max(3.0, 0.5 * count / max(mo)) if mo else 3.0))
+            secs = max(3.0, 0.5 * count / max(mo)) if mo else 3.0
+            with reuse_freed_memory():
+                mo.append(model_only(embedder, device, batch, seconds=secs))
+            mo_plain.append(model_only(embedder, device, batch, seconds=secs))
             rate, t = end_to_end(embedder, items, cfg, work)
             e2e.append(rate)
             timings.append(t)
-            print(f"round: model-only {mo[-1]:.1f} img/s, end-to-end {rate:.1f} img/s", file=sys.stderr)
+            for a in actor_counts:
+                r, ray_timings[a] = ray_rate(items, cfg, work, a)
+                ray_rates[a].append(r)
+            extra = "".join(f", ray x{a} {ray_rates[a][-1]:.1f} img/s" for a in actor_counts)
+            print(f"round: model-only {mo[-1]:.1f} img/s ({mo_plain[-1]:.1f} without kept memory), end-to-end {rate:.1f} img/s{extra}", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     best_mo, best_e2e = max(mo), max(e2e)
@@ -178,17 +221,34 @@ def main(argv=None) -> dict:
         "gpu_decode": gpu_decode,
         "decode_ahead": args.decode_ahead == "on" and gpu_decode,
         "images": count,
+        "shard_size": cfg.shard_size,
         "model_only_img_s": round(best_mo, 1),
         "end_to_end_img_s": round(best_e2e, 1),
         "ratio": round(best_e2e / best_mo, 3),
         "device_decode_only_img_s": decode_only,
+        "model_only_plain_img_s": round(max(mo_plain), 1),
         "rounds_model_only": [round(x, 1) for x in mo],
+        "rounds_model_only_plain": [round(x, 1) for x in mo_plain],
         "rounds_end_to_end": [round(x, 1) for x in e2e],
         "stage_seconds_last_round": timings[-1],
         "peak_rss_mib": peak_rss_mib(),
         "peak_gpu_mib": round(peak_gpu, 1),
         "generate_s": round(gen_s, 1),
     }
+    if actor_counts:
+        best = {a: max(v) for a, v in ray_rates.items()}
+        out["ray"] = {
+            "actors": {str(a): round(v, 1) for a, v in best.items()},
+            "rounds": {str(a): [round(x, 1) for x in v] for a, v in ray_rates.items()},
+            "timings_last_round": {str(a): {k: round(v, 3) for k, v in t.items()} for a, t in ray_timings.items()},
+            "vs_local_engine": {str(a): round(v / best_e2e, 3) for a, v in best.items()},
+            "vs_model_only": {str(a): round(v / best_mo, 3) for a, v in best.items()},
+        }
+        if len(best) >= 2:
+            lo, hi = min(best), max(best)
+            out["ray"][f"ratio_{hi}_vs_{lo}_actors"] = round(best[hi] / best[lo], 3)
+    prov = provenance()
+    out = {"date": prov["date"], "commit": prov["commit"], "machine": prov["device"], **out}
     emit_result(out, args.out)
     return out
 

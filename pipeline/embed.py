@@ -129,6 +129,7 @@ class EmbedResult:
     timings: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
     detection: dict[str, Any] = field(default_factory=dict)  # with a detector: its counts (see corral.pipeline.crops)
+    engine: str = "local"  # who ran the shards: "local", or "ray (N actors)"
 
     def summary(self) -> dict[str, Any]:
         """The CLI's last-line JSON."""
@@ -299,7 +300,9 @@ def finish(ws: Workspace, run_path: Path, run_cfg: dict[str, Any], res: EmbedRes
     return res
 
 
-def result(reader: ShardReader, writer: ShardWriter, d: Described, *, es: EmbeddingSet, seconds: float, timings: dict[str, float], device: str, detection: dict[str, Any]) -> EmbedResult:
+def result(
+    reader: ShardReader, writer: ShardWriter, d: Described, *, es: EmbeddingSet, seconds: float, timings: dict[str, float], device: str, detection: dict[str, Any], engine: str = "local"
+) -> EmbedResult:
     c = writer.counts
     return EmbedResult(
         items=reader.total,
@@ -315,6 +318,7 @@ def result(reader: ShardReader, writer: ShardWriter, d: Described, *, es: Embedd
         timings={k: round(v, 3) for k, v in timings.items()},
         device=device,
         detection=detection,
+        engine=engine,
     )
 
 

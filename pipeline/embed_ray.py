@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: Attempts at one shard before the run gives up (each on a fresh actor after the last one died).
 MAX_ATTEMPTS = 3
+#: Shards given to an actor at once: one it works on, one waiting in its queue.
+QUEUED = 2
 #: Name prefix of the embedding actors (``corral-embed-<n>``), so they can be found in the cluster.
 ACTOR_PREFIX = "corral-embed-"
 
@@ -130,9 +132,7 @@ def _connect(ray: Any, address: str | None) -> bool:
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise ValueError(
-            f"--ray-address {address}: cannot join the Ray cluster ({str(e).splitlines()[0][:200]}); is `ray start --head` running there?"
-        ) from None
+        raise ValueError(f"--ray-address {address}: cannot join the Ray cluster ({str(e).splitlines()[0][:200]}); is `ray start --head` running there?") from None
     return True
 
 
@@ -168,7 +168,10 @@ def _run(ray: Any, items: Iterable[SourceItem], *, workspace: Workspace, config:
         return remote_actor.options(name=f"{ACTOR_PREFIX}{made[0]}", **opts).remote(plain, tally, per_cpu)
 
     actors = [new_actor() for _ in range(n)]
-    d, device, why, resolved = ray.get(actors[0].describe.remote())
+    # Every actor has built its model before the first shard goes out: a model that fails to load
+    # fails the run here, and the time taken is kept apart from the embedding (``actors_ready_s``).
+    d, device, why, resolved = ray.get([a.describe.remote() for a in actors])[0]
+    ready_s = time.perf_counter() - t_start
     logger.info("Ray: %d actor(s) (%s each), device %s (%s)", n, ", ".join(f"{k}={v}" for k, v in opts.items()), device, why)
     es, sidecar = open_set(ws, cfg, d)
     done, seen, next_shard = resume_state(es)
@@ -181,6 +184,7 @@ def _run(ray: Any, items: Iterable[SourceItem], *, workspace: Workspace, config:
 
     writer = ShardWriter(es, sidecar, dim=d.dim, dtype=np.float16 if cfg.dtype == "float16" else np.float32)
     timings: defaultdict[str, float] = defaultdict(float)
+    timings["actors_ready_s"] = ready_s
     counts: Counter[str] = Counter()
     if reader.todo:
         bar = _progress(reader.todo, cfg.progress)
@@ -193,26 +197,27 @@ def _run(ray: Any, items: Iterable[SourceItem], *, workspace: Workspace, config:
         from corral.pipeline.crops import CropOptions, detection_summary
 
         detection = detection_summary(counts, CropOptions(**(d.crop_options or {})), d.detector_reason)
-    res_ = result(reader, writer, d, es=es, seconds=time.perf_counter() - t_start, timings=dict(timings), device=device, detection=detection)
+    res_ = result(reader, writer, d, es=es, seconds=time.perf_counter() - t_start, timings=dict(timings), device=device, detection=detection, engine=f"ray ({n} actor{'s' if n > 1 else ''})")
     return finish(ws, run_path, run_cfg, res_)
 
 
 def _drive(ray: Any, reader: ShardReader, actors: list[Any], new_actor: Any, tally: Any, writer: ShardWriter, *, seen: dict[str, str], timings: Any, counts: Counter, bar: Any) -> None:
-    """Hand shards to idle actors (at most two per actor ahead of the next one to write), retry a
-    dead actor's shard on a fresh one, and write returned shards in order."""
+    """Keep every actor busy with up to :data:`QUEUED` shards (the next one waits in the actor's
+    queue, so an actor never idles while the driver writes), retry a dead actor's shards on a fresh
+    actor, and write returned shards in order, holding at most a few results back for a slow one."""
     from ray.exceptions import RayActorError
 
     shards = reader.shards()
     retry: list[Shard] = []
     attempts: Counter[int] = Counter()
-    in_flight: dict[Any, tuple[Shard, int]] = {}
-    idle = list(range(len(actors)))
+    in_flight: dict[Any, tuple[Shard, int, Any]] = {}
+    slots = [a for _ in range(QUEUED) for a in range(len(actors))]
     ready_out: dict[int, tuple[ShardOutput, dict[str, float], dict[str, int]]] = {}
     next_write = reader.first_index
-    window = 2 * len(actors)
+    window = (QUEUED + 1) * len(actors)
     exhausted = False
     while True:
-        while idle and (retry or not exhausted):
+        while slots and (retry or not exhausted):
             if retry:
                 shard = retry.pop(0)
             else:
@@ -222,24 +227,28 @@ def _drive(ray: Any, reader: ShardReader, actors: list[Any], new_actor: Any, tal
                 if shard is None:
                     exhausted = True
                     break
-            a = idle.pop(0)
+            a = slots.pop(0)
             attempts[shard.index] += 1
-            in_flight[actors[a].embed_shard.remote(shard)] = (shard, a)
+            in_flight[actors[a].embed_shard.remote(shard)] = (shard, a, actors[a])
         if not in_flight:
             break
-        done_refs, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
-        for ref in done_refs:
-            shard, a = in_flight.pop(ref)
+        first, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+        rest = [r for r in in_flight if r not in first]
+        more, _ = ray.wait(rest, num_returns=len(rest), timeout=0) if first and rest else ([], None)
+        for ref in [*first, *more]:
+            shard, a, handle = in_flight.pop(ref)
             try:
                 ready_out[shard.index] = ray.get(ref)
             except RayActorError as e:
                 if attempts[shard.index] >= MAX_ATTEMPTS:
                     raise RuntimeError(f"shard {shard.index} ({shard.items[0].uri} ...): its actor died {MAX_ATTEMPTS} times; last: {str(e).splitlines()[0][:200]}") from None
                 logger.warning("an embedding actor died during shard %d; the shard goes to a fresh actor (nothing of it was written)", shard.index)
-                actors[a] = new_actor()
+                if actors[a] is handle:  # its other queued shard fails too: one replacement
+                    actors[a] = new_actor()
                 tally.set.remote(shard.index, 0)
                 retry.append(shard)
-            idle.append(a)
+                retry.sort(key=lambda s: s.index)
+            slots.append(a)
         while next_write in ready_out:
             out, t, c = ready_out.pop(next_write)
             _dedup(out, seen, c)

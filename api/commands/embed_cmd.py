@@ -40,7 +40,7 @@ def _run_embed(args: argparse.Namespace) -> int:
         unit = "crops/s" if res.detection else "img/s"
         sys.stderr.write(
             f"embedded {what} ({res.already_done} done earlier) with {res.model} "
-            f"on {res.device} in {res.seconds:.1f}s ({rate:.1f} {unit}); duplicates {res.duplicates}; skipped {res.skipped} ({skipped})\n"
+            f"on {res.device}{'' if res.engine == 'local' else ' with ' + res.engine} in {res.seconds:.1f}s ({rate:.1f} {unit}); duplicates {res.duplicates}; skipped {res.skipped} ({skipped})\n"
             f"  decode {t.get('decode_worker_s', 0):.1f}s (summed over workers), waiting for decode {t.get('wait_s', 0):.1f}s, "
             f"infer {t.get('infer_s', 0):.1f}s, write {t.get('write_s', 0):.1f}s; embeddings in {res.embeddings}\n"
         )
