@@ -95,7 +95,7 @@ def identify(conn: HTTPConnection) -> Identity:
         user = ctx.users.holder(session.user, session.token_sha256) if session is not None and ctx.users is not None else None
         found = Identity(user, True, "" if user else "the session has ended or expired; sign in again")
     else:
-        found = Identity(None, False, "sign in: send 'Authorization: Bearer <token>' (make one with `corral users add NAME --role ROLE`)")
+        found = Identity(None, False, "sign in: with a name and password (POST /api/signin, or the viewer's page) or 'Authorization: Bearer <token>' (a user: `corral users add NAME --role ROLE`)")
     conn.scope[_SCOPE_KEY] = found
     return found
 
