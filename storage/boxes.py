@@ -152,9 +152,11 @@ def box_state(items: pa.Table, revisions: Iterable[Any]) -> BoxState:
                 deleted[cid] = gone
         for a in p.get("add", []):
             known = made.get(a["id"])
-            bbox = tuple(float(v) for v in a["bbox"])
+            added = _bbox(a.get("bbox"))
+            if known is None and added is None:
+                continue
             origin = "adjusted" if a.get("from") else "drawn"
-            photo.boxes[a["id"]] = known or Box(a["id"], photo.id, bbox, CURATOR, None, origin, a.get("from"))  # type: ignore[arg-type]
+            photo.boxes[a["id"]] = known or Box(a["id"], photo.id, added, CURATOR, None, origin, a.get("from"))  # type: ignore[arg-type]
         photo.version = int(ev.id)
         photo.revisions += 1
         version = max(version, int(ev.id))

@@ -35,8 +35,7 @@ class DrawBody(BoxBody):
     label: Text | None = Field(default=None, max_length=200, description="name the new box at once")
 
 
-class NameBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NameBody(Revision):
     label: Text = Field(min_length=1, max_length=200)
 
 
