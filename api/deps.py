@@ -2,8 +2,9 @@
 
 A request signs in with ``Authorization: Bearer <token>`` (services, scripts) or with the
 ``corral_session`` cookie, which holds a server-side session id (:mod:`corral.api.sessions`), never
-the token itself: the viewer exchanges its token once (``POST /api/session`` or the single-user
-link ``/?token=...``) and the cookie then carries ``<img>`` requests and page reloads. Writes
+a credential: the viewer signs in once with a name and password (``POST /api/signin``) or a token
+(``POST /api/session``, or the single-user link ``/?token=...``) and the cookie then carries
+``<img>`` requests and page reloads. Writes
 authenticated by the cookie must also send the ``X-Corral-Request`` header, which a page on another
 origin cannot add without the server's consent, so a cookie alone never writes.
 
