@@ -75,7 +75,7 @@ class ShardReader:
     """The items still to embed, in the source's order, cut into :class:`Shard` s.
 
     ``items`` may be a list or a :class:`~corral.pipeline.listing.Listing`; it is read twice (once
-    to count, once to hand out shards), never copied whole.
+    to count what is left, once to hand out shards; once only on a first run), never copied whole.
     """
 
     def __init__(self, items: Iterable[SourceItem], *, done: dict[str, int], shard_size: int, first_index: int):
@@ -85,6 +85,9 @@ class ShardReader:
         self.first_index = first_index
         self.total = 0
         self.todo = 0
+        if not done and isinstance(items, Sized):  # a first run: nothing to look up, no pass to make
+            self.total = self.todo = len(items)
+            return
         for it in items:
             self.total += 1
             self.todo += not self.is_done(it)
@@ -147,7 +150,3 @@ class ShardWriter:
         atomic_write_json(self.es.sidecar_path, self.sidecar)
         count_rows(out.rows, self.counts, self.reasons)
         return time.perf_counter() - t0
-
-
-def sized(items: Iterable[SourceItem]) -> int | None:
-    return len(items) if isinstance(items, Sized) else None
