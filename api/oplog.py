@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: where a route's notes wait in the ASGI scope
 _NOTE_KEY = "corral.oplog"
+#: seconds between two warnings that the log cannot be written (the writer retries every retry_s)
+WARN_EVERY_S = 60.0
 #: largest answer read for its event id and item count (label actions answer in kilobytes)
 _MAX_PARSED = 4 << 20
 
@@ -95,6 +97,7 @@ class OpLogWriter:
     def _run(self) -> None:
         pending: list[Operation] = []
         stop = False
+        failures, said_at = 0, float("-inf")
         while not stop or pending:
             if not stop:
                 try:
@@ -116,7 +119,10 @@ class OpLogWriter:
             try:
                 self.log.append(pending)
             except Exception as e:  # the action is done and answered; only its log row waits
-                logger.warning("could not write %d operations to the operation log (%s); keeping them and trying again", len(pending), e)
+                failures += 1
+                if time.monotonic() - said_at >= WARN_EVERY_S:  # once a minute while it lasts, not once a retry
+                    said_at = time.monotonic()
+                    logger.warning("could not write %d operations to the operation log (%s); keeping them and trying again", len(pending), e)
                 if len(pending) > self.max_pending:
                     drop = len(pending) - self.max_pending
                     self.dropped += drop
@@ -129,6 +135,9 @@ class OpLogWriter:
                     return
                 time.sleep(self.retry_s)
                 continue
+            if failures:
+                logger.warning("the operation log is written again (%d operations, after %d failed tries)", len(pending), failures)
+                failures, said_at = 0, float("-inf")
             self._finished(len(pending))
             pending = []
 

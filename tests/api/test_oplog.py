@@ -113,6 +113,7 @@ def test_a_log_that_cannot_be_written_costs_the_action_nothing(curation_ws, capl
             blocker.execute("ROLLBACK")
             blocker.close()
         assert writer.flush(10.0) is True  # the rows were kept, and are written once it can
+        assert "the operation log is written again" in caplog.text
         ops = _mine(c, cur)["operations"]
         assert [(o["route"], o["status"]) for o in ops] == [("/api/operations", 503), ("/api/maps/{name}/actions/assign", 200)]
     with LabelStore.open(curation_ws.root) as store:
