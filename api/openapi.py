@@ -83,6 +83,19 @@ ROUTE_ERRORS: dict[str, dict[int, str]] = {
     "GET /api/items/{item_id}/thumb": {503: "The server is decoding as many images as its memory allows: retry after Retry-After"},
     "GET /api/items/{item_id}/image": {410: MEANING[410], 503: "The server is decoding as many images as its memory allows: retry after Retry-After"},
     "POST /api/maps/{name}/split": {501: "Re-clustering needs corral.pipeline.mapping"},
+    # box revisions (api/routes/photos.py): 409 when the photo was revised since the client's ``base``
+    "POST /api/photos/{photo_id}/boxes/{box_id}/delete": {409: "The photo's boxes were revised since the version the request saw: reload it"},
+    "POST /api/photos/{photo_id}/boxes/{box_id}/name": {409: "The photo's boxes were revised since the version the request saw: reload it"},
+    "POST /api/photos/{photo_id}/boxes/{box_id}/adjust": {
+        409: "The photo's boxes were revised since the version the request saw: reload it",
+        410: "The photo cannot be read now (moved, deleted or changed): its boxes are left as they are",
+    },
+    "POST /api/photos/{photo_id}/boxes": {
+        409: "The photo's boxes were revised since the version the request saw: reload it",
+        410: "The photo cannot be read now (moved, deleted or changed): its boxes are left as they are",
+    },
+    "POST /api/photos/undo": {400: "Nothing to undo"},
+    "POST /api/photos/redo": {400: "Nothing to redo"},
 }
 
 _WRITE_METHODS = {"post", "put", "patch", "delete"}

@@ -9,7 +9,7 @@ import pytest
 from corral.api.auth import PERMISSIONS
 
 #: a value for each path parameter that names nothing in the test workspace
-NOTHING = {"name": "nosuchmap", "item_id": "0" * 32, "job_id": "nosuchjob", "lod": "0", "k": "0"}
+NOTHING = {"name": "nosuchmap", "item_id": "0" * 32, "job_id": "nosuchjob", "lod": "0", "k": "0", "photo_id": "0" * 32, "box_id": "0" * 32}
 WRITES = {"post", "put", "patch", "delete"}
 
 
