@@ -112,6 +112,8 @@ class SQLiteOperationLog:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        if not self.path.exists():  # who did what is for the server's user only (SQLite's -wal and -shm follow)
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._conn().executescript(SCHEMA)
 
     @classmethod

@@ -131,6 +131,7 @@ def test_corral_export_operations_as_csv_and_jsonl(curation_ws, capsys):
         c.post("/api/maps/main/actions/assign", json={"indices": [0, 1], "label": 'mug, "big"'}, headers=curation_ws.auth("curator"))
         c.post("/api/maps/main/actions/assign", json={"indices": [0], "label": "cup"}, headers=curation_ws.auth("viewer"))
     capsys.readouterr()
+    assert (curation_ws.root / FILE_NAME).stat().st_mode & 0o077 == 0  # who did what: for the server's user only
     assert main(["export", "--workspace", ws, "--format", "operations", "--out", str(out_csv), "--overwrite"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["rows"] == 2
     rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
