@@ -259,7 +259,7 @@ class UserStore:
             self._load()
             existed = name in self._users
             if existed and not replace:
-                raise AuthError(f"user {name!r} exists; pass --rotate to give them a new token")
+                raise AuthError(f"user {name!r} exists; `corral users passwd {name}` sets a new password, --rotate gives a new token")
             new = new_token() if token else None
             old = self._users.get(name, {})
             rec: dict[str, Any] = {"role": role, "created_at": old.get("created_at") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
