@@ -99,6 +99,12 @@ def test_sign_out_everywhere_ends_every_session_of_the_user_only(curation_ws, an
         assert desktop.get("/api/me").status_code == 401
         assert desktop.post("/api/signin", json={"name": "ana", "password": PASSWORD}).status_code == 401
         assert desktop.post("/api/signin", json={"name": "ana", "password": "another good one"}).status_code == 200
+        # ana changes her own password: her other browsers are signed out, this one stays in
+        assert laptop.post("/api/signin", json={"name": "ana", "password": "another good one"}).status_code == 200
+        change = {"current": "not it at all", "new": "the third one"}
+        assert desktop.post("/api/me/password", json=change, headers=CSRF).status_code == 403
+        r = desktop.post("/api/me/password", json={**change, "current": "another good one"}, headers=CSRF)
+        assert r.status_code == 200 and desktop.get("/api/me").status_code == 200 and laptop.get("/api/me").status_code == 401
 
 
 def test_failed_sign_ins_back_off_with_429_and_retry_after(curation_ws, ana):
