@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from corral.api.errors import ApiError, Conflict, NotFound
-from corral.storage.boxes import KIND, BoxError, BoxState, Photo, box_state, check_box, revision_payload
+from corral.storage.boxes import KIND, BoxError, BoxState, CropIndex, Photo, apply_revisions, check_box, crop_index, revision_payload
 from corral.storage.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class BoxService:
         self._lock = threading.RLock()
         self._cache: tuple[tuple[Any, ...], BoxState, frozenset[str]] | None = None
         self._items_cache: tuple[tuple[Any, ...], Any] | None = None
+        self._index_cache: tuple[tuple[Any, ...], CropIndex] | None = None
 
     # -- state -------------------------------------------------------------------------------
     def _items_stamp(self) -> tuple[Any, ...]:
@@ -54,18 +55,23 @@ class BoxService:
         return self._items_cache[1]
 
     def state(self) -> BoxState:
-        """The boxes now (recomputed when the store or the item shards changed)."""
+        """The boxes now (recomputed when the item shards or the revisions in force changed, not on
+        every label action)."""
         with self._lock:
             stamp = self._items_stamp()
-            store = self.labels.store
-            key = (stamp, int(store.version()))
+            index = self._index(stamp)
+            revisions = self.labels.store.in_force(KIND) if index.photos else []
+            key = (stamp, tuple(e.id for e in revisions))
             if self._cache is not None and self._cache[0] == key:
                 return self._cache[1]
-            items = self._items(stamp)
-            has_crops = items.num_rows and "parent_id" in items.column_names and any(items.column("parent_id").to_pylist())
-            state = box_state(items, store.in_force(KIND) if has_crops else [])
+            state = apply_revisions(index, revisions)
             self._cache = (key, state, frozenset(state.hidden()))
             return state
+
+    def _index(self, stamp: tuple[Any, ...]) -> CropIndex:
+        if self._index_cache is None or self._index_cache[0] != stamp:
+            self._index_cache = (stamp, crop_index(self._items(stamp)))
+        return self._index_cache[1]
 
     def hidden(self) -> frozenset[str]:
         """Crop ids that must not show on a map (deleted, replaced, or added by an undone revision)."""

@@ -105,32 +105,39 @@ def _bbox(text: Any) -> tuple[float, float, float, float] | None:
     return (x, y, w, h)
 
 
-def box_state(items: pa.Table, revisions: Iterable[Any]) -> BoxState:
-    """The boxes of every photo now.
+@dataclass(frozen=True)
+class CropIndex:
+    """What the items table says about boxes, before any revision (made once per set of shards)."""
 
-    Args:
-        items: the workspace's items table (``Workspace.items()``).
-        revisions: the ``boxes`` events in force, oldest first (``LabelStore.in_force("boxes")``);
-            anything with ``id`` and ``payload``.
-    """
-    rows = items.to_pylist() if items.num_rows else []
+    photos: dict[str, Photo]  # photo id -> photo with the detector's boxes
+    made: dict[str, Box]  # crops that revisions cut, by id
+
+
+def crop_index(items: pa.Table) -> CropIndex:
+    """The detector's boxes and the revisions' crops listed in an items table (``Workspace.items()``)."""
+    import pyarrow.compute as pc
+
     photos: dict[str, Photo] = {}
     made: dict[str, Box] = {}
-    by_id = {r["id"]: r for r in rows if r.get("status") == "ok"}
-    for r in rows:
-        parent = r.get("parent_id")
-        if not parent or r.get("status") != "ok":
-            continue
-        pr = by_id.get(parent)
-        if pr is None:
+    if not items.num_rows or "parent_id" not in items.column_names:
+        return CropIndex(photos, made)
+    ok = items.filter(pc.equal(items.column("status"), "ok"))
+    has_parent = pc.and_(pc.is_valid(ok.column("parent_id")), pc.not_equal(ok.column("parent_id"), ""))
+    crops = ok.filter(has_parent).to_pylist()
+    if not crops:
+        return CropIndex(photos, made)
+    wanted = pa.array(sorted({r["parent_id"] for r in crops}), pa.string())
+    parents = {r["id"]: r for r in ok.filter(pc.is_in(ok.column("id"), value_set=wanted)).select(["id", "uri", "width", "height"]).to_pylist()}
+    for r in crops:
+        parent = r["parent_id"]
+        pr = parents.get(parent)
+        bbox = _bbox(r.get("bbox"))
+        if pr is None or bbox is None:
             continue
         photo = photos.get(parent)
         if photo is None:
             photo = photos[parent] = Photo(parent, pr["uri"], int(pr.get("width") or 0), int(pr.get("height") or 0))
         meta = _meta(r.get("meta"))
-        bbox = _bbox(r.get("bbox"))
-        if bbox is None:
-            continue
         origin = str(meta.get("origin") or "detector")
         score = meta.get("score")
         box = Box(r["id"], parent, bbox, str(meta.get("detector") or ""), None if score is None else float(score), origin, meta.get("replaces"))
@@ -139,6 +146,14 @@ def box_state(items: pa.Table, revisions: Iterable[Any]) -> BoxState:
             photo.boxes[box.id] = box
         else:
             made[box.id] = box
+    return CropIndex(photos, made)
+
+
+def apply_revisions(index: CropIndex, revisions: Iterable[Any]) -> BoxState:
+    """The boxes of every photo after ``revisions``: the ``boxes`` events in force, oldest first
+    (``LabelStore.in_force("boxes")``; anything with ``id`` and ``payload``). ``index`` is not changed."""
+    photos = {k: Photo(p.id, p.uri, p.width, p.height, dict(p.boxes), p.found) for k, p in index.photos.items()}
+    made = index.made
     deleted: dict[str, Box] = {}
     version = 0
     for ev in revisions:
@@ -163,6 +178,11 @@ def box_state(items: pa.Table, revisions: Iterable[Any]) -> BoxState:
     state = BoxState(photos, deleted, version)
     state._made = set(made)
     return state
+
+
+def box_state(items: pa.Table, revisions: Iterable[Any]) -> BoxState:
+    """The boxes of every photo now: :func:`crop_index` of ``items``, then :func:`apply_revisions`."""
+    return apply_revisions(crop_index(items), revisions)
 
 
 def check_box(bbox: Any, *, width: int, height: int, min_size: int, clip: bool = True) -> tuple[int, int, int, int]:
