@@ -203,7 +203,8 @@ class LabelService:
         with self._lock:
             ml = self.for_map(view)
             ch = ml.changes_since(since)
-            out: dict[str, Any] = {"version": ml.version, "full": ch is None}
+            # the etag tells a viewer whose point indices are of an older view (crops left or joined the map) to reload
+            out: dict[str, Any] = {"version": ml.version, "full": ch is None, "etag": view.etag}
             if ch is not None:
                 out["changes"] = ch
                 if ch["idx"] or since != ml.version:

@@ -2,6 +2,7 @@
 // says the version moved, then the points changed since our version are fetched and applied.
 
 import { getJSON } from './api.js';
+import { toast } from './ui.js';
 
 export class Sync {
   constructor(store, actions, { interval = 5000 } = {}) {
@@ -29,6 +30,11 @@ export class Sync {
     this.busy = true;
     try {
       const res = await getJSON(`/api/maps/${encodeURIComponent(s.map.name)}/changes?since=${s.labels.version}`);
+      if (res.etag && res.etag !== s.map.etag) { // boxes were revised: points left or joined the map
+        if (!this.stale) toast('the map changed (detector boxes were revised): reload the page to see it', 'error');
+        this.stale = true;
+        return;
+      }
       if (res.full) await this.actions.reloadLabels();
       else if (res.version !== s.labels.version || (res.changes && res.changes.idx.length)) s.applyChanges(res);
     } catch (_) {
