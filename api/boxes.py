@@ -160,14 +160,16 @@ class BoxService:
             raise ApiError(str(e), status=422) from None
 
     def delete(self, photo_id: str, crop: str, *, user: str, base: int | None) -> dict[str, Any]:
-        """The box is not an object: the crop leaves the map and loses its label (kept as a negative)."""
+        """The box is not an object: the crop leaves the map and loses its label, and is excluded from
+        that label (the recognition index builds negatives from exclusions)."""
         with self._lock:
             p = self.photo(photo_id)
             self._check_base(p, base)
             b = self._box(p, crop)
             label = self.labels.store.item_labels().get(crop)
             payload = revision_payload("delete", p.id, remove=[crop]) | {"label": label, "bbox": list(b.bbox)}
-            res = self.labels.store.revise(KIND, payload, user=user, relabel={crop: None} if label else None)
+            # a named box that is no object stays a negative of its label for the recognition index
+            res = self.labels.store.revise(KIND, payload, user=user, relabel={crop: None} if label else None, exclude={crop: label} if label else None)
             return self._answer(p.id, res)
 
     def adjust(self, photo_id: str, crop: str, bbox: Any, *, user: str, base: int | None, clip: bool, data: bytes) -> dict[str, Any]:

@@ -421,6 +421,7 @@ class LabelStore:
         user: str,
         new_items: Iterable[str] = (),
         relabel: Mapping[str, str | None] | None = None,
+        exclude: Mapping[str, str] | None = None,
         duration_ms: int | None = None,
     ) -> ActionResult:
         """Record a revision of something beside labels (one of ``events.REVISION_KINDS``) as ONE
@@ -428,8 +429,9 @@ class LabelStore:
 
         ``payload`` (JSON) says what changed; readers rebuild the current state from the revisions
         still in force (:meth:`in_force`). ``new_items`` become known ids in the same transaction;
-        ``relabel`` (item id -> label name, None to unlabel) moves labels with the revision, and an
-        undo moves them back.
+        ``relabel`` (item id -> label name, None to unlabel) moves labels with the revision, and
+        ``exclude`` (item id -> an existing label) marks items as not that label (a negative); an
+        undo reverses both.
         """
         if kind not in ev.REVISION_KINDS:
             raise LabelError(f"kind={kind!r}: expected one of {', '.join(ev.REVISION_KINDS)}")
@@ -438,10 +440,14 @@ class LabelStore:
         moves = dict(relabel or {})
         check_ids(list(moves), "relabel", allow_empty=True)
         names = {i: (None if n is None else check_name(n, f"label of item {i}")) for i, n in moves.items()}
+        negatives = {i: check_name(n, f"label item {i} is excluded from") for i, n in dict(exclude or {}).items()}
+        check_ids(list(negatives), "exclude", allow_empty=True)
 
         def plan(tx: Txn):
             tx.conn.executemany("INSERT INTO items (id) VALUES (?) ON CONFLICT DO NOTHING", [(i,) for i in new])
-            require_known(tx, list(names), kind)
+            require_known(tx, [*names, *negatives], kind)
+            for item_id, name in negatives.items():
+                tx.set_excluded_many([item_id], require_label(tx, name).id, True)
             for item_id, name in names.items():
                 if name is None:
                     tx.label_items([item_id], None)
@@ -451,7 +457,7 @@ class LabelStore:
                     row = tx.create_label(name)
                     warn_look_alikes(tx, [row])
                 tx.label_items([item_id], row.id)
-            return body, list(names), None
+            return body, list(dict.fromkeys([*names, *negatives])), None
 
         return self._act(kind, user, duration_ms, plan)
 

@@ -82,6 +82,7 @@ def test_delete_adjust_draw_each_undoable_with_history(api, built):
     assert poster["id"] not in {b["id"] for b in p1["boxes"]} and len(p1["boxes"]) == 3 and p1["version"] == r.json()["event_id"]
     assert poster["id"] not in on_map(c) and c.ctx.labels.store.item_labels().get(poster["id"]) is None
     assert poster["id"] in c.ctx.extra["boxes"].state().deleted
+    assert c.ctx.labels.store.exclusions().get(poster["id"]) == {"poster"}  # a negative of its label for the index
 
     # adjust a box to the true face: a new crop, embedded and placed, carrying the label
     tight = [round(v) for v in truth]
@@ -122,6 +123,7 @@ def test_delete_adjust_draw_each_undoable_with_history(api, built):
     back = c.get(f"/api/photos/{p['id']}", headers=ana).json()
     assert {b["id"] for b in back["boxes"]} == {b["id"] for b in p["boxes"]} and on_map(c) == before_map
     assert c.ctx.labels.store.item_labels().get(poster["id"]) == "poster"
+    assert poster["id"] not in c.ctx.labels.store.exclusions()
     h = c.get(f"/api/photos/{p['id']}/history", headers=ana).json()["history"]
     assert [e["op"] for e in h[:3]] == ["undo", "undo", "undo"] and not any(e.get("in_force") for e in h[3:])
     # redo brings the deletion back

@@ -49,7 +49,8 @@ def test_revisions_derive_the_boxes_and_undo_exactly(boxed):
     false_box, loose, kept = sorted(first.boxes.values(), key=lambda b: b.bbox)
     store.assign([loose.id, false_box.id], "ana's face", user="ana")
 
-    r1 = store.revise(KIND, revision_payload("delete", first.id, remove=[false_box.id]), user="ana", relabel={false_box.id: None})
+    r1 = store.revise(KIND, revision_payload("delete", first.id, remove=[false_box.id]), user="ana", relabel={false_box.id: None}, exclude={false_box.id: "ana's face"})
+    assert store.exclusions() == {false_box.id: {"ana's face"}}
     new_id = curator_box(ws, first, (65, 15, 50, 50), "adjusted", loose.id)
     payload = revision_payload("adjust", first.id, remove=[loose.id], add=[{"id": new_id, "bbox": [65, 15, 50, 50], "from": loose.id}])
     store.revise(KIND, payload, user="bob", new_items=[new_id], relabel={new_id: "ana's face", loose.id: None})
@@ -75,6 +76,7 @@ def test_revisions_derive_the_boxes_and_undo_exactly(boxed):
     store.undo(user="ana")
     assert set(photos_now(ws, store)[first.id].boxes) == {false_box.id, loose.id, kept.id}
     assert store.item_labels().get(false_box.id) == "ana's face"
+    assert store.exclusions() == {}
     store.redo(user="ana")
     assert false_box.id not in photos_now(ws, store)[first.id].boxes
     assert store.check() == []
