@@ -86,6 +86,7 @@ export class PhotosView {
     this.one.hidden = true;
     this.grid.hidden = false;
     $('#photos-back', this.root).hidden = true;
+    $('#photos-filters', this.root).hidden = false;
     $('#photos-title', this.root).textContent = 'Photos';
     let res;
     try {
@@ -115,6 +116,7 @@ export class PhotosView {
     this.grid.hidden = true;
     this.one.hidden = false;
     $('#photos-back', this.root).hidden = false;
+    $('#photos-filters', this.root).hidden = true;
     $('#photos-title', this.root).textContent = p.name;
     if (this.img.dataset.photo !== p.id) {
       this.img.dataset.photo = p.id;
