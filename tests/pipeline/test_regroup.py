@@ -169,3 +169,32 @@ def test_merged_pairs_of_unnamed_classes_come_back_as_separate_proposals_before_
     assert len(pure) >= 12, [(len(g), sorted(set(y[g].tolist()))) for g in r.groups]
     first = r.groups[:8]
     assert all(len(set(y[g].tolist())) == 1 for g in first), [(len(g), sorted(set(y[g].tolist()))) for g in first]
+
+
+def test_classes_named_half_at_a_time_still_come_back_whole():
+    """Curators name part of a class at a time (one cluster of it): with half of each named class
+    labelled, the labelled counts alone say a class has half its real size, and every unnamed
+    class was proposed in two halves. Counting the unlabelled items that continue each label, the
+    typical class is whole again and so are the proposals."""
+    from corral.pipeline.regroup import class_size
+
+    rng = np.random.default_rng(7)
+    dim, per = 32, 18
+    x, y = [], []
+    for c in range(16):
+        x.append(rng.normal(size=dim) * 2.0 + rng.normal(scale=0.4, size=(per, dim)))
+        y += [c] * per
+    z = np.concatenate(x)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    y = np.asarray(y)
+    labels = np.full(len(y), -1)
+    for c in range(10):  # ten classes named, each half: the nine items nearest one of its items
+        rows = np.flatnonzero(y == c)
+        near = rows[np.argsort(((z[rows] - z[rows[0]]) ** 2).sum(1))[: per // 2]]
+        labels[near] = c
+    r = regroup(z, labels)
+    assert r is not None
+    assert class_size(labels, r.continues) == per  # not the 9 labelled per label
+    unnamed = [g for g in r.groups if y[g[0]] >= 10]
+    whole = [g for g in unnamed if len(g) == per and len(set(y[g].tolist())) == 1]
+    assert len(whole) == 6, [(len(g), sorted(set(y[g].tolist()))) for g in r.groups]
