@@ -174,8 +174,6 @@ class BoxService:
 
     def adjust(self, photo_id: str, crop: str, bbox: Any, *, user: str, base: int | None, clip: bool, data: bytes) -> dict[str, Any]:
         """The box moves: the crop is cut again, embedded, placed, and carries the old crop's label."""
-        from corral.pipeline.boxcut import cut_box
-
         with self._lock:
             p = self.photo(photo_id)
             self._check_base(p, base)
@@ -185,7 +183,7 @@ class BoxService:
                 raise ApiError(f"box {crop} is already at {list(box)}; nothing to adjust", status=422)
             if any(b.bbox == box for b in p.boxes.values()):
                 raise ApiError(f"photo {p.id} already has a box at {list(box)}", status=422)
-            cut = cut_box(self.workspace, parent=self._parent_row(p), data=data, bbox=box, known=self._known(), origin="adjusted", replaces=crop)
+            cut = self._cut(p, data, box, origin="adjusted", replaces=crop)
             label = self.labels.store.item_labels().get(crop)
             relabel = {cut.id: label, crop: None} if label else None
             payload = revision_payload("adjust", p.id, remove=[crop], add=[{"id": cut.id, "bbox": list(box), "from": crop}]) | {"label": label, "before": list(old.bbox)}
@@ -194,18 +192,31 @@ class BoxService:
 
     def draw(self, photo_id: str, bbox: Any, *, user: str, base: int | None, clip: bool, data: bytes, label: str | None) -> dict[str, Any]:
         """A box the detector missed: cut, embedded, placed; named at once when ``label`` is given."""
-        from corral.pipeline.boxcut import cut_box
-
         with self._lock:
             p = self.photo(photo_id)
             self._check_base(p, base)
             box = self._checked(p, bbox, clip)
             if any(b.bbox == box for b in p.boxes.values()):
                 raise ApiError(f"photo {p.id} already has a box at {list(box)}", status=422)
-            cut = cut_box(self.workspace, parent=self._parent_row(p), data=data, bbox=box, known=self._known(), origin="drawn")
+            cut = self._cut(p, data, box, origin="drawn")
             payload = revision_payload("draw", p.id, add=[{"id": cut.id, "bbox": list(box), "from": None}]) | {"label": label}
             res = self.labels.store.revise(KIND, payload, user=user, new_items=[cut.id], relabel={cut.id: label} if label else None)
             return self._answer(p.id, res, box=cut.id)
+
+    def _cut(self, p: Photo, data: bytes, box: tuple[int, int, int, int], *, origin: str, replaces: str | None = None) -> Any:
+        """Cut, embed, write and place the box; a server that cannot (the set's embedder or its
+        weights missing here, a map without its clustering state) answers 503 and changes nothing."""
+        from corral.pipeline.boxcut import cut_box
+        from corral.pipeline.decode import SkipItem
+        from corral.pipeline.weights import WeightsNotFound
+        from corral.storage.workspace import WorkspaceError
+
+        try:
+            return cut_box(self.workspace, parent=self._parent_row(p), data=data, bbox=box, known=self._known(), origin=origin, replaces=replaces)
+        except SkipItem as e:
+            raise ApiError(f"photo {p.id} does not decode now ({e.reason}), so its boxes are left as they are", status=410) from None
+        except (WeightsNotFound, WorkspaceError, ValueError) as e:
+            raise ApiError(f"the box cannot be embedded on this server: {e}", status=503) from None
 
     def _parent_row(self, p: Photo) -> dict[str, Any]:
         return {"id": p.id, "uri": p.uri, "width": p.width, "height": p.height}

@@ -89,10 +89,12 @@ ROUTE_ERRORS: dict[str, dict[int, str]] = {
     "POST /api/photos/{photo_id}/boxes/{box_id}/adjust": {
         409: "The photo's boxes were revised since the version the request saw: reload it",
         410: "The photo cannot be read now (moved, deleted or changed): its boxes are left as they are",
+        503: "The box cannot be embedded on this server (the embedding set's model or weights are missing here), or the workspace is read-only",
     },
     "POST /api/photos/{photo_id}/boxes": {
         409: "The photo's boxes were revised since the version the request saw: reload it",
         410: "The photo cannot be read now (moved, deleted or changed): its boxes are left as they are",
+        503: "The box cannot be embedded on this server (the embedding set's model or weights are missing here), or the workspace is read-only",
     },
     "POST /api/photos/undo": {400: "Nothing to undo"},
     "POST /api/photos/redo": {400: "Nothing to redo"},

@@ -166,6 +166,22 @@ def test_bad_boxes_stale_views_and_unreadable_photos_get_4xx(api, built):
     assert r.status_code == 409 and "revised meanwhile" in r.json()["error"]
     assert other["id"] in {b["id"] for b in group0(c)["boxes"]}
 
+    # a server without the set's model cannot embed a box: 503 saying so, nothing written
+    es = c.ctx.workspace.default_embedding_set()
+    side = json.loads(es.sidecar_path.read_text())
+    es.sidecar_path.write_text(json.dumps(side | {"model": "timm:no_such_model_here"}))
+    try:
+        from corral.pipeline import boxcut
+
+        boxcut._embedders.clear()
+        now = group0(c)
+        r = c.post(url, headers=ana, json={"base": now["version"], "bbox": [300, 300, 80, 80]})
+        assert r.status_code == 503 and "cannot be embedded on this server" in r.json()["error"] and "no_such_model_here" in r.json()["error"]
+        assert group0(c)["boxes"] == now["boxes"]
+    finally:
+        es.sidecar_path.write_text(json.dumps(side))
+        boxcut._embedders.clear()
+
     # the photo moves away: its boxes stay, and a revision that needs its pixels says why it cannot
     photo_file = built.photos / "group_000.png"
     moved = c.root.parent / "moved.png"
