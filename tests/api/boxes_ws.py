@@ -36,6 +36,7 @@ class GroupSet:
     poster: tuple[float, float, float, float]  # the face on the poster (a box to delete)
     missed: tuple[float, float, float, float]  # the upside-down face (a box to draw)
     missed_person: str
+    faces: list  # the other photos' faces (bench.groups.Face: image, person, box)
 
 
 _lock = threading.Lock()
@@ -82,11 +83,11 @@ def group_set(tmp: Path) -> GroupSet:
         src.mkdir(parents=True)
         photos = orl_photos(orl, people=8, photos=range(0, 2), seed=17)
         people, poster, missed, missed_person = _hand_laid(src, photos)
-        compose(src, photos[5:14], per_image=3, size=SIZE, scale=(SCALE, SCALE), seed=17, prefix="more")
+        faces = compose(src, photos[5:14], per_image=3, size=SIZE, scale=(SCALE, SCALE), seed=17, prefix="more")
         ws = tmp / "ws"
         embed(str(src), workspace=ws, config=EmbedConfig(detector="dlib:hog-face", model="dlib:face-resnet", progress=False, batch_size=8))
         build_map(workspace=ws)
-        _built["set"] = GroupSet(ws, src, people, poster, missed, missed_person)
+        _built["set"] = GroupSet(ws, src, people, poster, missed, missed_person, faces)
         return _built["set"]
 
 

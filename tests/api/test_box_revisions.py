@@ -247,3 +247,19 @@ def test_coco_and_labelme_exports_import_back_and_the_detector_report(api, built
     assert (c.root / "detectors-report.json").is_file() and "precision 0.750, recall 0.750" in err
     rc, _, err = cli("detectors", "--report")
     assert rc == 2 and "--workspace" in err
+
+
+def test_a_box_gets_the_name_of_the_same_person_named_elsewhere(api, built):
+    c, ana = api, api.hdr["ana"]
+    photos = {p["name"]: p for p in c.get("/api/photos", headers=ana).json()["photos"]}
+    for f in built.faces:  # the other photos' faces named after the person pasted there
+        box = box_at(photos[f.image], f.box)
+        assert c.post(f"/api/photos/{photos[f.image]['id']}/boxes/{box['id']}/name", headers=ana, json={"label": f.person}).status_code == 200
+    g0 = photos["group_000.png"]
+    for person, truth in built.people:  # each of them is also on another photo
+        box = box_at(g0, truth)
+        s = c.get(f"/api/photos/{g0['id']}/boxes/{box['id']}/suggest", headers=ana).json()["suggestion"]
+        assert s["label"] == person and s["source"] == "nearest named box", (person, s)
+    # the box drawn where the detector missed a face is offered a name at once
+    r = c.post(f"/api/photos/{g0['id']}/boxes", headers=ana, json={"bbox": [round(v) for v in built.missed]})
+    assert r.status_code == 200 and r.json()["suggestion"]["source"] == "nearest named box"
