@@ -52,7 +52,11 @@ def pg_server(tmp_path_factory):
 
     if pg_bin() is None:
         pytest.skip(NO_POSTGRES)
-    server = PgServer(tmp_path_factory.mktemp("postgres") / "pg").start()
+    import tempfile
+
+    # its own folder, not pytest's: pytest prunes old sessions' folders when another session on the
+    # machine starts, and a database whose files vanish crashes mid-test
+    server = PgServer(Path(tempfile.mkdtemp(prefix="corral-test-pg-")) / "pg").start()
     yield server
     server.stop()
 

@@ -14,8 +14,10 @@ import urllib.request
 
 import pytest
 
+from dataclasses import dataclass
+
 from corral.api.jobs import CLI_BOOT
-from tests.api.conftest import free_port
+from tests.api.conftest import Curation, build_curation_ws, free_port
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -70,26 +72,34 @@ class Server:
                 self.kill()
 
 
-@pytest.fixture
-def pg_labels(curation_ws, pg_server):
-    """The workspace's store moved into a fresh PostgreSQL database by `corral labels migrate`."""
+@dataclass
+class Team:
+    """A workspace whose labels live in PostgreSQL, and two servers on it."""
+
+    ws: Curation
+    labels: str  # the database's URL
+    servers: list[Server]
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory, pg_server):
+    """One per test module (the servers take seconds to start): the curation workspace's store
+    moved into a fresh database of the session's PostgreSQL server by `corral labels migrate`
+    (which then refuses to move it there again), and two `corral serve --labels` on it."""
+    ws = build_curation_ws(tmp_path_factory.mktemp("team") / "ws")
     url = pg_server.new_database()
-    p = cli("labels", "migrate", "--from", f"sqlite:{curation_ws.root / 'labels.sqlite'}", "--to", url)
+    p = cli("labels", "migrate", "--from", f"sqlite:{ws.root / 'labels.sqlite'}", "--to", url)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout.strip().splitlines()[-1])
-    assert out["equal"] and out["rows"]["items"] == curation_ws.n
-    again = cli("labels", "migrate", "--from", f"sqlite:{curation_ws.root / 'labels.sqlite'}", "--to", url)
+    assert out["equal"] and out["rows"]["items"] == ws.n
+    again = cli("labels", "migrate", "--from", f"sqlite:{ws.root / 'labels.sqlite'}", "--to", url)
     assert again.returncode == 2 and "not empty" in again.stderr and len(again.stderr.strip().splitlines()) == 1
-    return url
-
-
-@pytest.fixture
-def two_servers(curation_ws, pg_labels):
-    servers = [Server(curation_ws.root, pg_labels), Server(curation_ws.root, pg_labels)]
+    servers = [Server(ws.root, url), Server(ws.root, url)]
     try:
         for s in servers:
             s.start()
-        yield servers
+        yield Team(ws, url, servers)
     finally:
         for s in servers:
             s.stop()
+        pg_server.drop_database(url)

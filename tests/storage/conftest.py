@@ -62,13 +62,17 @@ def new_location(backend, tmp_path, request):
     """A function that returns the location of a fresh, empty store of the test's backend: a file
     under ``tmp_path``, or a new database of the session's PostgreSQL server."""
     made = iter(range(1_000))
+    databases: list[str] = []
 
     def make() -> str:
         if backend == "sqlite":
             return str(tmp_path / f"labels{next(made) or ''}.sqlite")
-        return request.getfixturevalue("pg_server").new_database()
+        databases.append(request.getfixturevalue("pg_server").new_database())
+        return databases[-1]
 
-    return make
+    yield make
+    for url in databases:
+        request.getfixturevalue("pg_server").drop_database(url)
 
 
 @pytest.fixture

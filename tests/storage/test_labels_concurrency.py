@@ -232,7 +232,7 @@ def run_concurrent(path: str, *, threads: int, processes: int, actions: int, syn
 
 #: actions per writer in the default run: PostgreSQL's round trips on a 2-core machine take about
 #: six times SQLite's, so it runs fewer there; the slow variant runs 500 on both
-DEFAULT_ACTIONS = {"sqlite": 500, "postgresql": 150}
+DEFAULT_ACTIONS = {"sqlite": 500, "postgresql": 100}
 
 
 def test_concurrent_writers_lose_nothing(new_location, backend, record_property):
