@@ -144,6 +144,8 @@ def _annotations(path: Path) -> list[tuple[dict[str, Any], list[float], str, str
     """``(image ref, [x, y, w, h], label, box corral_id, base folder)`` of every box in the file(s)."""
     from corral.storage.events import LabelError
 
+    if not path.exists():
+        raise LabelError(f"{path}: no such file or folder")
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]
     if path.is_dir() and not files:
         raise LabelError(f"{path}: a folder to import needs LabelMe .json files; it has none")

@@ -155,4 +155,6 @@ def test_revise_boxes_in_the_photos_view_then_undo_and_round_trip(served, browse
         assert rc == 0 and sorted(s["corral_id"] for s in shapes) == sorted(b["id"] for b in p0["boxes"])
         rc, rep, _ = cli("labels", "import", str(tmp_path / "coco.json"), "-w", str(root))
         assert rc == 0 and rep["unknown"] == 1  # the drawn box is undone: its annotation finds no box now
+        page.keyboard.press("ArrowRight")  # photo by photo: the next one of the grid
+        page.wait_for_function("() => document.querySelector('#photos-title').textContent === 'more_000.png'", timeout=WAIT)
         assert page.errors == []

@@ -40,6 +40,7 @@ export const SHORTCUTS = [
   ['F', 'photos: the detector\'s boxes on their photos (filter unnamed / low score)'],
   ['N / Delete / drag (Photo)', 'draw a missed box / delete the selected box / adjust a box by its edges'],
   ['Tab / Enter / Esc (Photo)', 'next box / name the selected box / cancel, deselect, back'],
+  ['← / → (Photo)', 'the previous / next photo of the grid'],
   ['Shift+Q', 'sign out (asks first; here or everywhere)'],
 ];
 

@@ -64,6 +64,7 @@ export class PhotosView {
     else if ((k === 'n' || k === 'N') && this.photo) fn = () => this.startDraw();
     else if (k === 'Enter' && this.photo && this.selected) fn = () => $('#photo-name', this.root).focus();
     else if (k === 'Tab' && this.photo) fn = () => this._cycle(ev.shiftKey ? -1 : 1);
+    else if ((k === 'ArrowRight' || k === 'ArrowLeft') && this.photo) fn = () => this.step(k === 'ArrowRight' ? 1 : -1);
     ev.stopPropagation();
     if (fn) { ev.preventDefault(); fn(); }
   }
@@ -125,6 +126,14 @@ export class PhotosView {
     this.selected = p.focus || null;
     this._set(p);
     this._say('');
+  }
+
+  /** The next (or previous) photo of the grid, for a curator who works photo by photo. */
+  step(delta) {
+    const list = this.photos || [];
+    const at = list.findIndex((q) => q.id === this.photo.id);
+    const next = list[at + delta];
+    if (next) this.openPhoto(next.id); else this._say(delta > 0 ? 'the last photo of the list' : 'the first photo of the list');
   }
 
   _set(p) {
