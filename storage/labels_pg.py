@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
 from typing import Any
 
@@ -45,6 +45,10 @@ CHANNEL = "corral_labels"
 WRITE_LOCK = 0x636F7272616C  # "corral"
 #: The lock held while migrating, so servers starting together migrate once.
 MIGRATE_LOCK = WRITE_LOCK + 1
+#: Connections one store holds for transactions, besides the one its threads share for single
+#: statements: an API server's worker threads (dozens) then cost the database a handful of
+#: connections, not one each. Writers queue on the database's lock anyway.
+POOL = 8
 
 _T = 'TEXT COLLATE "C"'  # byte order, as SQLite compares text: listings sort the same on both
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -100,20 +104,29 @@ def _pg(sql: str) -> str:
 
 
 class PgConn:
-    """A psycopg connection that takes the engine's SQL (``?`` parameters) and hands back cursors."""
+    """A psycopg connection that takes the engine's SQL (``?`` parameters) and hands back cursors
+    (client-side: their rows have arrived when ``execute`` returns). With ``lock``, threads may
+    share it statement by statement; a transaction has a connection to itself."""
 
-    def __init__(self, raw: psycopg.Connection[Any]):
+    def __init__(self, raw: psycopg.Connection[Any], lock: threading.Lock | None = None):
         self.raw = raw
+        self._lock: AbstractContextManager[Any] = lock or nullcontext()
 
     def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
-        return self.raw.execute(_pg(sql), parameters or None)
+        with self._lock:
+            return self.raw.execute(_pg(sql), parameters or None)
 
     def executemany(self, sql: str, parameters: Any, /) -> psycopg.Cursor[Any]:
         rows = list(parameters)
-        cur = self.raw.cursor()
-        if rows:
-            cur.executemany(_pg(sql), rows)
+        with self._lock:
+            cur = self.raw.cursor()
+            if rows:
+                cur.executemany(_pg(sql), rows)
         return cur
+
+    @property
+    def usable(self) -> bool:
+        return not (self.raw.closed or self.raw.broken)
 
 
 def unavailable(url: str, e: BaseException) -> LabelStoreUnavailable:
@@ -182,9 +195,11 @@ class PostgresLabelStore(LabelStore):
         self.url = self.location.target
         self._synchronous = synchronous
         self._timeout_s = timeout_s
-        self._local = threading.local()
-        self._conns: list[psycopg.Connection[Any]] = []
+        self._conns: list[psycopg.Connection[Any]] = []  # every connection opened, to close them all
         self._conns_lock = threading.Lock()
+        self._shared: PgConn | None = None  # single statements, from any thread
+        self._idle: list[PgConn] = []  # for transactions, one at a time each
+        self._slots = threading.BoundedSemaphore(POOL)
         self._pid = os.getpid()
         self._closed = False
         self._synced = None
@@ -201,28 +216,56 @@ class PostgresLabelStore(LabelStore):
             raise LabelError(f"cannot set up the label store in {self.location}: {' '.join(str(e).split())[:300]}") from None
 
     # -- connections ---------------------------------------------------------------------------
-    def _conn(self) -> PgConn:
+    def _open(self, lock: threading.Lock | None = None) -> PgConn:
+        raw = connect(self.url, timeout_s=min(self._timeout_s, 10.0), synchronous=self._synchronous)
+        raw.execute(f"SET lock_timeout = '{int(self._timeout_s * 1000)}ms'")  # how long a writer waits for the others
+        with self._conns_lock:
+            self._conns.append(raw)
+        return PgConn(raw, lock)
+
+    def _check_open(self) -> None:
         if self._closed:
             raise LabelError(f"label store {self.location} is closed")
         if os.getpid() != self._pid:  # forked: the parent's connections belong to the parent
-            self._local, self._conns, self._pid = threading.local(), [], os.getpid()
-        conn: PgConn | None = getattr(self._local, "conn", None)
-        if conn is not None and (conn.raw.closed or conn.raw.broken):
-            conn = None  # the server restarted or the network dropped: connect again
-        if conn is None:
-            raw = connect(self.url, timeout_s=min(self._timeout_s, 10.0), synchronous=self._synchronous)
-            raw.execute(f"SET lock_timeout = '{int(self._timeout_s * 1000)}ms'")  # how long a writer waits for the others
-            conn = PgConn(raw)
-            self._local.conn = conn
+            self._conns, self._shared, self._idle, self._pid = [], None, [], os.getpid()
+            self._conns_lock, self._slots = threading.Lock(), threading.BoundedSemaphore(POOL)
+
+    def _conn(self) -> PgConn:
+        """The connection every thread shares for single statements (autocommit)."""
+        self._check_open()
+        with self._conns_lock:
+            shared = self._shared
+        if shared is None or not shared.usable:  # first use, or the server restarted: connect again
+            shared = self._open(threading.Lock())
             with self._conns_lock:
-                self._conns.append(raw)
-        return conn
+                self._shared = shared
+        return shared
+
+    @contextmanager
+    def _lease(self) -> Iterator[PgConn]:
+        """A connection of the pool for one transaction, back to the pool after it."""
+        self._check_open()
+        if not self._slots.acquire(timeout=self._timeout_s):
+            raise LabelError(f"the label store was busy for {self._timeout_s:g}s (all {POOL} connections in use); try again")
+        conn = None
+        try:
+            with self._conns_lock:
+                while self._idle and conn is None:
+                    c = self._idle.pop()
+                    conn = c if c.usable else None
+            if conn is None:
+                conn = self._open()
+            yield conn
+        finally:
+            if conn is not None and conn.usable and not self._closed:
+                with self._conns_lock:
+                    self._idle.append(conn)
+            self._slots.release()
 
     @contextmanager
     def _write(self) -> Iterator[PgConn]:
-        conn = self._conn()
         try:
-            with conn.raw.transaction():
+            with self._lease() as conn, conn.raw.transaction():
                 conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                 yield conn
         except psycopg.errors.LockNotAvailable:
@@ -232,9 +275,8 @@ class PostgresLabelStore(LabelStore):
 
     @contextmanager
     def _read(self) -> Iterator[PgConn]:
-        conn = self._conn()
         try:
-            with conn.raw.transaction():
+            with self._lease() as conn, conn.raw.transaction():
                 conn.raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield conn
         except psycopg.OperationalError as e:
@@ -249,7 +291,7 @@ class PostgresLabelStore(LabelStore):
         for stop in self._listeners:
             stop.set()
         with self._conns_lock:
-            conns, self._conns = self._conns, []
+            conns, self._conns, self._shared, self._idle = self._conns, [], None, []
         for raw in conns:
             try:
                 raw.close()

@@ -277,3 +277,37 @@ def test_open_registers_the_workspace_items(tmp_path):
         assert s.known_items() == 10 and s.item_labels() == {i: "duck" for i in ids[:3]}
         with pytest.raises(LabelError, match="unknown item"):
             s.assign(["0" * 32], "duck", user="ana")
+
+
+def test_threads_of_a_server_share_a_few_postgresql_connections(pg_server):
+    """An API server runs its routes on dozens of threads: they share one connection for single
+    statements and a small pool for transactions, so three servers fit a default PostgreSQL."""
+    import threading
+
+    from corral.storage.labels_pg import POOL
+
+    url = pg_server.new_database()
+    with LabelStore(url) as s:
+        s.register_items(IDS)
+        errors: list[BaseException] = []
+
+        def work(k: int) -> None:
+            try:
+                for j in range(4):
+                    s.assign([IDS[(k + j) % len(IDS)]], f"L{k % 3}", user=f"u{k}")
+                    s.labels()
+                s.undo(user=f"u{k}")
+            except BaseException as e:  # surfaced below
+                errors.append(e)
+
+        pool = [threading.Thread(target=work, args=(k,)) for k in range(30)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        assert not errors, errors[:3]
+        held = s._conn().execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()").fetchone()[0]
+        assert 1 < held <= POOL + 1
+        assert s.version() == 30 * 5 and s.check() == []
+        assert sum(st["actions"] for st in s.curator_stats()) == 30 * 4
+    pg_server.drop_database(url)
