@@ -287,10 +287,15 @@ class MapRegistry:
         d = self.workspace.map_dir(name)
         meta = json.loads((d / "map.json").read_text())
         counts = meta.get("counts") or {}
+        etag, hidden = self._etag(d)
+        n = int(pq.read_metadata(d / "points.parquet").num_rows)
+        if hidden:  # the points the viewer gets: less the crops no map shows now
+            ids = pq.read_table(d / "points.parquet", columns=["id"]).column("id").to_pylist()
+            n -= len(hidden.intersection(ids))
         return {
             "name": name,
-            "etag": self._etag(d)[0],
-            "n": int(pq.read_metadata(d / "points.parquet").num_rows),
+            "etag": etag,
+            "n": n,
             "clusters": counts.get("clusters"),
             "created_at": meta.get("created_at"),
             "embeddings": meta.get("embeddings"),

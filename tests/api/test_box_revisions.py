@@ -81,6 +81,8 @@ def test_delete_adjust_draw_each_undoable_with_history(api, built):
     p1 = r.json()["photo"]
     assert poster["id"] not in {b["id"] for b in p1["boxes"]} and len(p1["boxes"]) == 3 and p1["version"] == r.json()["event_id"]
     assert poster["id"] not in on_map(c) and c.ctx.labels.store.item_labels().get(poster["id"]) is None
+    listed = c.get("/api/maps", headers=ana).json()["maps"][0]
+    assert listed["n"] == len(before_map) - 1 and listed["etag"] == c.get(f"/api/maps/{listed['name']}", headers=ana).json()["etag"]
     assert poster["id"] in c.ctx.extra["boxes"].state().deleted
     assert c.ctx.labels.store.exclusions().get(poster["id"]) == {"poster"}  # a negative of its label for the index
 
