@@ -225,6 +225,9 @@ def main(argv=None) -> dict:
         "model_only_img_s": round(best_mo, 1),
         "end_to_end_img_s": round(best_e2e, 1),
         "ratio": round(best_e2e / best_mo, 3),
+        # Each round's own ratio (model-only and end-to-end run back to back), middle one: less
+        # swayed than best/best by one lucky round on a shared machine.
+        "ratio_median_round": round(float(np.median([e / m for e, m in zip(e2e, mo)])), 3),
         "device_decode_only_img_s": decode_only,
         "model_only_plain_img_s": round(max(mo_plain), 1),
         "rounds_model_only": [round(x, 1) for x in mo],
@@ -242,11 +245,13 @@ def main(argv=None) -> dict:
             "rounds": {str(a): [round(x, 1) for x in v] for a, v in ray_rates.items()},
             "timings_last_round": {str(a): {k: round(v, 3) for k, v in t.items()} for a, t in ray_timings.items()},
             "vs_local_engine": {str(a): round(v / best_e2e, 3) for a, v in best.items()},
+            "vs_local_engine_median_round": {str(a): round(float(np.median([r / e for r, e in zip(v, e2e)])), 3) for a, v in ray_rates.items()},
             "vs_model_only": {str(a): round(v / best_mo, 3) for a, v in best.items()},
         }
         if len(best) >= 2:
             lo, hi = min(best), max(best)
             out["ray"][f"ratio_{hi}_vs_{lo}_actors"] = round(best[hi] / best[lo], 3)
+            out["ray"][f"ratio_{hi}_vs_{lo}_actors_median_round"] = round(float(np.median([h / w for h, w in zip(ray_rates[hi], ray_rates[lo])])), 3)
     prov = provenance()
     out = {"date": prov["date"], "commit": prov["commit"], "machine": prov["device"], **out}
     emit_result(out, args.out)

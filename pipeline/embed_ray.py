@@ -67,12 +67,13 @@ class EmbedActor:
         if not self.device.startswith("cuda"):
             torch.set_num_threads(threads)
         self.mapper, self.resolved = build_mapper(self.cfg, device=self.device)
-        # Decode workers: on a GPU, the node's cores shared among its GPUs; a CPU actor decodes
-        # between its model calls (its cores are the model's).
+        # Decode workers: on a GPU, the node's cores shared among its GPUs; a CPU actor, as the
+        # local engine, one per two of its cores (none with one core: it decodes between its
+        # model calls).
         workers = self.cfg.num_workers
         if workers is None:
             gpus = torch.cuda.device_count() if self.device.startswith("cuda") else 0
-            workers = max(1, (os.cpu_count() or 1) // max(1, gpus) - 1) if gpus else 0
+            workers = max(1, (os.cpu_count() or 1) // max(1, gpus) - 1) if gpus else threads // 2
         self.resolved["num_workers_resolved"] = workers
         self.dtype = np.float16 if self.cfg.dtype == "float16" else np.float32
 
