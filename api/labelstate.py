@@ -88,6 +88,7 @@ class LabelService:
         self._maps: dict[str, MapLabels] = {}
         self._stop_listening: Callable[[], None] | None = None
         self._pushed = False  # the store pushes new versions (else readers poll)
+        self._latest = 0  # the newest version pushed
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._waiters_lock = threading.Lock()
 
@@ -115,6 +116,7 @@ class LabelService:
     def _on_version(self, version: int) -> None:
         """A writer somewhere committed event ``version``: wake every waiting event stream."""
         with self._waiters_lock:
+            self._latest = max(self._latest, version)
             waiters = list(self._waiters)
         for loop, event in waiters:
             try:
@@ -122,15 +124,20 @@ class LabelService:
             except RuntimeError:  # that stream's loop has closed
                 pass
 
-    async def wait_for_change(self, timeout: float) -> None:
-        """Return when the store may have a new version: at once when one is pushed, else after
-        ``timeout`` seconds (the poll interval)."""
+    async def wait_for_change(self, timeout: float, *, seen: int | None = None) -> None:
+        """Return when the store may have a version newer than ``seen``: at once when one is (or
+        was, since the caller read ``seen``) pushed, else after ``timeout`` seconds (the poll)."""
         if not self._pushed:
             await asyncio.sleep(timeout)
             return
         key = (asyncio.get_running_loop(), asyncio.Event())
         with self._waiters_lock:
-            self._waiters.add(key)
+            missed = seen is not None and self._latest > seen  # pushed between the caller's read and now
+            if not missed:
+                self._waiters.add(key)
+        if missed:
+            await asyncio.sleep(0.05)  # (a store replaced by an older copy must not spin this)
+            return
         try:
             await asyncio.wait_for(key[1].wait(), timeout)
         except asyncio.TimeoutError:

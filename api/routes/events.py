@@ -61,7 +61,7 @@ async def stream(request: Request, ctx: Ctx, user: Reader, since: Count | None =
             if v != last:
                 last = v
                 yield f"event: version\ndata: {json.dumps({'version': v})}\n\n"
-            await svc.wait_for_change(interval)  # at once when another server's action is pushed
+            await svc.wait_for_change(interval, seen=v)  # at once when another server's action is pushed
         yield ": bye\n\n"
 
     return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
