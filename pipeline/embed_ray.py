@@ -127,14 +127,31 @@ class Tally:
 
 def _connect(ray: Any, address: str | None) -> bool:
     """Join the cluster (or start a one-machine one); True when this call started Ray."""
+    _reachable(address)
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
+    _reachable(address)
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ValueError(f"--ray-address {address}: cannot join the Ray cluster ({str(e).splitlines()[0][:200]}); is `ray start --head` running there?") from None
     return True
+
+
+def _reachable(address: str | None) -> None:
+    """Refuse a ``host:port`` nobody answers on at once: Ray itself retries for minutes."""
+    import socket
+
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--ray-address {address}: expected host:port of the cluster's head (e.g. 10.0.0.5:6379), or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise ValueError(f"--ray-address {address}: nothing answers there ({e.strerror or e}); is `ray start --head` running on {host}?") from None
 
 
 def run_ray(items: Iterable[SourceItem], *, workspace: Workspace, config: Any, source: str) -> Any:
@@ -169,44 +186,49 @@ def _run(ray: Any, items: Iterable[SourceItem], *, workspace: Workspace, config:
         return remote_actor.options(name=f"{ACTOR_PREFIX}{made[0]}", **opts).remote(plain, tally, per_cpu)
 
     actors = [new_actor() for _ in range(n)]
-    # Every actor has built its model before the first shard goes out: a model that fails to load
-    # fails the run here, and the time taken is kept apart from the embedding (``actors_ready_s``).
-    d, device, why, resolved = ray.get([a.describe.remote() for a in actors])[0]
-    ready_s = time.perf_counter() - t_start
-    logger.info("Ray: %d actor(s) (%s each), device %s (%s)", n, ", ".join(f"{k}={v}" for k, v in opts.items()), device, why)
-    es, sidecar = open_set(ws, cfg, d)
-    done, seen, next_shard = resume_state(es)
-    reader = ShardReader(items, done=done, shard_size=cfg.shard_size, first_index=next_shard)
-    logger.info("%d items, %d done earlier, %d to embed in %d shards on %d actor(s)", reader.total, reader.already_done, reader.todo, reader.num_shards, n)
-    extra = {"device_resolved": device, "device_reason": why, **resolved, "ray_actors_resolved": n, "ray_actor_resources": opts}
-    run_cfg = run_record(cfg, d, source=source, es=es, extra=extra)
-    run_path = ws.runs_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-embed.json"
-    atomic_write_json(run_path, {"config": run_cfg, "status": "running"})
+    try:
+        # Every actor has built its model before the first shard goes out: a model that fails to load
+        # fails the run here, and the time taken is kept apart from the embedding (``actors_ready_s``).
+        try:
+            d, device, why, resolved = ray.get([a.describe.remote() for a in actors])[0]
+        except ray.exceptions.RayActorError as e:  # its __init__ raised: the model or detector cannot be built
+            raise ValueError(f"the embedding actors could not start: {_last_line(e)}") from None
+        ready_s = time.perf_counter() - t_start
+        logger.info("Ray: %d actor(s) (%s each), device %s (%s)", n, ", ".join(f"{k}={v}" for k, v in opts.items()), device, why)
+        es, sidecar = open_set(ws, cfg, d)
+        done, seen, next_shard = resume_state(es)
+        reader = ShardReader(items, done=done, shard_size=cfg.shard_size, first_index=next_shard)
+        logger.info("%d items, %d done earlier, %d to embed in %d shards on %d actor(s)", reader.total, reader.already_done, reader.todo, reader.num_shards, n)
+        extra = {"device_resolved": device, "device_reason": why, **resolved, "ray_actors_resolved": n, "ray_actor_resources": opts}
+        run_cfg = run_record(cfg, d, source=source, es=es, extra=extra)
+        run_path = ws.runs_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-embed.json"
+        atomic_write_json(run_path, {"config": run_cfg, "status": "running"})
 
-    writer = ShardWriter(es, sidecar, dim=d.dim, dtype=np.float16 if cfg.dtype == "float16" else np.float32)
-    timings: defaultdict[str, float] = defaultdict(float)
-    timings["actors_ready_s"] = ready_s
-    counts: Counter[str] = Counter()
-    if reader.todo:
-        bar = _progress(reader.todo, cfg.progress)
-        _drive(ray, reader, actors, new_actor, tally, writer, seen=seen, timings=timings, counts=counts, bar=bar)
-        bar.close()
-    for a in actors:
-        ray.kill(a)
-    detection: dict[str, Any] = {}
-    if d.detector is not None:
-        from corral.pipeline.crops import CropOptions, detection_summary
+        writer = ShardWriter(es, sidecar, dim=d.dim, dtype=np.float16 if cfg.dtype == "float16" else np.float32)
+        timings: defaultdict[str, float] = defaultdict(float)
+        timings["actors_ready_s"] = ready_s
+        counts: Counter[str] = Counter()
+        if reader.todo:
+            bar = _progress(reader.todo, cfg.progress)
+            _drive(ray, reader, actors, new_actor, tally, writer, seen=seen, timings=timings, counts=counts, bar=bar)
+            bar.close()
+        detection: dict[str, Any] = {}
+        if d.detector is not None:
+            from corral.pipeline.crops import CropOptions, detection_summary
 
-        detection = detection_summary(counts, CropOptions(**(d.crop_options or {})), d.detector_reason)
-    res_ = result(reader, writer, d, es=es, seconds=time.perf_counter() - t_start, timings=dict(timings), device=device, detection=detection, engine=f"ray ({n} actor{'s' if n > 1 else ''})")
-    return finish(ws, run_path, run_cfg, res_)
+            detection = detection_summary(counts, CropOptions(**(d.crop_options or {})), d.detector_reason)
+        res_ = result(reader, writer, d, es=es, seconds=time.perf_counter() - t_start, timings=dict(timings), device=device, detection=detection, engine=f"ray ({n} actor{'s' if n > 1 else ''})")
+        return finish(ws, run_path, run_cfg, res_)
+    finally:  # on every way out, errors included: an actor holds a GPU (or CPUs) until it goes
+        for a in [*actors, tally]:
+            ray.kill(a)
 
 
 def _drive(ray: Any, reader: ShardReader, actors: list[Any], new_actor: Any, tally: Any, writer: ShardWriter, *, seen: dict[str, str], timings: Any, counts: Counter, bar: Any) -> None:
     """Keep every actor busy with up to :data:`QUEUED` shards (the next one waits in the actor's
     queue, so an actor never idles while the driver writes), retry a dead actor's shards on a fresh
     actor, and write returned shards in order, holding at most a few results back for a slow one."""
-    from ray.exceptions import RayActorError
+    from ray.exceptions import RayActorError, RayTaskError
 
     shards = reader.shards()
     retry: list[Shard] = []
@@ -240,6 +262,8 @@ def _drive(ray: Any, reader: ShardReader, actors: list[Any], new_actor: Any, tal
             shard, a, handle = in_flight.pop(ref)
             try:
                 ready_out[shard.index] = ray.get(ref)
+            except RayTaskError as e:  # the stage itself raised in the actor: the same error here, without Ray's wrapping
+                raise (e.cause if isinstance(e.cause, Exception) else RuntimeError(_last_line(e))) from None
             except RayActorError as e:
                 if attempts[shard.index] >= MAX_ATTEMPTS:
                     raise RuntimeError(f"shard {shard.index} ({shard.items[0].uri} ...): its actor died {MAX_ATTEMPTS} times; last: {str(e).splitlines()[0][:200]}") from None
@@ -259,6 +283,14 @@ def _drive(ray: Any, reader: ShardReader, actors: list[Any], new_actor: Any, tal
             timings["write_s"] += writer.write(next_write, out)
             next_write += 1
         _show(ray, tally, bar)
+
+
+def _last_line(e: BaseException) -> str:
+    """The last line of a remote traceback (``ValueError: ...``), without Ray's colour codes."""
+    import re
+
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:300]
 
 
 def _show(ray: Any, tally: Any, bar: Any) -> None:

@@ -179,3 +179,15 @@ def test_the_ray_engine_without_ray_installed_is_one_clear_line(tmp_path, monkey
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(ValueError, match=r"^--engine ray needs Ray, which is not installed; install the extra: pip install 'corral\[ray\]'$"):
         embed(str(tmp_path / "src"), workspace=tmp_path / "ws", config=EmbedConfig(engine="ray", progress=False))
+
+
+@pytest.mark.parametrize(
+    "address, message",
+    [("nonsense", r"^--ray-address nonsense: expected host:port of the cluster's head"), ("127.0.0.1:1", r"^--ray-address 127.0.0.1:1: nothing answers there \(")],
+)
+def test_a_cluster_address_that_cannot_work_is_one_clear_line_at_once(tmp_path, address, message):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'corral[ray]')")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.jpg").write_bytes(b"not read")
+    with pytest.raises(ValueError, match=message):  # refused before Ray's own client, which retries for minutes
+        embed(str(tmp_path / "src"), workspace=tmp_path / "ws", config=EmbedConfig(engine="ray", ray_address=address, progress=False))
