@@ -95,7 +95,8 @@ def test_ray_engine_writes_what_the_local_engine_writes(cluster, source, referen
 def test_a_killed_actor_s_shard_is_embedded_again_not_lost_or_doubled(cluster, source, reference, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="corral.pipeline.embed_ray")
     box: dict = {}
-    run = threading.Thread(target=lambda: box.setdefault("res", embed(str(source), workspace=tmp_path / "ws", config=EmbedConfig(engine="ray", ray_actors=2, **CFG))))
+    cfg = EmbedConfig(engine="ray", ray_actors=2, **{**CFG, "shard_size": 1})  # one item a shard: the run lasts, the kill lands inside it
+    run = threading.Thread(target=lambda: box.setdefault("res", embed(str(source), workspace=tmp_path / "ws", config=cfg)))
     run.start()
     # Kill the second actor as soon as the run is under way (the set's sidecar is written once the
     # first actor has described its model; the second may still be loading, or embedding a shard).
