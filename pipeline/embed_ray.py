@@ -76,6 +76,8 @@ class EmbedActor:
             workers = max(1, (os.cpu_count() or 1) // max(1, gpus) - 1) if gpus else threads // 2
         self.resolved["num_workers_resolved"] = workers
         self.dtype = np.float16 if self.cfg.dtype == "float16" else np.float32
+        self._feed: _ShardFeed | None = None
+        self._batches: Any = None
 
     def describe(self) -> tuple[Any, str, str, dict[str, Any]]:
         return self.mapper.describe(), self.device, self.why, self.resolved
@@ -101,15 +103,63 @@ class EmbedActor:
             done[0] += n
             self.tally.set.remote(shard.index, done[0])
 
-        stream = ShardStream(lambda: iter([shard]), self.mapper.dataset, self.mapper.collate, self.mapper.read_batch)
         cuda = self.device.startswith("cuda")
-        loader = stream_loader(stream, workers=self.resolved["num_workers_resolved"], pin_memory=cuda, nice=0 if cuda else 10)
-        with reuse_freed_memory():
-            sync = torch.cuda.synchronize if cuda else None
-            run_batches(self.mapper, loader, seen={}, timings=timings, on_shard=lambda _, out: got.append(out), on_batch=batch_done, dtype=self.dtype, sync=sync)
+        workers = self.resolved["num_workers_resolved"]
+        loader: Any
+        if workers:
+            # One set of decode workers for the actor's life (starting a dozen per shard would cost
+            # a GPU a second or two each time): each worker reads every shard from its own queue.
+            if self._batches is None or self._feed is None:
+                feed = self._feed = _ShardFeed(workers)
+                stream = ShardStream(feed.shards, self.mapper.dataset, self.mapper.collate, self.mapper.read_batch)
+                self._batches = iter(stream_loader(stream, workers=workers, pin_memory=cuda, nice=0 if cuda else 10))
+            else:
+                feed = self._feed
+            feed.put(shard)
+            loader = _one_shard(self._batches)
+        else:
+            loader = stream_loader(ShardStream(lambda: iter([shard]), self.mapper.dataset, self.mapper.collate, self.mapper.read_batch), workers=0, pin_memory=cuda, nice=0)
+        try:
+            with reuse_freed_memory():
+                sync = torch.cuda.synchronize if cuda else None
+                run_batches(self.mapper, loader, seen={}, timings=timings, on_shard=lambda _, out: got.append(out), on_batch=batch_done, dtype=self.dtype, sync=sync)
+        except BaseException:
+            self._batches = None  # the rest of this shard's batches must not open the next one
+            raise
         counts = Counter(getattr(self.mapper, "counts", {}))
         counts.subtract(before)
         return got[0], timings, dict(counts)
+
+
+class _ShardFeed:
+    """Shards for an actor's long-lived decode workers: one queue per worker, each gets every
+    shard (a :class:`~corral.pipeline.feed.ShardStream` worker makes its own share of each)."""
+
+    def __init__(self, workers: int):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")  # the loader's workers fork and inherit the queues
+        self.queues = [ctx.SimpleQueue() for _ in range(workers)]
+
+    def put(self, shard: Shard) -> None:
+        for q in self.queues:
+            q.put(shard)
+
+    def shards(self) -> Any:
+        import torch
+
+        info = torch.utils.data.get_worker_info()
+        q = self.queues[info.id if info is not None else 0]
+        while True:
+            yield q.get()
+
+
+def _one_shard(batches: Any) -> Any:
+    """The batches of one shard from a loader that runs on: up to the one that ends it."""
+    for b in batches:
+        yield b
+        if b["last"]:
+            return
 
 
 class Tally:
