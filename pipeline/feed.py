@@ -128,9 +128,10 @@ def worker_init(_: int, nice: int = 0) -> None:
         # them instead of stalling their synchronised parallel regions. SCHED_IDLE does exactly
         # that on Linux: a model thread that wakes (a batch's next layer) takes its core back at
         # once instead of waiting out the decoder's time slice while its partner thread sleeps
-        # at the layer's barrier. Measured in one run on the shared 2-core machine (load 9): the
-        # stage at 0.878 of the model-only rate against 0.708 with nice 10 (bench/embed.py).
-        # Where there is no SCHED_IDLE, a plain nice value.
+        # at the layer's barrier. Measured on the shared 2-core machine, interleaved rounds: at
+        # load 9 the stage ran at 0.878 of the model-only rate against 0.708 with nice 10; at load
+        # 2.4, 0.711 against 0.696 (and 0.702 with no nice at all). Where there is no SCHED_IDLE,
+        # a plain nice value.
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         except (AttributeError, OSError):
