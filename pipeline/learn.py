@@ -179,12 +179,24 @@ class LearnResult:
     seconds: float = 0.0
     config: LearnConfig = field(default_factory=LearnConfig)
     features: np.ndarray | None = None  # [n, dims] the features the model learnt on (rows L2-normalised)
+    # [n] rows the regrouping found among no labelled item (set by corral.pipeline.loop.regroup_rest)
+    unclaimed: np.ndarray | None = None
+    # True while the labels are too few to tell classes nobody named from the named ones (no estimate)
+    undecided: bool = False
 
     @property
     def estimated_accuracy_left(self) -> float | None:
-        """The model's expected accuracy on the rows still unlabelled (mean calibrated confidence)."""
+        """The model's expected accuracy on the rows still unlabelled: their mean calibrated
+        confidence, where a row the regrouping found among no labelled item counts as a miss (it is
+        most likely of a class nobody has named, which the model cannot name). None while the
+        labels are too few to tell such rows apart (fewer than the regrouping needs)."""
         free = ~self.labelled
-        return float(self.confidence[free].mean()) if free.any() else None
+        if not free.any() or self.undecided:
+            return None
+        conf = self.confidence[free]
+        if self.unclaimed is not None:
+            conf = np.where(self.unclaimed[free], 0.0, conf)
+        return float(conf.mean())
 
     def summary(self) -> dict[str, Any]:
         free = int((~self.labelled).sum())

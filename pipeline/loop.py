@@ -144,7 +144,9 @@ def regroup_rest(res: LearnResult) -> Regrouping | None:
     if rg is None:
         if len(res.classes) < RegroupConfig().min_labels:
             res.groups = []
+            res.undecided = True
         return rg
+    res.unclaimed = ~res.labelled & (rg.continues < 0)
     cls = {lb: k for k, lb in enumerate(res.classes)}
     kept = []
     for g in res.groups:

@@ -129,6 +129,24 @@ def test_the_loop_suggests_known_labels_only_and_proposes_the_new_classes():
     assert all((y[g.rows] == int(g.label[1:])).mean() >= 0.95 for g in res.groups)
     new = np.concatenate(rg.groups)
     assert (y[new] >= 8).mean() >= 0.9 and len(set(y[new].tolist())) >= 6
+    # The estimate of the model's accuracy on what is left counts the rows of classes nobody named
+    # as misses (the model can only name known labels): close to what it really gets right.
+    free = ~res.labelled
+    realised = float((np.asarray(res.classes)[res.predicted[free]] == np.asarray([f"c{c}" for c in y[free]])).mean())
+    plain = float(res.confidence[free].mean())  # the estimate without the regrouping
+    assert realised < 0.5 < plain  # most of what is left is of classes nobody named
+    assert abs(res.estimated_accuracy_left - realised) < 0.1 < abs(plain - realised)
+
+
+def test_with_too_few_labels_to_tell_new_classes_the_loop_gives_no_estimate():
+    from corral.pipeline.learn import learn
+    from corral.pipeline.loop import regroup_rest
+
+    z, y = nuisance_classes(n_classes=8, per=20)
+    labels = [f"c{c}" if c < 3 and k % 2 else None for k, c in enumerate(y)]  # three labels named
+    res = learn(vectors=z, labels=labels)
+    assert res.estimated_accuracy_left is not None
+    assert regroup_rest(res) is None and res.groups == [] and res.estimated_accuracy_left is None
 
 
 def test_a_group_twice_the_size_of_a_labelled_class_is_cut_in_two():
