@@ -137,7 +137,7 @@ def test_review_a_suggested_group_names_the_rest_and_keeps_every_tile_trace(brow
         marked = page.evaluate("() => [...document.querySelectorAll('#review-grid .rtile.not')].map((t) => Number(t.dataset.order))")
         assert sorted(marked) == sorted([a, b])  # clicked tiles are marked; clicked twice is unmarked
         assert "not this" in page.evaluate(f"() => getComputedStyle(document.querySelector('#review-grid .rtile[data-order=\"{a}\"]'), '::after').content")
-        head = page.locator(".review-head").inner_text()
+        head = page.locator("#review .review-head").inner_text()
         assert f"name {n - 2:,}, exclude 2" in head
         shot(page, "viewer-review.png")
         page.mouse.move(5, 5)  # off the grid: the last hover closes
