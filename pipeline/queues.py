@@ -65,7 +65,10 @@ def label_issues(res: Any, *, limit: int = 200) -> list[Entry]:
     # cleanlab wants every class present in pred_probs' columns and in the labels it is given.
     probs = np.clip(res.proba[rows], 1e-6, None)
     probs /= probs.sum(1, keepdims=True)
-    found = find_label_issues(labels=y, pred_probs=probs, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: cleanlab would otherwise fork a multiprocessing pool from whatever thread runs the
+    # round (a server's worker or background thread), and a fork of a process with many threads can
+    # hang in the child; its answer is the same for any n_jobs, and the labels are small enough.
+    found = find_label_issues(labels=y, pred_probs=probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     out = []
     for j in found[:limit]:
         r = int(rows[j])
