@@ -70,6 +70,8 @@ def test_step_up_down_and_siblings(browser, tmp_path):
             press(page, "b")  # the blob and its sibling, as two groups
             assert page.evaluate(SELECTION) == both
             chips = page.locator("#subclusters .chip")
+            # the panel draws the chips on its next frame, after the selection has changed
+            page.wait_for_function("() => document.querySelectorAll('#subclusters .chip').length === 2", timeout=30_000)
             assert chips.count() == 2 and "siblings" in page.locator("#subclusters").inner_text()
             assert "and its sibling" in level(page)
             shot(page, "viewer-hierarchy.png")
