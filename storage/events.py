@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -174,9 +175,21 @@ def connect(path: Path, *, synchronous: str = "FULL", timeout_s: float = 60.0) -
     return conn
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction on an autocommit SQLite connection: BEGIN IMMEDIATE (the write lock
+    up front), COMMIT when the block ends, ROLLBACK when it raises."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    with immediate(conn):
         for stmt in SCHEMA.split(";"):
             if stmt.strip():
                 conn.execute(stmt)
@@ -185,10 +198,37 @@ def create_schema(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
             raise LabelError(f"label store schema version {row[0]} is newer than this Corral understands ({SCHEMA_VERSION}); upgrade Corral")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+
+
+def curator_stats(conn: Conn) -> list[dict[str, Any]]:
+    """Per curator: actions, undos, items per action, time per action and actions per hour
+    (over the time the curators reported spending, ``duration_ms``)."""
+    kinds = ",".join("?" * len(ACTION_KINDS))
+    q = (
+        f"SELECT \"user\", SUM(CASE WHEN kind IN ({kinds}) THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 'undo' THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN kind IN ({kinds}) THEN item_count ELSE 0 END), SUM(CASE WHEN kind IN ({kinds}) THEN duration_ms END), "
+        f"SUM(CASE WHEN kind IN ({kinds}) AND duration_ms IS NOT NULL THEN 1 ELSE 0 END), MIN(at), MAX(at) "
+        'FROM events GROUP BY "user" ORDER BY "user"'
+    )
+    out = []
+    for user, n, undos, items, ms, timed, first, last in conn.execute(q, ACTION_KINDS * 4):
+        n, ms, timed = int(n or 0), int(ms or 0), int(timed or 0)
+        out.append(
+            {
+                "user": user,
+                "actions": n,
+                "undos": int(undos or 0),
+                "items": int(items or 0),
+                "items_per_action": round((items or 0) / n, 3) if n else 0.0,
+                "timed_actions": timed,
+                "seconds_spent": round(ms / 1000, 3),
+                "seconds_per_action": round(ms / 1000 / timed, 3) if timed else None,
+                "actions_per_hour": round(timed / (ms / 3_600_000), 1) if ms else None,
+                "first_at": first,
+                "last_at": last,
+            }
+        )
+    return out
 
 
 def chunks(seq: list[Any], n: int = _CHUNK) -> Iterable[list[Any]]:

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from corral.storage.events import immediate
+
 if TYPE_CHECKING:
     from corral.storage.workspace import Workspace
 
@@ -289,14 +291,8 @@ class InteractionStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._lock, immediate(conn):
+            yield conn
 
     def close(self) -> None:
         with self._lock:

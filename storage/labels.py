@@ -555,32 +555,7 @@ class LabelStore:
     def curator_stats(self) -> list[dict[str, Any]]:
         """Per curator: actions, undos, items per action, time per action and actions per hour
         (over the time the curators reported spending, ``duration_ms``)."""
-        kinds = ",".join("?" * len(ev.ACTION_KINDS))
-        q = (
-            f"SELECT \"user\", SUM(CASE WHEN kind IN ({kinds}) THEN 1 ELSE 0 END), SUM(CASE WHEN kind = 'undo' THEN 1 ELSE 0 END), "
-            f"SUM(CASE WHEN kind IN ({kinds}) THEN item_count ELSE 0 END), SUM(CASE WHEN kind IN ({kinds}) THEN duration_ms END), "
-            f"SUM(CASE WHEN kind IN ({kinds}) AND duration_ms IS NOT NULL THEN 1 ELSE 0 END), MIN(at), MAX(at) "
-            'FROM events GROUP BY "user" ORDER BY "user"'
-        )
-        out = []
-        for user, n, undos, items, ms, timed, first, last in self._conn().execute(q, ev.ACTION_KINDS * 4):
-            n, ms, timed = int(n or 0), int(ms or 0), int(timed or 0)
-            out.append(
-                {
-                    "user": user,
-                    "actions": n,
-                    "undos": int(undos or 0),
-                    "items": int(items or 0),
-                    "items_per_action": round((items or 0) / n, 3) if n else 0.0,
-                    "timed_actions": timed,
-                    "seconds_spent": round(ms / 1000, 3),
-                    "seconds_per_action": round(ms / 1000 / timed, 3) if timed else None,
-                    "actions_per_hour": round(timed / (ms / 3_600_000), 1) if ms else None,
-                    "first_at": first,
-                    "last_at": last,
-                }
-            )
-        return out
+        return ev.curator_stats(self._conn())
 
     def check(self) -> list[str]:
         """Differences between the current labels and a replay of the events (empty = consistent)."""

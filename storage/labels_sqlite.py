@@ -108,13 +108,8 @@ class SqliteLabelStore(LabelStore):
         conn = self._conn()
         with self._lock:
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with ev.immediate(conn):
                     yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
             except sqlite3.Error as e:  # a full disk or a file made read-only meanwhile: say so
                 problem = write_problem(e, "the label store")
                 if problem is None:

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from corral.storage.events import immediate
+
 if TYPE_CHECKING:
     from corral.storage.workspace import Workspace
 
@@ -137,17 +139,11 @@ class SQLiteOperationLog:
     def append(self, ops: Sequence[Operation]) -> None:
         if not ops:
             return
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self._conn()) as conn:
             conn.executemany(
                 "INSERT INTO operations (at, user, method, route, path, status, outcome, items, event_id, client, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(o.at, o.user, o.method, o.route, o.path[:300], o.status, o.outcome, o.items, o.event_id, o.client, o.detail[:500]) for o in ops],
             )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def query(self, *, user: str | None = None, before: int | None = None, after: int = 0, limit: int = 100) -> list[Operation]:
         if not 1 <= limit <= 10_000:
