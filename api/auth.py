@@ -275,25 +275,23 @@ class UserStore:
     def set_password(self, name: str, password: str) -> None:
         """Give ``name`` a new password (sessions made from the old one end)."""
         check_password(password, name)
-        hashed = HASHER.hash(password)
-        with self._lock:
-            self._load()
-            if name not in self._users or name in self._held:
-                raise AuthError(f"no user {name!r}")
-            self._users[name]["password_argon2"] = hashed
-            self._save()
+        self._set(name, "password_argon2", HASHER.hash(password))
         logger.info("user %s given a new password", name)
 
     def set_role(self, name: str, role: str) -> None:
         """Give ``name`` another role (their sessions and token keep working, with the new role)."""
         check_role(role)
+        self._set(name, "role", role)
+        logger.info("user %s now has role %s", name, role)
+
+    def _set(self, name: str, key: str, value: str) -> None:
+        """Set one field of a stored user's record and write the file (AuthError: no such user)."""
         with self._lock:
             self._load()
             if name not in self._users or name in self._held:
                 raise AuthError(f"no user {name!r}")
-            self._users[name]["role"] = role
+            self._users[name][key] = value
             self._save()
-        logger.info("user %s now has role %s", name, role)
 
     def hold(self, name: str, *, role: str) -> str:
         """A user known to this store only, in memory, with a new token (returned): the local
