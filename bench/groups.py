@@ -34,16 +34,6 @@ def face_box(tile: tuple[int, int, int, int]) -> tuple[float, float, float, floa
     return (x + fx0 * w, y + fy0 * h, (fx1 - fx0) * w, (fy1 - fy0) * h)
 
 
-def iou(a, b) -> float:
-    """Intersection over union of two ``x, y, w, h`` boxes."""
-    ax, ay, aw, ah = (float(v) for v in a)
-    bx, by, bw, bh = (float(v) for v in b)
-    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    return inter / (aw * ah + bw * bh - inter) if inter > 0 else 0.0
-
-
 def background(width: int, height: int, seed: int) -> Image.Image:
     """A smooth random colour field with a little texture (no faces in it)."""
     rng = np.random.default_rng(seed)

@@ -23,7 +23,8 @@ from corral.api.cli import main
 from corral.storage.labels import LabelStore
 from corral.storage.workspace import Workspace
 from tests.conftest import shared_data
-from bench.groups import Face, compose, iou, orl_photos
+from bench.groups import Face, compose, orl_photos
+from corral.storage.boxes import iou
 
 PEOPLE = 8  # identities in the default run
 PHOTOS = range(0, 6)  # ORL photos 01-06 of each person go into the collection; 07-10 are unseen
