@@ -56,8 +56,13 @@ def map_vectors(workspace: Workspace | str | Path, map_name: str | None = None) 
     missing = [i for i in ids.tolist() if i not in pos]
     if missing:
         raise WorkspaceError(f"map {m.name!r} has {len(missing)} points not in embedding set {es.name!r} (e.g. {missing[0]}); rebuild the map with `corral map --workspace {ws.root}`")
-    st = (m.path / "map.json").stat()
-    return MapVectors(m.name, ids, vecs[[pos[i] for i in ids.tolist()]], es.name, (st.st_mtime_ns, st.st_size))
+    return MapVectors(m.name, ids, vecs[[pos[i] for i in ids.tolist()]], es.name, map_stamp(m.path))
+
+
+def map_stamp(map_dir: Path) -> tuple[int, int]:
+    """What tells one version of a map from the next: its map.json's modification time and size."""
+    st = (map_dir / "map.json").stat()
+    return (st.st_mtime_ns, st.st_size)
 
 
 @dataclass
@@ -206,10 +211,9 @@ class RoundCache:
 
     def _same_map(self, map_name: str, mv: MapVectors) -> bool:
         try:
-            st = (self.workspace.map_dir(map_name) / "map.json").stat()
+            return mv.stamp == map_stamp(self.workspace.map_dir(map_name))
         except OSError:
             return False
-        return mv.stamp == (st.st_mtime_ns, st.st_size)
 
     def start(self, map_name: str, store: Any) -> bool:
         """Compute the round for the current labels in a background thread (no-op while one runs).
@@ -233,14 +237,9 @@ class RoundCache:
         threading.Thread(target=work, name=f"corral-round-{map_name}", daemon=True).start()
         return True
 
-    def running(self, map_name: str) -> bool:
-        with self._lock:
-            return map_name in self._running
-
     def _vectors_for(self, map_name: str) -> MapVectors:
         mv = self._vectors.get(map_name)
-        st = (self.workspace.map_dir(map_name) / "map.json").stat()
-        if mv is None or mv.stamp != (st.st_mtime_ns, st.st_size):
+        if mv is None or mv.stamp != map_stamp(self.workspace.map_dir(map_name)):
             mv = map_vectors(self.workspace, map_name)
             self._vectors[map_name] = mv
             self._knn.pop(map_name, None)
