@@ -10,7 +10,7 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-from bench.groups import iou
+from corral.storage.boxes import iou
 from corral.api.cli import main
 from tests.api.boxes_ws import copy_ws, group_set
 

@@ -10,7 +10,7 @@ import json
 import httpx
 import pytest
 
-from bench.groups import iou
+from corral.storage.boxes import iou
 from tests.api.boxes_ws import copy_ws, group_set
 from tests.api.conftest import LiveServer
 from tests.api.test_box_revisions import cli

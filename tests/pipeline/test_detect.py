@@ -26,7 +26,8 @@ from corral.pipeline.embed import EmbedConfig, embed
 from corral.pipeline.weights import WeightsNotFound
 from corral.storage.workspace import Workspace
 from tests.conftest import shared_data
-from bench.groups import compose, face_box, iou, orl_photos
+from bench.groups import compose, face_box, orl_photos
+from corral.storage.boxes import iou
 from tests.pipeline.hostile import make_corpus
 
 FACE_CFG = dict(progress=False, batch_size=8, model="dlib:face-resnet")
