@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from http.client import HTTPException
 
 import pytest
 
@@ -118,8 +119,8 @@ def _load(servers: list[Server], tokens: list[str], e: str, acks: list[dict], st
                 status, res = http("POST", f"{s.base}/api/maps/main/actions/assign", token, {"indices": idx, "label": rng.choice(["mug", "cup", "jar"]), "etag": e}, timeout=20)
             else:
                 status, res = http("POST", f"{s.base}/api/maps/main/actions/undo", token, {}, timeout=20)
-        except OSError:
-            continue  # the server was killed under this request: not acknowledged
+        except (OSError, HTTPException, ValueError):
+            continue  # the server was killed under this request (refused, reset, or the answer cut off): not acknowledged
         if status == 200:
             acks.append({"event_id": res["event_id"], "kind": res["kind"]})
 
