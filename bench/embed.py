@@ -19,14 +19,24 @@ Both are measured in alternating rounds and the best round of each is kept, so a
 load on a shared machine hurts neither side more than the other. Last stdout line is JSON:
 ``{"model", "device", "batch_size", "model_only_img_s", "end_to_end_img_s", "ratio", ...}``.
 
+On a CPU, where the local engine decodes in threads of its own process
+(:func:`corral.pipeline.embed.decode_threads`), each round also runs it with one decode worker
+process at idle priority, as it ran before (``one_worker``), and the run measures what bounds the
+ratio: the CPU seconds per image of the model (from the model-only rounds) and of reading and
+decoding (one thread, every file once). Decoding is work the model-only run does not do, so on
+cores the model alone keeps busy the end-to-end rate is at most ``model / (model + decode)`` of it
+(``bound_ratio``; ``model_only_cores_busy`` says how busy the model alone kept them).
+
     python bench/embed.py                       # CPU here: timm:tf_efficientnet_lite0
-    python bench/embed.py --engine ray --out bench/results/embed_ray.json
+    python bench/embed.py --engine ray --rounds 5 --out bench/results/embed_ray.json
     python bench/embed.py --model timm:vit_base_patch16_224 --random-weights --count 20000   # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from dataclasses import replace
 import shutil
 import sys
@@ -37,6 +47,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# As `corral` itself sets it (corral.api.cli): waiting OpenMP threads sleep instead of spinning.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from bench.common import emit_result, peak_rss_mib, provenance  # noqa: E402
 
@@ -66,6 +78,27 @@ def make_jpegs(folder: Path, count: int, *, size=(640, 480), seed: int = 0) -> l
     jobs = [(str(folder / f"img_{i:06d}.jpg"), (seed, i), size) for i in range(count)]
     with ProcessPoolExecutor(max_workers=max(1, cpu_count())) as pool:
         return [Path(p) for p in pool.map(_make_jpeg, jobs, chunksize=64)]
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process, its threads and its finished children (decode workers)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def decode_cpu_ms(paths: list[Path], pre, max_pixels: int) -> float:
+    """CPU milliseconds per image to read, hash and decode a file to model pixels (the decode
+    workers' and threads' work, as :class:`~corral.pipeline.feed.DecodeDataset` does it), one thread."""
+    from corral.pipeline.feed import DecodeDataset
+    from corral.pipeline.ingest import SourceItem
+
+    ds = DecodeDataset([SourceItem(uri=str(p)) for p in paths], pre, max_pixels=max_pixels, endpoint_url=None, raw_jpeg=False)
+    c0 = cpu_seconds()
+    for i in range(len(ds)):
+        ds[i]
+    return (cpu_seconds() - c0) / len(ds) * 1e3
 
 
 def model_only(embedder, device: str, batch: int, seconds: float) -> float:
@@ -151,8 +184,8 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from corral.pipeline.device import pick_device
-    from corral.pipeline.embed import EmbedConfig, _resolve
+    from corral.pipeline.device import cpu_count, pick_device
+    from corral.pipeline.embed import EmbedConfig, _resolve, decode_threads
     from corral.pipeline.heap import reuse_freed_memory
     from corral.pipeline.ingest import list_source
     from corral.pipeline.registry import create_embedder
@@ -170,6 +203,11 @@ def main(argv=None) -> dict:
         progress=False,
     )
     batch, workers, gpu_decode = _resolve(cfg, device)
+    threads = decode_threads(cfg, device)
+    # The engine as it ran before it decoded in threads: one idle-priority worker process per two cores.
+    one_worker = replace(cfg, num_workers=workers) if threads else None
+    if threads:
+        workers = 0
     count = args.count or (20000 if device.startswith("cuda") else 320)
     cfg = replace(cfg, shard_size=args.shard_size or max(batch, count // 8))
     embedder = create_embedder(args.model, allow_random=args.random_weights, compile=args.compile).to(device)
@@ -179,29 +217,43 @@ def main(argv=None) -> dict:
         make_jpegs(work / "jpegs", count)
         gen_s = time.perf_counter() - t0
         items = list_source(work / "jpegs")
-        mo, mo_plain, e2e, timings = [], [], [], []
+        mo: list[float] = []
+        mo_plain: list[float] = []
+        e2e: list[float] = []
+        old_e2e: list[float] = []
+        timings: list[dict] = []
+        mo_cpu_ms: list[float] = []
+        e2e_cpu_ms: list[float] = []
+        decode_ms: list[float] = []
         actor_counts = [int(a) for a in args.actors.split(",")] if args.engine == "ray" else []
         ray_rates: dict[int, list[float]] = {a: [] for a in actor_counts}
         ray_timings: dict[int, dict] = {}
         if actor_counts:
             import ray
 
-            from corral.pipeline.device import cpu_count
-
-            ray.init(num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+            ray.init(num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         for _ in range(args.rounds):
             # About half an end-to-end round's length once a rate is known (3 s, at least 3 batches, before).
             secs = max(3.0, 0.5 * count / max(mo)) if mo else 3.0
             with reuse_freed_memory():
+                c0, t0 = cpu_seconds(), time.perf_counter()
                 mo.append(model_only(embedder, device, batch, seconds=secs))
+                mo_cpu_ms.append((cpu_seconds() - c0) / (mo[-1] * (time.perf_counter() - t0)) * 1e3)
             mo_plain.append(model_only(embedder, device, batch, seconds=secs))
+            c0 = cpu_seconds()
             rate, t = end_to_end(embedder, items, cfg, work)
+            e2e_cpu_ms.append((cpu_seconds() - c0) / count * 1e3)
             e2e.append(rate)
             timings.append(t)
+            if one_worker is not None:
+                old_e2e.append(end_to_end(embedder, items, one_worker, work)[0])
+            if not gpu_decode:
+                decode_ms.append(decode_cpu_ms([Path(it.uri) for it in items], embedder.preprocess, cfg.max_pixels))
             for a in actor_counts:
                 r, ray_timings[a] = ray_rate(items, cfg, work, a)
                 ray_rates[a].append(r)
-            extra = "".join(f", ray x{a} {ray_rates[a][-1]:.1f} img/s" for a in actor_counts)
+            extra = f", one decode process {old_e2e[-1]:.1f} img/s" if old_e2e else ""
+            extra += "".join(f", ray x{a} {ray_rates[a][-1]:.1f} img/s" for a in actor_counts)
             print(f"round: model-only {mo[-1]:.1f} img/s ({mo_plain[-1]:.1f} without kept memory), end-to-end {rate:.1f} img/s{extra}", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -218,6 +270,7 @@ def main(argv=None) -> dict:
         "device_reason": why,
         "batch_size": batch,
         "workers": workers,
+        "decode_threads": threads,
         "gpu_decode": gpu_decode,
         "decode_ahead": args.decode_ahead == "on" and gpu_decode,
         "images": count,
@@ -234,10 +287,25 @@ def main(argv=None) -> dict:
         "rounds_model_only_plain": [round(x, 1) for x in mo_plain],
         "rounds_end_to_end": [round(x, 1) for x in e2e],
         "stage_seconds_last_round": timings[-1],
+        "model_only_cpu_ms_per_img": round(float(np.median(mo_cpu_ms)), 2),
+        "end_to_end_cpu_ms_per_img": round(float(np.median(e2e_cpu_ms)), 2),
         "peak_rss_mib": peak_rss_mib(),
         "peak_gpu_mib": round(peak_gpu, 1),
         "generate_s": round(gen_s, 1),
     }
+    if decode_ms and not device.startswith("cuda"):
+        m, d = float(np.median(mo_cpu_ms)), float(np.median(decode_ms))
+        out["decode_cpu_ms_per_img"] = round(d, 2)
+        out["model_only_cores_busy"] = round(m * best_mo / 1e3, 2)
+        out["bound_ratio"] = round(m / (m + d), 3)
+    if old_e2e:
+        out["one_worker"] = {
+            "end_to_end_img_s": round(max(old_e2e), 1),
+            "ratio": round(max(old_e2e) / best_mo, 3),
+            "ratio_median_round": round(float(np.median([e / m for e, m in zip(old_e2e, mo)])), 3),
+            "rounds_end_to_end": [round(x, 1) for x in old_e2e],
+            "threads_vs_one_worker_median_round": round(float(np.median([e / o for e, o in zip(e2e, old_e2e)])), 3),
+        }
     if actor_counts:
         best = {a: max(v) for a, v in ray_rates.items()}
         out["ray"] = {

@@ -11,7 +11,8 @@ inference):
   its items file, each atomically: the items file marks the shard complete;
 * the **runner** (:func:`run_batches`) drives them and times read (``wait_s``), infer and write.
 
-Two engines run those parts: the local one here (decode worker processes feeding one model), and
+Two engines run those parts: the local one here (decode worker processes feeding one model; with
+the model on the CPU, decode threads of its own process that work in the model's gaps), and
 the Ray one (:mod:`corral.pipeline.embed_ray`: an actor per GPU, each with the model loaded once,
 embedding whole shards). A killed run restarted with the same arguments skips finished shards and
 ends with exactly the output of an uninterrupted run. :func:`embed_items` is the stage over any
@@ -36,7 +37,7 @@ from corral.pipeline import crops as cropping
 from corral.pipeline import registry
 from corral.pipeline.decode import DEFAULT_MAX_PIXELS
 from corral.pipeline.device import cpu_count, pick_device
-from corral.pipeline.feed import ShardStream, stream_loader
+from corral.pipeline.feed import ShardStream, stream_loader, thread_loader
 from corral.pipeline.ingest import SourceError, SourceItem, stream_source
 from corral.pipeline.listing import Listing
 from corral.pipeline.mappers import CropMapper, Described, ImageMapper, Mapper
@@ -78,7 +79,14 @@ class EmbedConfig:
     random_weights: bool = option(False, "allow an untrained model when no weights are on this machine; nothing downloads (for testing only)")
     device: str = option("auto", "where the model runs: auto picks CUDA when present", pattern=r"auto|cpu|cuda(:[0-9]+)?", rule="auto, cpu, cuda or cuda:N")
     batch_size: int | None = option(None, "images (with --detector: crops) per model call", unset=f"{CPU_BATCH} on CPU, {CUDA_BATCH} on CUDA", low=1)
-    num_workers: int | None = option(None, "decode worker processes", unset="all cores on CUDA, half on CPU", low=0, flag="--workers", job="the server decides how many processes it runs")
+    num_workers: int | None = option(
+        None,
+        "decode worker processes",
+        unset="all cores on CUDA; on CPU none, whole images decode in idle-priority threads between model calls (with --detector, half the cores)",
+        low=0,
+        flag="--workers",
+        job="the server decides how many processes it runs",
+    )
     shard_size: int = option(4096, "items per output shard, the unit of resume", low=1)
     dtype: str = option("float32", "vector type on disk", choices=("float32", "float16"))
     compile: bool = option(False, "torch.compile the model (CUDA only)")
@@ -153,6 +161,24 @@ def _resolve(cfg: EmbedConfig, device: str) -> tuple[int, int, bool]:
     workers = cfg.num_workers if cfg.num_workers is not None else (cpus if cuda else max(1, cpus // 2))
     gpu_decode = cuda if cfg.gpu_decode is None else cfg.gpu_decode
     return batch, workers, gpu_decode
+
+
+def decode_threads(cfg: EmbedConfig, device: str) -> int:
+    """Threads of this process that decode whole images for a model on the CPU (0: decode worker
+    processes do, or with ``num_workers=0`` the model's own thread between batches).
+
+    On a CPU the decoder and the model share the same few cores, and decoding is CPU time the model
+    then lacks (a 640x480 JPEG about 5 ms, EfficientNet-Lite0 about 15.5 ms an image). One thread
+    per core, at idle priority while the model runs (they fill its gaps) and at normal priority
+    while it waits for a batch (every core decodes it; see :func:`corral.pipeline.feed.thread_loader`).
+    The one idle-priority worker process used before left a core unused while the model waited and
+    starved outright beside other busy processes. Measured with ``bench/embed.py`` (same rounds):
+    docs/scale-out.md. Crops keep their worker processes: CPU detectors run there, and not all of
+    them are safe to share between threads.
+    """
+    if device.startswith("cuda") or cfg.num_workers is not None or cfg.detector:
+        return 0
+    return cpu_count()
 
 
 def _check_sidecar(es: EmbeddingSet, d: Described, cfg: EmbedConfig) -> dict[str, Any]:
@@ -238,7 +264,10 @@ def build_mapper(cfg: EmbedConfig, *, device: str, embedder: Any = None) -> tupl
         embedder = registry.create_embedder(cfg.model, weights=cfg.weights, allow_random=cfg.random_weights, compile=cfg.compile, offline=cfg.offline or None)
     embedder = embedder.to(device)
     batch, workers, gpu_decode = _resolve(cfg, device)
-    resolved = {"batch_size_resolved": batch, "num_workers_resolved": workers, "gpu_decode_resolved": gpu_decode}
+    threads = decode_threads(cfg, device)
+    if threads:
+        workers = 0
+    resolved = {"batch_size_resolved": batch, "num_workers_resolved": workers, "decode_threads_resolved": threads, "gpu_decode_resolved": gpu_decode}
     detector, crop_opts, detector_why = _build_detector(cfg, embedder, device)
     common = {"device": device, "batch": batch, "max_pixels": cfg.max_pixels, "endpoint_url": cfg.endpoint_url}
     if detector is None:
@@ -323,7 +352,8 @@ def result(
 
 
 def _run_local(items: Iterable[SourceItem], *, workspace: Workspace, config: EmbedConfig, source: str, embedder: Any) -> EmbedResult:
-    """The local engine: one process, decode worker processes, the model on one device."""
+    """The local engine: one process, decode worker processes (on a CPU, decode threads), the model
+    on one device."""
     import torch
 
     cfg = config
@@ -337,9 +367,10 @@ def _run_local(items: Iterable[SourceItem], *, workspace: Workspace, config: Emb
     # What earlier runs finished: their uris are skipped, their ids count as seen for de-duplication.
     done, seen, next_shard = resume_state(es)
     reader = ShardReader(items, done=done, shard_size=cfg.shard_size, first_index=next_shard)
-    workers = resolved["num_workers_resolved"]
+    workers, threads = resolved["num_workers_resolved"], resolved["decode_threads_resolved"]
     batch, gpu_decode = resolved["batch_size_resolved"], resolved["gpu_decode_resolved"]
-    logger.info("%d items, %d done earlier, %d to embed; batch %d, %d decode workers, gpu_decode=%s", reader.total, reader.already_done, reader.todo, batch, workers, gpu_decode)
+    how = f"{threads} decode threads" if threads else f"{workers} decode workers"
+    logger.info("%d items, %d done earlier, %d to embed; batch %d, %s, gpu_decode=%s", reader.total, reader.already_done, reader.todo, batch, how, gpu_decode)
     run_cfg = run_record(cfg, d, source=source, es=es, extra={"device_resolved": device, "device_reason": why, **resolved})
     run_path = ws.runs_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-embed.json"
     atomic_write_json(run_path, {"config": run_cfg, "status": "running"})
@@ -348,14 +379,22 @@ def _run_local(items: Iterable[SourceItem], *, workspace: Workspace, config: Emb
     writer = ShardWriter(es, sidecar, dim=d.dim, dtype=np.float16 if cfg.dtype == "float16" else np.float32)
     if reader.todo:
         stream = ShardStream(reader.shards, mapper.dataset, mapper.collate, mapper.read_batch)
-        loader = stream_loader(stream, workers=workers, pin_memory=device.startswith("cuda"), nice=0 if device.startswith("cuda") else 10)
+        loader: Any
+        if threads:
+            loader = thread_loader(stream, threads=threads)
+        else:
+            loader = stream_loader(stream, workers=workers, pin_memory=device.startswith("cuda"), nice=0 if device.startswith("cuda") else 10)
         bar = _progress(reader.todo, cfg.progress)
 
         def write(index: int, out: ShardOutput) -> None:
             timings["write_s"] += writer.write(index, out)
 
         sync = torch.cuda.synchronize if device.startswith("cuda") else None
-        run_batches(mapper, loader, seen=seen, timings=timings, on_shard=write, on_batch=bar.update, dtype=writer.dtype, sync=sync)
+        try:
+            run_batches(mapper, loader, seen=seen, timings=timings, on_shard=write, on_batch=bar.update, dtype=writer.dtype, sync=sync)
+        finally:
+            if threads:
+                loader.close()  # on an error too: the decode threads stop before the run returns
         bar.close()
     res = result(reader, writer, d, es=es, seconds=time.perf_counter() - t_start, timings=timings, device=device, detection=mapper.summary())
     return finish(ws, run_path, run_cfg, res)

@@ -75,6 +75,7 @@ class EmbedActor:
             gpus = torch.cuda.device_count() if self.device.startswith("cuda") else 0
             workers = max(1, (os.cpu_count() or 1) // max(1, gpus) - 1) if gpus else threads // 2
         self.resolved["num_workers_resolved"] = workers
+        self.resolved["decode_threads_resolved"] = 0  # an actor decodes in its worker processes, or between its model calls
         self.dtype = np.float16 if self.cfg.dtype == "float16" else np.float32
         self._feed: _ShardFeed | None = None
         self._batches: Any = None

@@ -2,7 +2,9 @@
 
 The embed stage (:mod:`corral.pipeline.embed`) reads items through a torch ``DataLoader`` over
 :class:`DecodeDataset`: worker processes read and hash each file and either decode it to the
-model's input size (CPU path) or, with on-device decoding, pass JPEG bytes through untouched.
+model's input size (CPU path) or, with on-device decoding, pass JPEG bytes through untouched. With
+the model on the CPU, whole images are decoded by idle-priority threads of the model's own process
+instead (:func:`thread_loader`).
 :func:`collate` packs a batch (a batch's JPEG bytes travel as one tensor), and
 :func:`decode_ahead` decodes those JPEGs on the device (nvJPEG on CUDA), on a side stream in a
 thread so that decoding overlaps the model. Batches never cross a shard boundary
@@ -14,6 +16,7 @@ from __future__ import annotations
 import functools
 import io
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from corral.pipeline.decode import (
@@ -118,27 +121,35 @@ def _jpeg_list(b: dict[str, Any]) -> list:
 
 
 def worker_init(_: int, nice: int = 0) -> None:
-    import os
-
     import torch
 
     torch.set_num_threads(1)
     if nice:
-        # On a CPU-only run the model's threads own the cores; decoding fills the gaps between
-        # them instead of stalling their synchronised parallel regions. SCHED_IDLE does exactly
-        # that on Linux: a model thread that wakes (a batch's next layer) takes its core back at
-        # once instead of waiting out the decoder's time slice while its partner thread sleeps
-        # at the layer's barrier. Measured on the shared 2-core machine, interleaved rounds: at
-        # load 9 the stage ran at 0.878 of the model-only rate against 0.708 with nice 10; at load
-        # 2.4, 0.711 against 0.696 (and 0.702 with no nice at all). Where there is no SCHED_IDLE,
-        # a plain nice value.
+        idle_priority(nice)
+
+
+def idle_priority(nice: int = 10) -> None:
+    """Run the calling process (a decode worker) or thread (a decode thread) only where the
+    model's threads leave a core free.
+
+    On a CPU-only run the model's threads own the cores; decoding fills the gaps between them
+    instead of stalling their synchronised parallel regions. SCHED_IDLE does exactly that on
+    Linux: a model thread that wakes (a batch's next layer) takes its core back at once instead of
+    waiting out the decoder's time slice while its partner thread sleeps at the layer's barrier.
+    Measured on the shared 2-core machine, interleaved rounds: at load 9 the stage ran at 0.878 of
+    the model-only rate against 0.708 with nice 10; at load 2.4, 0.711 against 0.696 (and 0.702
+    with no nice at all). Where there is no SCHED_IDLE, a plain nice value. On Linux both apply to
+    the calling thread only.
+    """
+    import os
+
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
         try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except (AttributeError, OSError):
-            try:
-                os.nice(nice)
-            except OSError:
-                pass
+            os.nice(nice)
+        except OSError:
+            pass
 
 
 def shard_batches(n: int, shard_size: int, batch_size: int) -> list[list[int]]:
@@ -153,7 +164,8 @@ def shard_batches(n: int, shard_size: int, batch_size: int) -> list[list[int]]:
 
 class ShardStream:
     """The batches of a run's shards, made in decode worker processes, in order (a torch
-    ``IterableDataset`` of already collated batches; use it with ``batch_size=None``).
+    ``IterableDataset`` of already collated batches; use it with ``batch_size=None``), or by
+    threads of this process (:func:`thread_loader`).
 
     ``shards()`` yields :class:`~corral.pipeline.shards.Shard` s and is called once in every worker;
     ``dataset(items)`` builds the map-style dataset that reads and decodes a shard's items. Batch
@@ -169,22 +181,31 @@ class ShardStream:
         self.collate_fn = collate_fn
         self.batch_size = batch_size
 
+    def plan(self) -> Iterator[tuple[Any, list[int]]]:
+        """``(shard, item indices)`` of every batch of the run, in order."""
+        for shard in self.shards():
+            for idx in shard_batches(len(shard.items), len(shard.items), self.batch_size):
+                yield shard, idx
+
+    def batch(self, shard: Any, idx: list[int], recs: list[dict[str, Any]]) -> dict[str, Any]:
+        """The collated batch of ``shard``'s items ``idx``, from their decoded records."""
+        b = self.collate_fn(recs)
+        b["shard"], b["last"] = shard.index, idx[-1] == len(shard.items) - 1
+        b["sources"] = {shard.items[i].uri: shard.items[i] for i in idx}  # labels and metadata for the item rows
+        return b
+
     def __iter__(self) -> Any:
         import torch
 
         info = torch.utils.data.get_worker_info()
         me, every = (info.id, info.num_workers) if info is not None else (0, 1)
-        k = 0
-        for shard in self.shards():
-            ds = None
-            for idx in shard_batches(len(shard.items), len(shard.items), self.batch_size):
-                if k % every == me:
-                    ds = ds or self.dataset(shard.items)
-                    b = self.collate_fn([ds[i] for i in idx])
-                    b["shard"], b["last"] = shard.index, idx[-1] == len(shard.items) - 1
-                    b["sources"] = {shard.items[i].uri: shard.items[i] for i in idx}  # labels and metadata for the item rows
-                    yield b
-                k += 1
+        ds: Any = None
+        ds_shard = None
+        for k, (shard, idx) in enumerate(self.plan()):
+            if k % every == me:
+                if ds_shard is not shard:
+                    ds, ds_shard = self.dataset(shard.items), shard
+                yield self.batch(shard, idx, [ds[i] for i in idx])
 
 
 def stream_loader(stream: ShardStream, *, workers: int, pin_memory: bool, nice: int) -> Any:
@@ -209,6 +230,72 @@ def stream_loader(stream: ShardStream, *, workers: int, pin_memory: bool, nice: 
 
 def _as_is(b: Any) -> Any:
     return b
+
+
+def thread_loader(stream: ShardStream, *, threads: int, ahead: int = 4) -> Iterator[dict[str, Any]]:
+    """The batches of ``stream``, in order, decoded by ``threads`` threads of this process, up to
+    ``ahead`` batches before the model asks for them.
+
+    For a model on the CPU, where decoding and the model share the same few cores. The decode
+    threads run at idle priority (:func:`idle_priority`) and so fill the gaps the model's threads
+    leave. When the model has to wait for a batch they run at normal priority until that batch is
+    ready: every core then decodes its items (one task per item), and another process's work on the
+    machine cannot starve them while the model waits (an idle-priority thread gets almost no CPU
+    beside a busy process). One worker process at idle priority, the loader's way, left a core idle
+    while the model waited, and passes every batch through shared memory. The same batches,
+    decoded by the same functions, reach the model in the same order, so the vectors are identical
+    bit for bit. Raising a thread back from idle priority needs the privilege to (root, or a high
+    enough RLIMIT_NICE); without it the threads stay at idle priority.
+    """
+    import os
+    import threading
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    tids: list[int] = []
+
+    def start() -> None:
+        tids.append(threading.get_native_id())
+        idle_priority()
+
+    def priority(policy: str) -> None:
+        for tid in tids:
+            try:
+                os.sched_setscheduler(tid, getattr(os, policy), os.sched_param(0))
+            except (AttributeError, OSError):
+                return
+
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="corral-decode", initializer=start)
+    plan = stream.plan()
+    queued: deque[tuple[Any, list[int], list[Future]]] = deque()
+    current: list[Any] = [None, None]  # the shard whose dataset is open, and that dataset
+
+    def submit() -> None:
+        nxt = next(plan, None)
+        if nxt is None:
+            return
+        shard, idx = nxt
+        if current[0] is not shard:
+            current[:] = [shard, stream.dataset(shard.items)]
+        queued.append((shard, idx, [pool.submit(current[1].__getitem__, i) for i in idx]))
+
+    try:
+        for _ in range(ahead):
+            submit()
+        while queued:
+            shard, idx, futures = queued.popleft()
+            if all(f.done() for f in futures):
+                recs = [f.result() for f in futures]
+            else:
+                priority("SCHED_OTHER")
+                try:
+                    recs = [f.result() for f in futures]
+                finally:
+                    priority("SCHED_IDLE")
+            submit()
+            yield stream.batch(shard, idx, recs)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --------------------------------------------------------------------------------------------

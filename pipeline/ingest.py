@@ -12,6 +12,7 @@ import functools
 import itertools
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,9 +137,19 @@ def _s3_items(url: str, u: "s3util.S3Url", first: tuple[str, int] | None, pages:
         raise SourceError(f"{url}: cannot list ({type(e).__name__}: {e})") from None
 
 
-@functools.lru_cache(maxsize=4)
+_client_lock = threading.Lock()
+
+
 def _s3_client(endpoint_url: str | None):
-    # One client per process (and per endpoint): boto3 clients are not shared across forks.
+    # One client per process (and per endpoint): boto3 clients are not shared across forks. A
+    # client serves many threads (the CPU run's decode threads), but two threads making the first
+    # one at once can break boto3's shared default session: made under a lock.
+    with _client_lock:
+        return _new_s3_client(endpoint_url)
+
+
+@functools.lru_cache(maxsize=4)
+def _new_s3_client(endpoint_url: str | None):
     return s3util.client(endpoint_url)
 
 
