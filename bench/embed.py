@@ -25,7 +25,9 @@ process at idle priority, as it ran before (``one_worker``), and the run measure
 ratio: the CPU seconds per image of the model (from the model-only rounds) and of reading and
 decoding (one thread, every file once). Decoding is work the model-only run does not do, so on
 cores the model alone keeps busy the end-to-end rate is at most ``model / (model + decode)`` of it
-(``bound_ratio``; ``model_only_cores_busy`` says how busy the model alone kept them).
+(``bound_ratio``; ``model_only_cores_busy`` says how busy the model alone kept them, and the
+``*_cores_busy_median_round`` fields how many cores each run had, which on a shared machine is
+what the other work left it).
 
     python bench/embed.py                       # CPU here: timm:tf_efficientnet_lite0
     python bench/embed.py --engine ray --rounds 5 --out bench/results/embed_ray.json
@@ -221,6 +223,7 @@ def main(argv=None) -> dict:
         mo_plain: list[float] = []
         e2e: list[float] = []
         old_e2e: list[float] = []
+        old_cpu_ms: list[float] = []
         timings: list[dict] = []
         mo_cpu_ms: list[float] = []
         e2e_cpu_ms: list[float] = []
@@ -246,7 +249,9 @@ def main(argv=None) -> dict:
             e2e.append(rate)
             timings.append(t)
             if one_worker is not None:
+                c0 = cpu_seconds()
                 old_e2e.append(end_to_end(embedder, items, one_worker, work)[0])
+                old_cpu_ms.append((cpu_seconds() - c0) / count * 1e3)
             if not gpu_decode:
                 decode_ms.append(decode_cpu_ms([Path(it.uri) for it in items], embedder.preprocess, cfg.max_pixels))
             for a in actor_counts:
@@ -289,6 +294,10 @@ def main(argv=None) -> dict:
         "stage_seconds_last_round": timings[-1],
         "model_only_cpu_ms_per_img": round(float(np.median(mo_cpu_ms)), 2),
         "end_to_end_cpu_ms_per_img": round(float(np.median(e2e_cpu_ms)), 2),
+        # Cores this process kept busy (CPU seconds per wall second), middle round: on a shared
+        # machine, what the other work left it.
+        "model_only_cores_busy_median_round": round(float(np.median([c * r for c, r in zip(mo_cpu_ms, mo)])) / 1e3, 2),
+        "end_to_end_cores_busy_median_round": round(float(np.median([c * r for c, r in zip(e2e_cpu_ms, e2e)])) / 1e3, 2),
         "peak_rss_mib": peak_rss_mib(),
         "peak_gpu_mib": round(peak_gpu, 1),
         "generate_s": round(gen_s, 1),
@@ -304,6 +313,8 @@ def main(argv=None) -> dict:
             "ratio": round(max(old_e2e) / best_mo, 3),
             "ratio_median_round": round(float(np.median([e / m for e, m in zip(old_e2e, mo)])), 3),
             "rounds_end_to_end": [round(x, 1) for x in old_e2e],
+            "cpu_ms_per_img": round(float(np.median(old_cpu_ms)), 2),
+            "cores_busy_median_round": round(float(np.median([c * r for c, r in zip(old_cpu_ms, old_e2e)])) / 1e3, 2),
             "threads_vs_one_worker_median_round": round(float(np.median([e / o for e, o in zip(e2e, old_e2e)])), 3),
         }
     if actor_counts:
