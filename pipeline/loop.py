@@ -113,7 +113,7 @@ class Round:
             if self.regrouping is None
             else {
                 **self.regrouping.summary(),
-                "groups": [{"indices": pos[g].tolist()} for g in self.regrouping.groups[:limit]],
+                "groups": [{"indices": pos[g].tolist(), **beside(self.regrouping, k, res.classes)} for k, g in enumerate(self.regrouping.groups[:limit])],
             },
         }
 
@@ -269,6 +269,12 @@ class RoundCache:
         return self._rounds.get(map_name)
 
 
+def beside(rg: Regrouping, k: int, classes: list[str]) -> dict[str, str]:
+    """``{"beside": label}`` for a regrouped group that is a branch beside a label's items, else ``{}``."""
+    b = rg.beside[k] if k < len(rg.beside) else -1
+    return {"beside": classes[b]} if 0 <= b < len(classes) else {}
+
+
 def next_groups(
     cluster: np.ndarray,
     labelled: np.ndarray,
@@ -276,6 +282,7 @@ def next_groups(
     labels: list[str] | None = None,
     *,
     regrouped: list[np.ndarray] | None = None,
+    regrouped_beside: list[dict[str, str]] | None = None,
     cohesion: np.ndarray | None = None,
     limit: int = 20,
 ) -> list[dict[str, Any]]:
@@ -289,11 +296,11 @@ def next_groups(
     for rows, lb in zip(suggested or [], labels or []):
         if len(rows):
             out.append({"kind": "suggested", "label": lb, "rows": np.asarray(rows)})
-    for rows in regrouped or []:
+    for k, rows in enumerate(regrouped or []):
         rows = np.asarray(rows)
         rows = rows[~np.asarray(labelled, bool)[rows]]
         if len(rows):
-            out.append({"kind": "group", "rows": rows})
+            out.append({"kind": "group", "rows": rows, **(regrouped_beside[k] if regrouped_beside and k < len(regrouped_beside) else {})})
     free = ~np.asarray(labelled, bool) & (cluster >= 0)
     counts = np.bincount(cluster[free], minlength=int(cluster.max()) + 1 if len(cluster) else 0)
     weight = np.ones(len(counts)) if cohesion is None else np.clip(np.resize(np.asarray(cohesion, np.float64), len(counts)), 0.0, 1.0)

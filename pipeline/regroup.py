@@ -10,17 +10,22 @@ learns that variation from the labelled items and regroups the unlabelled ones w
   shrunk towards its average variance, is inverted (``x -> x S_w^{-1/2}``, rows L2-normalised
   again), so the directions along which one class varies count for less when two items are
   compared. With ``shrink`` 1 the metric is the plain cosine of the embeddings.
-* **The cut.** Average-linkage clustering under that metric, cut at a merge distance.
-* **Both chosen by the labels, held out.** The labelled classes are split in two halves; the
-  metric is fitted on one half and the cut chosen (and scored, by adjusted Rand index) on the other
-  half's items, which the metric has not seen; then the halves swap. The shrinkage with the best
-  mean held-out score wins, plain cosine included, so the whitening is used only where it helps on
-  classes it was not fitted on, which is the situation of the unlabelled classes.
+* **The cut.** Hierarchical clustering under that metric, cut at a merge distance. Average
+  linkage suits classes that are compact clouds; single linkage follows a class that lies on a
+  curve (an object on a turntable: each view is near the next, opposite views far apart).
+* **All three chosen by the labels, held out.** The labelled classes are split in two halves; the
+  metric is fitted on one half and the linkage and cut chosen (and scored, by adjusted Rand index)
+  on the other half's items, which the metric has not seen; then the halves swap. The shrinkage
+  and linkage with the best mean held-out score win, plain cosine and average linkage included,
+  so the whitening and the chaining are used only where they help on classes they were not fitted
+  on, which is the situation of the unlabelled classes.
 
 The same cut tells known from new: an unlabelled item that falls in a group with labelled items of
 a label continues that label (the loop's suggestions for it are kept); one in a group with no
 labelled items belongs, as far as the labels can tell, to a class nobody has named yet, so it is
-not suggested for any known label. Those groups are the proposals. A group well over the size of a
+not suggested for any known label. Those groups are the proposals, and so is a branch of a group's
+tree that holds no labelled item but joins labelled ones below the cut (an unnamed object whose
+views look like a named one's). A group well over the size of a
 typical labelled class is more likely two classes than one and is cut in parts along its own tree;
 the proposals come in order of their size capped at that typical size (a proposal names the most
 items per action), and among equals the smaller first: the one least likely to hold two classes. A few thousand
@@ -38,11 +43,16 @@ from typing import Any
 import numpy as np
 
 
+#: Linkages whose merge heights are cosine distances, so one cut means the same for every row.
+LINKAGES = {"average", "single", "complete", "weighted"}
+
+
 @dataclass(frozen=True)
 class RegroupConfig:
     """Options of the regrouping. Each is validated when the config is made."""
 
     shrinks: tuple[float, ...] = (0.1, 0.3, 0.6, 1.0)  # candidate shrinkages; 1.0 is the plain cosine
+    linkages: tuple[str, ...] = ("average", "single")  # candidate linkages of the tree (scipy's names)
     min_labels: int = 4  # labelled classes needed (each half of the split holds at least two)
     min_per_label: int = 3  # a label with fewer items does not teach the metric
     max_fit_per_label: int = 40  # labelled items per label used to fit (a sample of the larger ones)
@@ -54,6 +64,8 @@ class RegroupConfig:
     def __post_init__(self) -> None:
         if not self.shrinks or not all(0.0 < s <= 1.0 for s in self.shrinks):
             raise ValueError(f"shrinks={self.shrinks!r}: each must be in (0, 1]")
+        if not self.linkages or not set(self.linkages) <= LINKAGES:
+            raise ValueError(f"linkages={self.linkages!r}: each must be one of {sorted(LINKAGES)}")
         for name, lo in (("min_labels", 4), ("min_per_label", 2), ("max_fit_per_label", 2), ("max_items", 2), ("min_group", 1), ("cuts", 3)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
@@ -70,14 +82,17 @@ class Regrouping:
     threshold: float  # the chosen merge distance
     heldout_ari: float  # the chosen setting's mean ARI on the held-out half of the labelled classes
     plain_ari: float  # the plain cosine's, for comparison
-    scores: dict[float, float] = field(default_factory=dict)  # shrink -> mean held-out ARI
+    scores: dict[float, float] = field(default_factory=dict)  # shrink -> mean held-out ARI (the chosen linkage)
     seconds: float = 0.0
+    linkage: str = "average"  # the chosen linkage
+    beside: list[int] = field(default_factory=list)  # per group: -1, or the label of the labelled items a branch joins
 
     def summary(self) -> dict[str, Any]:
         return {
             "groups": len(self.groups),
             "items": int(sum(len(g) for g in self.groups)),
             "shrink": self.shrink,
+            "linkage": self.linkage,
             "threshold": round(self.threshold, 4),
             "heldout_ari": round(self.heldout_ari, 4),
             "plain_ari": round(self.plain_ari, 4),
@@ -125,10 +140,16 @@ def cosine_condensed(q: np.ndarray, *, block: int = 512) -> np.ndarray:
     return out
 
 
-def _tree(q: np.ndarray) -> np.ndarray:
+def _tree(q: np.ndarray, method: str = "average") -> np.ndarray:
+    return _trees(q, (method,))[method]
+
+
+def _trees(q: np.ndarray, methods: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """One tree per linkage over the same cosine distances (computed once)."""
     from scipy.cluster.hierarchy import linkage
 
-    return linkage(cosine_condensed(q), "average")
+    d = cosine_condensed(q)
+    return {m: linkage(d, m) for m in methods}
 
 
 def _best_cut(tree: np.ndarray, y: np.ndarray, cuts: int, *, keep: int | None = None) -> tuple[float, float]:
@@ -145,13 +166,13 @@ def _best_cut(tree: np.ndarray, y: np.ndarray, cuts: int, *, keep: int | None = 
     return best
 
 
-def _scored_cut(z: np.ndarray, y: np.ndarray, ra: np.ndarray, rb: np.ndarray, free: np.ndarray, shrink: float, cuts: int) -> tuple[float, float]:
+def _scored_cuts(z: np.ndarray, y: np.ndarray, ra: np.ndarray, rb: np.ndarray, free: np.ndarray, shrink: float, cuts: int, methods: tuple[str, ...]) -> dict[str, tuple[float, float]]:
     """Fit the metric on rows ``ra``; cluster rows ``rb`` together with the unlabelled ``free`` (so
-    the held-out classes sit among as many others as the real remainder does); return the best
-    (ARI on ``rb``'s labels, merge distance)."""
+    the held-out classes sit among as many others as the real remainder does); per linkage, the
+    best (ARI on ``rb``'s labels, merge distance)."""
     both = np.concatenate([rb, free])
-    tree = _tree(transform(z[both], whitening(z[ra], y[ra], shrink)))
-    return _best_cut(tree, y[rb], cuts, keep=len(rb))
+    trees = _trees(transform(z[both], whitening(z[ra], y[ra], shrink)), methods)
+    return {m: _best_cut(t, y[rb], cuts, keep=len(rb)) for m, t in trees.items()}
 
 
 def class_size(y: np.ndarray, continues: np.ndarray) -> float:
@@ -183,6 +204,39 @@ def split_oversized(rows: np.ndarray, q: np.ndarray, typical: float) -> list[np.
         return [rows]
     cut = fcluster(_tree(q), parts, "maxclust")
     return [rows[cut == k] for k in np.unique(cut)]
+
+
+def unlabelled_branches(tree: np.ndarray, n_labelled: int, cut: float, min_group: int) -> np.ndarray:
+    """Per leaf of ``tree`` (the first ``n_labelled`` leaves labelled), the number of the branch it
+    belongs to, -1 for none. A branch is a subtree of at least ``min_group`` leaves, none labelled,
+    that joins labelled leaves below the cut: a group of the cut that holds labelled items may also
+    hold a part nobody has named, such as the views of an object that look like a named one's, and
+    such a part is a proposal of its own."""
+    n = len(tree) + 1
+    lab = np.zeros(2 * n - 1, np.int64)
+    size = np.ones(2 * n - 1, np.int64)
+    lab[:n_labelled] = 1
+    parent = np.full(2 * n - 1, -1, np.int64)
+    height = np.zeros(2 * n - 1)
+    for i, (a, b, h, c) in enumerate(tree):
+        a, b = int(a), int(b)
+        lab[n + i] = lab[a] + lab[b]
+        size[n + i] = int(c)
+        height[n + i] = h
+        parent[a] = parent[b] = n + i
+    out = np.full(n, -1, np.int64)
+    for node in range(2 * n - 1):
+        p = parent[node]
+        if lab[node] or size[node] < min_group or p < 0 or not lab[p] or height[p] > cut:
+            continue
+        stack = [node]
+        while stack:
+            k = stack.pop()
+            if k < n:
+                out[k] = node
+            else:
+                stack += [int(tree[k - n, 0]), int(tree[k - n, 1])]
+    return out
 
 
 def _fit_rows(y: np.ndarray, labelled: np.ndarray, cfg: RegroupConfig, rng: np.random.Generator) -> np.ndarray:
@@ -222,30 +276,39 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
     if len(names) < cfg.min_labels:
         return None
     halves = np.array_split(rng.permutation(names), 2)
-    scores: dict[float, float] = {}
-    cuts: dict[float, float] = {}
+    methods = tuple(dict.fromkeys(("average", *cfg.linkages)))  # the plain average linkage is the baseline
+    scores: dict[tuple[float, str], float] = {}
+    cuts: dict[tuple[float, str], float] = {}
     for s in (*cfg.shrinks, *(() if 1.0 in cfg.shrinks else (1.0,))):
         got = []
         for a, b in ((halves[0], halves[1]), (halves[1], halves[0])):
             ra, rb = fit[np.isin(y[fit], a)], fit[np.isin(y[fit], b)]
-            got.append(_scored_cut(z, y, ra, rb, free, s, cfg.cuts))
-        scores[s] = float(np.mean([g[0] for g in got]))
-        cuts[s] = float(np.mean([g[1] for g in got]))
-    shrink = max(cfg.shrinks, key=lambda s: (scores[s], s))  # on a tie, the plainer metric
+            got.append(_scored_cuts(z, y, ra, rb, free, s, cfg.cuts, methods))
+        for m in methods:
+            scores[s, m] = float(np.mean([g[m][0] for g in got]))
+            cuts[s, m] = float(np.mean([g[m][1] for g in got]))
+    # On a tie, the plainer metric, then the first linkage listed.
+    shrink, method = max(((s, m) for s in cfg.shrinks for m in cfg.linkages), key=lambda k: (scores[k], k[0], -cfg.linkages.index(k[1])))
+    cut = cuts[shrink, method]
     # The cut is applied as it was chosen: over the labelled rows and the unlabelled ones together.
     # A group that holds labelled items continues a label (the model's suggestions serve it); the
     # groups made of unlabelled items only are the proposals.
     both = np.concatenate([fit, free])
     w = whitening(z[fit], y[fit], shrink)
     q = transform(z[both], w)
-    part = fcluster(_tree(q), cuts[shrink], "distance")
+    tree = _tree(q, method)
+    part = fcluster(tree, cut, "distance")
+    br_all = unlabelled_branches(tree, len(fit), cut, cfg.min_group)
+    branch = br_all[len(fit) :]
     if len(rest):
         from corral.pipeline.knn import knn_query
 
         qr = transform(z[rest], w)
         near, d, _ = knn_query(q, qr, k=1, method="faiss")
         # rows L2-normalised: cosine distance = squared Euclidean / 2, the tree's distance
-        joined = np.where(d[:, 0].astype(np.float64) ** 2 / 2 <= cuts[shrink], part[near[:, 0]], 0)  # 0: no group (fcluster numbers from 1)
+        within = d[:, 0].astype(np.float64) ** 2 / 2 <= cut
+        joined = np.where(within, part[near[:, 0]], 0)  # 0: no group (fcluster numbers from 1)
+        branch = np.concatenate([branch, np.where(within, br_all[near[:, 0]], -1)])
         free = np.concatenate([free, rest])
         part = np.concatenate([part, joined])
         q = np.concatenate([q, qr])
@@ -255,11 +318,19 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
     for k in taken:
         continues[free[pf == k]] = np.bincount(y[fit][part[: len(fit)] == k]).argmax()
     typical = class_size(y, continues)
-    groups = []
+    new: list[np.ndarray] = []
     for k in np.unique(pf):
         if k not in taken and k > 0:
-            groups += split_oversized(free[pf == k], q[len(fit) :][pf == k], typical)
-    groups = [g for g in groups if len(g) >= cfg.min_group]
-    # Best first: a group about as large as a labelled class is most likely one whole class.
-    groups.sort(key=lambda g: (-min(len(g), typical), len(g), int(g[0])))
-    return Regrouping(groups, continues, shrink, cuts[shrink], scores[shrink], scores[1.0], scores, time.perf_counter() - t0)
+            new += split_oversized(free[pf == k], q[len(fit) :][pf == k], typical)
+    # Unlabelled branches inside a group that holds labelled items (see unlabelled_branches): after
+    # the groups among no labelled item, as they may as well be more of the label they join.
+    branches = [free[branch == b] for b in np.unique(branch[branch >= 0])]
+
+    def best_first(gs: list[np.ndarray]) -> list[np.ndarray]:
+        # a group about as large as a labelled class is most likely one whole class
+        return sorted((g for g in gs if len(g) >= cfg.min_group), key=lambda g: (-min(len(g), typical), len(g), int(g[0])))
+
+    new, branches = best_first(new), best_first(branches)
+    beside = [-1] * len(new) + [int(continues[g[0]]) for g in branches]
+    per_shrink = {s: scores[s, method] for s in cfg.shrinks}
+    return Regrouping(new + branches, continues, shrink, cut, scores[shrink, method], scores[1.0, "average"], per_shrink, time.perf_counter() - t0, method, beside)

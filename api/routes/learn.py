@@ -65,8 +65,8 @@ def learn_round(view: Map, ctx: Ctx, user: Reader, limit: Count = 200, wait: boo
         last, current, reason = _cache(ctx).peek(view.name, store)
         if not current:
             old = last if last is not None and len(last.ids) == view.n else None
-            regrouped = [position[g] for g in old.regrouping.groups] if old is not None and old.regrouping is not None else None
-            nxt = next_groups(view.cluster, labelled, regrouped=regrouped, cohesion=_cohesion(view))
+            regrouped, near = _regrouped(old, position) if old is not None else (None, None)
+            nxt = next_groups(view.cluster, labelled, regrouped=regrouped, regrouped_beside=near, cohesion=_cohesion(view))
             out = {"map": view.name, "ready": False, "labels_version": int(store.version()), "next": _next_json(nxt)}
             return {**out, "reason": reason} if reason else {**out, "computing": True, "reason": "learning from the labels…"}
     try:
@@ -77,9 +77,19 @@ def learn_round(view: Map, ctx: Ctx, user: Reader, limit: Count = 200, wait: boo
     if len(rnd.ids) != view.n:
         raise Conflict(f"map {view.name!r} changed while the round was computed; ask again")
     groups = rnd.result.groups
-    regrouped = [position[g] for g in rnd.regrouping.groups] if rnd.regrouping is not None else None
-    nxt = next_groups(view.cluster, labelled, [position[g.rows] for g in groups], [g.label for g in groups], regrouped=regrouped, cohesion=_cohesion(view))
+    regrouped, near = _regrouped(rnd, position)
+    nxt = next_groups(view.cluster, labelled, [position[g.rows] for g in groups], [g.label for g in groups], regrouped=regrouped, regrouped_beside=near, cohesion=_cohesion(view))
     return {"ready": True, "etag": view.etag, **rnd.to_json(limit=limit, position=position), "next": _next_json(nxt)}
+
+
+def _regrouped(rnd: Any, position: np.ndarray) -> tuple[list[np.ndarray] | None, list[dict[str, str]] | None]:
+    """A round's regrouped groups as viewer indices, and the label each branch lies beside."""
+    from corral.pipeline.loop import beside
+
+    rg = rnd.regrouping
+    if rg is None:
+        return None, None
+    return [position[g] for g in rg.groups], [beside(rg, k, rnd.result.classes) for k in range(len(rg.groups))]
 
 
 def _next_json(nxt: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -216,3 +216,66 @@ def test_classes_named_half_at_a_time_still_come_back_whole():
     unnamed = [g for g in r.groups if y[g[0]] >= 10]
     whole = [g for g in unnamed if len(g) == per and len(set(y[g].tolist())) == 1]
     assert len(whole) == 6, [(len(g), sorted(set(y[g].tolist()))) for g in r.groups]
+
+
+def pose_rings(n_classes: int = 16, per: int = 24, dim: int = 32, seed: int = 11):
+    """Each class is one object seen from every side: its items lie on a ring (a turntable sweep)
+    around the object's centre, the ring wider than the gap between two objects' centres. Two
+    views from opposite sides of one object are farther apart than views of two objects from the
+    same side, so only a linkage that follows each ring from neighbour to neighbour keeps it whole."""
+    rng = np.random.default_rng(seed)
+    plane = np.linalg.qr(rng.normal(size=(dim, 2)))[0].T  # the sweep: the same two directions for all
+    x, y = [], []
+    for c in range(n_classes):
+        centre = rng.normal(size=dim) * 0.5
+        centre -= plane.T @ (plane @ centre)  # apart across the sweep's plane, not within it
+        angle = np.linspace(0, 2 * np.pi, per, endpoint=False) + rng.uniform(0, 2 * np.pi)
+        ring = np.stack([np.cos(angle), np.sin(angle)], 1) @ plane * 3.0
+        x.append(centre + ring + rng.normal(scale=0.05, size=(per, dim)))
+        y += [c] * per
+    z = np.concatenate(x)
+    return z / np.linalg.norm(z, axis=1, keepdims=True), np.asarray(y)
+
+
+def test_the_labels_choose_the_linkage_single_for_classes_on_a_curve_average_for_blobs():
+    z, y = pose_rings()
+    r = regroup(z, np.where(y < 8, y, -1))
+    assert r is not None and r.linkage == "single", r.summary()
+    whole = [g for g in r.groups if len(g) == 24 and len(set(y[g].tolist())) == 1]
+    assert len(whole) == 8, [(len(g), sorted(set(y[g].tolist()))) for g in r.groups]
+    # the same rings, average linkage only: the rings come back cut in arcs
+    avg = regroup(z, np.where(y < 8, y, -1), config=RegroupConfig(linkages=("average",)))
+    assert avg is not None and sum(len(g) == 24 and len(set(y[g].tolist())) == 1 for g in avg.groups) < 8
+    # compact blobs with a little noise between them: chaining would merge them, average stays
+    z2, y2 = nuisance_classes()
+    r2 = regroup(z2, np.where(y2 < 8, y2, -1))
+    assert r2 is not None and r2.linkage == "average", r2.summary()
+
+
+def test_an_unnamed_class_beside_a_named_look_alike_comes_back_as_its_own_proposal():
+    """A named class and an unnamed one that looks like it fall in one group at the cut the labels
+    choose; the unnamed one's items, a branch of that group's tree with no labelled item, are a
+    proposal of their own instead of being taken for the named label's."""
+    rng = np.random.default_rng(5)
+    dim, per = 32, 20
+    x, y = [], []
+    for c in range(8):  # eight classes, far apart, all named
+        x.append(rng.normal(size=dim) * 2.0 + rng.normal(scale=0.3, size=(per, dim)))
+        y += [c] * per
+    twin_of = x[0].mean(0) + rng.normal(scale=0.5, size=dim)  # class 8: nobody named it, it looks like class 0
+    x.append(twin_of + rng.normal(scale=0.15, size=(per, dim)))
+    y += [8] * per
+    z = np.concatenate(x)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    y = np.asarray(y)
+    labels = np.where(y < 8, y, -1)
+    r = regroup(z, labels, config=RegroupConfig(linkages=("average",)))
+    assert r is not None
+    twin = np.flatnonzero(y == 8)
+    assert any(sorted(g.tolist()) == twin.tolist() for g in r.groups), [(len(g), sorted(set(y[g].tolist()))) for g in r.groups]
+
+
+@pytest.mark.parametrize("bad", [{"linkages": ()}, {"linkages": ("ward",)}])
+def test_a_linkage_whose_heights_are_not_cosine_distances_is_refused(bad):
+    with pytest.raises(ValueError, match="linkages"):
+        RegroupConfig(**bad)

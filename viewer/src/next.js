@@ -113,7 +113,9 @@ export class NextProposal {
     const idx = this._indices(e);
     const what = e.kind === 'suggested'
       ? `next: "${e.label}", ${fmt(idx.length)} suggested`
-      : e.kind === 'group'
+      : e.kind === 'group' && e.beside
+        ? `next: ${fmt(idx.length)} unlabelled that look alike, beside "${e.beside}" (more of it, or a look-alike nobody named)`
+        : e.kind === 'group'
         ? `next: ${fmt(idx.length)} unlabelled that look alike (regrouped by what the labels taught)`
         : `next: cluster ${e.cluster}, ${fmt(idx.length)} unlabelled`;
     this._say(`${head}${what}${select ? '' : ' (press ] to go there)'}`);
