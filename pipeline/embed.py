@@ -82,7 +82,7 @@ class EmbedConfig:
     num_workers: int | None = option(
         None,
         "decode worker processes",
-        unset="all cores on CUDA; on CPU none, whole images decode in idle-priority threads between model calls (with --detector, half the cores)",
+        unset="all cores on CUDA; on CPU half the cores with --detector, else none: whole images decode in idle-priority threads between model calls",
         low=0,
         flag="--workers",
         job="the server decides how many processes it runs",
