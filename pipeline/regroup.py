@@ -20,12 +20,13 @@ learns that variation from the labelled items and regroups the unlabelled ones w
   so the whitening and the chaining are used only where they help on classes they were not fitted
   on, which is the situation of the unlabelled classes.
 
-The same cut tells known from new: an unlabelled item that falls in a group with labelled items of
-a label continues that label (the loop's suggestions for it are kept); one in a group with no
-labelled items belongs, as far as the labels can tell, to a class nobody has named yet, so it is
-not suggested for any known label. Those groups are the proposals, and so is a branch of a group's
-tree that holds no labelled item but joins labelled ones below the cut (an unnamed object whose
-views look like a named one's). A group well over the size of a
+The same cut tells known from new: an unlabelled item that falls among labelled items of a label
+continues that label (the loop's suggestions for it are kept); one in a group with no labelled
+items belongs, as far as the labels can tell, to a class nobody has named yet, so it is not
+suggested for any known label. Those groups are the proposals. So is a branch of a group's tree
+that holds no labelled item but joins labelled ones below the cut: it may be more of that label or
+an unnamed object whose views look like a named one's, which the labels cannot tell apart, so its
+items do not continue the label either; the curator names the branch whole. A group well over the size of a
 typical labelled class is more likely two classes than one and is cut in parts along its own tree;
 the proposals come in order of their size capped at that typical size (a proposal names the most
 items per action), and among equals the smaller first: the one least likely to hold two classes. A few thousand
@@ -323,7 +324,8 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
         if k not in taken and k > 0:
             new += split_oversized(free[pf == k], q[len(fit) :][pf == k], typical)
     # Unlabelled branches inside a group that holds labelled items (see unlabelled_branches): after
-    # the groups among no labelled item, as they may as well be more of the label they join.
+    # the groups among no labelled item, as they may as well be more of the label they join (the
+    # typical class size above still counts them with that label).
     branches = [free[branch == b] for b in np.unique(branch[branch >= 0])]
 
     def best_first(gs: list[np.ndarray]) -> list[np.ndarray]:
@@ -332,5 +334,9 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
 
     new, branches = best_first(new), best_first(branches)
     beside = [-1] * len(new) + [int(continues[g[0]]) for g in branches]
+    # A branch's items do not continue the label they lie beside: whether they are more of it or a
+    # look-alike nobody named, the labels cannot tell, so they are proposed as a group (with the
+    # label beside it) and not suggested as that label. Only items among the labelled ones continue.
+    continues[free[branch >= 0]] = -1
     per_shrink = {s: scores[s, method] for s in cfg.shrinks}
     return Regrouping(new + branches, continues, shrink, cut, scores[shrink, method], scores[1.0, "average"], per_shrink, time.perf_counter() - t0, method, beside)

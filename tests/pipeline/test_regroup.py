@@ -272,7 +272,9 @@ def test_an_unnamed_class_beside_a_named_look_alike_comes_back_as_its_own_propos
     r = regroup(z, labels, config=RegroupConfig(linkages=("average",)))
     assert r is not None
     twin = np.flatnonzero(y == 8)
-    assert any(sorted(g.tolist()) == twin.tolist() for g in r.groups), [(len(g), sorted(set(y[g].tolist()))) for g in r.groups]
+    k = next(k for k, g in enumerate(r.groups) if sorted(g.tolist()) == twin.tolist())
+    assert r.beside[k] == 0  # proposed with the label it lies beside
+    assert (r.continues[twin] == -1).all()  # and not taken for that label: the model does not suggest it as one
 
 
 @pytest.mark.parametrize("bad", [{"linkages": ()}, {"linkages": ("ward",)}])
