@@ -63,3 +63,73 @@ def test_a_curator_signs_in_names_a_cluster_undoes_it_from_history_and_signs_out
         assert page.evaluate("async () => (await fetch('/api/me')).status") == 401  # a kept copy works no more
         # the failed sign-in, the probes of a signed-out page and the next-proposal 404 are resource errors, not script errors
         assert [e for e in page.errors if not e.startswith("Failed to load resource")] == []
+
+
+@pytest.mark.browser
+def test_an_admin_adds_a_user_changes_a_role_sets_a_password_and_removes_a_user_on_the_users_page(browser, curation_ws):
+    """The users page as an admin meets it: each change is made from the page and takes effect at
+    once (checked against the store and by signing in over HTTP with the new password)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    users = UserStore(curation_ws.root)
+    users.add("root", role="admin", password=PASSWORD, token=False)
+    users.add("ben", role="viewer", password="ben's first password", token=False)
+
+    def sign_in(base: str, name: str, password: str) -> int:
+        req = urllib.request.Request(base + "/api/signin", data=json.dumps({"name": name, "password": password}).encode(), method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    with LiveServer(curation_ws.root) as srv, page_for(browser, srv.url + "/") as page:
+        page.wait_for_selector("#signin[open]")
+        page.fill("#signin-name", "root")
+        page.fill("#signin-password", PASSWORD)
+        page.click("#signin-go")
+        wait_ready(page)
+        page.click("#users-button")
+        page.wait_for_selector("#users-dialog[open] tr[data-user='ben']")
+        assert page.locator("tr[data-user='root'] select").is_disabled()  # an admin cannot demote themself here
+        assert page.locator("tr[data-user='root'] button.remove").count() == 0
+
+        # add: a short password is refused with the rule, a good one adds her as a curator
+        page.fill("#users-add-name", "cleo")
+        page.fill("#users-add-password", "short")
+        page.click("#users-add button[type=submit]")
+        page.wait_for_function("() => document.querySelector('#users-message').className.includes('error')")
+        assert "8" in page.locator("#users-message").inner_text()
+        page.fill("#users-add-password", "cleo's own password")
+        page.click("#users-add button[type=submit]")
+        page.wait_for_selector("tr[data-user='cleo']")
+        assert "cleo added" in page.locator("#users-message").inner_text()
+        assert UserStore(curation_ws.root).get("cleo").role == "curator"
+        assert sign_in(srv.url, "cleo", "cleo's own password") == 200
+
+        # change a role
+        page.select_option("tr[data-user='ben'] select", "curator")
+        page.wait_for_function("() => document.querySelector('#users-message').textContent.includes('ben is now curator')")
+        assert UserStore(curation_ws.root).get("ben").role == "curator"
+
+        # set a new password: the old one stops working, the new one works
+        page.fill("tr[data-user='ben'] input[type=password]", "ben's second password")
+        page.click("tr[data-user='ben'] button.set-password")
+        page.wait_for_function("() => document.querySelector('#users-message').textContent.includes('ben has a new password')")
+        assert sign_in(srv.url, "ben", "ben's second password") == 200
+        assert sign_in(srv.url, "ben", "ben's first password") == 401  # (a failure starts a back-off: last)
+
+        # remove, after a confirmation (cancel first: nothing happens)
+        page.click("tr[data-user='cleo'] button.remove")
+        page.wait_for_selector("#confirm[open]")
+        page.click("#confirm-cancel")
+        assert page.locator("tr[data-user='cleo']").count() == 1
+        page.click("tr[data-user='cleo'] button.remove")
+        page.wait_for_selector("#confirm[open]")
+        page.click("#confirm-ok")
+        page.wait_for_function("() => !document.querySelector(\"tr[data-user='cleo']\")")
+        assert UserStore(curation_ws.root).get("cleo") is None
+        assert sign_in(srv.url, "cleo", "cleo's own password") == 401
+        assert [e for e in page.errors if not e.startswith("Failed to load resource")] == []
