@@ -120,7 +120,20 @@ class SeaweedServer:
             s3util.client(self.endpoint, max_attempts=1).list_buckets()
         except Exception:
             return False
-        return True
+        return self._volumes_loaded()
+
+    def _volumes_loaded(self) -> bool:
+        """After a restart on old data the gateway and filer may answer before the volume server
+        has told the master about the volumes on disk, and until it has, reading an object fails
+        (InternalError on a loaded machine): wait until the master knows every volume file."""
+        on_disk = len(list((self.root / "data").glob("*.dat")))
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['master.port']}/dir/status", timeout=2) as r:
+                topo = json.loads(r.read())["Topology"]
+        except (OSError, ValueError, KeyError):
+            return False
+        nodes = [n for dc in topo.get("DataCenters") or [] for rack in dc.get("Racks") or [] for n in rack.get("DataNodes") or []]
+        return bool(nodes) and sum(int(n.get("Volumes", 0)) for n in nodes) >= on_disk
 
     def stop(self) -> None:
         """Kill the whole process group at once (a stop mid-request is what the tests want)."""
