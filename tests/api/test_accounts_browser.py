@@ -85,6 +85,13 @@ def test_an_admin_adds_a_user_changes_a_role_sets_a_password_and_removes_a_user_
         except urllib.error.HTTPError as e:
             return e.code
 
+    def reloads(page, do) -> None:
+        """Do ``do`` and wait until the page has drawn the users table again (its rows are new
+        elements: a row filled in before that would be thrown away)."""
+        row = page.locator("tr[data-user='ben']").element_handle()
+        do()
+        page.wait_for_function("(row) => !row.isConnected", arg=row)
+
     with LiveServer(curation_ws.root) as srv, page_for(browser, srv.url + "/") as page:
         page.wait_for_selector("#signin[open]")
         page.fill("#signin-name", "root")
@@ -103,20 +110,20 @@ def test_an_admin_adds_a_user_changes_a_role_sets_a_password_and_removes_a_user_
         page.wait_for_function("() => document.querySelector('#users-message').className.includes('error')")
         assert "8" in page.locator("#users-message").inner_text()
         page.fill("#users-add-password", "cleo's own password")
-        page.click("#users-add button[type=submit]")
+        reloads(page, lambda: page.click("#users-add button[type=submit]"))
         page.wait_for_selector("tr[data-user='cleo']")
         assert "cleo added" in page.locator("#users-message").inner_text()
         assert UserStore(curation_ws.root).get("cleo").role == "curator"
         assert sign_in(srv.url, "cleo", "cleo's own password") == 200
 
         # change a role
-        page.select_option("tr[data-user='ben'] select", "curator")
+        reloads(page, lambda: page.select_option("tr[data-user='ben'] select", "curator"))
         page.wait_for_function("() => document.querySelector('#users-message').textContent.includes('ben is now curator')")
         assert UserStore(curation_ws.root).get("ben").role == "curator"
 
         # set a new password: the old one stops working, the new one works
         page.fill("tr[data-user='ben'] input[type=password]", "ben's second password")
-        page.click("tr[data-user='ben'] button.set-password")
+        reloads(page, lambda: page.click("tr[data-user='ben'] button.set-password"))
         page.wait_for_function("() => document.querySelector('#users-message').textContent.includes('ben has a new password')")
         assert sign_in(srv.url, "ben", "ben's second password") == 200
         assert sign_in(srv.url, "ben", "ben's first password") == 401  # (a failure starts a back-off: last)
@@ -128,7 +135,7 @@ def test_an_admin_adds_a_user_changes_a_role_sets_a_password_and_removes_a_user_
         assert page.locator("tr[data-user='cleo']").count() == 1
         page.click("tr[data-user='cleo'] button.remove")
         page.wait_for_selector("#confirm[open]")
-        page.click("#confirm-ok")
+        reloads(page, lambda: page.click("#confirm-ok"))
         page.wait_for_function("() => !document.querySelector(\"tr[data-user='cleo']\")")
         assert UserStore(curation_ws.root).get("cleo") is None
         assert sign_in(srv.url, "cleo", "cleo's own password") == 401
