@@ -271,8 +271,8 @@ class RoundCache:
 
 def beside(rg: Regrouping, k: int, classes: list[str]) -> dict[str, str]:
     """``{"beside": label}`` for a regrouped group that is a branch beside a label's items, else ``{}``."""
-    b = rg.beside[k] if k < len(rg.beside) else -1
-    return {"beside": classes[b]} if 0 <= b < len(classes) else {}
+    b = rg.beside[k]
+    return {"beside": classes[b]} if b >= 0 else {}
 
 
 def next_groups(

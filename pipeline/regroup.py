@@ -292,8 +292,9 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
     shrink, method = max(((s, m) for s in cfg.shrinks for m in cfg.linkages), key=lambda k: (scores[k], k[0], -cfg.linkages.index(k[1])))
     cut = cuts[shrink, method]
     # The cut is applied as it was chosen: over the labelled rows and the unlabelled ones together.
-    # A group that holds labelled items continues a label (the model's suggestions serve it); the
-    # groups made of unlabelled items only are the proposals.
+    # Unlabelled items among a group's labelled ones continue its label (the model's suggestions
+    # serve them); the groups made of unlabelled items only, and the unlabelled branches inside the
+    # others, are the proposals.
     both = np.concatenate([fit, free])
     w = whitening(z[fit], y[fit], shrink)
     q = transform(z[both], w)
