@@ -13,12 +13,18 @@ learns that variation from the labelled items and regroups the unlabelled ones w
 * **The cut.** Hierarchical clustering under that metric, cut at a merge distance. Average
   linkage suits classes that are compact clouds; single linkage follows a class that lies on a
   curve (an object on a turntable: each view is near the next, opposite views far apart).
-* **All three chosen by the labels, held out.** The labelled classes are split in two halves; the
-  metric is fitted on one half and the linkage and cut chosen (and scored, by adjusted Rand index)
-  on the other half's items, which the metric has not seen; then the halves swap. The shrinkage
-  and linkage with the best mean held-out score win, plain cosine and average linkage included,
-  so the whitening and the chaining are used only where they help on classes they were not fitted
-  on, which is the situation of the unlabelled classes.
+* **The distance.** The cosine, or the share of nearest neighbours two items have in common (``k``
+  about a labelled class's size): where some classes are tight and others loose (one person's
+  faces under many lights beside another's under one), no one cosine cut keeps the loose ones whole
+  without merging the tight ones, while two items of one class share their neighbours either way.
+* **All four chosen by the labels, held out.** The labelled classes are split in two halves; the
+  metric is fitted on one half and the distance, linkage and cut chosen (and scored, by adjusted
+  Rand index) on the other half's items, which the metric has not seen; then the halves swap. The
+  shrinkage, distance and linkage with the best mean held-out score win, plain cosine and average
+  linkage included, so the whitening, the shared neighbours and the chaining are used only where
+  they help on classes they were not fitted on, which is the situation of the unlabelled classes.
+  (Labels of up to 100 items are fitted and scored whole: a held-out class thinned to a sample
+  would look sparser than the unlabelled classes do, and the shared-neighbour distance with it.)
 
 The same cut tells known from new: an unlabelled item that falls among labelled items of a label
 continues that label (the loop's suggestions for it are kept); one in a group with no labelled
@@ -46,6 +52,9 @@ import numpy as np
 
 #: Linkages whose merge heights are cosine distances, so one cut means the same for every row.
 LINKAGES = {"average", "single", "complete", "weighted"}
+#: "cosine": the cosine distance in the chosen metric; "shared": one minus the share of nearest
+#: neighbours two items have in common (see shared_neighbours).
+DISTANCES = {"cosine", "shared"}
 
 
 @dataclass(frozen=True)
@@ -54,9 +63,10 @@ class RegroupConfig:
 
     shrinks: tuple[float, ...] = (0.1, 0.3, 0.6, 1.0)  # candidate shrinkages; 1.0 is the plain cosine
     linkages: tuple[str, ...] = ("average", "single")  # candidate linkages of the tree (scipy's names)
+    distances: tuple[str, ...] = ("cosine", "shared")  # candidate distances: plain cosine, or shared nearest neighbours
     min_labels: int = 4  # labelled classes needed (each half of the split holds at least two)
     min_per_label: int = 3  # a label with fewer items does not teach the metric
-    max_fit_per_label: int = 40  # labelled items per label used to fit (a sample of the larger ones)
+    max_fit_per_label: int = 100  # labelled items per label used to fit (a sample of the larger ones)
     max_items: int = 6000  # most unlabelled items clustered at once (a random sample beyond; the rest join their nearest)
     min_group: int = 3  # smaller groups are left to the map
     cuts: int = 41  # merge distances tried (quantiles of the merge heights)
@@ -67,6 +77,8 @@ class RegroupConfig:
             raise ValueError(f"shrinks={self.shrinks!r}: each must be in (0, 1]")
         if not self.linkages or not set(self.linkages) <= LINKAGES:
             raise ValueError(f"linkages={self.linkages!r}: each must be one of {sorted(LINKAGES)}")
+        if not self.distances or not set(self.distances) <= DISTANCES:
+            raise ValueError(f"distances={self.distances!r}: each must be one of {sorted(DISTANCES)}")
         for name, lo in (("min_labels", 4), ("min_per_label", 2), ("max_fit_per_label", 2), ("max_items", 2), ("min_group", 1), ("cuts", 3)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
@@ -83,10 +95,12 @@ class Regrouping:
     threshold: float  # the chosen merge distance
     heldout_ari: float  # the chosen setting's mean ARI on the held-out half of the labelled classes
     plain_ari: float  # the plain cosine's, for comparison
-    scores: dict[float, float] = field(default_factory=dict)  # shrink -> mean held-out ARI (the chosen linkage)
+    scores: dict[float, float] = field(default_factory=dict)  # shrink -> mean held-out ARI (the chosen distance and linkage)
     seconds: float = 0.0
     linkage: str = "average"  # the chosen linkage
     beside: list[int] = field(default_factory=list)  # per group: -1, or the label of the labelled items a branch joins
+    distance: str = "cosine"  # the chosen distance ("shared": shared nearest neighbours)
+    neighbours: int = 0  # the shared-neighbour distance's k
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -94,6 +108,8 @@ class Regrouping:
             "items": int(sum(len(g) for g in self.groups)),
             "shrink": self.shrink,
             "linkage": self.linkage,
+            "distance": self.distance,
+            "neighbours": self.neighbours,
             "threshold": round(self.threshold, 4),
             "heldout_ari": round(self.heldout_ari, 4),
             "plain_ari": round(self.plain_ari, 4),
@@ -142,15 +158,56 @@ def cosine_condensed(q: np.ndarray, *, block: int = 512) -> np.ndarray:
 
 
 def _tree(q: np.ndarray, method: str = "average") -> np.ndarray:
-    return _trees(q, (method,))[method]
+    return _trees(q, (method,))["cosine", method]
 
 
-def _trees(q: np.ndarray, methods: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """One tree per linkage over the same cosine distances (computed once)."""
+def nearest(q: np.ndarray, k: int, *, block: int = 1024) -> np.ndarray:
+    """``[n, k]``: each row's ``k`` nearest rows of ``q`` (rows L2-normalised) by cosine, itself
+    among them, in no particular order."""
+    n = len(q)
+    k = max(1, min(k, n))
+    out = np.empty((n, k), np.int64)
+    for i0 in range(0, n, block):
+        g = q[i0 : i0 + block] @ q.T
+        g[np.arange(len(g)), np.arange(i0, i0 + len(g))] = np.inf
+        out[i0 : i0 + len(g)] = np.argpartition(-g, k - 1, axis=1)[:, :k]
+    return out
+
+
+def shared_neighbours(nb: np.ndarray) -> np.ndarray:
+    """The condensed distances ``1 - |N(i) & N(j)| / k`` of the rows whose ``k`` nearest
+    neighbours are ``nb`` (``[n, k]``). Two items of one class tend to have the same neighbours
+    even where the cosine between them is no smaller than between two classes (a face under other
+    light, an object from another side): the shared-neighbour distance follows a class's own
+    density, where one cosine threshold treats tight and loose classes alike."""
+    from scipy.sparse import csr_matrix
+
+    n, k = nb.shape
+    a = csr_matrix((np.ones(n * k, np.float32), (np.repeat(np.arange(n), k), nb.ravel())), shape=(n, n))
+    s = (a @ a.T).tocoo()
+    up = s.row < s.col
+    i, j = s.row[up].astype(np.int64), s.col[up].astype(np.int64)
+    out = np.ones(n * (n - 1) // 2)
+    out[n * i - i * (i + 1) // 2 + (j - i - 1)] = 1.0 - s.data[up] / k
+    return out
+
+
+#: The cosine's share of the shared-neighbour distance: it only orders pairs with as many shared
+#: neighbours (at most 0.002, under one shared neighbour's step of 1/k for k <= 50).
+TIE_BREAK = 1e-3
+
+
+def _trees(q: np.ndarray, methods: tuple[str, ...], distances: tuple[str, ...] = ("cosine",), k: int = 10) -> dict[tuple[str, str], np.ndarray]:
+    """One tree per distance and linkage over the rows of ``q`` (the cosines computed once)."""
     from scipy.cluster.hierarchy import linkage
 
     d = cosine_condensed(q)
-    return {m: linkage(d, m) for m in methods}
+    out = {}
+    for dist in distances:
+        dd = d if dist == "cosine" else shared_neighbours(nearest(q, k)) + TIE_BREAK * d
+        for m in methods:
+            out[dist, m] = linkage(dd, m)
+    return out
 
 
 def _best_cut(tree: np.ndarray, y: np.ndarray, cuts: int, *, keep: int | None = None) -> tuple[float, float]:
@@ -167,13 +224,22 @@ def _best_cut(tree: np.ndarray, y: np.ndarray, cuts: int, *, keep: int | None = 
     return best
 
 
-def _scored_cuts(z: np.ndarray, y: np.ndarray, ra: np.ndarray, rb: np.ndarray, free: np.ndarray, shrink: float, cuts: int, methods: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+Scored = dict[tuple[str, str], tuple[float, float]]
+
+
+def _scored_cuts(z: np.ndarray, y: np.ndarray, ra: np.ndarray, rb: np.ndarray, free: np.ndarray, shrink: float, cuts: int, methods: tuple[str, ...], distances: tuple[str, ...], k: int) -> Scored:
     """Fit the metric on rows ``ra``; cluster rows ``rb`` together with the unlabelled ``free`` (so
-    the held-out classes sit among as many others as the real remainder does); per linkage, the
-    best (ARI on ``rb``'s labels, merge distance)."""
+    the held-out classes sit among as many others as the real remainder does); per distance and
+    linkage, the best (ARI on ``rb``'s labels, merge distance)."""
     both = np.concatenate([rb, free])
-    trees = _trees(transform(z[both], whitening(z[ra], y[ra], shrink)), methods)
-    return {m: _best_cut(t, y[rb], cuts, keep=len(rb)) for m, t in trees.items()}
+    trees = _trees(transform(z[both], whitening(z[ra], y[ra], shrink)), methods, distances, k)
+    return {key: _best_cut(t, y[rb], cuts, keep=len(rb)) for key, t in trees.items()}
+
+
+def neighbour_count(y: np.ndarray) -> int:
+    """The shared-neighbour distance's ``k``: the median number of items per label among the rows
+    that teach the metric (an item's neighbours should be about one class), between 3 and 50."""
+    return int(np.clip(np.median(np.unique(y, return_counts=True)[1]), 3, 50))
 
 
 def class_size(y: np.ndarray, continues: np.ndarray) -> float:
@@ -278,19 +344,28 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
         return None
     halves = np.array_split(rng.permutation(names), 2)
     methods = tuple(dict.fromkeys(("average", *cfg.linkages)))  # the plain average linkage is the baseline
-    scores: dict[tuple[float, str], float] = {}
-    cuts: dict[tuple[float, str], float] = {}
+    # and the plain cosine. The shared-neighbour distance needs every unlabelled row in the tree:
+    # a sample thins each class's neighbourhood, and its neighbours are then other classes'.
+    distances = ("cosine",) if len(rest) else tuple(dict.fromkeys(("cosine", *cfg.distances)))
+    candidates = [d for d in cfg.distances if d in distances] or ["cosine"]
+    nk = neighbour_count(y[fit])
+    scores: dict[tuple[float, str, str], float] = {}
+    cuts: dict[tuple[float, str, str], float] = {}
     for s in (*cfg.shrinks, *(() if 1.0 in cfg.shrinks else (1.0,))):
         got = []
         for a, b in ((halves[0], halves[1]), (halves[1], halves[0])):
             ra, rb = fit[np.isin(y[fit], a)], fit[np.isin(y[fit], b)]
-            got.append(_scored_cuts(z, y, ra, rb, free, s, cfg.cuts, methods))
-        for m in methods:
-            scores[s, m] = float(np.mean([g[m][0] for g in got]))
-            cuts[s, m] = float(np.mean([g[m][1] for g in got]))
-    # On a tie, the plainer metric, then the first linkage listed.
-    shrink, method = max(((s, m) for s in cfg.shrinks for m in cfg.linkages), key=lambda k: (scores[k], k[0], -cfg.linkages.index(k[1])))
-    cut = cuts[shrink, method]
+            got.append(_scored_cuts(z, y, ra, rb, free, s, cfg.cuts, methods, distances, nk))
+        for key in got[0]:
+            scores[(s, *key)] = float(np.mean([g[key][0] for g in got]))
+            cuts[(s, *key)] = float(np.mean([g[key][1] for g in got]))
+    # On a tie, the plainer metric, then the first distance and linkage listed.
+    chosen = max(
+        ((s, d, m) for s in cfg.shrinks for d in candidates for m in cfg.linkages),
+        key=lambda c: (scores[c], c[0], -candidates.index(c[1]), -cfg.linkages.index(c[2])),
+    )
+    shrink, distance, method = chosen
+    cut = cuts[chosen]
     # The cut is applied as it was chosen: over the labelled rows and the unlabelled ones together.
     # Unlabelled items among a group's labelled ones continue its label (the model's suggestions
     # serve them); the groups made of unlabelled items only, and the unlabelled branches inside the
@@ -298,7 +373,7 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
     both = np.concatenate([fit, free])
     w = whitening(z[fit], y[fit], shrink)
     q = transform(z[both], w)
-    tree = _tree(q, method)
+    tree = _trees(q, (method,), (distance,), nk)[distance, method]
     part = fcluster(tree, cut, "distance")
     br_all = unlabelled_branches(tree, len(fit), cut, cfg.min_group)
     branch = br_all[len(fit) :]
@@ -307,7 +382,8 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
 
         qr = transform(z[rest], w)
         near, d, _ = knn_query(q, qr, k=1, method="faiss")
-        # rows L2-normalised: cosine distance = squared Euclidean / 2, the tree's distance
+        # rows L2-normalised: cosine distance = squared Euclidean / 2, the tree's distance (the
+        # cosine: a sampled tree is never on shared neighbours, above)
         within = d[:, 0].astype(np.float64) ** 2 / 2 <= cut
         joined = np.where(within, part[near[:, 0]], 0)  # 0: no group (fcluster numbers from 1)
         branch = np.concatenate([branch, np.where(within, br_all[near[:, 0]], -1)])
@@ -329,9 +405,18 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
     # typical class size above still counts them with that label).
     branches = [free[branch == b] for b in np.unique(branch[branch >= 0])]
 
+    at = np.full(len(y), -1, np.int64)  # row -> its row of q
+    at[free] = len(fit) + np.arange(len(free))
+
+    def spread(g: np.ndarray) -> float:
+        # the mean cosine distance of the group's rows to their mean direction, in the chosen metric
+        return float(1.0 - np.linalg.norm(q[at[g]].mean(0)))
+
     def best_first(gs: list[np.ndarray]) -> list[np.ndarray]:
-        # a group about as large as a labelled class is most likely one whole class
-        return sorted((g for g in gs if len(g) >= cfg.min_group), key=lambda g: (-min(len(g), typical), len(g), int(g[0])))
+        # a group about as large as a labelled class is most likely one whole class; among groups
+        # of one size, the tightest first: two halves of two classes that the cut put together
+        # lie farther apart than one class's items do
+        return sorted((g for g in gs if len(g) >= cfg.min_group), key=lambda g: (-min(len(g), typical), len(g), spread(g), int(g[0])))
 
     new, branches = best_first(new), best_first(branches)
     beside = [-1] * len(new) + [int(continues[g[0]]) for g in branches]
@@ -339,5 +424,5 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
     # look-alike nobody named, the labels cannot tell, so they are proposed as a group (with the
     # label beside it) and not suggested as that label. Only items among the labelled ones continue.
     continues[free[branch >= 0]] = -1
-    per_shrink = {s: scores[s, method] for s in cfg.shrinks}
-    return Regrouping(new + branches, continues, shrink, cut, scores[shrink, method], scores[1.0, "average"], per_shrink, time.perf_counter() - t0, method, beside)
+    per_shrink = {s: scores[s, distance, method] for s in cfg.shrinks}
+    return Regrouping(new + branches, continues, shrink, cut, scores[chosen], scores[1.0, "cosine", "average"], per_shrink, time.perf_counter() - t0, method, beside, distance, nk)

@@ -277,7 +277,72 @@ def test_an_unnamed_class_beside_a_named_look_alike_comes_back_as_its_own_propos
     assert (r.continues[twin] == -1).all()  # and not taken for that label: the model does not suggest it as one
 
 
+def spread_classes(seed: int = 0, dim: int = 32, per: int = 15):
+    """Eight tight classes close to one another and eight loose ones far apart: two items of a
+    loose class are farther apart than two tight classes are, so no one cosine cut keeps the loose
+    classes whole without merging the tight ones (as faces under other light beside objects seen
+    from one side)."""
+    rng = np.random.default_rng(seed)
+    hub = rng.normal(size=dim)
+    x, y = [], []
+    for c in range(8):
+        x.append(hub + rng.normal(scale=0.2, size=dim) + rng.normal(scale=0.05, size=(per, dim)))
+        y += [c] * per
+    for c in range(8, 16):
+        x.append(rng.normal(size=dim) + rng.normal(scale=0.3, size=(per, dim)))
+        y += [c] * per
+    z = np.concatenate(x)
+    return z / np.linalg.norm(z, axis=1, keepdims=True), np.asarray(y)
+
+
+def test_the_labels_choose_shared_neighbours_where_classes_differ_in_spread():
+    z, y = spread_classes()
+    labels = np.where(y % 2 == 0, y, -1)  # half the tight and half the loose classes named
+    rest = labels == -1
+
+    def ari(r):
+        part = np.full(len(y), -1)
+        for k, g in enumerate(r.groups):
+            part[g] = k
+        p = part[rest]
+        p[p < 0] = 1000 + np.arange((p < 0).sum())  # an item in no proposal is a group of its own
+        return adjusted_rand_score(y[rest], p)
+
+    r = regroup(z, labels)
+    assert r is not None and r.distance == "shared" and r.neighbours == 15, r.summary()
+    assert r.summary()["distance"] == "shared"
+    cos = regroup(z, labels, config=RegroupConfig(distances=("cosine",)))
+    assert cos is not None and cos.distance == "cosine"
+    assert ari(r) >= 0.85 and ari(r) > ari(cos) + 0.3, (ari(r), ari(cos))
+    # more unlabelled rows than one clustering takes: a sample would thin every class's
+    # neighbourhood, so the cosine alone is used
+    small = regroup(z, labels, config=RegroupConfig(max_items=60))
+    assert small is not None and small.distance == "cosine" and sum(len(g) for g in small.groups) > 60
+
+
+def test_among_proposals_of_one_size_the_tightest_comes_first():
+    from corral.pipeline.regroup import transform, whitening
+
+    for z, y in (nuisance_classes(), spread_classes(), pose_rings()):
+        labels = np.where(y % 2 == 0, y, -1)
+        r = regroup(z, labels)
+        assert r is not None
+        fit = labels >= 0
+        q = transform(z, whitening(z[fit], labels[fit], r.shrink))
+        new = [g for g, b in zip(r.groups, r.beside) if b < 0]
+        for a, b in zip(new, new[1:]):
+            if len(a) == len(b):
+                assert 1.0 - np.linalg.norm(q[a].mean(0)) <= 1.0 - np.linalg.norm(q[b].mean(0)) + 1e-6
+
+
+@pytest.mark.parametrize("bad", [{"distances": ()}, {"distances": ("euclidean",)}])
+def test_an_unknown_distance_is_refused(bad):
+    with pytest.raises(ValueError, match="distances"):
+        RegroupConfig(**bad)
+
+
 @pytest.mark.parametrize("bad", [{"linkages": ()}, {"linkages": ("ward",)}])
 def test_a_linkage_whose_heights_are_not_cosine_distances_is_refused(bad):
     with pytest.raises(ValueError, match="linkages"):
         RegroupConfig(**bad)
+
