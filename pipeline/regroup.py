@@ -23,8 +23,9 @@ learns that variation from the labelled items and regroups the unlabelled ones w
   shrinkage, distance and linkage with the best mean held-out score win, plain cosine and average
   linkage included, so the whitening, the shared neighbours and the chaining are used only where
   they help on classes they were not fitted on, which is the situation of the unlabelled classes.
-  (Labels of up to 100 items are fitted and scored whole: a held-out class thinned to a sample
-  would look sparser than the unlabelled classes do, and the shared-neighbour distance with it.)
+  The shared neighbours are a candidate only where every class in the tree is whole: not on a
+  sampled tree, nor where a label has more items than the fit takes (a held-out class thinned to
+  a sample looks sparser than the unlabelled classes are).
 
 The same cut tells known from new: an unlabelled item that falls among labelled items of a label
 continues that label (the loop's suggestions for it are kept); one in a group with no labelled
@@ -66,7 +67,7 @@ class RegroupConfig:
     distances: tuple[str, ...] = ("cosine", "shared")  # candidate distances: plain cosine, or shared nearest neighbours
     min_labels: int = 4  # labelled classes needed (each half of the split holds at least two)
     min_per_label: int = 3  # a label with fewer items does not teach the metric
-    max_fit_per_label: int = 100  # labelled items per label used to fit (a sample of the larger ones)
+    max_fit_per_label: int = 40  # labelled items per label used to fit (a sample of the larger ones)
     max_items: int = 6000  # most unlabelled items clustered at once (a random sample beyond; the rest join their nearest)
     min_group: int = 3  # smaller groups are left to the map
     cuts: int = 41  # merge distances tried (quantiles of the merge heights)
@@ -344,9 +345,13 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
         return None
     halves = np.array_split(rng.permutation(names), 2)
     methods = tuple(dict.fromkeys(("average", *cfg.linkages)))  # the plain average linkage is the baseline
-    # and the plain cosine. The shared-neighbour distance needs every unlabelled row in the tree:
-    # a sample thins each class's neighbourhood, and its neighbours are then other classes'.
-    distances = ("cosine",) if len(rest) else tuple(dict.fromkeys(("cosine", *cfg.distances)))
+    # and the plain cosine. The shared-neighbour distance needs every item of a class in the tree:
+    # a sample thins each class's neighbourhood, and its neighbours are then other classes'. So it
+    # is not used on a sampled tree (more unlabelled rows than max_items), nor where a label has more
+    # items than the fit takes (a held-out class thinned to a sample would look sparser than the
+    # unlabelled classes are, and the held-out choice would not hold for them).
+    thinned = len(rest) > 0 or bool((np.bincount(y[labelled]) > cfg.max_fit_per_label).any())
+    distances = ("cosine",) if thinned else tuple(dict.fromkeys(("cosine", *cfg.distances)))
     candidates = [d for d in cfg.distances if d in distances] or ["cosine"]
     nk = neighbour_count(y[fit])
     scores: dict[tuple[float, str, str], float] = {}

@@ -318,6 +318,9 @@ def test_the_labels_choose_shared_neighbours_where_classes_differ_in_spread():
     # neighbourhood, so the cosine alone is used
     small = regroup(z, labels, config=RegroupConfig(max_items=60))
     assert small is not None and small.distance == "cosine" and sum(len(g) for g in small.groups) > 60
+    # labels larger than the fit takes: the held-out classes would be thinned, so the cosine too
+    thin = regroup(z, labels, config=RegroupConfig(max_fit_per_label=10))
+    assert thin is not None and thin.distance == "cosine"
 
 
 def test_among_proposals_of_one_size_the_tightest_comes_first():
