@@ -162,19 +162,6 @@ def _tree(q: np.ndarray, method: str = "average") -> np.ndarray:
     return _trees(q, (method,))["cosine", method]
 
 
-def nearest(q: np.ndarray, k: int, *, block: int = 1024) -> np.ndarray:
-    """``[n, k]``: each row's ``k`` nearest rows of ``q`` (rows L2-normalised) by cosine, itself
-    among them, in no particular order."""
-    n = len(q)
-    k = max(1, min(k, n))
-    out = np.empty((n, k), np.int64)
-    for i0 in range(0, n, block):
-        g = q[i0 : i0 + block] @ q.T
-        g[np.arange(len(g)), np.arange(i0, i0 + len(g))] = np.inf
-        out[i0 : i0 + len(g)] = np.argpartition(-g, k - 1, axis=1)[:, :k]
-    return out
-
-
 def shared_neighbours(nb: np.ndarray) -> np.ndarray:
     """The condensed distances ``1 - |N(i) & N(j)| / k`` of the rows whose ``k`` nearest
     neighbours are ``nb`` (``[n, k]``). Two items of one class tend to have the same neighbours
@@ -198,6 +185,14 @@ def shared_neighbours(nb: np.ndarray) -> np.ndarray:
 TIE_BREAK = 1e-3
 
 
+def _nearest(q: np.ndarray, k: int) -> np.ndarray:
+    """``[n, k]``: each row's ``k`` nearest rows of ``q`` (rows L2-normalised, so cosine order),
+    itself among them: the project's exact FAISS search."""
+    from corral.pipeline.knn import FaissParams, knn_query
+
+    return knn_query(q, q, k=k, method="faiss", faiss_params=FaissParams(index_factory="Flat"))[0]
+
+
 def _trees(q: np.ndarray, methods: tuple[str, ...], distances: tuple[str, ...] = ("cosine",), k: int = 10) -> dict[tuple[str, str], np.ndarray]:
     """One tree per distance and linkage over the rows of ``q`` (the cosines computed once)."""
     from scipy.cluster.hierarchy import linkage
@@ -205,7 +200,7 @@ def _trees(q: np.ndarray, methods: tuple[str, ...], distances: tuple[str, ...] =
     d = cosine_condensed(q)
     out = {}
     for dist in distances:
-        dd = d if dist == "cosine" else shared_neighbours(nearest(q, k)) + TIE_BREAK * d
+        dd = d if dist == "cosine" else shared_neighbours(_nearest(q, k)) + TIE_BREAK * d
         for m in methods:
             out[dist, m] = linkage(dd, m)
     return out

@@ -324,8 +324,6 @@ def test_the_labels_choose_shared_neighbours_where_classes_differ_in_spread():
 
 
 def test_among_proposals_of_one_size_the_tightest_comes_first():
-    from corral.pipeline.regroup import transform, whitening
-
     for z, y in (nuisance_classes(), spread_classes(), pose_rings()):
         labels = np.where(y % 2 == 0, y, -1)
         r = regroup(z, labels)
