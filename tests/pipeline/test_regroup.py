@@ -243,9 +243,13 @@ def test_the_labels_choose_the_linkage_single_for_classes_on_a_curve_average_for
     assert r is not None and r.linkage == "single", r.summary()
     whole = [g for g in r.groups if len(g) == 24 and len(set(y[g].tolist())) == 1]
     assert len(whole) == 8, [(len(g), sorted(set(y[g].tolist()))) for g in r.groups]
-    # the same rings, average linkage only: the rings come back cut in arcs
-    avg = regroup(z, np.where(y < 8, y, -1), config=RegroupConfig(linkages=("average",)))
+    # the same rings, average linkage only and no climb: the rings come back cut in arcs
+    avg = regroup(z, np.where(y < 8, y, -1), config=RegroupConfig(linkages=("average",), climb=False))
     assert avg is not None and sum(len(g) == 24 and len(set(y[g].tolist())) == 1 for g in avg.groups) < 8
+    # with the climb, the arcs (each smaller than a ring) go up the tree to their whole ring
+    up = regroup(z, np.where(y < 8, y, -1), config=RegroupConfig(linkages=("average",)))
+    assert up is not None and up.climbed > 0
+    assert sum(len(g) == 24 and len(set(y[g].tolist())) == 1 for g in up.groups) == 8
     # compact blobs with a little noise between them: chaining would merge them, average stays
     z2, y2 = nuisance_classes()
     r2 = regroup(z2, np.where(y2 < 8, y2, -1))
@@ -347,3 +351,76 @@ def test_a_linkage_whose_heights_are_not_cosine_distances_is_refused(bad):
     with pytest.raises(ValueError, match="linkages"):
         RegroupConfig(**bad)
 
+
+def halved_classes(seed: int = 0, dim: int = 32, per: int = 10):
+    """Eight tight classes, named, and eight unnamed ones that each come in two halves (a person
+    under two lights): the cut chosen on the tight named classes leaves every unnamed one in two."""
+    rng = np.random.default_rng(seed)
+    x, y = [], []
+    for c in range(8):
+        x.append(rng.normal(size=dim) + rng.normal(scale=0.15, size=(per, dim)))
+        y += [c] * per
+    for c in range(8, 16):
+        centre = rng.normal(size=dim)
+        for _ in range(2):
+            x.append(centre + rng.normal(scale=0.45, size=dim) + rng.normal(scale=0.15, size=(per // 2, dim)))
+            y += [c] * (per // 2)
+    z = np.concatenate(x)
+    return z / np.linalg.norm(z, axis=1, keepdims=True), np.asarray(y)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pieces_of_a_class_smaller_than_a_typical_class_climb_the_tree_to_a_whole_class(seed):
+    from corral.pipeline.regroup import climb
+
+    z, y = halved_classes(seed)
+    labels = np.where(y < 8, y, -1)
+    r = regroup(z, labels)
+    assert r is not None and r.climbed >= 8 and r.summary()["climbed"] == r.climbed and r.summary()["climb"] is True
+    # every unnamed class proposed whole, and no proposal joins two classes
+    assert sorted((len(g), len(set(y[g].tolist()))) for g in r.groups) == [(10, 1)] * 8, [(len(g), sorted(set(y[g].tolist()))) for g in r.groups]
+    # without the climb the cut leaves them in halves
+    flat = regroup(z, labels, config=RegroupConfig(climb=False))
+    assert flat is not None and flat.climbed == 0
+    assert sum(len(g) == 5 for g in flat.groups) >= 12, [len(g) for g in flat.groups]
+    # the size of a typical class stops the climb; with no labelled item to stop it either, an
+    # unlimited climb takes everything to the root
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    rows = np.concatenate([np.flatnonzero(labels >= 0), np.flatnonzero(labels < 0)])
+    tree = linkage(z[rows], "average", metric="cosine")
+    part = fcluster(tree, r.threshold, "distance")
+    n_lab = int((labels >= 0).sum())
+    got, _ = climb(tree, part, n_lab, r.threshold, 10)
+    assert np.unique(got[n_lab:], return_counts=True)[1].max() == 10
+    everything, _ = climb(tree, part, 0, r.threshold, 1e9)
+    assert len(np.unique(everything)) == 1
+    # labelled groups never climb: their labelled leaves keep their group
+    assert (got[:n_lab] == part[:n_lab]).all()
+    # labels larger than the fit takes, or a sampled tree: group sizes are not a whole class's, so
+    # no climb
+    for cfg in (RegroupConfig(max_fit_per_label=4), RegroupConfig(max_items=60)):
+        thin = regroup(z, labels, config=cfg)
+        assert thin is not None and not thin.climb and thin.climbed == 0
+
+
+def test_a_climb_that_joins_two_held_out_classes_scores_lower():
+    """The held-out score the climb must not lower: two small look-alike classes that the best cut
+    keeps apart are joined by a climb up to twice their size, and the ARI says so."""
+    from scipy.cluster.hierarchy import linkage
+
+    from corral.pipeline.regroup import _best_cut, _climbed_ari
+
+    rng = np.random.default_rng(5)
+    dim = 32
+    centre = rng.normal(size=dim)
+    x = [centre + rng.normal(scale=0.25, size=dim) + rng.normal(scale=0.1, size=(4, dim)) for _ in range(2)]
+    x.append(rng.normal(size=dim) + rng.normal(scale=0.1, size=(8, dim)))
+    z = np.concatenate(x)
+    y = np.repeat([0, 1, 2], [4, 4, 8])
+    tree = linkage(z / np.linalg.norm(z, axis=1, keepdims=True), "average", metric="cosine")
+    ari, cut = _best_cut(tree, y, 41)
+    assert ari == 1.0
+    assert _climbed_ari(tree, y, cut, 4) == 1.0  # up to one class's size: nothing to join
+    assert _climbed_ari(tree, y, cut, 8) < 0.8  # up to two: the look-alikes are joined
+    assert _climbed_ari(tree, y, cut, None) == -1.0  # not on offer
