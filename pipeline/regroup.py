@@ -492,8 +492,8 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
         if k not in taken and k > 0:
             new += split_oversized(free[pf == k], q[len(fit) :][pf == k], typical)
     # Unlabelled branches inside a group that holds labelled items (see unlabelled_branches): after
-    # the groups among no labelled item of the same (capped) size, as they may as well be more of
-    # the label they join (the typical class size above still counts them with that label).
+    # the groups among no labelled item, as they may as well be more of the label they join (the
+    # typical class size above still counts them with that label).
     branches = [free[branch == b] for b in np.unique(branch[branch >= 0])]
 
     at = np.full(len(y), -1, np.int64)  # row -> its row of q
@@ -503,19 +503,17 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
         # the mean cosine distance of the group's rows to their mean direction, in the chosen metric
         return float(1.0 - np.linalg.norm(q[at[g]].mean(0)))
 
-    # A group about as large as a labelled class is most likely one whole class, and names the most
-    # items per action: the proposals come largest first, their size capped at a typical class's.
-    # Among groups of one size, those among no labelled item before the branches, then the tightest
-    # first: two halves of two classes that the cut put together lie farther apart than one
-    # class's items do. (Branches after all the other groups whatever their size left MNIST's
-    # largest proposal, 273 items of a digit nobody had named, behind groups of three.)
-    kinds = [(g, -1) for g in new] + [(g, int(continues[g[0]])) for g in branches]
-    kinds = sorted((gb for gb in kinds if len(gb[0]) >= cfg.min_group), key=lambda gb: (-min(len(gb[0]), typical), gb[1] >= 0, len(gb[0]), spread(gb[0]), int(gb[0][0])))
-    groups = [g for g, _ in kinds]
-    beside = [b for _, b in kinds]
+    def best_first(gs: list[np.ndarray]) -> list[np.ndarray]:
+        # a group about as large as a labelled class is most likely one whole class; among groups
+        # of one size, the tightest first: two halves of two classes that the cut put together
+        # lie farther apart than one class's items do
+        return sorted((g for g in gs if len(g) >= cfg.min_group), key=lambda g: (-min(len(g), typical), len(g), spread(g), int(g[0])))
+
+    new, branches = best_first(new), best_first(branches)
+    beside = [-1] * len(new) + [int(continues[g[0]]) for g in branches]
     # A branch's items do not continue the label they lie beside: whether they are more of it or a
     # look-alike nobody named, the labels cannot tell, so they are proposed as a group (with the
     # label beside it) and not suggested as that label. Only items among the labelled ones continue.
     continues[free[branch >= 0]] = -1
     per_shrink = {s: scores[s, distance, method] for s in cfg.shrinks}
-    return Regrouping(groups, continues, shrink, cut, scores[chosen], scores[1.0, "cosine", "average"], per_shrink, time.perf_counter() - t0, method, beside, distance, nk, climbing, climbed)
+    return Regrouping(new + branches, continues, shrink, cut, scores[chosen], scores[1.0, "cosine", "average"], per_shrink, time.perf_counter() - t0, method, beside, distance, nk, climbing, climbed)
