@@ -37,7 +37,8 @@ items do not continue the label either; the curator names the branch whole. A gr
 typical labelled class is more likely two classes than one and is cut in parts along its own tree;
 the cut is chosen on the classes named so far, the tightest ones, so it leaves looser classes in
 pieces: a group smaller than a typical class climbs the tree while the node above holds no labelled
-item and no more than a typical class (not on a sampled tree). The proposals come in order of their size capped at that typical size (a proposal names the most
+item and no more than a typical class (only where no class in the tree is thinned to a sample, and
+not when it lowers the held-out classes' score). The proposals come in order of their size capped at that typical size (a proposal names the most
 items per action), and among equals the smaller first: the one least likely to hold two classes. A few thousand
 unlabelled items are clustered at once (the clustering holds all their pairwise distances); beyond
 ``max_items`` a random sample of that many is clustered and every other unlabelled item joins the group
@@ -483,7 +484,7 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
     climbed = 0
     climbing = limit is not None and climbs[chosen] >= scores[chosen] - 1e-9
     if climbing:
-        # Not on a sampled tree: its groups hold a sample of their class, not a whole class's size.
+        # Offered only where no class is thinned (see limit above), and kept by the held-out classes.
         # Groups with labelled items do not climb, so what continues a label stays as it is.
         tp, climbed = climb(tree, part, len(fit), cut, typical)
         pf = tp[len(fit) :]
