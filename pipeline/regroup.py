@@ -296,6 +296,25 @@ def split_oversized(rows: np.ndarray, q: np.ndarray, typical: float) -> list[np.
     return [rows[cut == k] for k in np.unique(cut)]
 
 
+def _nodes(tree: np.ndarray, n_labelled: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per node of ``tree`` (leaves first, then scipy's merges; the first ``n_labelled`` leaves
+    labelled): its labelled leaves, its leaves, its parent (-1 for the root) and its merge height."""
+    n = len(tree) + 1
+    m = 2 * n - 1
+    kids = tree[:, :2].astype(np.int64)
+    lab = np.zeros(m, np.int64)
+    lab[:n_labelled] = 1
+    size = np.ones(m, np.int64)
+    size[n:] = tree[:, 3].astype(np.int64)
+    height = np.zeros(m)
+    height[n:] = tree[:, 2]
+    parent = np.full(m, -1, np.int64)
+    parent[kids[:, 0]] = parent[kids[:, 1]] = np.arange(n, m)
+    for i, (a, b) in enumerate(kids.tolist()):  # children come before their parent
+        lab[n + i] = lab[a] + lab[b]
+    return lab, size, parent, height
+
+
 def unlabelled_branches(tree: np.ndarray, n_labelled: int, cut: float, min_group: int) -> np.ndarray:
     """Per leaf of ``tree`` (the first ``n_labelled`` leaves labelled), the number of the branch it
     belongs to, -1 for none. A branch is a subtree of at least ``min_group`` leaves, none labelled,
@@ -303,17 +322,7 @@ def unlabelled_branches(tree: np.ndarray, n_labelled: int, cut: float, min_group
     hold a part nobody has named, such as the views of an object that look like a named one's, and
     such a part is a proposal of its own."""
     n = len(tree) + 1
-    lab = np.zeros(2 * n - 1, np.int64)
-    size = np.ones(2 * n - 1, np.int64)
-    lab[:n_labelled] = 1
-    parent = np.full(2 * n - 1, -1, np.int64)
-    height = np.zeros(2 * n - 1)
-    for i, (a, b, h, c) in enumerate(tree):
-        a, b = int(a), int(b)
-        lab[n + i] = lab[a] + lab[b]
-        size[n + i] = int(c)
-        height[n + i] = h
-        parent[a] = parent[b] = n + i
+    lab, size, parent, height = _nodes(tree, n_labelled)
     out = np.full(n, -1, np.int64)
     for node in range(2 * n - 1):
         p = parent[node]
@@ -343,17 +352,7 @@ def climb(tree: np.ndarray, part: np.ndarray, n_labelled: int, cut: float, limit
     left alone, so two whole classes are never joined."""
     n = len(tree) + 1
     m = 2 * n - 1
-    kids = tree[:, :2].astype(np.int64)
-    lab = np.zeros(m, np.int64)
-    lab[:n_labelled] = 1
-    size = np.ones(m, np.int64)
-    size[n:] = tree[:, 3].astype(np.int64)
-    height = np.zeros(m)
-    height[n:] = tree[:, 2]
-    parent = np.full(m, -1, np.int64)
-    parent[kids[:, 0]] = parent[kids[:, 1]] = np.arange(n, m)
-    for i, (a, b) in enumerate(kids.tolist()):  # children come before their parent
-        lab[n + i] = lab[a] + lab[b]
+    lab, size, parent, height = _nodes(tree, n_labelled)
     # Top down (a parent's number is above its children's): each node's group of the cut, and the
     # highest node it may climb to.
     group = np.arange(m)
