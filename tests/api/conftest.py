@@ -209,7 +209,8 @@ def page_for(browser, url: str, *, viewport=(1280, 800)):
         page = ctx.new_page()
         page.errors = []
         page.on("pageerror", lambda e: page.errors.append(str(e)))
-        page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+        # with the resource's address, so a failed request says which one it was
+        page.on("console", lambda m: page.errors.append(f"{m.text} [{m.location.get('url', '')}]" if m.location.get("url") else m.text) if m.type == "error" else None)
         page.goto(url)
         yield page
 

@@ -18,8 +18,8 @@ async function check(res) {
   throw new ApiError(res.status, msg);
 }
 
-export async function getJSON(path) {
-  const res = await check(await fetch(path, { credentials: 'same-origin' }));
+export async function getJSON(path, { signal } = {}) {
+  const res = await check(await fetch(path, { credentials: 'same-origin', signal }));
   return res.json();
 }
 

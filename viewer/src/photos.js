@@ -197,10 +197,22 @@ export class PhotosView {
   async _suggest(boxId) {
     const out = $('#photo-suggestion', this.root);
     out.textContent = '';
+    this._cancelSuggest();
+    const ask = new AbortController();
+    this._asking = ask;
     try {
-      const r = await getJSON(`/api/photos/${this.photo.id}/boxes/${boxId}/suggest`);
+      const r = await getJSON(`/api/photos/${this.photo.id}/boxes/${boxId}/suggest`, { signal: ask.signal });
       if (this.selected === boxId && r.suggestion) this._offer(r.suggestion);
-    } catch (_) { /* no suggestion */ }
+    } catch (_) { /* no suggestion */ } finally {
+      if (this._asking === ask) this._asking = null;
+    }
+  }
+
+  /** A revision or an undo may remove the box a suggestion is being asked for: the question is
+   * dropped before the change is sent, so its answer (404 once the box is gone) never arrives. */
+  _cancelSuggest() {
+    if (this._asking) this._asking.abort();
+    this._asking = null;
   }
 
   _offer(s) {
@@ -307,6 +319,7 @@ export class PhotosView {
   // -- revisions -----------------------------------------------------------------------------
   async _revise(path, body, what) {
     if (this.busy || !this._canWrite()) return null;
+    this._cancelSuggest();
     this.busy = true;
     this.root.classList.add('busy');
     this._say(`${what}…`);
@@ -356,6 +369,7 @@ export class PhotosView {
 
   async undo(redo) {
     if (this.busy || !this._canWrite()) return;
+    this._cancelSuggest();
     this.busy = true;
     try {
       const res = await postJSON(`/api/photos/${redo ? 'redo' : 'undo'}`, {});
