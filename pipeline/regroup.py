@@ -234,12 +234,13 @@ Scored = dict[tuple[str, str], tuple[float, float, float]]
 def _climbed_ari(tree: np.ndarray, y: np.ndarray, cut: float, limit: float | None) -> float:
     """ARI against ``y`` (the first leaves' labels) of the cut at ``cut`` after the climb (see
     climb) with no leaf labelled; -1 when no limit is given (the climb is not on offer)."""
-    from scipy.cluster.hierarchy import fcluster
     from sklearn.metrics import adjusted_rand_score
 
     if limit is None:
         return -1.0
-    part, _ = climb(tree, fcluster(tree, cut, "distance"), 0, cut, limit)
+    # with no leaf labelled every leaf gets the node its group climbed to, found from the tree and
+    # the cut alone: the groups given are not read (no fcluster of the same cut is needed)
+    part, _ = climb(tree, np.zeros(len(tree) + 1, np.int64), 0, cut, limit)
     return float(adjusted_rand_score(y, part[: len(y)]))
 
 
@@ -430,7 +431,7 @@ def regroup(z: np.ndarray, labels: np.ndarray, *, config: RegroupConfig | None =
     # ARI: the held-out classes, named first, are mostly whole at their best cut already, so they
     # cannot show the climb's gain on the looser classes left, only its harm (two small classes
     # joined).
-    limit = float(np.median(np.bincount(y[labelled])[np.unique(y[labelled])])) if cfg.climb and not thinned else None
+    limit = float(np.median(np.unique(y[labelled], return_counts=True)[1])) if cfg.climb and not thinned else None
     climbs: dict[tuple[float, str, str], float] = {}
     scores: dict[tuple[float, str, str], float] = {}
     cuts: dict[tuple[float, str, str], float] = {}
