@@ -72,7 +72,7 @@ def iter_source(source: str | os.PathLike[str], *, endpoint_url: str | None = No
 
 def _list_folder(root: Path) -> Iterator[SourceItem]:
     root = root.resolve()
-    escaped = 0
+    escaped = listed = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
@@ -90,7 +90,14 @@ def _list_folder(root: Path) -> Iterator[SourceItem]:
                 size = p.stat().st_size
             except OSError:
                 size = -1  # a dangling link or a vanished file: the worker records why
+            listed += 1
             yield SourceItem(str(p), size)
+    if escaped and not listed:
+        # every file was such a link (a class-per-folder view made with ln -s): say so, not "empty"
+        raise SourceError(
+            f"{root}: all {escaped} file(s) are symbolic links pointing outside the folder, and links out of a collection are not followed"
+            " (whoever can write there could point one anywhere); copy the files in, or list them in a manifest (.csv with a 'path' column)"
+        )
     if escaped:
         logger.warning("%s: left out %d symbolic link(s) pointing outside the folder", root, escaped)
 

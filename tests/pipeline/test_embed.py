@@ -296,6 +296,24 @@ def test_a_device_listed_as_an_image_is_refused_before_a_byte_is_read(tmp_path):
     assert res.embedded == len(files)
 
 
+def test_a_folder_of_links_out_says_so_instead_of_empty(tmp_path):
+    """A class-per-folder view made with ``ln -s`` of images kept elsewhere: links out of a collection
+    are not followed, so nothing is embedded, and the error says why and what to do instead of
+    calling the folder empty. A manifest naming the same files embeds them."""
+    from corral.pipeline.ingest import SourceError
+
+    files = _object_subset(tmp_path / "store", per_class=1, classes=2)
+    (tmp_path / "view" / "a").mkdir(parents=True)
+    for i, f in enumerate(files):
+        os.symlink(f, tmp_path / "view" / "a" / f"{i}-{f.name}")
+    with pytest.raises(SourceError, match=r"all 2 file\(s\) are symbolic links pointing outside the folder.*manifest"):
+        embed(str(tmp_path / "view"), workspace=tmp_path / "ws", config=EmbedConfig(**CFG))
+    assert not (tmp_path / "ws" / "embeddings").exists() or not any((tmp_path / "ws" / "embeddings").rglob("*.parquet"))
+    (tmp_path / "list.csv").write_text("path\n" + "".join(f"{f}\n" for f in files))
+    res = embed(str(tmp_path / "list.csv"), workspace=tmp_path / "ws2", config=EmbedConfig(**CFG))
+    assert res.embedded == len(files)
+
+
 def test_a_fifo_in_the_folder_is_skipped_with_a_reason_not_waited_on(tmp_path):
     """A named pipe among the images (issue 13, item 9) hung the job forever: reading it waits for a
     writer that never comes. It is skipped with its reason and the rest is embedded."""
