@@ -17,6 +17,11 @@ DATASETS = {
     "orl_faces": ("folder", "orl_faces/images", None, "timm:tf_efficientnet_lite0"),
     # ORL with the face pipeline `corral embed` recommends for a collection of faces (not in the default run)
     "orl_faces_dlib": ("folder", "orl_faces/images", None, "dlib:face-resnet"),
+    # Classes of very unequal size (the shared sets' are equal): per class a seeded random number of
+    # its images, log-uniform between the two bounds, so a few classes are large and many small. The
+    # loop's rules lean on a typical class size; these check them where there is none.
+    "coil20_tail": ("tail", "coil20/images", (4, 72, 7), "timm:tf_efficientnet_lite0"),
+    "coil100_tail": ("tail", "coil100_subset/images", (2, 18, 7), "timm:tf_efficientnet_lite0"),
 }
 
 #: The sets run when none is named (the issue's five; the face-model run is asked for by name).
@@ -28,6 +33,24 @@ def read_idx(path: Path) -> np.ndarray:
     ndim = b[3]
     shape = [int.from_bytes(b[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(b, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def tail_subset(src: Path, dest: Path, low: int, high: int, seed: int) -> None:
+    """Copy into ``dest`` (one folder per class) a seeded random share of each class folder of
+    ``src``: ``exp(uniform(log low, log high))`` images, rounded, at least ``low``. Copies, not links:
+    a collection's links out of its folder are not followed."""
+    import shutil
+
+    rng = np.random.default_rng(seed)
+    tmp = dest.with_name(dest.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for cls in sorted(p for p in src.iterdir() if p.is_dir()):
+        files = sorted(f for f in cls.iterdir() if f.is_file())
+        n = min(len(files), max(low, int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))))
+        (tmp / cls.name).mkdir(parents=True)
+        for k in sorted(rng.choice(len(files), n, replace=False)):
+            shutil.copy(files[k], tmp / cls.name / files[k].name)
+    tmp.rename(dest)
 
 
 def prepare(name: str, data: Path, out: Path, *, rebuild_map: bool) -> tuple[Path, dict[str, str], dict]:
@@ -42,6 +65,10 @@ def prepare(name: str, data: Path, out: Path, *, rebuild_map: bool) -> tuple[Pat
     kind, images, labels, model = DATASETS[name]
     ws = out / name
     src = data / images
+    if kind == "tail":
+        src = out / "images" / name
+        if not src.exists():
+            tail_subset(data / images, src, *labels)
     if kind == "idx":
         src = out / "images" / name
         if not src.exists():
