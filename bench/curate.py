@@ -531,7 +531,7 @@ def plot(results: dict, path: Path) -> None:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="folder holding the shared data sets")
-    ap.add_argument("--datasets", nargs="*", default=None, choices=list(DATASETS), help="shared sets to run (default: the five of the issue, none with --folder; orl_faces_dlib and the unequal-class coil20_tail, coil100_tail only when named)")
+    ap.add_argument("--datasets", nargs="*", default=None, choices=list(DATASETS), help="shared sets to run (default: the issue's five, none with --folder; orl_faces_dlib, *_tail only when named)")
     ap.add_argument("--folder", default=None, help="also run on your own collection: a folder with one subfolder of images per class")
     ap.add_argument("--name", default=None, help="the name of --folder's collection in the results (default: the folder's name)")
     ap.add_argument("--model", default="timm:tf_efficientnet_lite0", help="embedder for --folder")
