@@ -35,6 +35,16 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(b, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+def idx_folder(images: Path, labels: Path, dest: Path) -> None:
+    """Write an IDX image set into ``dest`` as PNGs, one folder per label."""
+    from PIL import Image
+
+    x, y = read_idx(images), read_idx(labels)
+    for i, (img, lab) in enumerate(zip(x, y)):
+        (dest / str(lab)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(dest / str(lab) / f"{i:05d}.png")
+
+
 def tail_subset(src: Path, dest: Path, low: int, high: int, seed: int) -> None:
     """Copy into ``dest`` (one folder per class) a seeded random share of each class folder of
     ``src``: ``exp(uniform(log low, log high))`` images, rounded, at least ``low``. Copies, not links:
@@ -42,20 +52,17 @@ def tail_subset(src: Path, dest: Path, low: int, high: int, seed: int) -> None:
     import shutil
 
     rng = np.random.default_rng(seed)
-    tmp = dest.with_name(dest.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
     for cls in sorted(p for p in src.iterdir() if p.is_dir()):
         files = sorted(f for f in cls.iterdir() if f.is_file())
         n = min(len(files), max(low, int(round(np.exp(rng.uniform(np.log(low), np.log(high)))))))
-        (tmp / cls.name).mkdir(parents=True)
+        (dest / cls.name).mkdir(parents=True)
         for k in sorted(rng.choice(len(files), n, replace=False)):
-            shutil.copy(files[k], tmp / cls.name / files[k].name)
-    tmp.rename(dest)
+            shutil.copy(files[k], dest / cls.name / files[k].name)
 
 
 def prepare(name: str, data: Path, out: Path, *, rebuild_map: bool) -> tuple[Path, dict[str, str], dict]:
     """Embed (cached) and map a data set; returns (workspace, truth by item id, timings)."""
-    from PIL import Image
+    import shutil
 
     from corral.pipeline.embed import EmbedConfig, embed
     from corral.pipeline.mapping import MapConfig, build_map
@@ -65,17 +72,19 @@ def prepare(name: str, data: Path, out: Path, *, rebuild_map: bool) -> tuple[Pat
     kind, images, labels, model = DATASETS[name]
     ws = out / name
     src = data / images
-    if kind == "tail":
+    if kind in ("idx", "tail"):
+        # A folder derived from the shared data, written once: into a .part folder renamed when
+        # whole, so an interrupted build is redone rather than embedded half-written.
         src = out / "images" / name
         if not src.exists():
-            tail_subset(data / images, src, *labels)
-    if kind == "idx":
-        src = out / "images" / name
-        if not src.exists():
-            x, y = read_idx(data / images), read_idx(data / labels)
-            for i, (img, lab) in enumerate(zip(x, y)):
-                (src / str(lab)).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img).save(src / str(lab) / f"{i:05d}.png")
+            tmp = src.with_name(src.name + ".part")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            if kind == "idx":
+                idx_folder(data / images, data / labels, tmp)
+            else:
+                tail_subset(data / images, tmp, *labels)
+            tmp.rename(src)
     t0 = time.perf_counter()
     res = embed(str(src), workspace=ws, config=EmbedConfig(model=model, progress=False))
     t_embed = time.perf_counter() - t0
