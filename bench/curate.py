@@ -331,9 +331,6 @@ class Curator:
         truth = np.asarray([self.truth[i] for i in self.ids], dtype=object)
         sugg = sum(len(g.rows) for g in res.groups)
         right = sum(int((truth[g.rows] == g.label).sum()) for g in res.groups)
-        sure = [g for g in res.groups if g.sure]
-        sugg_sure = sum(len(g.rows) for g in sure)
-        right_sure = sum(int((truth[g.rows] == g.label).sum()) for g in sure)
         free = ~res.labelled
         real = float((np.asarray(res.classes, dtype=object)[res.predicted[free]] == truth[free]).mean()) if free.any() else None
         self.rounds.append(
@@ -345,10 +342,6 @@ class Curator:
                 "bar": round(res.bar, 4),
                 "suggested": sugg,
                 "suggested_precision": round(right / sugg, 4) if sugg else None,
-                # the groups the model calls sure (the rest are offered as likely)
-                "suggested_sure": sugg_sure,
-                "sure_precision": round(right_sure / sugg_sure, 4) if sugg_sure else None,
-                "unnamed_share": None if res.new_share is None else round(res.new_share, 4),
                 "estimated_accuracy_left": None if res.estimated_accuracy_left is None else round(res.estimated_accuracy_left, 4),
                 "realised_accuracy_left": None if real is None else round(real, 4),
                 "seconds": round(res.seconds, 2),

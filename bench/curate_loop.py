@@ -47,12 +47,6 @@ def run_loop(ws: Path, truth: dict[str, str], *, spare_cost: float, tolerance: f
     res["estimate_gap_mean"] = round(float(np.mean(gaps)), 4) if gaps else None
     prec = [r["suggested_precision"] for r in cur.rounds if r["suggested_precision"] is not None]
     res["suggested_precision_min"] = min(prec) if prec else None
-    # Pooled over every round: how right the offered groups were, the sure ones and all of them.
-    for key, n_key, p_key in (("offered", "suggested", "suggested_precision"), ("sure", "suggested_sure", "sure_precision")):
-        n = sum(r[n_key] for r in cur.rounds)
-        right = sum(round(r[n_key] * r[p_key]) for r in cur.rounds if r[p_key] is not None)
-        res[f"{key}_items"] = n
-        res[f"{key}_precision"] = round(right / n, 4) if n else None
     res["round_log"] = cur.rounds[:: max(1, len(cur.rounds) // 20)]
     res["curve"] = cur.curve
     cur.store.close()

@@ -8,9 +8,6 @@ chosen without the embedder). The rest is labelled in a label store. Then, on th
 the same map, ``corral suggest --all`` runs both ways:
 
 - ``learnt``: the curation loop's model (:mod:`corral.pipeline.presuggest`, the default);
-- ``learnt_all_named``: the same model without the weighing of the share of new items that may be of
-  labels nobody has named (``--all-named``, ``LearnConfig(unnamed_prior=False)``): what the default
-  was before that weighing;
 - ``index``: ``corral index build`` and the index's pre-labelling threshold.
 
 Reported per set, split and proposer, pooled over three seeds: items suggested, precision (an item
@@ -45,10 +42,6 @@ from bench.common import emit_result, peak_rss_mib, provenance  # noqa: E402
 DATA = Path(os.environ.get("CORRAL_SHARED", REPO.parent / "shared")) / "data"
 
 
-#: What proposes the labels, in the order they run on each split.
-PROPOSERS = ("learnt", "learnt_all_named", "index")
-
-
 def log(msg: str) -> None:
     sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
     sys.stderr.flush()
@@ -57,7 +50,6 @@ def log(msg: str) -> None:
 def one_run(name: str, src: Path, truth: dict[str, str], kind: str, seed: int, cache: Path) -> dict[str, dict[str, Any]]:
     """Label one split of ``src``'s items and pre-label the rest both ways."""
     from bench.recognize_pose import pixels
-    from corral.pipeline.learn import LearnConfig
     from corral.pipeline.presuggest import suggest_any
     from corral.storage.index_build import build_index
     from corral.storage.labels import LabelStore
@@ -96,12 +88,11 @@ def one_run(name: str, src: Path, truth: dict[str, str], kind: str, seed: int, c
     store.close()
     held_known = sum(1 for i in ids if i not in labelled and truth[i] not in left_out)
     out: dict[str, dict[str, Any]] = {}
-    for using in PROPOSERS:
+    for using in ("learnt", "index"):
         t0 = time.perf_counter()
         if using == "index":
             build_index(workspace=ws)
-        cfg = LearnConfig(unnamed_prior=False) if using == "learnt_all_named" else None
-        res, _ = suggest_any(workspace=ws, using="index" if using == "index" else "learnt", include_all=True, config=cfg)
+        res, _ = suggest_any(workspace=ws, using=using, include_all=True)
         seconds = time.perf_counter() - t0
         sug = read_suggestions(ws, res.map)
         got = dict(zip(sug.table.column("id").to_pylist(), sug.table.column("label").to_pylist()))
@@ -152,9 +143,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         entry: dict[str, Any] = {"model": timings["model"], "items": len(truth), "splits": {}}
         for kind in ("random", "look_run"):
             runs = [one_run(name, ws, truth, kind, seed, cache) for seed in range(args.seeds)]
-            entry["splits"][kind] = {using: pool([r[using] for r in runs]) for using in PROPOSERS}
+            entry["splits"][kind] = {using: pool([r[using] for r in runs]) for using in ("learnt", "index")}
             e = entry["splits"][kind]
-            log(f"{name}/{kind}: " + "; ".join(f"{u} {e[u]['suggested']} at precision {e[u]['precision']}, coverage {e[u]['coverage']}, strangers {e[u]['strangers_named']}" for u in PROPOSERS))
+            log(
+                f"{name}/{kind}: learnt {e['learnt']['suggested']} at precision {e['learnt']['precision']}, coverage {e['learnt']['coverage']}; "
+                f"index {e['index']['suggested']} at precision {e['index']['precision']}, coverage {e['index']['coverage']}"
+            )
         result["sets"][name] = entry
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["peak_rss_mib"] = peak_rss_mib()

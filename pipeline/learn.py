@@ -59,9 +59,6 @@ class LearnConfig:
     alpha: float = 0.2  # label spreading's clamping factor (scikit-learn's name)
     svm_C: float = 10.0  # the RBF-kernel SVM's inverse regularisation (scikit-learn's C of SVC)
     max_train: int = 3000  # most labelled rows one fit of the SVM sees (a per-label sample beyond)
-    # weigh each unlabelled item's confidence by the estimated share of what is left that is of labels
-    # nobody has named (prior_novelty); off only where every class is known to be named already
-    unnamed_prior: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -79,8 +76,6 @@ class LearnConfig:
             raise ValueError(f"svm_C={self.svm_C!r}: must be > 0")
         if not isinstance(self.max_train, int) or isinstance(self.max_train, bool) or self.max_train < 10:
             raise ValueError(f"max_train={self.max_train!r}: must be an integer >= 10")
-        if not isinstance(self.unnamed_prior, bool):
-            raise ValueError(f"unnamed_prior={self.unnamed_prior!r}: must be true or false")
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha={self.alpha!r}: must be in (0, 1)")
 
@@ -158,10 +153,6 @@ class Group:
     label: str
     rows: np.ndarray
     confidence: np.ndarray
-    # every member's confidence reaches the bar; a group that is not sure is offered as *likely*: the
-    # model predicts the label and its distance reading is sure, but the weighing of what may be
-    # of labels nobody named says less (``confidence`` is that honest reading, whatever ``sure`` is)
-    sure: bool = True
 
     @property
     def expected_precision(self) -> float:
@@ -220,9 +211,7 @@ class LearnResult:
             "heldout_log_loss": {k: round(v, 4) for k, v in self.heldout_log_loss.items()},
             "bar": round(self.bar, 4),
             "estimated_accuracy_left": None if self.estimated_accuracy_left is None else round(self.estimated_accuracy_left, 4),
-            "unnamed_share": None if self.new_share is None else round(self.new_share, 4),
             "suggested": int(sum(len(g.rows) for g in self.groups)),
-            "suggested_sure": int(sum(len(g.rows) for g in self.groups if g.sure)),
             "groups": len(self.groups),
             "ignored_labels": self.ignored_labels,
             "seconds": round(self.seconds, 2),
@@ -554,16 +543,12 @@ def learn(
     # own items, and a few labels cannot show that none exists. The share of what is left that is
     # of labels nobody has named (estimated from the distances) weighs that risk (prior_novelty).
     share = new_share(dist[free], dist[rows], novel) if len(free) else 0.0
-    plain = confidence * np.where(labelled, 1.0, known)
-    if cfg.unnamed_prior:
-        new = prior_novelty(dist[free], dist[rows], by_label, share)
-        known[free] = np.minimum(known[free], 1.0 - new)
+    new = prior_novelty(dist[free], dist[rows], by_label, share)
+    known[free] = np.minimum(known[free], 1.0 - new)
     confidence = confidence * np.where(labelled, 1.0, known)
-    confidence[proba.sum(1) == 0] = plain[proba.sum(1) == 0] = 0.0  # every learnt label excluded: nothing to say
+    confidence[proba.sum(1) == 0] = 0.0  # every learnt label excluded: nothing to say
     bar = max(cfg.aim, 1.0 - (1.0 - cfg.aim) * heldout)
-    # The groups are what the distance reading alone is sure of; each shows the honest confidence,
-    # and only a group whose every member reaches the bar on it is called sure (the rest: likely).
-    groups = suggest_groups(predicted, plain, labelled, classes, bar=bar, cfg=cfg, shown=confidence)
+    groups = suggest_groups(predicted, confidence, labelled, classes, bar=bar, cfg=cfg)
     res = LearnResult(
         classes=classes,
         proba=proba,
@@ -587,18 +572,15 @@ def learn(
     return res
 
 
-def suggest_groups(predicted: np.ndarray, confidence: np.ndarray, labelled: np.ndarray, classes: list[str], *, bar: float, cfg: LearnConfig, shown: np.ndarray | None = None) -> list[Group]:
+def suggest_groups(predicted: np.ndarray, confidence: np.ndarray, labelled: np.ndarray, classes: list[str], *, bar: float, cfg: LearnConfig) -> list[Group]:
     """Per label, the unlabelled rows predicted for it at or above ``bar``: the ``max_group`` most
-    confident, shown least sure first; the largest groups first. ``shown`` (default ``confidence``)
-    is the confidence each group shows and orders by; a group is sure when all of it reaches ``bar``."""
-    shown = confidence if shown is None else shown
+    confident, shown least sure first; the largest groups first."""
     out = []
     for k, lb in enumerate(classes):
         rows = np.flatnonzero(~labelled & (predicted == k) & (confidence >= bar))
         if len(rows) < cfg.min_group:
             continue
         rows = rows[np.argsort(-confidence[rows], kind="stable")][: cfg.max_group][::-1]
-        rows = rows[np.argsort(shown[rows], kind="stable")]
-        out.append(Group(label=lb, rows=rows, confidence=shown[rows], sure=bool(shown[rows].min() >= bar)))
+        out.append(Group(label=lb, rows=rows, confidence=confidence[rows]))
     out.sort(key=lambda g: (-len(g.rows), g.label.lower()))
     return out

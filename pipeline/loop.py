@@ -98,7 +98,6 @@ class Round:
                 "ids": [str(self.ids[r]) for r in g.rows],
                 "confidence": [round(float(c), 4) for c in g.confidence],
                 "expected_precision": round(g.expected_precision, 4),
-                "sure": g.sure,
             }
             for g in res.groups
         ]
@@ -158,8 +157,7 @@ def regroup_rest(res: LearnResult) -> Regrouping | None:
     for g in res.groups:
         keep = rg.continues[g.rows] == cls[g.label]
         if keep.sum() >= res.config.min_group:
-            conf = g.confidence[keep]
-            kept.append(type(g)(label=g.label, rows=g.rows[keep], confidence=conf, sure=bool(conf.min() >= res.bar)))
+            kept.append(type(g)(label=g.label, rows=g.rows[keep], confidence=g.confidence[keep]))
     kept.sort(key=lambda g: (-len(g.rows), g.label.lower()))
     res.groups = kept
     return rg
@@ -283,23 +281,21 @@ def next_groups(
     suggested: list[np.ndarray] | None = None,
     labels: list[str] | None = None,
     *,
-    sure: list[bool] | None = None,
     regrouped: list[np.ndarray] | None = None,
     regrouped_beside: list[dict[str, str]] | None = None,
     cohesion: np.ndarray | None = None,
     limit: int = 20,
 ) -> list[dict[str, Any]]:
-    """What to name next, best first: the round's suggested groups (largest first; ``sure[k]`` says
-    whether group ``k`` is sure or only likely, see :class:`~corral.pipeline.learn.Group`), the unlabelled
+    """What to name next, best first: the round's suggested groups (largest first), the unlabelled
     rows the labels regrouped (``regrouped``, :func:`regroup_rest`; largest first), then the map's
     clusters by how many unlabelled points they still hold (counted up to the median cluster size)
     times their cohesion (``cohesion[c]``, the clusters table's mean cosine to the cluster's
     direction: a clean cluster names in one go, a mixed one needs work), with their unlabelled points. Rows index the same arrays as
     ``cluster`` and ``labelled``; the viewer offers ``[0]`` after every naming."""
     out: list[dict[str, Any]] = []
-    for k, (rows, lb) in enumerate(zip(suggested or [], labels or [])):
+    for rows, lb in zip(suggested or [], labels or []):
         if len(rows):
-            out.append({"kind": "suggested", "label": lb, "rows": np.asarray(rows), "sure": bool(sure[k]) if sure is not None and k < len(sure) else True})
+            out.append({"kind": "suggested", "label": lb, "rows": np.asarray(rows)})
     for k, rows in enumerate(regrouped or []):
         rows = np.asarray(rows)
         rows = rows[~np.asarray(labelled, bool)[rows]]

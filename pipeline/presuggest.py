@@ -82,19 +82,13 @@ def suggest_learnt(
 
 
 def suggest_any(
-    *,
-    workspace: str | os.PathLike[str] | Workspace,
-    map_name: str | None = None,
-    using: str = "learnt",
-    threshold: float | None = None,
-    include_all: bool = False,
-    config: LearnConfig | None = None,
+    *, workspace: str | os.PathLike[str] | Workspace, map_name: str | None = None, using: str = "learnt", threshold: float | None = None, include_all: bool = False
 ) -> tuple[SuggestResult, str | None]:
     """``corral suggest``: the learnt model (``using="learnt"``) or the index (``"index"``).
 
     With ``"learnt"`` and too few labels to learn from, the index answers when the workspace has
     one; the second value then says why. ``threshold`` is a confidence for the model, a margin for
-    the index. ``config`` is the loop's settings for the learnt model.
+    the index.
     """
     from corral.pipeline.learn import LearnError
     from corral.storage.suggestions import suggest
@@ -104,7 +98,7 @@ def suggest_any(
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     if using == "learnt":
         try:
-            return suggest_learnt(workspace=ws, map_name=map_name, min_confidence=threshold, include_all=include_all, config=config), None
+            return suggest_learnt(workspace=ws, map_name=map_name, min_confidence=threshold, include_all=include_all), None
         except LearnError as e:
             if not Path(ws.index_dir, MANIFEST).is_file():
                 raise

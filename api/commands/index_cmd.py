@@ -189,11 +189,6 @@ def _add_suggest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-confidence", type=float, default=None, help="calibrated confidence a learnt suggestion needs (default: the loop's bar, about 0.97)")
     p.add_argument("--min-margin", type=float, default=None, help="with --using index: margin (score minus the label's typical score) needed (default: the index's high-precision threshold)")
     p.add_argument("--all", action="store_true", help="consider every unlabelled point, not only those `corral map --update` placed")
-    p.add_argument(
-        "--all-named",
-        action="store_true",
-        help="with the learnt model: every class among the new items has a label already, so suggestions are not held back for a share that may be of labels nobody has named",
-    )
 
 
 def _run_suggest(args: argparse.Namespace) -> int:
@@ -204,12 +199,7 @@ def _run_suggest(args: argparse.Namespace) -> int:
     if args.using == "learnt" and args.min_margin is not None:
         raise ValueError("--min-margin is the index's threshold; add --using index, or give --min-confidence")
     threshold = args.min_margin if args.using == "index" else args.min_confidence
-    from corral.pipeline.learn import LearnConfig
-
-    if args.using == "index" and args.all_named:
-        raise ValueError("--all-named is the learnt model's setting; the index has its own unknown rule")
-    config = LearnConfig(unnamed_prior=False) if args.all_named else None
-    res, note = suggest_any(workspace=args.workspace, map_name=args.map, using=args.using, threshold=threshold, include_all=args.all, config=config)
+    res, note = suggest_any(workspace=args.workspace, map_name=args.map, using=args.using, threshold=threshold, include_all=args.all)
     if not args.quiet:
         if note:
             sys.stderr.write(note + "\n")

@@ -17,11 +17,6 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aim", type=float, default=d.aim, help=f"precision a suggested group aims for (default {d.aim}); the bar never drops below it")
     p.add_argument("--model", choices=MODELS, default=d.model, help="auto (chosen by held-out log loss each round), logreg, spreading or svm (an RBF-kernel SVM)")
     p.add_argument("--max-group", type=int, default=d.max_group, help=f"largest suggested group (default {d.max_group})")
-    p.add_argument(
-        "--all-named",
-        action="store_true",
-        help="every class of the collection has a label already: do not hold suggestions back for the share of what is left that may be of labels nobody has named",
-    )
     p.add_argument("--show", type=int, default=10, help="suggested groups to list (default 10)")
 
 
@@ -34,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
     ws = Workspace(args.workspace)
     if not ws.root.is_dir():
         raise WorkspaceError(f"--workspace {args.workspace}: no such folder")
-    cfg = LearnConfig(aim=args.aim, model=args.model, max_group=args.max_group, unnamed_prior=not args.all_named)
+    cfg = LearnConfig(aim=args.aim, model=args.model, max_group=args.max_group)
     mv = map_vectors(ws, args.map)
     with LabelStore.open(ws) as store:
         rnd = run_round(mv, store, config=cfg)
@@ -50,15 +45,9 @@ def _run(args: argparse.Namespace) -> int:
         if res.ignored_labels:
             w("  not learnt (too few items): " + ", ".join(f"{k} ({v})" for k, v in sorted(res.ignored_labels.items())) + "\n")
         total = sum(len(g.rows) for g in res.groups)
-        sure = sum(len(g.rows) for g in res.groups if g.sure)
-        w(f"  {len(res.groups)} suggested groups, {total:,} items ({sure:,} in groups the model is sure of)" + (":\n" if res.groups else "\n"))
+        w(f"  {len(res.groups)} suggested groups, {total:,} items" + (":\n" if res.groups else "\n"))
         for g in res.groups[: args.show]:
-            w(f"    {g.label:<30} {len(g.rows):>5} items, expected precision {g.expected_precision:.3f}{'' if g.sure else ', likely (not sure)'}\n")
-        if res.new_share is not None and res.new_share >= 0.2 and sure < total:
-            w(
-                f"  about {res.new_share:.0%} of what is left looks to be of labels nobody has named yet; with {len(res.classes)} labels the loop"
-                " cannot rule out a look-alike of a named one there, so its groups are likely, not sure: check their tiles, or name more of the map first\n"
-            )
+            w(f"    {g.label:<30} {len(g.rows):>5} items, expected precision {g.expected_precision:.3f}\n")
         w(f"  queues: {len(rnd.hard)} hard items, {len(rnd.issues)} possible label errors, {len(rnd.duplicates)} near-duplicate groups\n")
         w(f"  written to {path}; accept groups in the viewer (Learn panel) or with the API\n")
     emit({**res.summary(), "map": rnd.map_name, "labels_version": rnd.labels_version, "out": str(path), "hard": len(rnd.hard), "issues": len(rnd.issues), "duplicates": len(rnd.duplicates)})

@@ -78,16 +78,7 @@ def learn_round(view: Map, ctx: Ctx, user: Reader, limit: Count = 200, wait: boo
         raise Conflict(f"map {view.name!r} changed while the round was computed; ask again")
     groups = rnd.result.groups
     regrouped, near = _regrouped(rnd, position)
-    nxt = next_groups(
-        view.cluster,
-        labelled,
-        [position[g.rows] for g in groups],
-        [g.label for g in groups],
-        sure=[g.sure for g in groups],
-        regrouped=regrouped,
-        regrouped_beside=near,
-        cohesion=_cohesion(view),
-    )
+    nxt = next_groups(view.cluster, labelled, [position[g.rows] for g in groups], [g.label for g in groups], regrouped=regrouped, regrouped_beside=near, cohesion=_cohesion(view))
     return {"ready": True, "etag": view.etag, **rnd.to_json(limit=limit, position=position), "next": _next_json(nxt)}
 
 

@@ -139,8 +139,6 @@ def test_config_refuses_bad_values():
         LearnConfig(model="forest")
     with pytest.raises(ValueError, match="folds"):
         LearnConfig(folds=1)
-    with pytest.raises(ValueError, match="unnamed_prior"):
-        LearnConfig(unnamed_prior="no")  # type: ignore[arg-type]
 
 
 def sectors(per: int = 150, seed: int = 0):

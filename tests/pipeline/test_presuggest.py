@@ -95,26 +95,3 @@ def test_the_command_uses_the_learnt_model_and_refuses_mixed_thresholds(tmp_path
     build_index(workspace=ws)
     assert main(["suggest", "--workspace", str(ws.root), "--map", "toy", "--using", "index"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["using"] == "index"
-
-
-def test_with_few_labels_and_much_unnamed_the_loop_waits_and_says_why(tmp_path, capsys):
-    """6 of 20 classes named: most of what is left is of classes nobody named, and 6 labels cannot
-    rule out a look-alike of a named one, so ``corral learn`` offers its groups as likely, not sure,
-    and says why, and ``corral suggest`` pre-labels nothing; ``--all-named`` (a curator who knows
-    better) lifts the hold."""
-    ws, truth = _workspace(tmp_path, labelled_classes=6)
-    assert main(["learn", "--workspace", str(ws.root), "--map", "toy"]) == 0
-    out = capsys.readouterr()
-    round_ = json.loads(out.out.strip().splitlines()[-1])
-    assert round_["suggested"] > 0 and round_["suggested_sure"] == 0 and round_["unnamed_share"] >= 0.3
-    assert "looks to be of labels nobody has named yet" in out.err and "with 6 labels" in out.err and "likely (not sure)" in out.err
-    assert main(["learn", "--workspace", str(ws.root), "--map", "toy", "--all-named"]) == 0
-    held = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert held["suggested_sure"] > 0 and held["config"]["unnamed_prior"] is False
-    # the same hold in `corral suggest`; --all-named belongs to the learnt model only
-    assert main(["suggest", "--workspace", str(ws.root), "--map", "toy"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["suggested"] == 0
-    assert main(["suggest", "--workspace", str(ws.root), "--map", "toy", "--all-named"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["suggested"] > 0
-    assert main(["suggest", "--workspace", str(ws.root), "--map", "toy", "--using", "index", "--all-named"]) == 2
-    assert "--all-named" in capsys.readouterr().err

@@ -130,7 +130,6 @@ export class LearnPanel {
     box.replaceChildren(
       fig('held-out accuracy', pct(r.heldout_accuracy), `the model (${r.model}) on labelled items it did not learn from`),
       fig('estimated on what is left', pct(r.estimated_accuracy_left), 'expected accuracy of its guesses on the unlabelled items'),
-      fig('of labels not named yet', pct(r.unnamed_share), 'estimated share of the unlabelled items that are of labels nobody has named; while it is high and the labels are few, the loop suggests little (a look-alike of a named label cannot be ruled out)'),
       fig('labelled', fmt(r.labelled), 'items with a label'),
       fig('unlabelled', fmt(r.unlabelled), 'items without a label'));
     box.dataset.version = String(r.labels_version);
@@ -198,9 +197,7 @@ export class LearnPanel {
       }
       acts.hidden = false;
       head.replaceChildren(el('b', { class: 'learn-label', text: `"${g.label}"` }),
-        g.sure === false
-          ? ` ${fmt(g.indices.length)} items · likely, not sure: expected precision ${pct(g.expected_precision)} (much of what is left may be of labels nobody has named; check the tiles) · group ${this.pos + 1} of ${r.groups.length}`
-          : ` ${fmt(g.indices.length)} items · expected precision ${pct(g.expected_precision)} · group ${this.pos + 1} of ${r.groups.length}`);
+        ` ${fmt(g.indices.length)} items · expected precision ${pct(g.expected_precision)} · group ${this.pos + 1} of ${r.groups.length}`);
       this.grid.replaceChildren(...g.indices.map((i, k) => this._tile(i, g.ids[k], {
         title: `${g.ids[k]}\nconfidence ${g.confidence[k]}`,
         onclick: () => this._mark(i),

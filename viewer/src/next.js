@@ -112,7 +112,7 @@ export class NextProposal {
     const e = this.list[this.pos];
     const idx = this._indices(e);
     const what = e.kind === 'suggested'
-      ? `next: "${e.label}", ${fmt(idx.length)} ${e.sure === false ? 'likely (check the tiles: it may hold a look-alike nobody named)' : 'suggested'}`
+      ? `next: "${e.label}", ${fmt(idx.length)} suggested`
       : e.kind === 'group' && e.beside
         ? `next: ${fmt(idx.length)} unlabelled that look alike, beside "${e.beside}" (more of it, or a look-alike nobody named)`
         : e.kind === 'group'
