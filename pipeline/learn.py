@@ -183,8 +183,6 @@ class LearnResult:
     unclaimed: np.ndarray | None = None
     # True while the labels are too few to tell classes nobody named from the named ones (no estimate)
     undecided: bool = False
-    # The share of the unlabelled rows estimated to be of labels nobody has named (see new_share)
-    new_share: float | None = None
 
     @property
     def estimated_accuracy_left(self) -> float | None:
@@ -346,72 +344,11 @@ def nearest_distances(z: np.ndarray, base: np.ndarray, query: np.ndarray) -> np.
     return d[:, 0].astype(np.float64)
 
 
-def novel_distances_by_label(z: np.ndarray, y: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
-    """Per label, the sorted distances from its items to the nearest item of *another* label: what
-    the items of a label not yet named look like from the labels there are (each label held out whole)."""
-    return [np.sort(nearest_distances(z, rows[y[rows] != c], rows[y[rows] == c])) for c in np.unique(y[rows])]
-
-
 def novel_distances(z: np.ndarray, y: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """All labels' :func:`novel_distances_by_label` in one sorted array."""
-    out = novel_distances_by_label(z, y, rows)
+    """Sorted distances from each labelled item to the nearest item of *another* label: what an item
+    of a label not yet named looks like from the labels there are."""
+    out = [nearest_distances(z, rows[y[rows] != c], rows[y[rows] == c]) for c in np.unique(y[rows])]
     return np.sort(np.concatenate(out)) if out else np.zeros(0)
-
-
-def _log_density(sample: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """A Gaussian kernel density of ``log(sample)`` on ``grid`` (Silverman's bandwidth)."""
-    s = np.log(np.maximum(np.asarray(sample, dtype=np.float64), 1e-6))
-    if len(s) > 4000:
-        s = np.random.default_rng(0).choice(s, 4000, replace=False)
-    bw = 1.06 * max(float(s.std()), 1e-3) * len(s) ** -0.2
-    out = np.zeros(len(grid))
-    for k in range(0, len(s), 500):
-        out += np.exp(-0.5 * ((grid[:, None] - s[None, k : k + 500]) / bw) ** 2).sum(1)
-    return out / (len(s) * bw * np.sqrt(2 * np.pi)) + 1e-12
-
-
-def new_share(dist: np.ndarray, heldout: np.ndarray, novel: np.ndarray, *, iters: int = 200) -> float:
-    """The share of unlabelled items (at distances ``dist`` from the labels) that are of labels
-    nobody has named: the weight of a two-part mixture of their distances, one part lying like held-out
-    labelled items (``heldout``), the other like a label held out whole (``novel``), fitted by EM
-    with the two parts' shapes fixed (kernel densities of the log distances)."""
-    d = np.asarray(dist, dtype=np.float64)
-    if len(d) == 0 or len(heldout) < 2 or len(novel) < 2:
-        return 1.0 if len(d) else 0.0
-    ld = np.log(np.maximum(d, 1e-6))
-    grid = np.linspace(min(ld.min(), np.log(max(min(heldout.min(), novel.min()), 1e-6))) - 1, ld.max() + 1, 512)
-    fk = np.interp(ld, grid, _log_density(heldout, grid))
-    fn = np.interp(ld, grid, _log_density(novel, grid))
-    share = 0.5
-    for _ in range(iters):
-        a = share * fn
-        share = float((a / (a + (1.0 - share) * fk)).mean())
-    return share
-
-
-def prior_novelty(dist: np.ndarray, heldout: np.ndarray, novel_by_label: list[np.ndarray], prior: float, *, pseudo: float = 1.0) -> np.ndarray:
-    """The chance that an unlabelled item at distance ``dist`` from the labels is of a label nobody
-    has named, given that a share ``prior`` of what is left is (:func:`new_share`'s estimate).
-
-    Read as the share of new-label items among all items at least as near the labels:
-    ``prior G_new(d) / (prior G_new(d) + (1 - prior) G_known(d))``, with ``G_known`` the held-out
-    labelled items' distances (to their training fold) and ``G_new`` the labels' own distances to
-    the other labels, each label held out whole and weighed alike. A few labels cannot show how near
-    an unnamed label may come (a look-alike of a named one lies as near as its own items), so
-    ``G_new`` also counts ``pseudo`` labels whose items lie like the held-out known ones: with ``L``
-    labels, a new item is never rated less likely than ``pseudo / (L + pseudo)`` of a known one at
-    the same distance. The rule of succession's reasoning: ``L`` labels seen, none that near, is
-    weak evidence that the next is not.
-    """
-    d = np.asarray(dist, dtype=np.float64)
-    if len(d) == 0 or prior <= 0:
-        return np.zeros(len(d))
-    hk = np.sort(np.asarray(heldout, dtype=np.float64))
-    g_known = (np.searchsorted(hk, d, side="right") + 0.5) / (len(hk) + 1.0)  # never 0: the ratio below
-    seen = [np.searchsorted(v, d, side="right") / len(v) for v in novel_by_label if len(v)]
-    g_new = (np.sum(seen, axis=0) + pseudo * g_known) / (len(seen) + pseudo)
-    prior = min(float(prior), 1.0)
-    return prior * g_new / (prior * g_new + (1.0 - prior) * g_known)
 
 
 def _parallel(calls: list[Any]) -> list[Any]:
@@ -536,15 +473,8 @@ def learn(
     # known one. How far a never-seen label's items lie from the others' (each label held out whole)
     # tells how likely an item at a given distance is to be new: its confidence is scaled by the
     # share of those distances that are larger than its own.
-    by_label = novel_distances_by_label(z, y, rows)
-    novel = np.sort(np.concatenate(by_label)) if by_label else np.zeros(0)
+    novel = novel_distances(z, y, rows)
     known = 1.0 - np.searchsorted(novel, dist, side="left") / max(len(novel), 1)
-    # With few labels that is not enough: a look-alike of a named label lies as near as the label's
-    # own items, and a few labels cannot show that none exists. The share of what is left that is
-    # of labels nobody has named (estimated from the distances) weighs that risk (prior_novelty).
-    share = new_share(dist[free], dist[rows], novel) if len(free) else 0.0
-    new = prior_novelty(dist[free], dist[rows], by_label, share)
-    known[free] = np.minimum(known[free], 1.0 - new)
     confidence = confidence * np.where(labelled, 1.0, known)
     confidence[proba.sum(1) == 0] = 0.0  # every learnt label excluded: nothing to say
     bar = max(cfg.aim, 1.0 - (1.0 - cfg.aim) * heldout)
@@ -566,7 +496,6 @@ def learn(
         seconds=time.perf_counter() - t0,
         config=cfg,
         features=z,
-        new_share=share,
     )
     logger.info("learn: %s, held-out accuracy %.3f, bar %.3f, %d groups (%d items) in %.1fs", model, heldout, bar, len(groups), sum(len(g.rows) for g in groups), res.seconds)
     return res
