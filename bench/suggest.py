@@ -8,6 +8,8 @@ chosen without the embedder). The rest is labelled in a label store. Then, on th
 the same map, ``corral suggest --all`` runs both ways:
 
 - ``learnt``: the curation loop's model (:mod:`corral.pipeline.presuggest`, the default);
+- ``learnt_ungated``: the same model without the loop's known/new gate (what ``corral suggest``
+  did before it had one), in the same split;
 - ``index``: ``corral index build`` and the index's pre-labelling threshold.
 
 Reported per set, split and proposer, pooled over three seeds: items suggested, precision (an item
@@ -42,6 +44,10 @@ from bench.common import emit_result, peak_rss_mib, provenance  # noqa: E402
 DATA = Path(os.environ.get("CORRAL_SHARED", REPO.parent / "shared")) / "data"
 
 
+#: What proposes the labels, in the order they run on each split.
+PROPOSERS = ("learnt", "learnt_ungated", "index")
+
+
 def log(msg: str) -> None:
     sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
     sys.stderr.flush()
@@ -50,7 +56,7 @@ def log(msg: str) -> None:
 def one_run(name: str, src: Path, truth: dict[str, str], kind: str, seed: int, cache: Path) -> dict[str, dict[str, Any]]:
     """Label one split of ``src``'s items and pre-label the rest both ways."""
     from bench.recognize_pose import pixels
-    from corral.pipeline.presuggest import suggest_any
+    from corral.pipeline.presuggest import suggest_any, suggest_learnt
     from corral.storage.index_build import build_index
     from corral.storage.labels import LabelStore
     from corral.storage.suggestions import read_suggestions
@@ -88,11 +94,13 @@ def one_run(name: str, src: Path, truth: dict[str, str], kind: str, seed: int, c
     store.close()
     held_known = sum(1 for i in ids if i not in labelled and truth[i] not in left_out)
     out: dict[str, dict[str, Any]] = {}
-    for using in ("learnt", "index"):
+    for using in PROPOSERS:
         t0 = time.perf_counter()
         if using == "index":
             build_index(workspace=ws)
-        res, _ = suggest_any(workspace=ws, using=using, include_all=True)
+            res, _ = suggest_any(workspace=ws, using="index", include_all=True)
+        else:
+            res = suggest_learnt(workspace=ws, include_all=True, gate=using == "learnt")
         seconds = time.perf_counter() - t0
         sug = read_suggestions(ws, res.map)
         got = dict(zip(sug.table.column("id").to_pylist(), sug.table.column("label").to_pylist()))
@@ -143,12 +151,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         entry: dict[str, Any] = {"model": timings["model"], "items": len(truth), "splits": {}}
         for kind in ("random", "look_run"):
             runs = [one_run(name, ws, truth, kind, seed, cache) for seed in range(args.seeds)]
-            entry["splits"][kind] = {using: pool([r[using] for r in runs]) for using in ("learnt", "index")}
+            entry["splits"][kind] = {using: pool([r[using] for r in runs]) for using in PROPOSERS}
             e = entry["splits"][kind]
-            log(
-                f"{name}/{kind}: learnt {e['learnt']['suggested']} at precision {e['learnt']['precision']}, coverage {e['learnt']['coverage']}; "
-                f"index {e['index']['suggested']} at precision {e['index']['precision']}, coverage {e['index']['coverage']}"
-            )
+            log(f"{name}/{kind}: " + "; ".join(f"{u} {e[u]['suggested']} at precision {e[u]['precision']}, coverage {e[u]['coverage']}, strangers {e[u]['strangers_named']}" for u in PROPOSERS))
         result["sets"][name] = entry
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["peak_rss_mib"] = peak_rss_mib()

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from corral.pipeline.learn import LearnConfig, learn
-from corral.pipeline.loop import map_vectors, store_labels
+from corral.pipeline.loop import map_vectors, regroup_rest, store_labels
 from corral.storage.index import MANIFEST
 from corral.storage.suggestions import SuggestResult, candidates, write_suggestions
 from corral.storage.workspace import Workspace
@@ -33,7 +33,13 @@ logger = logging.getLogger(__name__)
 
 
 def suggest_learnt(
-    *, workspace: str | os.PathLike[str] | Workspace, map_name: str | None = None, min_confidence: float | None = None, include_all: bool = False, config: LearnConfig | None = None
+    *,
+    workspace: str | os.PathLike[str] | Workspace,
+    map_name: str | None = None,
+    min_confidence: float | None = None,
+    include_all: bool = False,
+    config: LearnConfig | None = None,
+    gate: bool = True,
 ) -> SuggestResult:
     """Propose labels for the map's new (or, with ``include_all``, every) unlabelled items.
 
@@ -43,6 +49,9 @@ def suggest_learnt(
         min_confidence: the calibrated confidence a suggestion needs (default: the loop's bar).
         include_all: consider every unlabelled point, not only those ``corral map --update`` placed.
         config: the loop's settings.
+        gate: keep only items the labels' regrouping finds among items of the label the model
+            predicts (the loop's known/new gate, :func:`corral.pipeline.loop.regroup_rest`): an item
+            in a group with no labelled item is most likely of a label nobody has named.
 
     Raises :class:`~corral.pipeline.learn.LearnError` when the labels cannot teach a model yet.
     """
@@ -61,8 +70,14 @@ def suggest_learnt(
         store.close()
     res = learn(vectors=mv.vectors, labels=labels, exclusions=excl, config=config)
     bar = float(min_confidence) if min_confidence is not None else float(res.bar)
+    continues = None
+    if gate:
+        rg = regroup_rest(res)
+        if rg is not None:
+            continues = rg.continues
     row_of = {i: k for k, i in enumerate(mv.ids.tolist())}
     rows: dict[str, list] = {"id": [], "label": [], "score": [], "margin": [], "top": []}
+    gated = 0
     for item in pending.ids:
         r = row_of.get(item)
         if r is None or res.labelled[r]:
@@ -71,13 +86,23 @@ def suggest_learnt(
         conf = float(res.confidence[r])
         if conf < bar or label in pending.excluded.get(item, ()):
             continue
+        if continues is not None and continues[r] != res.predicted[r]:
+            gated += 1
+            continue
         best = np.argsort(-res.proba[r])[:3]
         rows["id"].append(item)
         rows["label"].append(label)
         rows["score"].append(conf)
         rows["margin"].append(conf - bar)
         rows["top"].append(json.dumps([[res.classes[int(c)], round(float(res.proba[r, c]), 4)] for c in best if res.proba[r, c] > 0]))
-    extra = {"using": "learnt model", "model": res.model, "heldout_accuracy": round(res.heldout_accuracy, 4), "model_labels_version": version}
+    extra = {
+        "using": "learnt model",
+        "model": res.model,
+        "heldout_accuracy": round(res.heldout_accuracy, 4),
+        "model_labels_version": version,
+        # sure enough, but found among no item of the label (None: no gate, or too few labels for one)
+        "held_back_as_new": gated if continues is not None else None,
+    }
     return write_suggestions(ws, mv.map_name, rows, threshold=bar, pending=pending, extra=extra, t0=t0)
 
 

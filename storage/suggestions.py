@@ -72,6 +72,8 @@ class SuggestResult:
     path: str
     seconds: float
     using: str = "index"  # what proposed them: the recognition index or the learnt model
+    # learnt model: items sure enough but found among no item of their label by the known/new gate
+    held_back_as_new: int | None = None
 
     def summary(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -174,7 +176,10 @@ def write_suggestions(ws: Workspace, map_name: str, rows: dict[str, list[Any]], 
     atomic_write_json(mpath, meta)
     logger.info("%d of %d new items on map %s have a suggestion (%s, threshold %.3f)", table.num_rows, len(pending.ids), map_name, extra.get("using", "index"), threshold)
     using = str(extra.get("using", "index"))
-    return SuggestResult(map_name, len(pending.ids), table.num_rows, len(pending.ids) - table.num_rows, meta["by_label"], threshold, str(tpath), time.perf_counter() - t0, using)
+    held = extra.get("held_back_as_new")
+    return SuggestResult(
+        map_name, len(pending.ids), table.num_rows, len(pending.ids) - table.num_rows, meta["by_label"], threshold, str(tpath), time.perf_counter() - t0, using, None if held is None else int(held)
+    )
 
 
 def read_suggestions(workspace: str | os.PathLike[str] | Workspace, map_name: str) -> Suggestions:

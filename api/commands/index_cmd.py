@@ -206,6 +206,11 @@ def _run_suggest(args: argparse.Namespace) -> int:
         what = "confidence" if res.using == "learnt model" else "margin"
         top = ", ".join(f"{k} {v}" for k, v in sorted(res.by_label.items(), key=lambda kv: -kv[1])[:10])
         sys.stderr.write(f"map {res.map}: {res.suggested} of {res.candidates} new items have a suggestion from the {res.using} ({what} >= {res.threshold:.3f}); {res.left} left for curators\n")
+        if res.held_back_as_new:
+            sys.stderr.write(
+                f"  {res.held_back_as_new} more were sure enough but lie in a group with no labelled item of their label"
+                " (most likely of a label nobody has named, or a look-alike of one): left for curators\n"
+            )
         if top:
             sys.stderr.write(f"  {top}\n  review them in the viewer (accept or reject by label)\n")
     emit(res.summary())
