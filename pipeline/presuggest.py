@@ -53,7 +53,8 @@ def suggest_learnt(
             predicts (the loop's known/new gate, :func:`corral.pipeline.loop.regroup_rest`): an item
             in a group with no labelled item is most likely of a label nobody has named.
 
-    Raises :class:`~corral.pipeline.learn.LearnError` when the labels cannot teach a model yet.
+    Raises :class:`~corral.pipeline.learn.LearnError` when the labels cannot teach a model yet, or
+    (with ``gate``) are too few for the gate to tell labels nobody has named from the named ones.
     """
     from corral.storage.labels import LabelStore
 
@@ -75,6 +76,16 @@ def suggest_learnt(
         rg = regroup_rest(res)
         if rg is not None:
             continues = rg.continues
+        elif res.undecided:
+            # As the Learn panel: with fewer labels than the gate needs, a class nobody named cannot
+            # be told from a named one, so the model's sure answers are not evidence yet.
+            from corral.pipeline.learn import LearnError
+            from corral.pipeline.regroup import RegroupConfig
+
+            raise LearnError(
+                f"the loop tells labels nobody has named from the named ones once {RegroupConfig().min_labels} labels have "
+                f"{res.config.min_per_label} or more items each; it has {len(res.classes)} ({', '.join(res.classes)}). Name a few more clusters first."
+            )
     row_of = {i: k for k, i in enumerate(mv.ids.tolist())}
     rows: dict[str, list] = {"id": [], "label": [], "score": [], "margin": [], "top": []}
     gated = 0
@@ -100,7 +111,7 @@ def suggest_learnt(
         "model": res.model,
         "heldout_accuracy": round(res.heldout_accuracy, 4),
         "model_labels_version": version,
-        # sure enough, but found among no item of the label (None: no gate, or too few labels for one)
+        # sure enough, but found among no item of the label (None: no gate, or nothing left to regroup)
         "held_back_as_new": gated if continues is not None else None,
     }
     return write_suggestions(ws, mv.map_name, rows, threshold=bar, pending=pending, extra=extra, t0=t0)

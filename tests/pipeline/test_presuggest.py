@@ -76,6 +76,15 @@ def test_too_few_labels_say_what_is_needed_or_fall_back_to_the_index(tmp_path):
     assert res.using == "index" and "recognition index instead" in note
     with pytest.raises(ValueError, match="learnt or index"):
         suggest_any(workspace=ws, map_name="toy", using="magic")
+    # Three labels teach a model, but too few to tell a label nobody named from a named one (the
+    # Learn panel suggests nothing then either): it says so, and the index answers where there is one.
+    ws3, _ = _workspace(tmp_path / "three", labelled_classes=3)
+    with pytest.raises(LearnError, match="once 4 labels have 3 or more items each; it has 3"):
+        suggest_any(workspace=ws3, map_name="toy")
+    assert suggest_learnt(workspace=ws3, map_name="toy", gate=False).suggested > 0  # the model alone would answer
+    build_index(workspace=ws3)
+    res, note = suggest_any(workspace=ws3, map_name="toy")
+    assert res.using == "index" and "once 4 labels" in note and "recognition index instead" in note
     with pytest.raises(ValueError, match="confidence in"):
         suggest_learnt(workspace=ws, map_name="toy", min_confidence=1.5)
 
