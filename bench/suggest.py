@@ -5,7 +5,7 @@ classes are left out (a new collection holds things nobody has named yet) and of
 class a share is held back as the new collection's items: at random (``random``), or a random
 image and the 30% of its class most like it in pixels (``look_run``: a new session, a new light;
 chosen without the embedder). The rest is labelled in a label store. Then, on the same labels and
-the same map, ``corral suggest --all`` runs both ways:
+the same map, ``corral suggest --all`` runs three ways:
 
 - ``learnt``: the curation loop's model (:mod:`corral.pipeline.presuggest`, the default);
 - ``learnt_ungated``: the same model without the loop's known/new gate (what ``corral suggest``
@@ -54,7 +54,7 @@ def log(msg: str) -> None:
 
 
 def one_run(name: str, src: Path, truth: dict[str, str], kind: str, seed: int, cache: Path) -> dict[str, dict[str, Any]]:
-    """Label one split of ``src``'s items and pre-label the rest both ways."""
+    """Label one split of ``src``'s items and pre-label the rest with each of ``PROPOSERS``."""
     from bench.recognize_pose import pixels
     from corral.pipeline.presuggest import suggest_any, suggest_learnt
     from corral.storage.index_build import build_index
