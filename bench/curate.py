@@ -8,8 +8,9 @@ lets a person do in one go:
 * select: click a map cluster (or, after a split, a sub-cluster's chip); lasso: draw one region on
   the map, which selects every unlabelled point inside it (Shift adds a click or a lasso to the
   selection, 1 action each);
-* mark a tile (1 per item) and "exclude marked" (E, 1), or "exclude this one and every less sure
-  member" (1) when the wrong ones lead the panel;
+* mark a tile (1 per item) and "exclude marked" (E, 1; stored as "not this label"), or "leave this
+  one and every less sure member out" (the tile's cut, 1) when the wrong ones lead the panel (left
+  unlabelled with no verdict, right and wrong members alike, as the viewer does);
 * name the selection minus its exclusions (1), through ``LabelStore.assign``, the call the API's
   name route makes; split (1, ``corral.pipeline.recluster.recluster``, the API's split);
 * the "only unlabelled" filter goes on once (1), so clicks and lassos then catch only what is
@@ -81,9 +82,12 @@ class Plan:
 
     label: str
     keep: list[str]
-    exclude: list[str]
+    exclude: list[str]  # marked one by one: stored as "not this label"
     actions: list[str] = field(default_factory=list)
     lost: int = 0  # right members excluded on the way (left for a later pass)
+    # Cut off with "leave this one and every less sure out" (right and wrong alike): left unlabelled
+    # with no verdict, as the viewer's cut does.
+    skip: list[str] = field(default_factory=list)
 
 
 def score(plans: list[Plan], spare_cost: float) -> float:
@@ -93,7 +97,7 @@ def score(plans: list[Plan], spare_cost: float) -> float:
 def best_prefix(wrong: np.ndarray, spare_cost: float, tolerance: float = 0.0) -> tuple[int, int]:
     """Where to cut the panel, and how many wrong members to mark one by one after the cut.
 
-    The first ``p`` (least sure) members go with one "exclude this one and every less sure"
+    The first ``p`` (least sure) members go with one "leave this one and every less sure out"
     action; after it the curator marks wrong members until at most ``tolerance`` of what is left
     is wrong (the precision the team aims for). Minimises 1 action for the cut + the marks +
     ``spare_cost`` per right member given up in the cut (they stay unlabelled for a later pass).
@@ -188,11 +192,11 @@ class Curator:
         wrong = np.array([self.truth[i] != label for i in order])
         p, marks = best_prefix(wrong, self.spare_cost, self.tolerance)
         marked = [i for i, w in zip(order[p:], wrong[p:]) if w][:marks]  # least sure first, as the panel shows them
-        excluded = order[:p] + marked
-        # Marked tiles leave the selection with one press of "exclude marked" (E).
+        # Marked tiles leave the selection with one press of "exclude marked" (E); the cut's tiles
+        # are left out of the naming without being called wrong.
         actions = list(gestures) + (["exclude_below"] if p else []) + ["mark"] * marks + (["exclude"] if marks else []) + ["name"]
-        ex = set(excluded)
-        return Plan(label, [i for i in ids if i not in ex], excluded, actions, lost=int((~wrong[:p]).sum()))
+        ex = set(order[:p]) | set(marked)
+        return Plan(label, [i for i in ids if i not in ex], marked, actions, lost=int((~wrong[:p]).sum()), skip=order[:p])
 
     def plan_cluster(self, ids: list[str], gestures: list[str] = ("select",), depth: int = 0) -> list[Plan]:
         """Name a group whole, or split it (the viewer's split) and name its parts.
@@ -376,7 +380,7 @@ class Curator:
             else:
                 plans = self.cached(("next", tuple(e["rows"])), lambda ids=ids: self.plan_cluster(ids, []))
                 if j:  # the ] presses go before the first plan's actions
-                    plans = [Plan(plans[0].label, plans[0].keep, plans[0].exclude, skips + plans[0].actions, plans[0].lost), *plans[1:]]
+                    plans = [Plan(plans[0].label, plans[0].keep, plans[0].exclude, skips + plans[0].actions, plans[0].lost, plans[0].skip), *plans[1:]]
                 out.append(plans)
         return out
 
@@ -402,7 +406,7 @@ class Curator:
         self.store.assign(plan.keep, plan.label, user=self.user, exclude=plan.exclude, duration_ms=int(seconds * 1000))
         self.actions += len(plan.actions)
         self.by_kind.update(plan.actions)
-        self.wrong_members += sum(self.truth[i] != plan.label for i in plan.keep + plan.exclude)
+        self.wrong_members += sum(self.truth[i] != plan.label for i in plan.keep + plan.exclude + plan.skip)
         self.record()
 
     def record(self) -> None:

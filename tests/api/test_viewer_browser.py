@@ -103,24 +103,31 @@ def test_curate_a_cluster_end_to_end(browser, mapped_viewer):
         page.keyboard.press("e")
         assert "2 excluded" in page.locator("#sel-detail").text_content()
         excluded_idx = page.evaluate("() => [...window.__corral.store.selection.excluded]")
+        # the 4th tile's cut leaves it and the tiles before it out of the naming: the two marked
+        # stay "not this", the other two are only left out (no verdict on them)
+        tiles.nth(3).hover()
+        tiles.nth(3).locator(".t-below").click()
+        assert "2 excluded · 2 left out" in page.locator("#sel-detail").text_content()
+        skipped_idx = page.evaluate("() => [...window.__corral.store.selection.skipped]")
+        assert len(skipped_idx) == 2 and not set(skipped_idx) & set(excluded_idx)
         shot(page, "viewer-selection.png")
 
-        # name it: one action for the whole selection minus the two
+        # name it: one action for the whole selection minus the four
         page.locator("#name-input").fill("duck")
         page.keyboard.press("Enter")
         page.wait_for_function("() => document.querySelector('.label-row[data-label=\"duck\"]')")
-        assert label_counts(page)["duck"] == n_sel - 2
+        assert label_counts(page)["duck"] == n_sel - 4
 
         # the other curator sees it arrive without reloading
         other.wait_for_function("() => document.querySelector('.label-row[data-label=\"duck\"]')", timeout=20_000)
-        assert label_counts(other)["duck"] == n_sel - 2
+        assert label_counts(other)["duck"] == n_sel - 4
 
-        # reload: the label is stored, the two are "not duck"
+        # reload: the label is stored, the two marked are "not duck", the two cut off are plain unlabelled
         page.reload()
         wait_ready(page)
-        assert label_counts(page)["duck"] == n_sel - 2
-        states = page.evaluate("(ex) => ex.map((i) => [window.__corral.store.labels.label[i], window.__corral.store.labels.state[i]])", excluded_idx)
-        assert states == [[0, 1], [0, 1]]
+        assert label_counts(page)["duck"] == n_sel - 4
+        states = page.evaluate("(ex) => ex.map((i) => [window.__corral.store.labels.label[i], window.__corral.store.labels.state[i]])", excluded_idx + skipped_idx)
+        assert states == [[0, 1], [0, 1], [0, 0], [0, 0]]
         page.locator("#color-mode").click()
         shot(page, "viewer-labels.png")
         page.locator("#color-mode").click()
@@ -133,7 +140,7 @@ def test_curate_a_cluster_end_to_end(browser, mapped_viewer):
         other.wait_for_function("() => !document.querySelector('.label-row[data-label=\"duck\"]')", timeout=20_000)
         page.keyboard.press("Control+Shift+z")
         page.wait_for_function("() => document.querySelector('.label-row[data-label=\"duck\"]')")
-        assert label_counts(page)["duck"] == n_sel - 2
+        assert label_counts(page)["duck"] == n_sel - 4
 
 
 def test_merge_two_labels(browser, mapped_viewer):

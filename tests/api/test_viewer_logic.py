@@ -61,14 +61,22 @@ def test_selection_algebra(js):
         const named = s.toName();
         s.apply([2], SUBTRACT);
         const after = [Array.from(s.list()), [...s.excluded]];
+        s.apply([2, 5, 6], ADD);
+        s.skip([2, 5, 7]);  // the tile cut: left out, no verdict (7 is not selected)
+        s.exclude([5]);      // marked after all: an exclusion, no longer only left out
+        const cut = { named: s.toName(), skipped: [...s.skipped], excluded: [...s.excluded].sort(), out: [2, 5, 6].map((i) => s.isOut(i)) };
+        s.include([2]);
+        cut.back = s.toName();
         s.apply([5], REPLACE);
+        cut.cleared = s.skipped.size + s.excluded.size;
         const order = Array.from(leastSureFirst([0, 1, 2, 3], new Uint8Array([10, 200, 200, 0]), new Uint8Array([255, 10, 200, 9])));
-        return { a, count: a.length, named, after, replaced: Array.from(s.list()), excluded: s.excluded.size, order };
+        return { a, count: a.length, named, after, cut, replaced: Array.from(s.list()), excluded: s.excluded.size, order };
       }"""
     )
     assert res["a"] == [2, 3, 4] and res["count"] == 3
     assert res["named"] == [3, 4]  # 2 excluded; 7 was never selected
     assert res["after"] == [[3, 4], []]
+    assert res["cut"] == {"named": [3, 4, 6], "skipped": [2], "excluded": [5], "out": [True, True, False], "back": [2, 3, 4, 6], "cleared": 0}
     assert res["replaced"] == [5] and res["excluded"] == 0
     assert res["order"] == [1, 2, 0, 3]  # highest outlier first, then lowest membership
 

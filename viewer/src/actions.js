@@ -45,14 +45,16 @@ export class Actions {
 
   _duration() { return Math.max(0, Math.round(performance.now() - this.store.selectedAt)); }
 
-  /** Name the selection minus its exclusions. */
+  /** Name the selection minus its exclusions (remembered as "not this") and its skipped tiles
+   *  (left unlabelled, no verdict: a cut takes right members too). */
   assign(label) {
     const sel = this.store.selection;
-    const indices = Array.from(sel.list());
-    if (!indices.length) { toast('select some points first', 'error'); return Promise.resolve(null); }
+    const indices = Array.from(sel.list()).filter((i) => !sel.skipped.has(i));
+    if (!indices.length) { toast(sel.count ? 'every selected point is left out' : 'select some points first', 'error'); return Promise.resolve(null); }
     const exclude = Array.from(sel.excluded);
+    const skipped = sel.count - indices.length;
     return this._do('assign', { indices: packPoints(indices, this.store.map.n), exclude, label, duration_ms: this._duration() },
-      (r) => `named ${(indices.length - exclude.length).toLocaleString()} items "${label}"` + (exclude.length ? `, ${exclude.length} excluded` : ''),
+      (r) => `named ${(indices.length - exclude.length).toLocaleString()} items "${label}"` + (exclude.length ? `, ${exclude.length} excluded` : '') + (skipped ? `, ${skipped} left out` : ''),
       { label, named: indices.length - exclude.length });
   }
 

@@ -92,7 +92,7 @@ export class Colorizer {
       if (mask && mask[i]) {
         c = l !== 0 ? on[k] : off[k];
         if (sub && sub[i] >= 0) c = pack(paletteColor(sub[i] + 500), 255);
-        a = sel.excluded.has(i) ? MARK_OUT : MARK_SELECTED;
+        a = sel.isOut(i) ? MARK_OUT : MARK_SELECTED;
       } else {
         c = l !== 0 ? onDim[k] : offDim[k];
       }

@@ -82,9 +82,9 @@ export class ClusterPanel {
 
   _counts() {
     const sel = this.store.selection;
-    const n = sel ? sel.count : 0, ex = sel ? sel.excluded.size : 0;
+    const n = sel ? sel.count : 0, ex = sel ? sel.excluded.size : 0, sk = sel ? sel.skipped.size : 0;
     $('#sel-count').textContent = n ? `${fmt(n)} selected` : 'nothing selected';
-    $('#sel-detail', this.root).textContent = n ? `${fmt(n - ex)} to name${ex ? ` · ${fmt(ex)} excluded` : ''}${this.marks.size ? ` · ${fmt(this.marks.size)} marked` : ''}` : '';
+    $('#sel-detail', this.root).textContent = n ? `${fmt(n - ex - sk)} to name${ex ? ` · ${fmt(ex)} excluded` : ''}${sk ? ` · ${fmt(sk)} left out` : ''}${this.marks.size ? ` · ${fmt(this.marks.size)} marked` : ''}` : '';
     $('#more', this.root).hidden = this.shown >= this.order.length;
     $('#more', this.root).textContent = `show more (${fmt(Math.max(0, this.order.length - this.shown))} left)`;
   }
@@ -119,7 +119,7 @@ export class ClusterPanel {
       el('img', { alt: '', loading: 'lazy', draggable: 'false' }),
       el('span', { class: 'badge' }),
       el('button', { class: 't-open', title: 'open large (O)', type: 'button', text: '⤢' }),
-      el('button', { class: 't-below', title: 'exclude this and every less sure item (the tiles before it)', type: 'button', text: '⤒' }));
+      el('button', { class: 't-below', title: 'leave this and every less sure item (the tiles before it) out of this naming', type: 'button', text: '⤒' }));
     t.addEventListener('pointerdown', (ev) => {
       if (ev.target.tagName === 'BUTTON' || ev.button !== 0) return;
       ev.preventDefault();
@@ -150,7 +150,7 @@ export class ClusterPanel {
     const s = this.store;
     const lab = s.labels.label[i];
     t.classList.toggle('marked', this.marks.has(i));
-    t.classList.toggle('out', s.selection.excluded.has(i));
+    t.classList.toggle('out', s.selection.isOut(i));
     t.classList.toggle('excluded', (s.labels.state[i] & 1) === 1);
     t.classList.toggle('new', (s.map.flags[i] & 1) === 1);
     const badge = t.querySelector('.badge');
@@ -185,9 +185,12 @@ export class ClusterPanel {
     this.store.emit('selection');
   }
 
-  /** Exclude the tile at ``pos`` and every tile before it (all less sure than it). */
+  /** Leave the tile at ``pos`` and every tile before it (all less sure than it) out of this
+   *  naming. A cut takes right members with the wrong ones, so they stay unlabelled without being
+   *  remembered as "not this" (that is what marking a tile and E say): a false "not this" would
+   *  keep the learning loop from ever suggesting the item for its own label. */
   excludeUpTo(pos) {
-    this.store.selection.exclude(Array.from(this.order.subarray(0, pos + 1)));
+    this.store.selection.skip(Array.from(this.order.subarray(0, pos + 1)));
     this.store.emit('selection');
   }
 

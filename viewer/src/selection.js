@@ -17,6 +17,9 @@ export class Selection {
     this.mask = new Uint8Array(n); // 1 = selected
     this.count = 0;
     this.excluded = new Set(); // selected points the curator took out (named "not this")
+    // Selected points left out of this naming without a verdict (the tiles a cut "exclude this and
+    // every less sure" takes): right and wrong members alike, so they are not sent as "not this".
+    this.skipped = new Set();
     this._list = null;
     this.serial = 0; // bumps on every change (for cheap change checks)
   }
@@ -24,10 +27,10 @@ export class Selection {
   /** Combine ``indices`` (any iterable of point indices) with the selection. */
   apply(indices, mode = REPLACE) {
     const m = this.mask;
-    if (mode === REPLACE) { m.fill(0); this.count = 0; this.excluded.clear(); }
+    if (mode === REPLACE) { m.fill(0); this.count = 0; this.excluded.clear(); this.skipped.clear(); }
     let c = this.count;
     if (mode === SUBTRACT) {
-      for (const i of indices) { if (m[i]) { m[i] = 0; c--; this.excluded.delete(i); } }
+      for (const i of indices) { if (m[i]) { m[i] = 0; c--; this.excluded.delete(i); this.skipped.delete(i); } }
     } else {
       for (const i of indices) { if (!m[i]) { m[i] = 1; c++; } }
     }
@@ -51,14 +54,20 @@ export class Selection {
     return this._list;
   }
 
-  exclude(indices) { for (const i of indices) if (this.mask[i]) this.excluded.add(i); this._changed(); }
+  exclude(indices) { for (const i of indices) if (this.mask[i]) { this.excluded.add(i); this.skipped.delete(i); } this._changed(); }
 
-  include(indices) { for (const i of indices) this.excluded.delete(i); this._changed(); }
+  /** Leave ``indices`` out of this naming without saying they are not its label. */
+  skip(indices) { for (const i of indices) if (this.mask[i] && !this.excluded.has(i)) this.skipped.add(i); this._changed(); }
 
-  /** The points a naming action labels: selected and not excluded. */
+  include(indices) { for (const i of indices) { this.excluded.delete(i); this.skipped.delete(i); } this._changed(); }
+
+  /** Taken out of the naming, either way. */
+  isOut(i) { return this.excluded.has(i) || this.skipped.has(i); }
+
+  /** The points a naming action labels: selected, neither excluded nor skipped. */
   toName() {
     const out = [];
-    for (const i of this.list()) if (!this.excluded.has(i)) out.push(i);
+    for (const i of this.list()) if (!this.isOut(i)) out.push(i);
     return out;
   }
 
