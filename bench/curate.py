@@ -57,9 +57,10 @@ from bench.curate_data import DATASETS, DEFAULT_SETS, prepare  # noqa: E402
 from bench.curate_loop import LOOP_GOAL, curator_figures, run_loop  # noqa: E402
 
 #: Seconds a person takes per kind of action (a planning model, not a measurement). "suggest" opens
-#: the learning loop's next suggested group (one key, N, in the viewer's panel); "next" goes to
-#: the product's following proposal (one key, ]).
-PACE = {"suggest": 1.0, "next": 1.0, "select": 1.5, "name": 3.0, "mark": 1.0, "exclude": 1.0, "exclude_below": 2.0, "split": 2.0, "lasso": 4.0, "filter": 1.0}
+#: the learning loop's next suggested group (one key, N, in the viewer's panel); "review" opens a
+#: review page of a label's likeliest items (one click in the Learn panel); "next" goes to the
+#: product's following proposal (one key, ]).
+PACE = {"suggest": 1.0, "review": 1.0, "next": 1.0, "select": 1.5, "name": 3.0, "mark": 1.0, "exclude": 1.0, "exclude_below": 2.0, "split": 2.0, "lasso": 4.0, "filter": 1.0}
 
 #: How many of the product's next proposals the curator looks through (] goes to the following one).
 PROPOSALS = 8
@@ -182,14 +183,24 @@ class Curator:
         return [ids[k] for k in order]
 
     # -- planning -----------------------------------------------------------------------------
-    def plan(self, ids: list[str], gestures: list[str], order: list[str] | None = None) -> Plan:
+    def plan(self, ids: list[str], gestures: list[str], order: list[str] | None = None, *, label: str | None = None) -> Plan:
         """Name ``ids`` (selected with ``gestures``: a click, a lasso, then Shift-clicks and
         Shift-lassos adding to the selection) by their majority class. ``order`` is the panel's
-        order when it is not the map's least-sure-first (a suggested group: the model's)."""
+        order when it is not the map's least-sure-first (a suggested group: the model's).
+
+        With ``label`` the group is a review page for that label: the curator clicks the tiles
+        that are not it (1 each; the page has no cut) and submits (1, the naming)."""
         counts = Counter(self.truth[i] for i in ids)
-        label = counts.most_common(1)[0][0]
+        review = label is not None
+        label = label if label is not None else counts.most_common(1)[0][0]
         order = order if order is not None else self.least_sure_first(ids)
         wrong = np.array([self.truth[i] != label for i in order])
+        if review:
+            p, w = 0, int(wrong.sum())
+            marks = 0 if w <= self.tolerance * len(order) else min(w, int(np.ceil((w - self.tolerance * len(order)) / (1 - self.tolerance))))
+            marked = [i for i, x in zip(order, wrong) if x][:marks]
+            ex = set(marked)
+            return Plan(label, [i for i in ids if i not in ex], marked, list(gestures) + ["mark"] * marks + ["name"])
         p, marks = best_prefix(wrong, self.spare_cost, self.tolerance)
         marked = [i for i, w in zip(order[p:], wrong[p:]) if w][:marks]  # least sure first, as the panel shows them
         # Marked tiles leave the selection with one press of "exclude marked" (E); the cut's tiles
@@ -358,6 +369,13 @@ class Curator:
         for g in res.groups:
             ids = list(self.ids[g.rows])  # least sure first, as the panel's grid shows them
             out.append([self.plan(ids, ["suggest"], order=ids)])
+        # A review page per label (the Learn panel's "check page by page"): the model's likeliest
+        # items for it, whatever the bar and the gate; the curator clicks the ones that do not match.
+        from corral.pipeline.learn import likely_pages
+
+        for g in likely_pages(res):
+            ids = list(self.ids[g.rows])
+            out.append([self.plan(ids, ["review"], order=ids, label=g.label)])
         return out
 
     def proposal_candidates(self) -> list[list[Plan]]:

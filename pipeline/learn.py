@@ -513,3 +513,32 @@ def suggest_groups(predicted: np.ndarray, confidence: np.ndarray, labelled: np.n
         out.append(Group(label=lb, rows=rows, confidence=confidence[rows]))
     out.sort(key=lambda g: (-len(g.rows), g.label.lower()))
     return out
+
+
+#: Tiles on a review page (the viewer's page of the ImageNet browsing interface).
+PAGE_SIZE = 48
+
+
+def likely_pages(res: LearnResult, *, size: int = PAGE_SIZE, min_items: int = 3) -> list[Group]:
+    """Per label, a review page: the ``size`` unlabelled rows the model predicts for it most
+    surely, whatever the bar and the known/new gate, least sure first; the pages with the most
+    tiles the model expects right (the sum of their calibrated confidences) first.
+
+    A suggested group is accepted as a whole, so it must clear the bar and the gate. A review page
+    is not: the curator looks at every tile and clicks the ones that are not the label, so a page
+    the model is less sure of costs clicks, not wrong labels. This is where the model helps with
+    what the map cannot part (garments, handwriting): the items a lasso cannot catch cleanly and
+    the gate holds back. Rows already in a suggested group, and rows with no confidence (every
+    learnt label excluded), are left out."""
+    free = ~res.labelled & (res.confidence > 0)
+    for g in res.groups:
+        free[g.rows] = False
+    out = []
+    for k, lb in enumerate(res.classes):
+        rows = np.flatnonzero(free & (res.predicted == k))
+        if len(rows) < min_items:
+            continue
+        rows = rows[np.argsort(-res.confidence[rows], kind="stable")][:size][::-1]
+        out.append(Group(label=lb, rows=rows, confidence=res.confidence[rows]))
+    out.sort(key=lambda g: (-float(g.confidence.sum()), g.label.lower()))
+    return out

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from corral.pipeline.learn import LearnConfig, LearnError, LearnResult, learn
+from corral.pipeline.learn import LearnConfig, LearnError, LearnResult, learn, likely_pages
 from corral.pipeline.queues import Entry, hard_items, label_issues, near_duplicates
 from corral.pipeline.regroup import RegroupConfig, Regrouping, regroup
 from corral.storage.maps import read_map
@@ -101,11 +101,24 @@ class Round:
             }
             for g in res.groups
         ]
+        # A review page per label: the model's likeliest items for it, past the bar and the gate
+        # (the curator checks every tile), the pages with the most expected right tiles first.
+        likely = [
+            {
+                "label": g.label,
+                "indices": pos[g.rows].tolist(),
+                "ids": [str(self.ids[r]) for r in g.rows],
+                "confidence": [round(float(c), 4) for c in g.confidence],
+                "expected_right": round(float(g.confidence.sum()), 1),
+            }
+            for g in likely_pages(res)[:limit]
+        ]
         return {
             "map": self.map_name,
             "labels_version": self.labels_version,
             **res.summary(),
             "groups": groups,
+            "likely": likely,
             "hard": [entry(e) for e in self.hard[:limit]],
             "issues": [entry(e) for e in self.issues[:limit]],
             "duplicates": [{"indices": pos[d].tolist(), "ids": [str(self.ids[r]) for r in d]} for d in self.duplicates[:limit]],

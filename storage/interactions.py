@@ -159,7 +159,7 @@ class ReviewPage:
     page_id: str
     label: str
     map: str
-    source: str  # where the candidates came from: "suggested" (the model) or "members"
+    source: str  # where the candidates came from: "suggested" (the model's group), "likely" (its likeliest items) or "members"
     shown_at: float  # Unix seconds
     submitted_at: float  # Unix seconds
     tiles: tuple[ReviewTile, ...] = field(default_factory=tuple)

@@ -22,6 +22,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from corral.pipeline.learn import LearnConfig
+    from corral.pipeline.learn import likely_pages
     from corral.pipeline.loop import map_vectors, run_round, write_round
     from corral.storage.labels import LabelStore
     from corral.storage.workspace import Workspace, WorkspaceError
@@ -35,6 +36,7 @@ def _run(args: argparse.Namespace) -> int:
         rnd = run_round(mv, store, config=cfg)
     path = write_round(ws, rnd)
     res = rnd.result
+    pages = likely_pages(res)
     if not args.quiet:
         left = res.estimated_accuracy_left
         w = sys.stderr.write
@@ -48,9 +50,13 @@ def _run(args: argparse.Namespace) -> int:
         w(f"  {len(res.groups)} suggested groups, {total:,} items" + (":\n" if res.groups else "\n"))
         for g in res.groups[: args.show]:
             w(f"    {g.label:<30} {len(g.rows):>5} items, expected precision {g.expected_precision:.3f}\n")
+        if pages:
+            exp = sum(float(g.confidence.sum()) for g in pages)
+            w(f"  {len(pages)} review pages of the likeliest items past the bar (check each tile; the model expects about {exp:,.0f} of {sum(len(g.rows) for g in pages):,} right)\n")
         w(f"  queues: {len(rnd.hard)} hard items, {len(rnd.issues)} possible label errors, {len(rnd.duplicates)} near-duplicate groups\n")
         w(f"  written to {path}; accept groups in the viewer (Learn panel) or with the API\n")
-    emit({**res.summary(), "map": rnd.map_name, "labels_version": rnd.labels_version, "out": str(path), "hard": len(rnd.hard), "issues": len(rnd.issues), "duplicates": len(rnd.duplicates)})
+    out = {"map": rnd.map_name, "labels_version": rnd.labels_version, "out": str(path), "likely_pages": len(pages)}
+    emit({**res.summary(), **out, "hard": len(rnd.hard), "issues": len(rnd.issues), "duplicates": len(rnd.duplicates)})
     return 0
 
 

@@ -9,7 +9,7 @@ refused with 409 and the viewer fetches the new round.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter
@@ -127,7 +127,9 @@ class ReviewBody(BaseModel):
     page_id: str = Field(description="the client's id of this page (a page is recorded once)")
     label: str
     labels_version: Count = Field(description="the labels version the page's candidates came from")
-    source: str = Field(default="suggested", description='"suggested" (the model\'s group) or "members" (a label\'s own items)')
+    source: Literal["suggested", "likely", "members"] = Field(
+        default="suggested", description='"suggested" (the model\'s group), "likely" (the model\'s likeliest items for the label) or "members" (a label\'s own items)'
+    )
     shown_at: float = Field(description="Unix seconds when the page appeared")
     etag: str | None = None
     since: Count | None = None

@@ -216,6 +216,41 @@ def test_review_page_names_the_matches_and_keeps_every_tiles_byproducts(api, tmp
     assert float(rows[1]["hover_ms"]) == 150.0 and rows[1]["row"] == "0" and rows[1]["col"] == "1"
 
 
+def test_likely_pages_come_with_the_round_and_a_page_of_them_is_reviewed(api):
+    """The round lists, per label, a review page of the model's likeliest items past the bar and the
+    gate; a page of them is submitted like any review page (source "likely"), and an unknown source
+    is a short 4xx."""
+    ids = _seed_labels(api, per_class=4)
+    rnd = api.get(f"/api/maps/{api.map}/learn", headers=api.hdr()).json()
+    assert rnd["ready"] and rnd["likely"], rnd.get("reason")
+    suggested = {i for g in rnd["groups"] for i in g["indices"]}
+    expected = [p["expected_right"] for p in rnd["likely"]]
+    assert expected == sorted(expected, reverse=True)
+    for p in rnd["likely"]:
+        assert 3 <= len(p["indices"]) <= 48 and p["confidence"] == sorted(p["confidence"])  # least sure first
+        assert [ids[i] for i in p["indices"]] == p["ids"] and not suggested & set(p["indices"])
+        assert abs(sum(p["confidence"]) - p["expected_right"]) < 0.1 * len(p["indices"])
+    page = rnd["likely"][0]
+    digit = page["label"].split()[-1]
+    tiles = [
+        {"index": i, "row": k // 8, "col": k % 8, "order": k, "decision": "not" if api.truth[ids[i]] != digit else "match", "decided_ms": 900.0}
+        for k, i in enumerate(page["indices"])
+    ]
+    body = {"page_id": "likely-1", "label": page["label"], "labels_version": rnd["labels_version"], "source": "likely", "shown_at": 1_790_000_000.0, "tiles": tiles}
+    bad = api.post(f"/api/maps/{api.map}/review", json={**body, "page_id": "likely-0", "source": "hunch"}, headers=api.hdr())
+    assert 400 <= bad.status_code < 500 and bad.status_code != 409, bad.text
+    r = api.post(f"/api/maps/{api.map}/review", json=body, headers=api.hdr())
+    assert r.status_code == 200, r.text
+    n_not = sum(t["decision"] == "not" for t in tiles)
+    assert r.json()["review"]["named"] == len(tiles) - n_not
+    pages = api.app.state.ctx.extra["interactions"].pages()
+    assert [(p["page_id"], p["source"]) for p in pages] == [("likely-1", "likely")]
+    # the clicked tiles are "not" the label: the next round never offers them for it again
+    nxt = api.get(f"/api/maps/{api.map}/learn", headers=api.hdr()).json()
+    clicked = {t["index"] for t in tiles if t["decision"] == "not"}
+    assert not any(clicked & set(p["indices"]) for p in nxt["likely"] if p["label"] == page["label"])
+
+
 def _until_current(api, *, tries: int = 600) -> dict:
     """Ask without waiting until the background round is current (at most ``tries`` x 0.1 s)."""
     import time

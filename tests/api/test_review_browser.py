@@ -306,3 +306,52 @@ def test_the_label_error_queue_lists_the_wrong_items_and_they_are_fixed_in_the_v
         assert len(rows) == len(members) and {r["source"] for r in rows} == {"members"}
         assert {r["item_id"] for r in rows if r["decision"] == "not"} == {ids[k] for k in wrong[1:]}
         assert not page.errors, page.errors
+
+
+def test_a_page_of_the_likeliest_items_is_reviewed_from_the_learn_panel(browser, digits_built, tmp_path):
+    """3 items of each digit named: the model is not sure enough of any group, but the Learn
+    panel's "page by page" lists a review page of each digit's likeliest items; one is opened,
+    the tiles of other digits clicked, and the page submitted: the rest named, the clicked ones
+    "not" the digit, the page stored with its source."""
+    built, truth = digits_built
+    root = tmp_path / "ws"
+    with serve(built, root) as (srv, token, api, name, ids):
+        rng = random.Random(1)
+        for c, idx in sorted(by_class(ids, truth).items()):
+            assert api.post(f"/api/maps/{name}/actions/assign", json={"indices": rng.sample(idx, 3), "label": f"digit {c}"}).status_code == 200
+        store = store_of(srv)
+        with open_viewer(browser, srv.url, token) as page:
+            wait_ready(page)
+            page.keyboard.press("g")
+            page.wait_for_function("() => window.__corral.learn.round && window.__corral.learn.round.ready", timeout=WAIT)
+            rnd = page.evaluate("() => window.__corral.learn.round")
+            assert rnd["likely"], rnd.get("reason")
+            page.locator("#learn-tab-likely").click()
+            rows = page.locator("#learn-grid .likely-row")
+            assert rows.count() == len(rnd["likely"]) and "page by page" in page.locator("#learn-tab-likely").inner_text()
+            first = rnd["likely"][0]
+            assert rows.first.get_attribute("data-label") == first["label"]
+            rows.first.locator("button").click()
+            page.wait_for_function("() => window.__corral.review.phase === 'page'", timeout=WAIT)
+            got = page.evaluate("() => ({ source: window.__corral.review.source, label: window.__corral.review.label, shown: window.__corral.review.tiles.map((t) => t.index) })")
+            assert got == {"source": "likely", "label": first["label"], "shown": first["indices"]}
+            assert "not sure" in page.locator("#review-source").inner_text()
+            digit = first["label"].split()[-1]
+            wrong = [k for k, i in enumerate(first["indices"]) if truth[ids[i]] != digit]
+            for k in wrong:
+                page.locator(f'#review-grid .rtile[data-order="{k}"]').click()
+            page.keyboard.press("Enter")
+            page.wait_for_function("() => window.__corral.review.phase === 'done'", timeout=WAIT)
+            snap = store.snapshot()
+            for k, i in enumerate(first["indices"]):
+                if k in wrong:
+                    assert ids[i] not in snap.items and first["label"] in snap.exclusions.get(ids[i], [])
+                else:
+                    assert snap.items[ids[i]][0] == first["label"]
+            rows = exported(root, store, tmp_path / "interactions.jsonl")
+            assert len(rows) == len(first["indices"]) and {r["source"] for r in rows} == {"likely"}
+            assert sorted(r["order"] for r in rows if r["decision"] == "not") == wrong
+            # the next label's likely page is offered
+            page.wait_for_function("() => !document.querySelector('#review-next').hidden", timeout=WAIT)
+            assert page.locator("#review-next").inner_text().startswith("next: review")
+            assert not page.errors, page.errors

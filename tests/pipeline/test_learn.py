@@ -172,3 +172,37 @@ def test_the_svm_sees_at_most_max_train_rows_per_fit():
     assert res.model == "svm" and res.heldout_accuracy > 0.8
     with pytest.raises(ValueError, match="max_train"):
         LearnConfig(max_train=5)
+
+
+def test_likely_pages_reach_past_the_bar_and_the_gate_and_rank_the_right_items_first():
+    """Overlapping classes: few items clear the bar (here none), so the suggested groups hold little of what is
+    left. A review page per label takes the model's likeliest items for it instead (the curator
+    checks every tile): at most a page each, never a labelled or suggested row, least sure first,
+    the pages the model expects most right first, and far more right than the rest of the label's
+    predicted items."""
+    from corral.pipeline.learn import PAGE_SIZE, likely_pages
+    from corral.pipeline.loop import regroup_rest
+
+    x, y = blobs(classes=6, per=150, spread=2.5, seed=2)
+    labels = first_labels(y, 40)
+    res = learn(vectors=x, labels=labels)
+    regroup_rest(res)  # the gate, as the loop runs it
+    truth = np.array([f"class {c}" for c in y], dtype=object)
+    suggested = {int(r) for g in res.groups for r in g.rows}
+    free = ~res.labelled
+    assert len(suggested) < 0.5 * free.sum()  # the bar and the gate leave most of the rest
+    pages = likely_pages(res)
+    assert pages and len({p.label for p in pages}) == len(pages)
+    expected = [float(p.confidence.sum()) for p in pages]
+    assert expected == sorted(expected, reverse=True)
+    page_right, rest_right = [], []
+    for p in pages:
+        assert 3 <= len(p.rows) <= PAGE_SIZE and np.all(np.diff(p.confidence) >= 0)  # least sure first
+        assert not res.labelled[p.rows].any() and not suggested & set(p.rows.tolist())
+        k = res.classes.index(p.label)
+        assert (res.predicted[p.rows] == k).all()
+        rest = np.setdiff1d(np.flatnonzero(free & (res.predicted == k)), np.concatenate([p.rows, np.fromiter(suggested, int, len(suggested))]))
+        page_right.append((truth[p.rows] == p.label).mean())
+        if len(rest):
+            rest_right.append((truth[rest] == p.label).mean())
+    assert np.mean(page_right) >= 0.9 and np.mean(page_right) > np.mean(rest_right) + 0.05, (page_right, rest_right)

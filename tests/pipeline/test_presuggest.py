@@ -142,3 +142,18 @@ def test_the_known_new_gate_keeps_most_of_an_unnamed_look_alike_unnamed(tmp_path
     assert strangers[False] >= 10 and strangers[True] <= 0.5 * strangers[False]
     assert precision[True] > precision[False] and len(got[True]) >= 0.6 * 90
     assert res.suggested == len(got[True])
+
+
+def test_corral_learn_writes_the_round_with_its_likely_pages_and_says_so(tmp_path, capsys):
+    """``corral learn`` on the same workspace: the round file holds the suggested groups and a review
+    page per label; the command's summary says how many, quiet or not."""
+    ws, _ = _workspace(tmp_path, per_label=6)
+    assert main(["learn", "--workspace", str(ws.root), "--map", "toy"]) == 0
+    out = capsys.readouterr()
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    rnd = json.loads((ws.root / "learn" / "toy.json").read_text())
+    assert summary["likely_pages"] == len(rnd["likely"]) > 0 and "review pages of the likeliest items" in out.err
+    assert all(3 <= len(p["indices"]) <= 48 and p["ids"] for p in rnd["likely"])
+    assert main(["--quiet", "learn", "--workspace", str(ws.root), "--map", "toy"]) == 0
+    quiet = capsys.readouterr()
+    assert json.loads(quiet.out.strip().splitlines()[-1])["likely_pages"] == summary["likely_pages"] and "review pages" not in quiet.err

@@ -1,14 +1,15 @@
 // The learning loop: the model's suggested groups, least sure first, accepted in one action minus
 // the tiles the curator marks "not this"; then the next best group of the fresh round (name ->
-// next -> name). Two queues (hard items, possible label errors) select their item on the map, to
-// be named the usual way. The round is computed by the server for one labels version: accepting
+// next -> name). Review pages of each label's likeliest items (past the bar and the gate, every
+// tile checked by the curator) open the review page. Two queues (hard items, possible label
+// errors) select their item on the map, to be named the usual way. The round is computed by the server for one labels version: accepting
 // an old round is refused (409) and the panel fetches the new one.
 
 import { getJSON, postJSON, ApiError } from './api.js';
 import { packPoints } from './wire.js';
 import { $, el, fmt, toast } from './ui.js';
 
-const TABS = ['groups', 'hard', 'issues'];
+const TABS = ['groups', 'likely', 'hard', 'issues'];
 
 function pct(x) { return x == null ? '–' : `${(100 * x).toFixed(1)}%`; }
 
@@ -30,6 +31,7 @@ export class LearnPanel {
     this._stale = null;
     this.session = { actions: 0, items: 0 }; // labelling actions this session, items they named
     this.nextFollows = false; // true: the next proposal (next.js) fetches the round after an accept
+    this.onLikely = null; // (label) => open the review page of the label's likeliest items
     $('#learn-accept', root).addEventListener('click', () => this.accept());
     $('#learn-next', root).addEventListener('click', () => this.next());
     $('#learn-show', root).addEventListener('click', () => this.showOnMap());
@@ -160,6 +162,7 @@ export class LearnPanel {
     $('#learn-tabs', this.root).hidden = !ready;
     if (ready) {
       $('#learn-tab-groups', this.root).textContent = `groups (${fmt(r.groups.length)})`;
+      $('#learn-tab-likely', this.root).textContent = `page by page (${fmt((r.likely || []).length)})`;
       $('#learn-tab-hard', this.root).textContent = `hard items (${fmt(r.hard.length)})`;
       $('#learn-tab-issues', this.root).textContent = `possible label errors (${fmt(r.issues.length)})`;
     }
@@ -186,7 +189,8 @@ export class LearnPanel {
     const acts = $('#learn-group-actions', this.root);
     const r = this.round;
     acts.hidden = true;
-    this.grid.classList.toggle('queue', this.tab !== 'groups');
+    this.grid.classList.toggle('queue', this.tab === 'hard' || this.tab === 'issues');
+    this.grid.classList.toggle('pages', this.tab === 'likely');
     if (!r || !r.ready) { head.textContent = ''; this.grid.replaceChildren(); return; }
     if (this.tab === 'groups') {
       const g = this.group;
@@ -203,6 +207,16 @@ export class LearnPanel {
         onclick: () => this._mark(i),
       })));
       this._marksText();
+      return;
+    }
+    if (this.tab === 'likely') {
+      const pages = r.likely || [];
+      head.textContent = pages.length
+        ? 'per label, the items the model thinks likeliest, though not sure enough to suggest as a group: review a page, click the tiles that are not the label'
+        : 'no likely items left';
+      this.grid.replaceChildren(...pages.map((p) => el('div', { class: 'likely-row', 'data-label': p.label },
+        el('button', { class: 'write', type: 'button', text: `review "${p.label}"`, onclick: () => { if (this.onLikely) this.onLikely(p.label); } }),
+        el('span', { class: 'muted small', text: ` ${fmt(p.indices.length)} items · the model expects about ${fmt(Math.round(p.expected_right))} right` }))));
       return;
     }
     const list = this.tab === 'hard' ? r.hard : r.issues;

@@ -110,6 +110,7 @@ function wire(view) {
   learn.nextFollows = true;
   const review = new ReviewPage(store, actions, { learn, root: $('#review') });
   labels.onReview = (name) => review.openMembers(name);
+  learn.onLikely = (label) => review.openLikely(label);
   // V: the review page of the group shown in Learn, else of the selection's label (its own
   // items), else of the model's first suggested group
   const openReview = () => {

@@ -1,5 +1,6 @@
 // The review page, after the ImageNet browsing interface: one label at a time, a page of up to 48
-// candidates (the model's suggested group for the label, least sure first, or the label's own
+// candidates (the model's suggested group for the label, least sure first; the model's likeliest
+// items for the label, past its bar and gate, since every tile is checked; or the label's own
 // named items, the ones the model doubts first), where the curator clicks the tiles that do NOT
 // match and submits the page in one action. Every tile's byproducts go with the submit, as that
 // interface recorded them: where it sat (row, col, order), when its thumbnail appeared, each
@@ -13,6 +14,12 @@ import { leastSureFirst } from './selection.js';
 import { $, el, fmt, toast } from './ui.js';
 
 export const PAGE_SIZE = 48;
+
+/** A round's pages of a source: its suggested groups, or its likely pages. */
+function roundList(rnd, source) {
+  if (!rnd.ready) return [];
+  return (source === 'likely' ? rnd.likely : rnd.groups) || [];
+}
 export const COLS = 8;
 const MAX_MS = 86_400_000; // the server takes times up to a day after the page was shown
 const CAP = { hovers: 500, clicks: 200 }; // per tile, as the server allows
@@ -44,7 +51,7 @@ export class ReviewPage {
     this.learn = learn;
     this.root = root;
     this.grid = $('#review-grid', root);
-    this.source = 'suggested'; // or 'members'
+    this.source = 'suggested'; // or 'likely', 'members'
     this.label = null;
     this.tiles = []; // one trace per tile, in reading order
     this.version = -1; // the labels version the candidates came from
@@ -106,6 +113,9 @@ export class ReviewPage {
   /** Open the page of the model's suggested group for ``label`` (the round's first when null). */
   openSuggested(label = null) { return this._load('suggested', label); }
 
+  /** Open a page of the model's likeliest items for ``label`` (the round's first page when null). */
+  openLikely(label = null) { return this._load('likely', label); }
+
   /** Open a page of ``label``'s own named items, to check them. */
   openMembers(label) { return this._load('members', label); }
 
@@ -119,7 +129,7 @@ export class ReviewPage {
     this._say(message || 'making the page…');
     let page;
     try {
-      page = source === 'suggested' ? await this._suggested(label) : await this._members(label);
+      page = source === 'members' ? await this._members(label) : await this._fromRound(source, label);
     } catch (e) {
       if (serial === this._serial) this._say(`could not make the page: ${e.message}`, 'error');
       return false;
@@ -132,12 +142,13 @@ export class ReviewPage {
     return true;
   }
 
-  async _suggested(label) {
+  async _fromRound(source, label) {
     const rnd = await this._round();
-    const groups = rnd.ready ? rnd.groups : [];
+    const groups = roundList(rnd, source);
     const g = (label && groups.find((x) => x.label === label)) || (label ? null : groups[0]);
     if (!g) {
-      this._say(rnd.ready ? (label ? `the model suggests nothing more for "${label}"` : 'the model is sure of no group yet: name more items')
+      const none = source === 'likely' ? 'the model has no likely items left' : 'the model is sure of no group yet: name more items';
+      this._say(rnd.ready ? (label ? `the model ${source === 'likely' ? 'has no likely items' : 'suggests nothing more'} for "${label}"` : none)
         : `the model has nothing to suggest yet: ${rnd.reason}`);
       this.phase = 'empty';
       this._show();
@@ -195,7 +206,7 @@ export class ReviewPage {
 
   _render() {
     this._show();
-    const what = this.source === 'suggested' ? 'the model suggests, least sure first' : 'its named items, the doubtful first';
+    const what = { suggested: 'the model suggests, least sure first', likely: 'the model thinks likeliest (it is not sure: check each), least sure first', members: 'its named items, the doubtful first' }[this.source];
     $('#review-title', this.root).replaceChildren('Review ', el('b', { class: 'review-label', text: `"${this.label}"` }));
     $('#review-source', this.root).textContent = `${fmt(this.tiles.length)} of ${fmt(this.total)} ${what} · click the tiles that are NOT "${this.label}"`;
     this.t0 = performance.now();
@@ -296,11 +307,11 @@ export class ReviewPage {
     let next = null;
     let again = false;
     try {
-      if (this.source === 'suggested') {
+      if (this.source !== 'members') {
         const rnd = await this._round();
-        const groups = rnd.ready ? rnd.groups : [];
+        const groups = roundList(rnd, this.source);
         const g = groups.find((x) => x.label !== this.label);
-        next = g ? { source: 'suggested', label: g.label, n: g.indices.length } : null;
+        next = g ? { source: this.source, label: g.label, n: g.indices.length } : null;
         again = groups.some((x) => x.label === this.label);
       } else {
         const list = this.store.labels.list.map((l) => l.name);
@@ -317,7 +328,7 @@ export class ReviewPage {
     }
     if (serial !== this._serial || this.phase !== 'done') return;
     this.offer = { next, again };
-    $('#review-offer', this.root).textContent = next ? '' : (this.source === 'suggested' ? 'the model suggests no other label now' : 'no other label to check');
+    $('#review-offer', this.root).textContent = next ? '' : (this.source === 'members' ? 'no other label to check' : 'the model suggests no other label now');
     if (next) {
       nextBtn.hidden = false;
       nextBtn.textContent = `next: review "${next.label}" (${fmt(Math.min(PAGE_SIZE, next.n))} of ${fmt(next.n)}) · Enter`;
@@ -344,9 +355,9 @@ export class ReviewPage {
   async skip() {
     if (this.phase !== 'page' || this.busy) return;
     let label = null;
-    if (this.source === 'suggested') {
+    if (this.source !== 'members') {
       const rnd = await this._round();
-      const groups = rnd.ready ? rnd.groups : [];
+      const groups = roundList(rnd, this.source);
       const at = groups.findIndex((g) => g.label === this.label);
       const g = groups.length > 1 || at < 0 ? groups[(at + 1) % groups.length] : null;
       label = g ? g.label : null;
