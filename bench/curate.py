@@ -95,6 +95,13 @@ def score(plans: list[Plan], spare_cost: float) -> float:
     return sum(len(pl.actions) + spare_cost * pl.lost for pl in plans)
 
 
+def marks_needed(wrong: int, n: int, tolerance: float) -> int:
+    """How many of ``wrong`` members among ``n`` to mark so that at most ``tolerance`` of what is
+    left is wrong: the least ``m`` with ``wrong - m <= tolerance * (n - m)``."""
+    m = 0 if wrong <= tolerance * n else int(np.ceil((wrong - tolerance * n) / (1 - tolerance)))
+    return min(m, wrong)
+
+
 def best_prefix(wrong: np.ndarray, spare_cost: float, tolerance: float = 0.0) -> tuple[int, int]:
     """Where to cut the panel, and how many wrong members to mark one by one after the cut.
 
@@ -111,10 +118,7 @@ def best_prefix(wrong: np.ndarray, spare_cost: float, tolerance: float = 0.0) ->
     wrong_after = np.concatenate([wrong[::-1].cumsum()[::-1], [0]])  # wrong members from position p on
     right_in = np.concatenate([[0], (~wrong).cumsum()])
     for p in range(n + 1):
-        left, w = n - p, int(wrong_after[p])
-        # marks m such that (w - m) <= tolerance * (left - m)
-        m = 0 if w <= tolerance * left else int(np.ceil((w - tolerance * left) / (1 - tolerance)))
-        m = min(m, w)
+        m = marks_needed(int(wrong_after[p]), n - p, tolerance)
         cost = (1 if p else 0) + m + spare_cost * right_in[p]
         if cost < best[0]:
             best = (cost, p, m)
@@ -196,8 +200,7 @@ class Curator:
         order = order if order is not None else self.least_sure_first(ids)
         wrong = np.array([self.truth[i] != label for i in order])
         if review:
-            p, w = 0, int(wrong.sum())
-            marks = 0 if w <= self.tolerance * len(order) else min(w, int(np.ceil((w - self.tolerance * len(order)) / (1 - self.tolerance))))
+            marks = marks_needed(int(wrong.sum()), len(order), self.tolerance)
             marked = [i for i, x in zip(order, wrong) if x][:marks]
             ex = set(marked)
             return Plan(label, [i for i in ids if i not in ex], marked, list(gestures) + ["mark"] * marks + ["name"])

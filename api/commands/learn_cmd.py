@@ -21,8 +21,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from corral.pipeline.learn import LearnConfig
-    from corral.pipeline.learn import likely_pages
+    from corral.pipeline.learn import LearnConfig, likely_pages
     from corral.pipeline.loop import map_vectors, run_round, write_round
     from corral.storage.labels import LabelStore
     from corral.storage.workspace import Workspace, WorkspaceError

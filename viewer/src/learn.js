@@ -2,8 +2,9 @@
 // the tiles the curator marks "not this"; then the next best group of the fresh round (name ->
 // next -> name). Review pages of each label's likeliest items (past the bar and the gate, every
 // tile checked by the curator) open the review page. Two queues (hard items, possible label
-// errors) select their item on the map, to be named the usual way. The round is computed by the server for one labels version: accepting
-// an old round is refused (409) and the panel fetches the new one.
+// errors) select their item on the map, to be named the usual way. The round is computed by the
+// server for one labels version: accepting an old round is refused (409) and the panel fetches
+// the new one.
 
 import { getJSON, postJSON, ApiError } from './api.js';
 import { packPoints } from './wire.js';
