@@ -355,3 +355,23 @@ def test_a_page_of_the_likeliest_items_is_reviewed_from_the_learn_panel(browser,
             page.wait_for_function("() => !document.querySelector('#review-next').hidden", timeout=WAIT)
             assert page.locator("#review-next").inner_text().startswith("next: review")
             assert not page.errors, page.errors
+
+
+def test_v_opens_the_likeliest_items_when_the_model_suggests_no_group(browser, digits_built, tmp_path):
+    """Three digits named: too few labels to tell unnamed digits from named ones, so the model
+    suggests no group; V (nothing selected, Learn closed) opens the first label's page of its
+    likeliest items instead of an empty page."""
+    built, truth = digits_built
+    with serve(built, tmp_path / "ws") as (srv, token, api, name, ids):
+        rng = random.Random(2)
+        for c, idx in sorted(by_class(ids, truth).items())[:3]:
+            assert api.post(f"/api/maps/{name}/actions/assign", json={"indices": rng.sample(idx, 4), "label": f"digit {c}"}).status_code == 200
+        rnd = api.get(f"/api/maps/{name}/learn").json()
+        assert rnd["ready"] and not rnd["groups"] and rnd["likely"], rnd.get("reason")
+        with open_viewer(browser, srv.url, token) as page:
+            wait_ready(page)
+            page.keyboard.press("v")
+            page.wait_for_function("() => window.__corral.review.phase === 'page'", timeout=WAIT)
+            got = page.evaluate("() => ({ source: window.__corral.review.source, label: window.__corral.review.label, shown: window.__corral.review.tiles.map((t) => t.index) })")
+            assert got == {"source": "likely", "label": rnd["likely"][0]["label"], "shown": rnd["likely"][0]["indices"]}
+            assert not page.errors, page.errors

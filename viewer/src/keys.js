@@ -19,7 +19,7 @@ export const SHORTCUTS = [
   ['G', 'the learning loop: suggested groups, hard items, possible label errors'],
   ['Enter / A (Learn)', 'accept the suggested group minus the tiles marked "not this"'],
   ['N (Learn)', 'skip to the next suggested group'],
-  ['V', 'review page: the Learn group shown, else the selection\'s label (its own items), a page of 48'],
+  ['V', 'review page: the Learn group shown, else the selection\'s label (its own items), else the model\'s first group or, when it is sure of none, its likeliest items for a label; a page of 48'],
   ['click (Review)', 'mark a tile as not this label; click again to unmark'],
   ['Enter (Review)', 'submit the page (then: the next label\'s page)'],
   ['N (Review)', 'the next label\'s page without submitting'],

@@ -112,7 +112,7 @@ function wire(view) {
   labels.onReview = (name) => review.openMembers(name);
   learn.onLikely = (label) => review.openLikely(label);
   // V: the review page of the group shown in Learn, else of the selection's label (its own
-  // items), else of the model's first suggested group
+  // items), else of the model's first suggested group (its likeliest items when it has none)
   const openReview = () => {
     if (learn.active) return review.openSuggested(learn.group.label);
     const name = labels.selectionLabel();

@@ -136,7 +136,7 @@ export class ReviewPage {
     }
     if (serial !== this._serial) return false;
     if (!page) return false;
-    Object.assign(this, page, { source, pageId: newPageId(), phase: 'page', offer: null });
+    Object.assign(this, page, { source: page.source || source, pageId: newPageId(), phase: 'page', offer: null });
     this._say(message);
     this._render();
     return true;
@@ -144,7 +144,12 @@ export class ReviewPage {
 
   async _fromRound(source, label) {
     const rnd = await this._round();
-    const groups = roundList(rnd, source);
+    let groups = roundList(rnd, source);
+    if (!label && !groups.length && source === 'suggested' && roundList(rnd, 'likely').length) {
+      // no group the model is sure of: its likeliest items for the first label, to check
+      source = 'likely';
+      groups = roundList(rnd, source);
+    }
     const g = (label && groups.find((x) => x.label === label)) || (label ? null : groups[0]);
     if (!g) {
       const none = source === 'likely' ? 'the model has no likely items left' : 'the model is sure of no group yet: name more items';
@@ -155,7 +160,7 @@ export class ReviewPage {
       return null;
     }
     const n = Math.min(PAGE_SIZE, g.indices.length); // least sure first, as the round lists them
-    return { label: g.label, version: rnd.labels_version, total: g.indices.length, tiles: this._traces(g.indices.slice(0, n), g.ids.slice(0, n)) };
+    return { source, label: g.label, version: rnd.labels_version, total: g.indices.length, tiles: this._traces(g.indices.slice(0, n), g.ids.slice(0, n)) };
   }
 
   async _members(label) {
