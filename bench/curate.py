@@ -44,7 +44,6 @@ import argparse
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +54,7 @@ sys.path.insert(0, str(REPO))
 from bench.common import emit_result, peak_rss_mib, provenance  # noqa: E402
 from bench.curate_data import DATASETS, DEFAULT_SETS, prepare  # noqa: E402
 from bench.curate_loop import LOOP_GOAL, curator_figures, run_loop  # noqa: E402
+from bench.curate_plan import Plan, best_prefix, marks_needed, score  # noqa: E402
 
 #: Seconds a person takes per kind of action (a planning model, not a measurement). "suggest" opens
 #: the learning loop's next suggested group (one key, N, in the viewer's panel); "review" opens a
@@ -75,54 +75,6 @@ LEFTOVER = 2.0
 #: separate groups on the map (single linkage). One lasso goes around one group; groups farther
 #: apart than the largest scale always take a lasso each.
 LASSO_SCALES = (1.5, 3.0, 6.0, 12.0)
-
-
-@dataclass
-class Plan:
-    """What naming one group costs: the ids to name, the ids to exclude, and the actions."""
-
-    label: str
-    keep: list[str]
-    exclude: list[str]  # marked one by one: stored as "not this label"
-    actions: list[str] = field(default_factory=list)
-    lost: int = 0  # right members excluded on the way (left for a later pass)
-    # Cut off with "leave this one and every less sure out" (right and wrong alike): left unlabelled
-    # with no verdict, as the viewer's cut does.
-    skip: list[str] = field(default_factory=list)
-
-
-def score(plans: list[Plan], spare_cost: float) -> float:
-    return sum(len(pl.actions) + spare_cost * pl.lost for pl in plans)
-
-
-def marks_needed(wrong: int, n: int, tolerance: float) -> int:
-    """How many of ``wrong`` members among ``n`` to mark so that at most ``tolerance`` of what is
-    left is wrong: the least ``m`` with ``wrong - m <= tolerance * (n - m)``."""
-    m = 0 if wrong <= tolerance * n else int(np.ceil((wrong - tolerance * n) / (1 - tolerance)))
-    return min(m, wrong)
-
-
-def best_prefix(wrong: np.ndarray, spare_cost: float, tolerance: float = 0.0) -> tuple[int, int]:
-    """Where to cut the panel, and how many wrong members to mark one by one after the cut.
-
-    The first ``p`` (least sure) members go with one "leave this one and every less sure out"
-    action; after it the curator marks wrong members until at most ``tolerance`` of what is left
-    is wrong (the precision the team aims for). Minimises 1 action for the cut + the marks +
-    ``spare_cost`` per right member given up in the cut (they stay unlabelled for a later pass).
-    Returns ``(p, marks)``.
-    """
-    n = len(wrong)
-    if n == 0 or not wrong.any():
-        return 0, 0
-    best = (float("inf"), 0, 0)
-    wrong_after = np.concatenate([wrong[::-1].cumsum()[::-1], [0]])  # wrong members from position p on
-    right_in = np.concatenate([[0], (~wrong).cumsum()])
-    for p in range(n + 1):
-        m = marks_needed(int(wrong_after[p]), n - p, tolerance)
-        cost = (1 if p else 0) + m + spare_cost * right_in[p]
-        if cost < best[0]:
-            best = (cost, p, m)
-    return best[1], best[2]
 
 
 class Curator:

@@ -533,12 +533,15 @@ def likely_pages(res: LearnResult, *, size: int = PAGE_SIZE, min_items: int = 3)
     free = ~res.labelled & (res.confidence > 0)
     for g in res.groups:
         free[g.rows] = False
+    rows = np.flatnonzero(free)
+    # one sort: by predicted label, the surest first within each (ties in row order)
+    rows = rows[np.lexsort((rows, -res.confidence[rows], res.predicted[rows]))]
+    labels, starts = np.unique(res.predicted[rows], return_index=True)
     out = []
-    for k, lb in enumerate(res.classes):
-        rows = np.flatnonzero(free & (res.predicted == k))
-        if len(rows) < min_items:
+    for k, a, b in zip(labels.tolist(), starts.tolist(), [*starts[1:].tolist(), len(rows)]):
+        if b - a < min_items:
             continue
-        rows = rows[np.argsort(-res.confidence[rows], kind="stable")][:size][::-1]
-        out.append(Group(label=lb, rows=rows, confidence=res.confidence[rows]))
+        page = rows[a : min(b, a + size)][::-1]
+        out.append(Group(label=res.classes[k], rows=page, confidence=res.confidence[page]))
     out.sort(key=lambda g: (-float(g.confidence.sum()), g.label.lower()))
     return out

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from corral.pipeline.learn import LearnConfig, LearnError, LearnResult, learn, likely_pages
+from corral.pipeline.learn import Group, LearnConfig, LearnError, LearnResult, learn, likely_pages
 from corral.pipeline.queues import Entry, hard_items, label_issues, near_duplicates
 from corral.pipeline.regroup import RegroupConfig, Regrouping, regroup
 from corral.storage.maps import read_map
@@ -78,6 +78,8 @@ class Round:
     duplicates: list[list[int]]
     regrouping: Regrouping | None = None  # the unlabelled rows outside the suggestions, regrouped
     made_at: float = field(default_factory=time.time)
+    # per label, a review page of the model's likeliest items (likely_pages), made once per round
+    likely: list[Group] = field(default_factory=list)
 
     def to_json(self, *, limit: int = QUEUE_LIMIT, position: np.ndarray | None = None) -> dict[str, Any]:
         """What the API answers and ``corral learn`` writes: indices with item ids. An index is the
@@ -91,28 +93,13 @@ class Round:
                 out["current"] = e.current
             return out
 
-        groups = [
-            {
-                "label": g.label,
-                "indices": pos[g.rows].tolist(),
-                "ids": [str(self.ids[r]) for r in g.rows],
-                "confidence": [round(float(c), 4) for c in g.confidence],
-                "expected_precision": round(g.expected_precision, 4),
-            }
-            for g in res.groups
-        ]
+        def rows_of(g: Group) -> dict[str, Any]:
+            return {"label": g.label, "indices": pos[g.rows].tolist(), "ids": [str(self.ids[r]) for r in g.rows], "confidence": [round(float(c), 4) for c in g.confidence]}
+
+        groups = [{**rows_of(g), "expected_precision": round(g.expected_precision, 4)} for g in res.groups]
         # A review page per label: the model's likeliest items for it, past the bar and the gate
         # (the curator checks every tile), the pages with the most expected right tiles first.
-        likely = [
-            {
-                "label": g.label,
-                "indices": pos[g.rows].tolist(),
-                "ids": [str(self.ids[r]) for r in g.rows],
-                "confidence": [round(float(c), 4) for c in g.confidence],
-                "expected_right": round(float(g.confidence.sum()), 1),
-            }
-            for g in likely_pages(res)[:limit]
-        ]
+        likely = [{**rows_of(g), "expected_right": round(float(g.confidence.sum()), 1)} for g in self.likely[:limit]]
         return {
             "map": self.map_name,
             "labels_version": self.labels_version,
@@ -148,7 +135,7 @@ def run_round(mv: MapVectors, store: Any, *, config: LearnConfig | None = None, 
     hard = hard_items(res, limit=QUEUE_LIMIT)
     issues = label_issues(res, limit=QUEUE_LIMIT)
     dups = near_duplicates(res.knn, limit=QUEUE_LIMIT)
-    return Round(mv.map_name, version, mv.ids, res, hard, issues, dups, rg)
+    return Round(mv.map_name, version, mv.ids, res, hard, issues, dups, rg, likely=likely_pages(res))
 
 
 def regroup_rest(res: LearnResult) -> Regrouping | None:

@@ -21,7 +21,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from corral.pipeline.learn import LearnConfig, likely_pages
+    from corral.pipeline.learn import LearnConfig
     from corral.pipeline.loop import map_vectors, run_round, write_round
     from corral.storage.labels import LabelStore
     from corral.storage.workspace import Workspace, WorkspaceError
@@ -35,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
         rnd = run_round(mv, store, config=cfg)
     path = write_round(ws, rnd)
     res = rnd.result
-    pages = likely_pages(res)
+    pages = rnd.likely
     if not args.quiet:
         left = res.estimated_accuracy_left
         w = sys.stderr.write

@@ -14,15 +14,15 @@ import { leastSureFirst } from './selection.js';
 import { $, el, fmt, toast } from './ui.js';
 
 export const PAGE_SIZE = 48;
+export const COLS = 8;
+const MAX_MS = 86_400_000; // the server takes times up to a day after the page was shown
+const CAP = { hovers: 500, clicks: 200 }; // per tile, as the server allows
 
 /** A round's pages of a source: its suggested groups, or its likely pages. */
 function roundList(rnd, source) {
   if (!rnd.ready) return [];
   return (source === 'likely' ? rnd.likely : rnd.groups) || [];
 }
-export const COLS = 8;
-const MAX_MS = 86_400_000; // the server takes times up to a day after the page was shown
-const CAP = { hovers: 500, clicks: 200 }; // per tile, as the server allows
 
 /** A page id the server accepts (letters and digits), without needing a secure context. */
 export function newPageId() {
