@@ -125,6 +125,9 @@ class Curator:
         self.loop = loop
         self.rounds: list[dict] = []
         self._knn = None
+        self.passed: list[np.ndarray] = []  # rows of the proposals passed over
+        self._offered: list[np.ndarray] = []  # this step's proposals, in the order offered
+        self._proposal_at: dict[int, int] = {}  # id of a proposal's plans -> its place in the offer
         if loop:
             from corral.pipeline.loop import map_vectors
 
@@ -337,13 +340,17 @@ class Curator:
         """After a naming, the viewer pre-selects what the product proposes next
         (``corral.pipeline.loop.next_groups``: a suggested group, else the cluster with the most
         unlabelled points), so naming it needs no gesture: the curator types the name."""
-        from corral.pipeline.loop import next_groups
+        from corral.pipeline.loop import next_groups, passed_last
 
+        self._offered, self._proposal_at = [], {}
         if len(self.curve) < 2:
             return []  # nothing named yet: the first selection is a click
         groups = getattr(self, "_groups", [])
         rg = getattr(self, "_regrouping", None)
-        nxt = next_groups(self.cluster, self.labelled, [g.rows for g in groups], [g.label for g in groups], regrouped=rg.groups if rg else None, cohesion=self.cohesion, limit=PROPOSALS)
+        nxt = next_groups(self.cluster, self.labelled, [g.rows for g in groups], [g.label for g in groups], regrouped=rg.groups if rg else None, cohesion=self.cohesion, limit=4 * PROPOSALS)
+        # what the curator passed over before comes last (the viewer does the same)
+        nxt = passed_last(nxt, self.passed)[:PROPOSALS]
+        self._offered = [np.asarray(e["rows"]) for e in nxt]
         out = []
         for j, e in enumerate(nxt):  # proposal j is j presses of ] away
             ids = list(self.ids[e["rows"]])
@@ -355,7 +362,22 @@ class Curator:
                 if j:  # the ] presses go before the first plan's actions
                     plans = [Plan(plans[0].label, plans[0].keep, plans[0].exclude, skips + plans[0].actions, plans[0].lost, plans[0].skip), *plans[1:]]
                 out.append(plans)
+            self._proposal_at[id(out[-1])] = j
         return out
+
+    def pass_over(self, plans: list[Plan]) -> None:
+        """The proposals the curator passes over by taking ``plans`` (the viewer's rule): those ]
+        went past to reach the proposal taken; else the one on offer, when the curator's own click or
+        lasso selects less than half of it (a suggested group or a review page opens beside the map
+        and leaves the offer alone)."""
+        j = self._proposal_at.get(id(plans))
+        if j is not None:
+            self.passed += self._offered[:j]
+        elif self._offered and plans[0].actions[:1] in (["select"], ["lasso"]):
+            chosen = {self.row[i] for pl in plans for i in pl.keep + pl.exclude + pl.skip}
+            offer = self._offered[0]
+            if 2 * sum(int(r) in chosen for r in offer) < len(offer):
+                self.passed.append(offer)
 
     def wrong_cluster_members(self) -> int:
         """The issue's count: members of each map cluster whose true class is not the cluster's
@@ -418,6 +440,7 @@ class Curator:
                 filtered = True
                 self.actions += 1
                 self.by_kind["filter"] += 1
+            self.pass_over(best)
             before = self.curve[-1][1]
             for pl in best:
                 self.execute(pl)

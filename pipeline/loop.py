@@ -316,6 +316,30 @@ def next_groups(
     return out[:limit]
 
 
+#: A proposal counts as one the curator passed over when at least this share of its items was in
+#: a proposal passed over before (the groups are made anew each round, so rarely the very same).
+PASSED_SHARE = 0.8
+
+
+def passed_last(entries: list[dict[str, Any]], passed: list[np.ndarray], *, share: float = PASSED_SHARE) -> list[dict[str, Any]]:
+    """``entries`` (:func:`next_groups`) with the proposals the curator passed over put last.
+
+    A curator who presses ] past a proposal, or names something else while it is on offer, has
+    seen it and not taken it; offering it first again after the next naming costs a ] every time.
+    An entry counts as passed over when ``share`` of its rows lie in one of the ``passed`` row
+    sets; suggested groups are the model's and stay where they are. The order is otherwise kept."""
+    if not passed:
+        return entries
+    sets = [np.asarray(p) for p in passed if len(p)]
+
+    def seen(e: dict[str, Any]) -> bool:
+        rows = np.asarray(e["rows"])
+        return e["kind"] != "suggested" and len(rows) > 0 and any(np.isin(rows, p).sum() >= share * len(rows) for p in sets)
+
+    flags = [seen(e) for e in entries]
+    return [e for e, f in zip(entries, flags) if not f] + [e for e, f in zip(entries, flags) if f]
+
+
 def cohesion_by_cluster(clusters: Any) -> np.ndarray:
     """A map's clusters table -> cohesion indexed by cluster id (1.0 where the table has none)."""
     ids = np.asarray(clusters.column("cluster").to_pylist(), dtype=np.int64)

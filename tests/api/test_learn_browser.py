@@ -191,8 +191,12 @@ def test_name_then_the_next_proposal_is_selected(browser, digits_viewer):
         selected = page.evaluate("() => Array.from(window.__corral.store.selection.list())")
         assert selected == sorted(nxt["indices"]) and selected, (nxt["kind"], len(selected))
         line = page.locator("#next-line").inner_text()
-        what = f"cluster {nxt['cluster']}, {len(selected):,} unlabelled" if nxt["kind"] == "cluster" else f'"{nxt["label"]}", {len(selected):,} suggested'
-        assert line == f'named 5 as "first pick" — next: {what}', line
+        what = {
+            "cluster": f"cluster {nxt.get('cluster')}, {len(selected):,} unlabelled",
+            "suggested": f'"{nxt.get("label")}", {len(selected):,} suggested',
+            "group": f'{len(selected):,} unlabelled that look alike, beside "{nxt.get("beside")}"' if nxt.get("beside") else f"{len(selected):,} unlabelled that look alike",
+        }[nxt["kind"]]
+        assert line.startswith(f'named 5 as "first pick" — next: {what}'), line
         shot(page, "viewer-next.png")
         # the name box has the focus: type the next name right away
         assert page.evaluate("() => document.activeElement.id") == "name-input"
@@ -227,4 +231,60 @@ def test_name_then_the_next_proposal_is_selected(browser, digits_viewer):
         assert page.evaluate("() => Array.from(window.__corral.store.selection.list())") == sorted(free[1:])
         page.keyboard.press("?")
         assert "following proposal" in page.locator("#help-list").inner_text()
+        assert not page.errors, page.errors
+
+
+def test_a_proposal_passed_over_comes_last(browser, digits_viewer):
+    """] past a proposal, or another selection made while it is on offer, passes it over: in later
+    rounds it comes after the others, in the order ``corral.pipeline.loop.passed_last`` gives the
+    server's proposals (the simulated curator of ``bench/curate.py`` works by the same rule)."""
+    import numpy as np
+
+    from corral.api.deps import label_service
+    from corral.pipeline.loop import passed_last
+
+    srv, token, api, name, ids = digits_viewer
+    snap = label_service(srv.server.config.app.state.ctx).store.snapshot()
+    with open_viewer(browser, srv.url, token) as page:
+        wait_ready(page)
+        first = [k for k, i in enumerate(ids) if i not in snap.items][:4]
+        page.evaluate("(idx) => window.__corral.store.select(idx, 'replace')", first)
+        page.locator("#name-input").click()
+        page.keyboard.type("pass a")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('#next-line').textContent.includes('next:')", timeout=60_000)
+        page.wait_for_function("() => !window.__corral.proposal.following", timeout=60_000)
+        page.keyboard.press("Escape")  # out of the name box
+        # go past the model's suggested groups (never passed over) to a group or a cluster
+        kinds = page.evaluate("() => window.__corral.proposal.list.map((e) => e.kind)")
+        assert any(k != "suggested" for k in kinds), kinds
+        for _ in range(len(kinds)):
+            if page.evaluate("() => window.__corral.proposal.list[window.__corral.proposal.pos].kind") != "suggested":
+                break
+            page.keyboard.press("]")
+        shown = page.evaluate("() => { const p = window.__corral.proposal; return Array.from(p.list[p.pos].indices); }")
+        assert page.evaluate("() => window.__corral.proposal.passed.length") == 0
+        page.keyboard.press("]")  # passes the one shown over
+        assert page.evaluate("() => window.__corral.proposal.passed.map((s) => Array.from(s).sort((a, b) => a - b))") == [sorted(shown)]
+        # name the proposal now shown: the next round puts the passed one last
+        page.locator("#name-input").click()
+        page.keyboard.type("pass b")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('#next-line').textContent.includes('\"pass b\" — next:')", timeout=60_000)
+        page.wait_for_function("() => !window.__corral.proposal.following", timeout=60_000)
+        rnd = api.get(f"/api/maps/{name}/learn").json()
+        server = [{**e, "rows": np.asarray(e["indices"])} for e in rnd["next"]]
+        want = passed_last(server, [np.asarray(shown)])
+        got = page.evaluate("() => window.__corral.proposal.list.map((e) => [e.kind, e.indices[0] ?? null, e.indices.length])")
+        assert got == [[e["kind"], e["indices"][0] if e["indices"] else None, len(e["indices"])] for e in want]
+        late = [k for k, e in enumerate(want) if e["kind"] != "suggested" and np.isin(e["rows"], shown).sum() >= 0.8 * len(e["rows"])]
+        assert all(k >= len(want) - len(late) for k in late), (late, len(want))
+        # another selection made while a proposal is on offer passes it over too
+        page.keyboard.press("Escape")
+        if page.evaluate("() => window.__corral.proposal.pos") >= 0 and page.evaluate("() => window.__corral.proposal.list[window.__corral.proposal.pos].kind") != "suggested":
+            snap = label_service(srv.server.config.app.state.ctx).store.snapshot()
+            offered = set(page.evaluate("() => { const p = window.__corral.proposal; return Array.from(p.list[p.pos].indices); }"))
+            other = [k for k, i in enumerate(ids) if i not in snap.items and k not in offered][:3]
+            page.evaluate("(idx) => window.__corral.store.select(idx, 'replace')", other)
+            assert page.evaluate("() => window.__corral.proposal.passed.length") == 2
         assert not page.errors, page.errors

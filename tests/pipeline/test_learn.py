@@ -206,3 +206,26 @@ def test_likely_pages_reach_past_the_bar_and_the_gate_and_rank_the_right_items_f
         if len(rest):
             rest_right.append((truth[rest] == p.label).mean())
     assert np.mean(page_right) >= 0.9 and np.mean(page_right) > np.mean(rest_right) + 0.05, (page_right, rest_right)
+
+
+def test_proposals_passed_over_come_last():
+    """A proposal the curator passed over (most of its items in one passed over before) goes after
+    the others, in their order; the model's suggested groups stay where they are."""
+    from corral.pipeline.loop import next_groups, passed_last
+
+    cluster = np.array([0] * 6 + [1] * 5 + [2] * 4 + [-1] * 2)
+    labelled = np.zeros(len(cluster), bool)
+    regrouped = [np.array([0, 1, 2, 3, 4]), np.array([6, 7, 8])]
+    entries = next_groups(cluster, labelled, [np.array([15, 16])], ["mug"], regrouped=regrouped)
+    assert [e["kind"] for e in entries] == ["suggested", "group", "group", "cluster", "cluster", "cluster"]
+    assert passed_last(entries, []) == entries
+    # the first group, made anew with one more item (4 of its 5 passed over before): last
+    out = passed_last(entries, [np.array([0, 1, 2, 3, 9])])
+    assert [e["kind"] for e in out] == ["suggested", "group", "cluster", "cluster", "cluster", "group"]
+    assert out[-1]["rows"].tolist() == [0, 1, 2, 3, 4]
+    # 4 of cluster 0's 6 is less than 0.8 of it: it stays; a passed suggested group stays too
+    out = passed_last(entries, [np.array([0, 1, 2, 3]), np.array([15, 16])])
+    assert [(e["kind"], int(e["rows"][0])) for e in out] == [("suggested", 15), ("group", 6), ("cluster", 0), ("cluster", 6), ("cluster", 11), ("group", 0)]
+    # several passed over keep their own order at the end
+    out = passed_last(entries, [np.arange(6), np.array([6, 7, 8])])
+    assert [(e["kind"], int(e["rows"][0])) for e in out] == [("suggested", 15), ("cluster", 6), ("cluster", 11), ("group", 0), ("group", 6), ("cluster", 0)]

@@ -25,7 +25,7 @@ export const SHORTCUTS = [
   ['N (Review)', 'the next label\'s page without submitting'],
   ['R (Review)', 'after a submit: another page of the same label'],
   ['Esc (Review)', 'close the review page'],
-  [']', 'skip to the following proposal of what to name next'],
+  [']', 'skip to the following proposal of what to name next (also in the empty name box)'],
   ['↑', 'cluster tree: step the selection up to its parent (the clusters it split from, as one selection)'],
   ['↓', 'cluster tree: back down the way ↑ came; else the children as separate groups, the largest selected'],
   ['B', 'cluster tree: add the sibling clusters (the rest of the parent), each its own group'],

@@ -11,6 +11,7 @@ export class NameBox {
     this.list = $('#name-options', root);
     this.active = -1;
     this.items = [];
+    this.onSkip = null; // ] in the empty box (set by the next proposal)
     this.input.addEventListener('input', () => this.suggest());
     this.input.addEventListener('focus', () => this.suggest());
     this.input.addEventListener('blur', () => setTimeout(() => this.close(), 150));
@@ -66,6 +67,11 @@ export class NameBox {
     } else if (ev.key === 'Escape') {
       this.close();
       this.input.blur();
+    } else if (ev.key === ']' && !this.input.value && this.onSkip) {
+      // the box is empty: ] goes on to the following proposal, as it does outside the box (an
+      // offer focuses the box, and leaving it first would cost a key per skip)
+      ev.preventDefault();
+      this.onSkip();
     }
   }
 

@@ -2,7 +2,10 @@
 // (``next`` of GET .../learn: suggested groups largest first, then the unlabelled items the labels
 // regrouped, of classes nobody has named, then the clusters by unlabelled points left) becomes the selection, so the curator types the next name without hunting on the
 // map. ] skips to the following proposal. A selection the curator made while the action was on
-// its way is never overridden, and a text box being typed in keeps its focus.
+// its way is never overridden, and a text box being typed in keeps its focus. A proposal the
+// curator passed over (] went past it, or another selection replaced it) comes after the others in
+// later rounds, as ``corral.pipeline.loop.passed_last`` orders them: offered first again, it would
+// cost a ] after every naming.
 
 import { getJSON } from './api.js';
 import { $, fmt } from './ui.js';
@@ -23,7 +26,29 @@ export class NextProposal {
     this.following = false; // true while the round after a naming is still being learnt
     this.version = -1; // the labels version the list was made for
     this._serial = 0;
+    this.passed = []; // Sets of the point indices of proposals passed over (this map, this session)
+    this._passedMap = null;
+    this._left = true; // the proposal shown has been passed over (or none is shown)
     store.on('action', (d) => this._after(d));
+    store.on('selection', () => this._selectionChanged());
+    names.onSkip = () => this.skip();
+  }
+
+  /** The selection changed: when it no longer holds most of the proposal on offer, the curator
+   * has passed that proposal over. */
+  _selectionChanged() {
+    const e = this.list[this.pos];
+    if (this._left || !e || e.kind === 'suggested') return;
+    const sel = this.store.selection;
+    const idx = this._indices(e); // its points still unlabelled: a naming takes the rest away
+    let kept = 0;
+    for (const i of idx) if (sel.has(i)) kept++;
+    if (kept * 2 < idx.length) this._pass(e);
+  }
+
+  _pass(e) {
+    this._left = true;
+    if (e && e.kind !== 'suggested' && e.indices.length) this.passed.push(new Set(e.indices));
   }
 
   _url() { return `/api/maps/${encodeURIComponent(this.store.map.name)}/learn`; }
@@ -59,12 +84,16 @@ export class NextProposal {
     if (serial !== this._serial) return; // a newer action asked since
     this.following = false;
     const shown = this.list[this.pos];
+    const left = this._left;
     // untouched: the selection is still the one offered and nothing has been typed for it
     const untouched = this.store.selectedAt <= this._offeredAt && !this.names.input.value.trim();
     this._take(rnd);
     const k = rnd.ready ? rnd.groups.length : 0;
-    if (k && untouched) { this._offer(0, { done }); return; } // the model's best group replaces an untouched offer
+    // the round's best proposal (the model's best group, else the labels' regrouping's) replaces an
+    // untouched offer made from the previous round
+    if (untouched && this.list.length && !(shown && same(this.list[0], shown))) { this._offer(0, { done }); return; }
     this.pos = shown && this.list.length && same(this.list[0], shown) ? 0 : -1;
+    this._left = this.pos < 0 || left; // the proposal on the map is still the one shown
     if (k) this._say(`${done ? `${done} — ` : ''}the model suggests ${fmt(k)} group${k === 1 ? '' : 's'}: ] to see ${k === 1 ? 'it' : 'them'}`);
   }
 
@@ -75,12 +104,14 @@ export class NextProposal {
       const rnd = await this._fetch(serial, '');
       if (!rnd) return;
       const shown = this.list[this.pos];
+      if (shown && !this._left) this._pass(shown);
       this._take(rnd);
       // stay in step: move past the proposal shown before the refresh when it is still there
       const at = shown ? this.list.findIndex((e) => same(e, shown)) : -1;
       this._offer(at < 0 ? 0 : at + 1);
       return;
     }
+    if (!this._left) this._pass(this.list[this.pos]);
     this._offer(this.pos + 1);
   }
 
@@ -97,7 +128,9 @@ export class NextProposal {
   }
 
   _take(rnd) {
-    this.list = rnd.next || [];
+    if (this._passedMap !== this.store.map.name) { this.passed = []; this._passedMap = this.store.map.name; }
+    this.list = passedLast(rnd.next || [], this.passed);
+    this._left = true;
     this.version = rnd.labels_version;
     this.pos = -1;
     if (this.learn.open) this.learn.useRound(rnd);
@@ -110,6 +143,7 @@ export class NextProposal {
     if (!n) { this.pos = -1; this._say(`${head}nothing left to propose: every cluster is named`); return; }
     this.pos = ((at % n) + n) % n;
     const e = this.list[this.pos];
+    this._left = !select; // only a proposal put on the map can be passed over
     const idx = this._indices(e);
     const what = e.kind === 'suggested'
       ? `next: "${e.label}", ${fmt(idx.length)} suggested`
@@ -143,6 +177,19 @@ export class NextProposal {
     if (this.line) { this.line.textContent = text; this.line.hidden = !text; }
     if (this.learn.open && text) $('#learn-message', this.learn.root).textContent = text;
   }
+}
+
+/** The proposals with those the curator passed over last: an entry counts as passed over when
+ * ``share`` of its points lay in one passed over before (groups are made anew each round). */
+export function passedLast(list, passed, share = 0.8) {
+  if (!passed.length) return list;
+  const seen = (e) => e.kind !== 'suggested' && e.indices.length > 0 && passed.some((p) => {
+    let k = 0;
+    for (const i of e.indices) if (p.has(i)) k++;
+    return k >= share * e.indices.length;
+  });
+  const flags = list.map(seen);
+  return [...list.filter((_, k) => !flags[k]), ...list.filter((_, k) => flags[k])];
 }
 
 function same(a, b) {
