@@ -167,6 +167,17 @@ def test_a_group_of_a_class_nobody_named_is_proposed_and_named(browser, half_nam
         assert not page.errors, page.errors
 
 
+def name_and_follow(page, indices: list[int], label: str) -> None:
+    """Select ``indices``, name them with the name box, and wait for the round the naming starts:
+    the first offer comes at once, the round learnt meanwhile may replace it while untouched."""
+    page.evaluate("(idx) => window.__corral.store.select(idx, 'replace')", indices)
+    page.locator("#name-input").click()
+    page.keyboard.type(label)
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('#next-line').textContent.includes('next:')", timeout=60_000)
+    page.wait_for_function("() => !window.__corral.proposal.following", timeout=60_000)
+
+
 def test_name_then_the_next_proposal_is_selected(browser, digits_viewer):
     """Name a selection with the name box: the server's next proposal becomes the selection and the
     panel says so, with the name box ready; typing a name + Enter names exactly those points in one
@@ -178,14 +189,7 @@ def test_name_then_the_next_proposal_is_selected(browser, digits_viewer):
     with open_viewer(browser, srv.url, token) as page:
         wait_ready(page)
         # a handful of unlabelled points, selected and named with the name box
-        first = [k for k, i in enumerate(ids) if i not in snap.items][:5]
-        page.evaluate("(idx) => window.__corral.store.select(idx, 'replace')", first)
-        page.locator("#name-input").click()
-        page.keyboard.type("first pick")
-        page.keyboard.press("Enter")
-        page.wait_for_function("() => document.querySelector('#next-line').textContent.includes('next:')", timeout=60_000)
-        # the first offer comes at once; the round learnt meanwhile may replace it while untouched
-        page.wait_for_function("() => !window.__corral.proposal.following", timeout=60_000)
+        name_and_follow(page, [k for k, i in enumerate(ids) if i not in snap.items][:5], "first pick")
         rnd = api.get(f"/api/maps/{name}/learn").json()
         nxt = rnd["next"][0]
         selected = page.evaluate("() => Array.from(window.__corral.store.selection.list())")
@@ -247,13 +251,7 @@ def test_a_proposal_passed_over_comes_last(browser, digits_viewer):
     snap = label_service(srv.server.config.app.state.ctx).store.snapshot()
     with open_viewer(browser, srv.url, token) as page:
         wait_ready(page)
-        first = [k for k, i in enumerate(ids) if i not in snap.items][:4]
-        page.evaluate("(idx) => window.__corral.store.select(idx, 'replace')", first)
-        page.locator("#name-input").click()
-        page.keyboard.type("pass a")
-        page.keyboard.press("Enter")
-        page.wait_for_function("() => document.querySelector('#next-line').textContent.includes('next:')", timeout=60_000)
-        page.wait_for_function("() => !window.__corral.proposal.following", timeout=60_000)
+        name_and_follow(page, [k for k, i in enumerate(ids) if i not in snap.items][:4], "pass a")
         page.keyboard.press("Escape")  # out of the name box
         # go past the model's suggested groups (never passed over) to a group or a cluster
         kinds = page.evaluate("() => window.__corral.proposal.list.map((e) => e.kind)")
