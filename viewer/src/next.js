@@ -26,8 +26,9 @@ export class NextProposal {
     this.following = false; // true while the round after a naming is still being learnt
     this.version = -1; // the labels version the list was made for
     this._serial = 0;
-    this.passed = []; // Sets of the point indices of proposals passed over (this map, this session)
-    this._passedMap = null;
+    // Sets of the point indices of proposals passed over; one map per page (choosing another map
+    // loads the page anew), so they are this map's
+    this.passed = [];
     this._left = true; // the proposal shown has been passed over (or none is shown)
     store.on('action', (d) => this._after(d));
     store.on('selection', () => this._selectionChanged());
@@ -128,7 +129,6 @@ export class NextProposal {
   }
 
   _take(rnd) {
-    if (this._passedMap !== this.store.map.name) { this.passed = []; this._passedMap = this.store.map.name; }
     this.list = passedLast(rnd.next || [], this.passed);
     this._left = true;
     this.version = rnd.labels_version;
