@@ -327,16 +327,29 @@ def passed_last(entries: list[dict[str, Any]], passed: list[np.ndarray], *, shar
     A curator who presses ] past a proposal, or names something else while it is on offer, has
     seen it and not taken it; offering it first again after the next naming costs a ] every time.
     An entry counts as passed over when ``share`` of its rows lie in one of the ``passed`` row
-    sets; suggested groups are the model's and stay where they are. The order is otherwise kept."""
-    if not passed:
+    sets; suggested groups are the model's and stay where they are. The order is otherwise kept.
+    (The viewer's server reads back every curator's passes on the map, hundreds of them, so the
+    overlaps are counted at once: one sparse product of entries by passes.)"""
+    sets = [np.unique(np.asarray(p, dtype=np.int64)) for p in passed if len(p)]
+    if not sets or not entries:
         return entries
-    sets = [np.asarray(p) for p in passed if len(p)]
+    import scipy.sparse as sp
 
-    def seen(e: dict[str, Any]) -> bool:
-        rows = np.asarray(e["rows"])
-        return e["kind"] != "suggested" and len(rows) > 0 and any(np.isin(rows, p).sum() >= share * len(rows) for p in sets)
+    rows = [np.unique(np.asarray(e["rows"], dtype=np.int64)) if e["kind"] != "suggested" else np.empty(0, np.int64) for e in entries]
+    # only the points some entry holds matter: number them 0..m-1 and drop the rest of each pass
+    points = np.unique(np.concatenate(rows))
+    m = len(points)
 
-    flags = [seen(e) for e in entries]
+    def incidence(parts: list[np.ndarray]) -> Any:
+        flat = np.concatenate(parts)
+        owner = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
+        at = np.searchsorted(points, flat)
+        hit = (at < m) & (points[np.minimum(at, max(m - 1, 0))] == flat) if m else np.zeros(len(flat), bool)
+        return sp.csr_matrix((np.ones(int(hit.sum()), np.int32), (owner[hit], at[hit])), shape=(len(parts), m))
+
+    overlap = (incidence(rows) @ incidence(sets).T).toarray()
+    size = np.asarray([len(r) for r in rows])
+    flags = (size > 0) & (overlap.max(axis=1, initial=0) >= share * size)
     return [e for e, f in zip(entries, flags) if not f] + [e for e, f in zip(entries, flags) if f]
 
 

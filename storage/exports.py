@@ -48,7 +48,7 @@ from corral.storage.workspace import Workspace, WorkspaceError
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("parquet", "csv", "jsonl", "embeddings", "coco", "labelme", "imagefolder", "curators", "interactions", "operations")
+FORMATS = ("parquet", "csv", "jsonl", "embeddings", "coco", "labelme", "imagefolder", "curators", "interactions", "passes", "operations")
 LINK_MODES = ("copy", "symlink", "hardlink")
 ITEM_EXPORT_COLUMNS = ("id", "uri", "label", "excluded_from", "labelled_by", "labelled_at", "parent_id", "bbox", "labels")
 
@@ -391,19 +391,23 @@ def _export_curators(store: LabelStore, out: Path, overwrite: bool) -> tuple[int
     return len(stats), _write_file(out, lambda p: p.write_bytes(body), overwrite=overwrite)
 
 
-def _export_interactions(ws: Workspace, out: Path, overwrite: bool) -> tuple[int, int]:
-    """Every review page's per-tile byproducts, one row per tile (CSV, or JSON lines for .jsonl)."""
+PASS_COLUMNS = ("pass_id", "map", "curator", "how", "kind", "labels_version", "at", "item_count", "items")
+
+
+def _export_interactions(ws: Workspace, out: Path, overwrite: bool, *, passes: bool = False) -> tuple[int, int]:
+    """Every review page's per-tile byproducts, one row per tile; or with ``passes`` every proposal
+    a curator passed over, one row per pass (CSV, or JSON lines for .jsonl)."""
     from corral.storage.interactions import FILE_NAME, ROW_COLUMNS, InteractionStore
 
     rows: list[dict] = []
     if (ws.root / FILE_NAME).is_file():
         with InteractionStore.open(ws) as store:
-            rows = store.rows()
+            rows = store.pass_rows() if passes else store.rows()
     if out.suffix.lower() == ".jsonl":
         body = "".join(json.dumps(r, default=str) + "\n" for r in rows).encode()
     else:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(ROW_COLUMNS), extrasaction="ignore")
+        w = csv.DictWriter(buf, fieldnames=list(PASS_COLUMNS if passes else ROW_COLUMNS), extrasaction="ignore")
         w.writeheader()
         w.writerows([{k: json.dumps(v) if isinstance(v, (list, tuple, dict)) else ("" if v is None else v) for k, v in r.items()} for r in rows])
         body = buf.getvalue().encode()
@@ -490,8 +494,8 @@ def export(
             rows, size = _export_labelme(ws, snap, out, overwrite, store)
         elif format == "imagefolder":
             rows, size = _export_imagefolder(ws, snap, out, mode, overwrite, skipped, endpoint_url)
-        elif format == "interactions":
-            rows, size = _export_interactions(ws, out, overwrite)
+        elif format in ("interactions", "passes"):
+            rows, size = _export_interactions(ws, out, overwrite, passes=format == "passes")
         elif format == "operations":
             rows, size = _export_operations(ws, out, overwrite)
         else:

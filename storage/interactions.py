@@ -8,12 +8,17 @@ traces say which items were hard and how carefully a curator looked, which the l
 alone cannot.
 
 One SQLite file in the workspace (``interactions.sqlite``, WAL, fsynced on every page) holds
-two append-only tables: ``pages`` (who, which label, when, which label-store event the submit
-made) and ``tiles`` (one row per tile per page)::
+three append-only tables: ``pages`` (who, which label, when, which label-store event the submit
+made), ``tiles`` (one row per tile per page) and ``passes`` (a proposal of what to name next that
+a curator passed over: its items, who, when, how; the learning loop offers such proposals after
+the others, for every curator of the map)::
 
     store = InteractionStore.open(Workspace("ws"))
     store.record_page(page, curator="ana")        # a ReviewPage; raises InteractionError on bad input
     store.rows(curator="ana")                     # one flat dict per tile, pages joined in
+    store.record_pass("digits", ids, curator="ana", how="skip", kind="group")
+    store.passes("digits")                        # the item ids of each pass, newest first
+    store.last_pass("digits")                     # the latest pass's id (a cache key)
 
 Times inside a page are milliseconds since the page was shown (the browser's monotonic clock);
 the page's own ``shown_at`` and ``submitted_at`` are Unix seconds. Every list has a cap, so a
@@ -40,7 +45,7 @@ from corral.storage.events import immediate
 if TYPE_CHECKING:
     from corral.storage.workspace import Workspace
 
-__all__ = ["InteractionError", "DuplicatePage", "ReviewPage", "ReviewTile", "InteractionStore", "FILE_NAME", "LIMITS", "ROW_COLUMNS"]
+__all__ = ["InteractionError", "DuplicatePage", "ReviewPage", "ReviewTile", "InteractionStore", "FILE_NAME", "LIMITS", "ROW_COLUMNS", "PASS_HOW", "PASS_KINDS"]
 
 FILE_NAME = "interactions.sqlite"
 
@@ -52,7 +57,14 @@ LIMITS = {
     "ms": 86_400_000,  # any time inside a page: at most a day after it was shown
     "grid": 10_000,  # row, col and order
     "text": 200,  # label, map name, source
+    "pass_items": 200_000,  # items of one passed-over proposal
 }
+#: How a proposal was passed over: ] went past it, or another selection replaced it.
+PASS_HOW = ("skip", "replaced")
+#: What was passed over: a regrouped group, or a map cluster (suggested groups are the model's).
+PASS_KINDS = ("group", "cluster")
+#: The passes a learning round reads back per map, newest first.
+PASSES_READ = 500
 DECISIONS = ("match", "not")
 _PAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ITEM_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -114,6 +126,18 @@ CREATE TABLE IF NOT EXISTS tiles (
     PRIMARY KEY (page_id, ord)
 );
 CREATE INDEX IF NOT EXISTS tiles_item ON tiles (item_id);
+CREATE TABLE IF NOT EXISTS passes (
+    pass_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    map TEXT NOT NULL,
+    curator TEXT NOT NULL,
+    how TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    labels_version INTEGER,
+    at REAL NOT NULL,
+    item_count INTEGER NOT NULL,
+    items TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS passes_map ON passes (map, pass_id);
 """
 
 
@@ -326,6 +350,53 @@ class InteractionStore:
             )
             c.executemany("INSERT INTO tiles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [(page.page_id, *r) for r in rows])
         return len(rows)
+
+    def record_pass(self, map_name: str, item_ids: Sequence[str], *, curator: str, how: str, kind: str, labels_version: int | None = None) -> int:
+        """Store that ``curator`` passed over a proposal of ``map_name`` holding ``item_ids``
+        (``how``: :data:`PASS_HOW`; ``kind``: :data:`PASS_KINDS`); returns the pass's id.
+        Raises :class:`InteractionError` on bad input (nothing is written)."""
+        _text(curator, "curator")
+        _text(map_name, "map")
+        if how not in PASS_HOW:
+            raise InteractionError(f"how: must be one of {', '.join(PASS_HOW)}")
+        if kind not in PASS_KINDS:
+            raise InteractionError(f"kind: must be one of {', '.join(PASS_KINDS)} (a suggested group is the model's, not passed over)")
+        items = list(dict.fromkeys(item_ids))
+        if not items:
+            raise InteractionError("items: a pass names at least one item")
+        if len(items) > LIMITS["pass_items"]:
+            raise InteractionError(f"items: at most {LIMITS['pass_items']} per pass")
+        bad = next((i for i in items if not isinstance(i, str) or not _ITEM_ID.match(i)), None)
+        if bad is not None:
+            raise InteractionError(f"items: {str(bad)[:40]!r} is not an item id")
+        if labels_version is not None:
+            labels_version = _int(labels_version, "labels_version", 2**62)
+        with self._write() as c:
+            cur = c.execute(
+                "INSERT INTO passes (map, curator, how, kind, labels_version, at, item_count, items) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (map_name, curator, how, kind, labels_version, time.time(), len(items), json.dumps(items)),
+            )
+            return int(cur.lastrowid or 0)
+
+    def passes(self, map_name: str, *, limit: int = PASSES_READ) -> list[list[str]]:
+        """The item ids of the latest ``limit`` passes on ``map_name``, newest first."""
+        q = "SELECT items FROM passes WHERE map = ? ORDER BY pass_id DESC LIMIT ?"
+        return [json.loads(r[0]) for r in self._conn().execute(q, (map_name, int(limit)))]
+
+    def last_pass(self, map_name: str) -> int:
+        """The id of the latest pass on ``map_name`` (0 when none): it moves with every new pass."""
+        r = self._conn().execute("SELECT MAX(pass_id) FROM passes WHERE map = ?", (map_name,)).fetchone()
+        return int(r[0] or 0)
+
+    def pass_rows(self, *, curator: str | None = None) -> list[dict[str, Any]]:
+        """Every stored pass (who, when, how, what, how many items), oldest first."""
+        q = "SELECT pass_id, map, curator, how, kind, labels_version, at, item_count, items FROM passes"
+        args: list[Any] = []
+        if curator is not None:
+            q += " WHERE curator = ?"
+            args.append(curator)
+        cols = ("pass_id", "map", "curator", "how", "kind", "labels_version", "at", "item_count", "items")
+        return [{**dict(zip(cols, r)), "items": json.loads(r[8])} for r in self._conn().execute(q + " ORDER BY pass_id", args)]
 
     def pages(self, *, curator: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """Stored pages, newest first (optionally one curator's)."""

@@ -45,3 +45,15 @@ def digits_workspace(root: Path, *, per_class: int = 40) -> tuple[Path, dict[str
     build_map(workspace=ws, config=MapConfig())
     items = Workspace(ws).items().to_pylist()
     return ws, {r["id"]: truth_by_path[str(Path(r["uri"]).resolve())] for r in items if r["status"] == "ok"}
+
+
+def by_class(ids: list[str], truth: dict[str, str]) -> dict[str, list[int]]:
+    """The point indices of each class, in the order of their item ids.
+
+    A map's point order follows its layout, and a layout moves a little from one CPU to another
+    (UMAP's floating point), so a sample drawn in point order names different items on another
+    machine; item ids are content hashes, and a sample drawn in their order is the same everywhere."""
+    out: dict[str, list[int]] = {}
+    for k in sorted(range(len(ids)), key=lambda k: ids[k]):
+        out.setdefault(truth[ids[k]], []).append(k)
+    return out

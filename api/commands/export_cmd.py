@@ -19,7 +19,7 @@ def _add(p: argparse.ArgumentParser) -> None:
         choices=FORMATS,
         help=(
             "parquet, csv, jsonl (items with label state), embeddings (Parquet), coco (revised boxes), labelme (a folder of JSON, one per photo), "
-            "imagefolder, curators, interactions (review pages' tiles), operations (the operation log)"
+            "imagefolder, curators, interactions (review pages' tiles), passes (proposals passed over), operations (the operation log)"
         ),
     )
     p.add_argument("--out", "-o", required=True, help="file to write (a folder for imagefolder and labelme)")
@@ -40,4 +40,4 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-register("export", "export labels (parquet, csv, jsonl, embeddings, coco, labelme, imagefolder, curators, interactions) or the operation log (operations)", _add, _run)
+register("export", "export labels (parquet, csv, jsonl, embeddings, coco, labelme, imagefolder, curators, interactions, passes) or the operation log (operations)", _add, _run)

@@ -5,6 +5,11 @@ first ask after each change, in the thread pool, one at a time per map). Accepti
 ordinary assign minus exclusions that must name the ``labels_version`` the round was computed for:
 if the labels moved since (another curator's action, a label deleted or merged), the acceptance is
 refused with 409 and the viewer fetches the new round.
+
+A proposal of what to name next that a curator passed over (] past it, or another selection made
+while it was on offer) is stored with who and when (``POST .../learn/pass``); every later round's
+``next`` puts the proposals that lie in one passed over, by any curator of the map, after the
+others (:func:`corral.pipeline.loop.passed_last`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ class AcceptBody(ActionBase):
     label: str = Field(description="the suggested label (or the name the curator gives the group instead)")
     indices: Points
     exclude: list[Index] = Field(default_factory=list, description="points of the group that are not this label")
+
+
+class PassBody(BaseModel):
+    indices: Points
+    how: Literal["skip", "replaced"] = Field(description='"skip" (] went past it) or "replaced" (another selection was made while it was on offer)')
+    kind: Literal["group", "cluster"] = Field(description="what was passed over: a regrouped group or a map cluster (suggested groups are the model's)")
+    labels_version: Count | None = Field(default=None, description="the labels version the proposal was made for")
+    etag: str | None = None
 
 
 def _cohesion(view: Any) -> np.ndarray:
@@ -66,20 +79,54 @@ def learn_round(view: Map, ctx: Ctx, user: Reader, limit: Count = 200, wait: boo
         if not current:
             old = last if last is not None and len(last.ids) == view.n else None
             regrouped, near = _regrouped(old, position) if old is not None else (None, None)
-            nxt = next_groups(view.cluster, labelled, regrouped=regrouped, regrouped_beside=near, cohesion=_cohesion(view))
+            nxt = _passed_last(ctx, view, next_groups(view.cluster, labelled, regrouped=regrouped, regrouped_beside=near, cohesion=_cohesion(view)))
             out = {"map": view.name, "ready": False, "labels_version": int(store.version()), "next": _next_json(nxt)}
             return {**out, "reason": reason} if reason else {**out, "computing": True, "reason": "learning from the labels…"}
     try:
         rnd = _cache(ctx).get(view.name, store)
     except LearnError as e:
-        nxt = next_groups(view.cluster, labelled, cohesion=_cohesion(view))
+        nxt = _passed_last(ctx, view, next_groups(view.cluster, labelled, cohesion=_cohesion(view)))
         return {"map": view.name, "ready": False, "reason": str(e), "labels_version": int(store.version()), "next": _next_json(nxt)}
     if len(rnd.ids) != view.n:
         raise Conflict(f"map {view.name!r} changed while the round was computed; ask again")
     groups = rnd.result.groups
     regrouped, near = _regrouped(rnd, position)
     nxt = next_groups(view.cluster, labelled, [position[g.rows] for g in groups], [g.label for g in groups], regrouped=regrouped, regrouped_beside=near, cohesion=_cohesion(view))
+    nxt = _passed_last(ctx, view, nxt)
     return {"ready": True, "etag": view.etag, **rnd.to_json(limit=limit, position=position), "next": _next_json(nxt)}
+
+
+def _passed_last(ctx: AppContext, view: Any, nxt: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``nxt`` with what any curator of the map passed over last (the stored passes' items as this
+    map's point indices; items no longer on the map are dropped)."""
+    from corral.pipeline.loop import passed_last
+
+    store = _interactions(ctx)
+    last = store.last_pass(view.name)
+    if not last:
+        return nxt
+    # read back and turned into point indices once per new pass (not on every ask after a naming)
+    cache = ctx.extra.setdefault("passes", {})
+    hit = cache.get(view.name)
+    if hit is None or hit[:2] != (last, view.etag):
+        points = [idx[idx >= 0] for idx in (view.index_of(items) for items in store.passes(view.name))]
+        hit = cache[view.name] = (last, view.etag, points)
+    return passed_last(nxt, hit[2])
+
+
+@router.post("/api/maps/{name}/learn/pass", summary="Record that a proposal of what to name next was passed over; later rounds offer it after the others")
+def pass_over(body: PassBody, view: Map, ctx: Ctx, user: Writer) -> dict[str, Any]:
+    from corral.storage.interactions import InteractionError
+
+    view.require_etag(body.etag)
+    idx = view.check_indices(body.indices)
+    if not len(idx):
+        raise ApiError("indices: a pass names at least one point")
+    try:
+        pass_id = _interactions(ctx).record_pass(view.name, view.ids_at(idx), curator=user.name, how=body.how, kind=body.kind, labels_version=body.labels_version)
+    except InteractionError as e:
+        raise ApiError(str(e)) from None
+    return {"pass_id": pass_id, "points": len(idx)}
 
 
 def _regrouped(rnd: Any, position: np.ndarray) -> tuple[list[np.ndarray] | None, list[dict[str, str]] | None]:

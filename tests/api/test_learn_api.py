@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from tests.digits import digits_workspace
+from tests.digits import by_class, digits_workspace
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +51,7 @@ def _seed_labels(api, per_class: int = 8, classes: set[str] | None = None) -> li
 
     ids = _ids(api)
     rng = random.Random(0)
-    by_class: dict[str, list[int]] = {}
-    for k, i in enumerate(ids):
-        by_class.setdefault(api.truth[i], []).append(k)
-    for c, idx in sorted(by_class.items()):
+    for c, idx in sorted(by_class(ids, api.truth).items()):
         if classes is not None and c not in classes:
             continue
         pick = rng.sample(idx, per_class)
@@ -297,3 +294,52 @@ def test_without_waiting_too_few_labels_says_so_once_learnt(api):
     assert api.post(f"/api/maps/{api.map}/actions/assign", json={"indices": pick, "label": "digit 1"}, headers=api.hdr()).status_code == 200
     rnd = _until_current(api)
     assert rnd["ready"] is False and "at least 2 labels" in rnd["reason"] and rnd["next"]
+
+
+def test_a_pass_is_stored_with_who_and_when_and_every_curator_gets_it_last(api, tmp_path):
+    """A proposal one curator passed over is stored (who, when, how) and comes after the others in
+    every later round, for every curator of the map, in the order ``passed_last`` gives; a pass of
+    a suggested group, an empty one, a stale map or a read-only user is refused with a short 4xx."""
+    import time
+
+    from corral.storage.interactions import InteractionStore
+
+    _seed_labels(api)
+    before = api.get(f"/api/maps/{api.map}/learn", headers=api.hdr()).json()
+    first = next(e for e in before["next"] if e["kind"] != "suggested")
+    others = [e for e in before["next"] if e["kind"] != "suggested" and e is not first]
+    assert others, [e["kind"] for e in before["next"]]
+    t0 = time.time()
+    body = {"indices": first["indices"], "how": "skip", "kind": first["kind"], "labels_version": before["labels_version"]}
+    r = api.post(f"/api/maps/{api.map}/learn/pass", json=body, headers=api.hdr())
+    assert r.status_code == 200, r.text
+    assert r.json()["points"] == len(set(first["indices"]))
+    # the other curator, and a viewer reading the map: the passed proposal now comes after the others
+    for role in ("curator2", "viewer"):
+        after = api.get(f"/api/maps/{api.map}/learn", headers=api.hdr(role)).json()
+        keys = [(e["kind"], tuple(e["indices"])) for e in after["next"]]
+        assert keys[-1] == (first["kind"], tuple(first["indices"])), keys[:3]
+        assert sorted(keys) == sorted((e["kind"], tuple(e["indices"])) for e in before["next"])  # nothing dropped
+    rows = InteractionStore.open(api.app.state.ctx.workspace).pass_rows()
+    assert len(rows) == 1 and rows[0]["curator"] == "curator" and rows[0]["how"] == "skip" and rows[0]["map"] == api.map
+    assert t0 - 1 <= rows[0]["at"] <= time.time() + 1 and rows[0]["labels_version"] == before["labels_version"]
+    assert sorted(rows[0]["items"]) == sorted(_ids(api)[i] for i in first["indices"])
+    # bad input: a short 4xx, nothing stored
+    url = f"/api/maps/{api.map}/learn/pass"
+    assert api.post(url, json={**body, "kind": "suggested"}, headers=api.hdr()).status_code == 422
+    assert api.post(url, json={**body, "how": "maybe"}, headers=api.hdr()).status_code == 422
+    assert api.post(url, json={**body, "indices": []}, headers=api.hdr()).status_code == 400
+    assert api.post(url, json={**body, "indices": [10**9]}, headers=api.hdr()).status_code == 400
+    assert api.post(url, json={**body, "etag": "stale"}, headers=api.hdr()).status_code == 409
+    assert api.post(url, json=body, headers=api.hdr("viewer")).status_code == 403
+    assert len(InteractionStore.open(api.app.state.ctx.workspace).pass_rows()) == 1
+    # and exported, one row per pass (``corral export --format passes``)
+    import csv
+    import json
+
+    from corral.storage.exports import export
+
+    res = export(api.app.state.ctx.workspace, format="passes", out=tmp_path / "passes.csv")
+    got = list(csv.DictReader(open(tmp_path / "passes.csv")))
+    assert res.rows == 1 and got[0]["curator"] == "curator" and got[0]["how"] == "skip" and int(got[0]["item_count"]) == len(first["indices"])
+    assert sorted(json.loads(got[0]["items"])) == sorted(rows[0]["items"])

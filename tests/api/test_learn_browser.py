@@ -13,7 +13,7 @@ import pytest
 
 from tests.api.conftest import LiveServer
 from tests.api.viewer_helpers import open_viewer, shot, wait_ready
-from tests.digits import digits_workspace
+from tests.digits import by_class, digits_workspace
 
 pytestmark = pytest.mark.browser
 
@@ -32,11 +32,8 @@ def digits_viewer(tmp_path_factory):
         api = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
         name = api.get("/api/maps").json()["maps"][0]["name"]
         ids = srv.server.config.app.state.ctx.maps.get(name).ids.to_pylist()  # the viewer's point order
-        by_class: dict[str, list[int]] = {}
-        for k, i in enumerate(ids):
-            by_class.setdefault(truth[i], []).append(k)
         rng = random.Random(0)
-        for c, idx in sorted(by_class.items()):
+        for c, idx in sorted(by_class(ids, truth).items()):
             r = api.post(f"/api/maps/{name}/actions/assign", json={"indices": rng.sample(idx, 8), "label": f"digit {c}"})
             assert r.status_code == 200, r.text
         yield srv, token, api, name, ids
@@ -127,8 +124,9 @@ def half_named_viewer(tmp_path_factory):
         name = api.get("/api/maps").json()["maps"][0]["name"]
         ids = srv.server.config.app.state.ctx.maps.get(name).ids.to_pylist()
         rng = random.Random(1)
+        classes = by_class(ids, truth)
         for c in "01234":
-            idx = [k for k, i in enumerate(ids) if truth[i] == c]
+            idx = classes[c]
             assert api.post(f"/api/maps/{name}/actions/assign", json={"indices": rng.sample(idx, 12), "label": f"digit {c}"}).status_code == 200
         yield srv, token, api, name, ids, truth
         api.close()
@@ -153,7 +151,10 @@ def test_a_group_of_a_class_nobody_named_is_proposed_and_named(browser, half_nam
             page.keyboard.press("]")
             page.wait_for_function("(n) => window.__corral.proposal.pos === n", arg=k, timeout=60_000)
         line = page.locator("#next-line").inner_text()
-        assert line == f"next: {len(grp['indices']):,} unlabelled that look alike (regrouped by what the labels taught)", line
+        if grp.get("beside"):  # a branch beside a named label: more of it, or a look-alike nobody named
+            assert line == f'next: {len(grp["indices"]):,} unlabelled that look alike, beside "{grp["beside"]}" (more of it, or a look-alike nobody named)', line
+        else:
+            assert line == f"next: {len(grp['indices']):,} unlabelled that look alike (regrouped by what the labels taught)", line
         selected = page.evaluate("() => Array.from(window.__corral.store.selection.list())")
         assert selected == sorted(grp["indices"])
         page.locator("#name-input").click()
@@ -238,10 +239,18 @@ def test_name_then_the_next_proposal_is_selected(browser, digits_viewer):
         assert not page.errors, page.errors
 
 
+def _interactions_store(srv):
+    from corral.storage.interactions import InteractionStore
+
+    return InteractionStore.open(srv.server.config.app.state.ctx.workspace)
+
+
 def test_a_proposal_passed_over_comes_last(browser, digits_viewer):
     """] past a proposal, or another selection made while it is on offer, passes it over: in later
     rounds it comes after the others, in the order ``corral.pipeline.loop.passed_last`` gives the
     server's proposals (the simulated curator of ``bench/curate.py`` works by the same rule)."""
+    import time
+
     import numpy as np
 
     from corral.api.deps import label_service
@@ -262,8 +271,17 @@ def test_a_proposal_passed_over_comes_last(browser, digits_viewer):
             page.keyboard.press("]")
         shown = page.evaluate("() => { const p = window.__corral.proposal; return Array.from(p.list[p.pos].indices); }")
         assert page.evaluate("() => window.__corral.proposal.passed.length") == 0
+        store = _interactions_store(srv)
+        earlier = len(store.pass_rows())  # the module's other tests pass proposals too
         page.keyboard.press("]")  # passes the one shown over
         assert page.evaluate("() => window.__corral.proposal.passed.map((s) => Array.from(s).sort((a, b) => a - b))") == [sorted(shown)]
+        # ... and the server keeps it, with who and how, for every curator of the map
+        for _ in range(100):
+            if len(store.pass_rows()) > earlier:
+                break
+            time.sleep(0.1)
+        (kept,) = store.pass_rows()[earlier:]
+        assert kept["how"] == "skip" and kept["map"] == name and sorted(kept["items"]) == sorted(ids[i] for i in shown)
         # name the proposal now shown: the next round puts the passed one last
         page.locator("#name-input").click()
         page.keyboard.type("pass b")
@@ -285,4 +303,9 @@ def test_a_proposal_passed_over_comes_last(browser, digits_viewer):
             other = [k for k, i in enumerate(ids) if i not in snap.items and k not in offered][:3]
             page.evaluate("(idx) => window.__corral.store.select(idx, 'replace')", other)
             assert page.evaluate("() => window.__corral.proposal.passed.length") == 2
+            for _ in range(100):
+                if len(store.pass_rows()) == earlier + 2:
+                    break
+                time.sleep(0.1)
+            assert [r["how"] for r in store.pass_rows()[earlier:]] == ["skip", "replaced"]
         assert not page.errors, page.errors

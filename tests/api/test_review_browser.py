@@ -20,7 +20,7 @@ import pytest
 
 from tests.api.conftest import LiveServer
 from tests.api.viewer_helpers import open_viewer, shot, wait_ready
-from tests.digits import digits_workspace
+from tests.digits import by_class, digits_workspace
 
 pytestmark = pytest.mark.browser
 
@@ -46,13 +46,6 @@ def serve(built, root):
             yield srv, token, api, name, ids
         finally:
             api.close()
-
-
-def by_class(ids, truth) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for k, i in enumerate(ids):
-        out.setdefault(truth[i], []).append(k)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -234,13 +227,22 @@ def test_a_review_page_made_for_older_labels_is_refused_and_reloaded(browser, re
 
 @pytest.fixture(scope="module")
 def mislabelled_viewer(digits_built, tmp_path_factory):
-    """12 items of each digit named, and 3 zeros named "digit 1" by mistake."""
+    """12 items of each digit named, and 3 zeros named "digit 1" by mistake: three plain zeros (the
+    nearest to the zeros' mean image), which any label-error check must doubt as ones."""
+    import numpy as np
+
+    from corral.pipeline.loop import map_vectors
+
     built, truth = digits_built
     root = tmp_path_factory.mktemp("mislabelled-viewer") / "ws"
     with serve(built, root) as (srv, token, api, name, ids):
         classes = by_class(ids, truth)
         rng = random.Random(3)
-        wrong = rng.sample(classes["0"], 3)
+        mv = map_vectors(root)
+        row = {i: r for r, i in enumerate(mv.ids.tolist())}
+        zeros = mv.vectors[[row[ids[k]] for k in classes["0"]]]
+        near = np.argsort(((zeros - zeros.mean(0)) ** 2).sum(1), kind="stable")[:3]
+        wrong = [classes["0"][int(j)] for j in near]
         for c, idx in sorted(classes.items()):
             pick = rng.sample([k for k in idx if k not in wrong], 12) + (wrong if c == "1" else [])
             assert api.post(f"/api/maps/{name}/actions/assign", json={"indices": pick, "label": f"digit {c}"}).status_code == 200

@@ -134,3 +134,36 @@ def test_writers_in_several_processes_lose_nothing(tmp_path):
     # plain sqlite3 reads it too (the journal is WAL; the file is the whole record)
     with sqlite3.connect(tmp_path / "interactions.sqlite") as c:
         assert c.execute("SELECT COUNT(DISTINCT curator) FROM pages").fetchone()[0] == 3
+
+
+def test_passes_are_kept_per_map_newest_first_and_bad_ones_refused(tmp_path):
+    from corral.storage.interactions import PASSES_READ
+
+    with InteractionStore.open(tmp_path) as store:
+        a = store.record_pass("main", ["item001", "item002", "item001"], curator="ana", how="skip", kind="group", labels_version=4)
+        b = store.record_pass("main", ["item009"], curator="ben", how="replaced", kind="cluster")
+        store.record_pass("other", ["item003"], curator="ana", how="skip", kind="cluster")
+        assert b > a
+        assert store.passes("main") == [["item009"], ["item001", "item002"]]  # newest first, each item once
+        assert store.passes("main", limit=1) == [["item009"]] and store.passes("none") == []
+        for bad, msg in (
+            (dict(how="maybe"), "how"),
+            (dict(kind="suggested"), "kind"),
+            (dict(items=[]), "at least one item"),
+            (dict(items=["has space"]), "not an item id"),
+            (dict(items=[f"i{k}" for k in range(LIMITS["pass_items"] + 1)]), "at most"),
+            (dict(curator=""), "curator"),
+            (dict(labels_version=-1), "labels_version"),
+        ):
+            kw = dict(items=["item001"], curator="ana", how="skip", kind="group") | bad
+            with pytest.raises(InteractionError, match=msg):
+                store.record_pass("main", kw.pop("items"), **kw)
+    with InteractionStore.open(tmp_path) as store:  # survives reopening, nothing of the bad ones written
+        rows = store.pass_rows()
+        assert [(r["map"], r["curator"], r["how"], r["kind"], r["item_count"]) for r in rows] == [
+            ("main", "ana", "skip", "group", 2), ("main", "ben", "replaced", "cluster", 1), ("other", "ana", "skip", "cluster", 1)
+        ]
+        assert rows[0]["labels_version"] == 4 and rows[1]["labels_version"] is None and all(r["at"] > 1.7e9 for r in rows)
+        assert [r["pass_id"] for r in store.pass_rows(curator="ben")] == [b]
+        assert PASSES_READ >= 100
+        assert store.last_pass("main") == b and store.last_pass("none") == 0

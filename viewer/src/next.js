@@ -5,9 +5,12 @@
 // its way is never overridden, and a text box being typed in keeps its focus. A proposal the
 // curator passed over (] went past it, or another selection replaced it) comes after the others in
 // later rounds, as ``corral.pipeline.loop.passed_last`` orders them: offered first again, it would
-// cost a ] after every naming.
+// cost a ] after every naming. Each pass is also stored on the server with who and when, and the
+// server puts what any curator of the map passed over last in every later round, so a reload or a
+// second curator does not meet the same mixture first again.
 
-import { getJSON } from './api.js';
+import { getJSON, postJSON } from './api.js';
+import { packPoints } from './wire.js';
 import { $, fmt } from './ui.js';
 
 function typing(node) {
@@ -44,12 +47,18 @@ export class NextProposal {
     const idx = this._indices(e); // its points still unlabelled: a naming takes the rest away
     let kept = 0;
     for (const i of idx) if (sel.has(i)) kept++;
-    if (kept * 2 < idx.length) this._pass(e);
+    if (kept * 2 < idx.length) this._pass(e, 'replaced');
   }
 
-  _pass(e) {
+  _pass(e, how = 'skip') {
     this._left = true;
-    if (e && e.kind !== 'suggested' && e.indices.length) this.passed.push(new Set(e.indices));
+    if (!e || e.kind === 'suggested' || !e.indices.length) return;
+    this.passed.push(new Set(e.indices));
+    const s = this.store;
+    // kept on the server for every curator of the map; a viewer (read-only) keeps it for this page only
+    postJSON(`${this._url()}/pass`, {
+      indices: packPoints(e.indices, s.map.n), how, kind: e.kind, labels_version: this.version >= 0 ? this.version : null, etag: s.map.etag,
+    }).catch(() => {});
   }
 
   _url() { return `/api/maps/${encodeURIComponent(this.store.map.name)}/learn`; }
