@@ -65,7 +65,7 @@ PASS_HOW = ("skip", "replaced")
 PASS_KINDS = ("group", "cluster")
 #: The passes a learning round reads back per map, newest first.
 PASSES_READ = 500
-DECISIONS = ("match", "not")
+DECISIONS = ("match", "not", "left")  # named; excluded as not this label; left out by a cut, no verdict
 _PAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ITEM_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

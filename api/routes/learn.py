@@ -163,7 +163,7 @@ class ReviewTileBody(BaseModel):
     row: Count
     col: Count
     order: Count = Field(description="the tile's place in reading order")
-    decision: str = Field(description='"match" (left alone) or "not" (clicked as not this label)')
+    decision: str = Field(description='"match" (left alone: named), "not" (clicked as not this label: excluded) or "left" (left out by a cut: no verdict)')
     shown_ms: float | None = None
     hovers: list[tuple[float, float | None]] = Field(default_factory=list, description="(enter, leave) in ms after the page was shown")
     clicks: list[tuple[float, float, float]] = Field(default_factory=list, description="(t ms, x, y CSS px inside the tile)")
@@ -194,8 +194,8 @@ def _interactions(ctx: AppContext) -> Any:
 
 @router.post("/api/maps/{name}/review", summary="Submit a review page: name its matching tiles, keep every tile's byproducts")
 def review(body: ReviewBody, view: Map, ctx: Ctx, user: Writer) -> dict[str, Any]:
-    """The tiles left alone get the label and the clicked ones are excluded from it, in one assign;
-    the page's per-tile traces (place, hovers, clicks, time to decision) go to the interactions store
+    """The tiles left alone get the label and the clicked ones are excluded from it, in one assign
+    (tiles a cut left out get neither: no verdict); the page's per-tile traces (place, hovers, clicks, time to decision) go to the interactions store
     with the event id. A page whose candidates came from older labels is refused with 409."""
     import time
 
@@ -231,6 +231,8 @@ def review(body: ReviewBody, view: Map, ctx: Ctx, user: Writer) -> dict[str, Any
         raise Conflict(f"page {body.page_id!r} is already stored; a page is recorded once")
     keep = [ids[t.index] for t in body.tiles if t.decision == "match"]
     drop = [ids[t.index] for t in body.tiles if t.decision == "not"]
+    if not keep and not drop:
+        raise ApiError("tiles: every tile was left out (a cut): the page names and excludes nothing")
 
     def act(labels: Any) -> Any:
         now = int(labels.version())
@@ -247,5 +249,5 @@ def review(body: ReviewBody, view: Map, ctx: Ctx, user: Writer) -> dict[str, Any
         stored = store.record_page(replace(page, event_id=out["event_id"], labels_version=out["version"]), curator=user.name)
     except DuplicatePage as e:
         raise Conflict(str(e)) from None
-    out["review"] = {"page_id": body.page_id, "tiles": stored, "named": len(keep), "excluded": len(drop)}
+    out["review"] = {"page_id": body.page_id, "tiles": stored, "named": len(keep), "excluded": len(drop), "left": len(body.tiles) - len(keep) - len(drop)}
     return out

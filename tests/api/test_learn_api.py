@@ -190,7 +190,7 @@ def test_review_page_names_the_matches_and_keeps_every_tiles_byproducts(api, tmp
     assert r.status_code == 200, r.text
     out = r.json()
     n_not = sum(t["decision"] == "not" for t in tiles)
-    assert out["kind"] == "assign" and out["review"] == {"page_id": "page-1", "tiles": len(tiles), "named": len(tiles) - n_not, "excluded": n_not}
+    assert out["kind"] == "assign" and out["review"] == {"page_id": "page-1", "tiles": len(tiles), "named": len(tiles) - n_not, "excluded": n_not, "left": 0}
     # Sent twice (a retry): refused, nothing labelled twice.
     again = api.post(f"/api/maps/{api.map}/review", json={**body, "labels_version": out["version"]}, headers=api.hdr())
     assert again.status_code == 409 and "recorded once" in again.json()["error"]
@@ -211,6 +211,41 @@ def test_review_page_names_the_matches_and_keeps_every_tiles_byproducts(api, tmp
     assert rows[0]["curator"] == "curator" and rows[0]["event_id"] == str(out["event_id"]) and rows[0]["decision"] == "not"
     assert {r["item_id"] for r in rows} == {ids[i] for i in page}
     assert float(rows[1]["hover_ms"]) == 150.0 and rows[1]["row"] == "0" and rows[1]["col"] == "1"
+
+
+def test_a_cut_on_a_review_page_leaves_its_tiles_out_with_no_verdict(api):
+    """Tiles a cut left out (decision "left") are neither named nor excluded: they stay unlabelled
+    and are not remembered as "not this"; their traces are kept like any tile's. A page whose tiles
+    were all left out names nothing and is refused with a short 4xx."""
+    ids = _seed_labels(api)
+    rnd = api.get(f"/api/maps/{api.map}/learn", headers=api.hdr()).json()
+    g = rnd["groups"][0]
+    page = g["indices"][:12]
+    digit = g["label"].split()[-1]
+
+    def tile(k: int, i: int, decision: str) -> dict:
+        return {"index": i, "row": k // 8, "col": k % 8, "order": k, "decision": decision, "decided_ms": 900.0 + k}
+
+    cut = 3  # the first four tiles (the least sure) left out
+    tiles = [tile(k, i, "left" if k <= cut else "not" if api.truth[ids[i]] != digit else "match") for k, i in enumerate(page)]
+    body = {"page_id": "cut-1", "label": g["label"], "labels_version": rnd["labels_version"], "shown_at": 1_790_000_000.0, "tiles": tiles}
+    everything_left = {**body, "page_id": "cut-0", "tiles": [{**t, "decision": "left"} for t in tiles]}
+    r = api.post(f"/api/maps/{api.map}/review", json=everything_left, headers=api.hdr())
+    assert r.status_code == 400 and "left out" in r.json()["error"]
+    r = api.post(f"/api/maps/{api.map}/review", json=body, headers=api.hdr())
+    assert r.status_code == 200, r.text
+    n_not = sum(t["decision"] == "not" for t in tiles)
+    assert r.json()["review"] == {"page_id": "cut-1", "tiles": len(tiles), "named": len(tiles) - cut - 1 - n_not, "excluded": n_not, "left": cut + 1}
+    snap = api.app.state.ctx.labels.store.snapshot()
+    for k, i in enumerate(page):
+        state = snap.items.get(ids[i])
+        if k <= cut:  # left out: unlabelled, and no "not this" stored
+            assert state is None or state[0] is None, (k, state)
+            assert g["label"] not in api.app.state.ctx.labels.store.exclusions().get(ids[i], set())
+        elif tiles[k]["decision"] == "match":
+            assert state[0] == g["label"]
+    stored = api.app.state.ctx.extra["interactions"].rows(page_ids=["cut-1"])
+    assert [r["decision"] for r in stored] == [t["decision"] for t in tiles]
 
 
 def test_likely_pages_come_with_the_round_and_a_page_of_them_is_reviewed(api):

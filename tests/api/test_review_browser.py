@@ -377,3 +377,70 @@ def test_v_opens_the_likeliest_items_when_the_model_suggests_no_group(browser, d
             got = page.evaluate("() => ({ source: window.__corral.review.source, label: window.__corral.review.label, shown: window.__corral.review.tiles.map((t) => t.index) })")
             assert got == {"source": "likely", "label": rnd["likely"][0]["label"], "shown": rnd["likely"][0]["indices"]}
             assert not page.errors, page.errors
+
+
+def test_a_cut_leaves_the_least_sure_tiles_out_with_no_verdict(browser, digits_built, tmp_path):
+    """⤒ on a tile leaves it and every tile before it (the less sure) out of the page: they are
+    shown as left out, a click on them marks nothing, ⤒ again takes the cut back; submitted, they
+    stay unlabelled with no "not this" stored, the tiles after the cut are named or excluded as
+    marked, and each tile's decision is stored ("left" for the cut's)."""
+    built, truth = digits_built
+    with serve(built, tmp_path / "ws") as (srv, token, api, name, ids):
+        rng = random.Random(0)
+        for c, idx in sorted(by_class(ids, truth).items()):
+            assert api.post(f"/api/maps/{name}/actions/assign", json={"indices": rng.sample(idx, 8), "label": f"digit {c}"}).status_code == 200
+        store = store_of(srv)
+        with open_viewer(browser, srv.url, token) as page:
+            wait_ready(page)
+            group = open_review_of_learn_group(page, key=True)
+            label, shown = group["label"], group["indices"][:48]
+            assert len(shown) >= 6, group
+
+            def cut_at(k: int) -> None:
+                page.locator(f'#review-grid .rtile[data-order="{k}"]').hover()
+                page.locator(f'#review-grid .rtile[data-order="{k}"] .r-cut').click()
+
+            def left() -> list[int]:
+                return page.evaluate("() => [...document.querySelectorAll('#review-grid .rtile.left')].map((t) => Number(t.dataset.order))")
+
+            cut_at(2)
+            assert left() == [0, 1, 2]
+            assert page.evaluate("() => document.querySelectorAll('#review-grid .rtile.not').length") == 0  # the cut marks nothing
+            head = page.locator("#review .review-head").inner_text()
+            assert f"name {len(shown) - 3:,}, leave 3" in head and "3 left out (no verdict)" in head, head
+            box = tile_box(page, 1)
+            page.mouse.click(box["x"] + 30, box["y"] + 30)  # a click on a tile left out does nothing
+            assert page.evaluate("() => document.querySelectorAll('#review-grid .rtile.not').length") == 0
+            cut_at(2)  # the same tile again: the cut is taken back
+            assert left() == []
+            cut_at(2)
+            box = tile_box(page, 4)
+            page.mouse.click(box["x"] + 20, box["y"] + 20)  # one tile after the cut marked "not"
+            version = page.evaluate("() => window.__corral.review.version")
+            page.mouse.move(5, 5)
+            page.keyboard.press("Enter")
+            page.wait_for_function("() => window.__corral.review.phase === 'done'", timeout=WAIT)
+            summary = page.locator("#review-summary").inner_text()
+            assert summary == f'named {len(shown) - 4:,} as "{label}" · excluded 1 (remembered as not "{label}") · left 3 out (no verdict)', summary
+            events = api.get("/api/events", params={"since": version}).json()["events"]
+            assert len(events) == 1 and events[0]["kind"] == "assign", events
+            snap = store.snapshot()
+            for k, i in enumerate(shown):
+                state, excluded = snap.items.get(ids[i], (None,))[0], label in snap.exclusions.get(ids[i], [])
+                if k <= 2:
+                    assert state is None and not excluded, (k, state)
+                elif k == 4:
+                    assert state != label and excluded
+                else:
+                    assert state == label
+            rows = _interactions_rows(srv)
+            assert [r["decision"] for r in rows] == ["left"] * 3 + ["match"] + ["not"] + ["match"] * (len(shown) - 5)
+            assert all(r["decided_ms"] is not None for r in rows)
+            assert not page.errors, page.errors
+
+
+def _interactions_rows(srv) -> list[dict]:
+    from corral.storage.interactions import InteractionStore
+
+    with InteractionStore.open(srv.server.config.app.state.ctx.workspace) as s:
+        return s.rows()

@@ -167,3 +167,12 @@ def test_passes_are_kept_per_map_newest_first_and_bad_ones_refused(tmp_path):
         assert [r["pass_id"] for r in store.pass_rows(curator="ben")] == [b]
         assert PASSES_READ >= 100
         assert store.last_pass("main") == b and store.last_pass("none") == 0
+
+
+def test_a_tile_a_cut_left_out_is_stored_as_left():
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d, InteractionStore.open(d) as store:
+        tiles = tuple(ReviewTile(item_id=f"item{k}", row=0, col=k, order=k, decision=("left", "not", "match")[k], decided_ms=100.0 * k) for k in range(3))
+        store.record_page(_page("cut", tiles=tiles), curator="ana")
+        assert [r["decision"] for r in store.rows()] == ["left", "not", "match"]

@@ -7,7 +7,11 @@
 // hover's enter and leave, each click with its position inside the tile, and when its decision
 // was made. Times are milliseconds after the page was shown (the monotonic clock). The server
 // names the tiles left alone, excludes the clicked ones in the same event and keeps the traces;
-// a page made for older labels is refused (409) and a fresh page is loaded.
+// a page made for older labels is refused (409) and a fresh page is loaded. A tile's ⤒ (the cut)
+// leaves it and every tile before it (all less sure) out of the page's naming with no verdict:
+// where the start of a page is mostly of other labels, one cut saves a click on each, and the
+// right tiles it takes with the wrong ones are not remembered as "not this" (a false "not this"
+// would keep the model from ever suggesting an item for its own label).
 
 import { getJSON, postJSON, ApiError } from './api.js';
 import { leastSureFirst } from './selection.js';
@@ -35,12 +39,13 @@ export function newPageId() {
 export function tileBody(t, submitMs) {
   return {
     index: t.index, row: t.row, col: t.col, order: t.order,
-    decision: t.marked ? 'not' : 'match',
+    decision: t.left ? 'left' : t.marked ? 'not' : 'match',
     shown_ms: t.shownMs,
     hovers: t.hovers.map(([a, b]) => [a, b]),
     clicks: t.clicks.map((c) => c.slice()),
-    // the last click decided a clicked tile; a tile left alone was decided by the submit
-    decided_ms: t.clicks.length ? t.clicks[t.clicks.length - 1][0] : submitMs,
+    // a cut decided the tiles it left out; the last click decided a clicked tile; a tile left
+    // alone was decided by the submit
+    decided_ms: t.left ? t.leftMs : t.clicks.length ? t.clicks[t.clicks.length - 1][0] : submitMs,
   };
 }
 
@@ -58,6 +63,7 @@ export class ReviewPage {
     this.phase = 'closed'; // 'loading' | 'page' | 'done'
     this.pageId = null;
     this.t0 = 0; // performance.now() when the page was shown
+    this.cut = -1; // ⤒: the tiles up to this order are left out of the naming
     this.shownAt = 0; // Unix seconds, the same moment
     this.total = 0; // candidates the label has (the page shows the first PAGE_SIZE)
     this.offer = null; // after a submit: {source, label} of the next page, and 'again' of the same label
@@ -193,7 +199,7 @@ export class ReviewPage {
   _traces(indices, ids) {
     return indices.map((index, order) => ({
       index, id: ids[order], order, row: Math.floor(order / COLS), col: order % COLS,
-      shownMs: null, hovers: [], clicks: [], marked: false,
+      shownMs: null, hovers: [], clicks: [], marked: false, left: false, leftMs: null,
     }));
   }
 
@@ -211,6 +217,7 @@ export class ReviewPage {
 
   _render() {
     this._show();
+    this.cut = -1; // the tiles up to this order are left out (⤒)
     const what = { suggested: 'the model suggests, least sure first', likely: 'the model thinks likeliest (it is not sure: check each), least sure first', members: 'its named items, the doubtful first' }[this.source];
     $('#review-title', this.root).replaceChildren('Review ', el('b', { class: 'review-label', text: `"${this.label}"` }));
     $('#review-source', this.root).textContent = `${fmt(this.tiles.length)} of ${fmt(this.total)} ${what} · click the tiles that are NOT "${this.label}"`;
@@ -229,13 +236,19 @@ export class ReviewPage {
       class: 'rtile', role: 'checkbox', 'aria-checked': 'false', 'data-i': String(t.index), 'data-order': String(t.order),
       title: `${t.id}\nclick if it is not "${this.label}"`,
     }, img);
+    const cut = el('button', { class: 'r-cut', type: 'button', title: 'leave this and every tile before it (all less sure) out of this naming, with no verdict', text: '⤒' });
+    cut.addEventListener('click', (ev) => {
+      ev.stopPropagation(); // not a click on the tile: it marks nothing
+      this.cutAt(t.order);
+    });
+    node.append(cut);
     node.addEventListener('pointerenter', () => { if (t.hovers.length < CAP.hovers) t.hovers.push([this._now(), null]); });
     node.addEventListener('pointerleave', () => {
       const h = t.hovers[t.hovers.length - 1];
       if (h && h[1] == null) h[1] = Math.max(h[0], this._now());
     });
     node.addEventListener('click', (ev) => {
-      if (this.phase !== 'page' || this.busy) return;
+      if (this.phase !== 'page' || this.busy || t.left) return;
       const r = node.getBoundingClientRect();
       if (t.clicks.length < CAP.clicks) t.clicks.push([this._now(), Math.round((ev.clientX - r.left) * 10) / 10, Math.round((ev.clientY - r.top) * 10) / 10]);
       t.marked = !t.marked;
@@ -246,16 +259,39 @@ export class ReviewPage {
     return node;
   }
 
+  /** ⤒ on the tile at ``order``: it and every tile before it are left out of the naming, with no
+   * verdict (the cut moves there; ⤒ on the last tile it leaves out takes the cut back). */
+  cutAt(order) {
+    if (this.phase !== 'page' || this.busy) return;
+    const at = this.cut === order ? -1 : order;
+    const now = this._now();
+    this.cut = at;
+    for (const t of this.tiles) {
+      const left = t.order <= at;
+      if (left !== t.left) { t.left = left; t.leftMs = left ? now : null; }
+      const node = this.grid.querySelector(`.rtile[data-order="${t.order}"]`);
+      if (node) {
+        node.classList.toggle('left', t.left);
+        node.setAttribute('aria-checked', String(t.marked && !t.left));
+      }
+    }
+    this._count();
+  }
+
   _count() {
-    const m = this.tiles.filter((t) => t.marked).length;
-    $('#review-marks', this.root).textContent = m ? `${fmt(m)} marked not "${this.label}"` : 'nothing marked: every tile matches';
-    $('#review-submit', this.root).textContent = `submit: name ${fmt(this.tiles.length - m)}${m ? `, exclude ${fmt(m)}` : ''} (Enter)`;
+    const left = this.tiles.filter((t) => t.left).length;
+    const m = this.tiles.filter((t) => t.marked && !t.left).length;
+    const named = this.tiles.length - m - left;
+    const cut = left ? ` · ${fmt(left)} left out (no verdict)` : '';
+    $('#review-marks', this.root).textContent = (m ? `${fmt(m)} marked not "${this.label}"` : left ? 'nothing marked' : 'nothing marked: every tile matches') + cut;
+    $('#review-submit', this.root).textContent = `submit: name ${fmt(named)}${m ? `, exclude ${fmt(m)}` : ''}${left ? `, leave ${fmt(left)}` : ''} (Enter)`;
+    $('#review-submit', this.root).disabled = !named && !m; // everything left out: nothing to submit
   }
 
   /** Enter: name the tiles left alone and exclude the marked ones, in one action, with the traces. */
   async submit() {
     const s = this.store;
-    if (this.phase !== 'page' || this.busy || !this.tiles.length) return;
+    if (this.phase !== 'page' || this.busy || !this.tiles.some((t) => !t.left)) return;
     const at = this._now();
     const body = {
       page_id: this.pageId, label: this.label, labels_version: this.version, source: this.source,
@@ -288,9 +324,10 @@ export class ReviewPage {
       return;
     }
     if (!res) return;
-    const named = this.tiles.filter((t) => !t.marked);
-    const excluded = this.tiles.filter((t) => t.marked);
-    const message = `named ${fmt(named.length)} as "${this.label}"${excluded.length ? ` · excluded ${fmt(excluded.length)} (remembered as not "${this.label}")` : ''}`;
+    const named = this.tiles.filter((t) => !t.marked && !t.left);
+    const excluded = this.tiles.filter((t) => t.marked && !t.left);
+    const left = this.tiles.filter((t) => t.left).length;
+    const message = `named ${fmt(named.length)} as "${this.label}"${excluded.length ? ` · excluded ${fmt(excluded.length)} (remembered as not "${this.label}")` : ''}${left ? ` · left ${fmt(left)} out (no verdict)` : ''}`;
     this.last = { res, named: named.map((t) => t.index), excluded: excluded.map((t) => t.index) };
     s.emit('action', { kind: 'review', res, named: named.length, label: this.label, sentAt, message });
     this.phase = 'done';
