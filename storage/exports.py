@@ -391,13 +391,10 @@ def _export_curators(store: LabelStore, out: Path, overwrite: bool) -> tuple[int
     return len(stats), _write_file(out, lambda p: p.write_bytes(body), overwrite=overwrite)
 
 
-PASS_COLUMNS = ("pass_id", "map", "curator", "how", "kind", "labels_version", "at", "item_count", "items")
-
-
 def _export_interactions(ws: Workspace, out: Path, overwrite: bool, *, passes: bool = False) -> tuple[int, int]:
     """Every review page's per-tile byproducts, one row per tile; or with ``passes`` every proposal
     a curator passed over, one row per pass (CSV, or JSON lines for .jsonl)."""
-    from corral.storage.interactions import FILE_NAME, ROW_COLUMNS, InteractionStore
+    from corral.storage.interactions import FILE_NAME, PASS_COLUMNS, ROW_COLUMNS, InteractionStore
 
     rows: list[dict] = []
     if (ws.root / FILE_NAME).is_file():

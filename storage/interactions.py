@@ -45,7 +45,7 @@ from corral.storage.events import immediate
 if TYPE_CHECKING:
     from corral.storage.workspace import Workspace
 
-__all__ = ["InteractionError", "DuplicatePage", "ReviewPage", "ReviewTile", "InteractionStore", "FILE_NAME", "LIMITS", "ROW_COLUMNS", "PASS_HOW", "PASS_KINDS"]
+__all__ = ["InteractionError", "DuplicatePage", "ReviewPage", "ReviewTile", "InteractionStore", "FILE_NAME", "LIMITS", "ROW_COLUMNS", "PASS_COLUMNS", "PASS_HOW", "PASS_KINDS"]
 
 FILE_NAME = "interactions.sqlite"
 
@@ -63,6 +63,8 @@ LIMITS = {
 PASS_HOW = ("skip", "replaced")
 #: What was passed over: a regrouped group, or a map cluster (suggested groups are the model's).
 PASS_KINDS = ("group", "cluster")
+#: The columns of :meth:`InteractionStore.pass_rows`, in order (the export's header).
+PASS_COLUMNS = ("pass_id", "map", "curator", "how", "kind", "labels_version", "at", "item_count", "items")
 #: The passes a learning round reads back per map, newest first.
 PASSES_READ = 500
 DECISIONS = ("match", "not", "left")  # named; excluded as not this label; left out by a cut, no verdict
@@ -389,14 +391,13 @@ class InteractionStore:
         return int(r[0] or 0)
 
     def pass_rows(self, *, curator: str | None = None) -> list[dict[str, Any]]:
-        """Every stored pass (who, when, how, what, how many items), oldest first."""
-        q = "SELECT pass_id, map, curator, how, kind, labels_version, at, item_count, items FROM passes"
+        """Every stored pass (columns :data:`PASS_COLUMNS`: who, when, how, what, how many items), oldest first."""
+        q = f"SELECT {', '.join(PASS_COLUMNS)} FROM passes"
         args: list[Any] = []
         if curator is not None:
             q += " WHERE curator = ?"
             args.append(curator)
-        cols = ("pass_id", "map", "curator", "how", "kind", "labels_version", "at", "item_count", "items")
-        return [{**dict(zip(cols, r)), "items": json.loads(r[8])} for r in self._conn().execute(q + " ORDER BY pass_id", args)]
+        return [{**dict(zip(PASS_COLUMNS, r)), "items": json.loads(r[-1])} for r in self._conn().execute(q + " ORDER BY pass_id", args)]
 
     def pages(self, *, curator: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """Stored pages, newest first (optionally one curator's)."""

@@ -48,15 +48,21 @@ def serve(built, root):
             api.close()
 
 
+def name_samples(api, name, ids, truth, per_class: int, seed: int, *, first: int | None = None) -> None:
+    """Name a seeded random ``per_class`` items of each digit (of the ``first`` digits only, when
+    given), one assign per digit."""
+    rng = random.Random(seed)
+    for c, idx in sorted(by_class(ids, truth).items())[:first]:
+        assert api.post(f"/api/maps/{name}/actions/assign", json={"indices": rng.sample(idx, per_class), "label": f"digit {c}"}).status_code == 200
+
+
 @pytest.fixture(scope="module")
 def review_viewer(digits_built, tmp_path_factory):
     """8 random items of each digit named: the model suggests groups."""
     built, truth = digits_built
     root = tmp_path_factory.mktemp("review-viewer") / "ws"
     with serve(built, root) as (srv, token, api, name, ids):
-        rng = random.Random(0)
-        for c, idx in sorted(by_class(ids, truth).items()):
-            assert api.post(f"/api/maps/{name}/actions/assign", json={"indices": rng.sample(idx, 8), "label": f"digit {c}"}).status_code == 200
+        name_samples(api, name, ids, truth, 8, 0)
         yield srv, token, api, name, ids, truth, root
 
 
@@ -318,9 +324,7 @@ def test_a_page_of_the_likeliest_items_is_reviewed_from_the_learn_panel(browser,
     built, truth = digits_built
     root = tmp_path / "ws"
     with serve(built, root) as (srv, token, api, name, ids):
-        rng = random.Random(1)
-        for c, idx in sorted(by_class(ids, truth).items()):
-            assert api.post(f"/api/maps/{name}/actions/assign", json={"indices": rng.sample(idx, 3), "label": f"digit {c}"}).status_code == 200
+        name_samples(api, name, ids, truth, 3, 1)
         store = store_of(srv)
         with open_viewer(browser, srv.url, token) as page:
             wait_ready(page)
@@ -365,9 +369,7 @@ def test_v_opens_the_likeliest_items_when_the_model_suggests_no_group(browser, d
     likeliest items instead of an empty page."""
     built, truth = digits_built
     with serve(built, tmp_path / "ws") as (srv, token, api, name, ids):
-        rng = random.Random(2)
-        for c, idx in sorted(by_class(ids, truth).items())[:3]:
-            assert api.post(f"/api/maps/{name}/actions/assign", json={"indices": rng.sample(idx, 4), "label": f"digit {c}"}).status_code == 200
+        name_samples(api, name, ids, truth, 4, 2, first=3)
         rnd = api.get(f"/api/maps/{name}/learn").json()
         assert rnd["ready"] and not rnd["groups"] and rnd["likely"], rnd.get("reason")
         with open_viewer(browser, srv.url, token) as page:
@@ -386,9 +388,7 @@ def test_a_cut_leaves_the_least_sure_tiles_out_with_no_verdict(browser, digits_b
     marked, and each tile's decision is stored ("left" for the cut's)."""
     built, truth = digits_built
     with serve(built, tmp_path / "ws") as (srv, token, api, name, ids):
-        rng = random.Random(0)
-        for c, idx in sorted(by_class(ids, truth).items()):
-            assert api.post(f"/api/maps/{name}/actions/assign", json={"indices": rng.sample(idx, 8), "label": f"digit {c}"}).status_code == 200
+        name_samples(api, name, ids, truth, 8, 0)
         store = store_of(srv)
         with open_viewer(browser, srv.url, token) as page:
             wait_ready(page)

@@ -35,11 +35,16 @@ export function newPageId() {
   return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 }
 
+/** A tile's decision: left out by the cut (whatever its mark), marked not this label, or a match. */
+export function decision(t) {
+  return t.left ? 'left' : t.marked ? 'not' : 'match';
+}
+
 /** The tile entry of the submit body from a tile's trace (pure: tested without a browser too). */
 export function tileBody(t, submitMs) {
   return {
     index: t.index, row: t.row, col: t.col, order: t.order,
-    decision: t.left ? 'left' : t.marked ? 'not' : 'match',
+    decision: decision(t),
     shown_ms: t.shownMs,
     hovers: t.hovers.map(([a, b]) => [a, b]),
     clicks: t.clicks.map((c) => c.slice()),
@@ -63,7 +68,6 @@ export class ReviewPage {
     this.phase = 'closed'; // 'loading' | 'page' | 'done'
     this.pageId = null;
     this.t0 = 0; // performance.now() when the page was shown
-    this.cut = -1; // ⤒: the tiles up to this order are left out of the naming
     this.shownAt = 0; // Unix seconds, the same moment
     this.total = 0; // candidates the label has (the page shows the first PAGE_SIZE)
     this.offer = null; // after a submit: {source, label} of the next page, and 'again' of the same label
@@ -217,7 +221,6 @@ export class ReviewPage {
 
   _render() {
     this._show();
-    this.cut = -1; // the tiles up to this order are left out (⤒)
     const what = { suggested: 'the model suggests, least sure first', likely: 'the model thinks likeliest (it is not sure: check each), least sure first', members: 'its named items, the doubtful first' }[this.source];
     $('#review-title', this.root).replaceChildren('Review ', el('b', { class: 'review-label', text: `"${this.label}"` }));
     $('#review-source', this.root).textContent = `${fmt(this.tiles.length)} of ${fmt(this.total)} ${what} · click the tiles that are NOT "${this.label}"`;
@@ -263,25 +266,31 @@ export class ReviewPage {
    * verdict (the cut moves there; ⤒ on the last tile it leaves out takes the cut back). */
   cutAt(order) {
     if (this.phase !== 'page' || this.busy) return;
-    const at = this.cut === order ? -1 : order;
+    const cut = this.tiles.reduce((c, t) => (t.left ? t.order : c), -1); // the last tile left out
+    const at = cut === order ? -1 : order;
     const now = this._now();
-    this.cut = at;
     for (const t of this.tiles) {
       const left = t.order <= at;
       if (left !== t.left) { t.left = left; t.leftMs = left ? now : null; }
       const node = this.grid.querySelector(`.rtile[data-order="${t.order}"]`);
       if (node) {
         node.classList.toggle('left', t.left);
-        node.setAttribute('aria-checked', String(t.marked && !t.left));
+        node.setAttribute('aria-checked', String(decision(t) === 'not'));
       }
     }
     this._count();
   }
 
+  /** The tiles by their decision. */
+  _byDecision() {
+    const out = { match: [], not: [], left: [] };
+    for (const t of this.tiles) out[decision(t)].push(t);
+    return out;
+  }
+
   _count() {
-    const left = this.tiles.filter((t) => t.left).length;
-    const m = this.tiles.filter((t) => t.marked && !t.left).length;
-    const named = this.tiles.length - m - left;
+    const n = this._byDecision();
+    const [named, m, left] = [n.match.length, n.not.length, n.left.length];
     const cut = left ? ` · ${fmt(left)} left out (no verdict)` : '';
     $('#review-marks', this.root).textContent = (m ? `${fmt(m)} marked not "${this.label}"` : left ? 'nothing marked' : 'nothing marked: every tile matches') + cut;
     $('#review-submit', this.root).textContent = `submit: name ${fmt(named)}${m ? `, exclude ${fmt(m)}` : ''}${left ? `, leave ${fmt(left)}` : ''} (Enter)`;
@@ -291,7 +300,7 @@ export class ReviewPage {
   /** Enter: name the tiles left alone and exclude the marked ones, in one action, with the traces. */
   async submit() {
     const s = this.store;
-    if (this.phase !== 'page' || this.busy || !this.tiles.some((t) => !t.left)) return;
+    if (this.phase !== 'page' || this.busy || this.tiles.every((t) => t.left)) return;
     const at = this._now();
     const body = {
       page_id: this.pageId, label: this.label, labels_version: this.version, source: this.source,
@@ -324,9 +333,8 @@ export class ReviewPage {
       return;
     }
     if (!res) return;
-    const named = this.tiles.filter((t) => !t.marked && !t.left);
-    const excluded = this.tiles.filter((t) => t.marked && !t.left);
-    const left = this.tiles.filter((t) => t.left).length;
+    const { match: named, not: excluded, left: cut } = this._byDecision();
+    const left = cut.length;
     const message = `named ${fmt(named.length)} as "${this.label}"${excluded.length ? ` · excluded ${fmt(excluded.length)} (remembered as not "${this.label}")` : ''}${left ? ` · left ${fmt(left)} out (no verdict)` : ''}`;
     this.last = { res, named: named.map((t) => t.index), excluded: excluded.map((t) => t.index) };
     s.emit('action', { kind: 'review', res, named: named.length, label: this.label, sentAt, message });
